@@ -1,0 +1,50 @@
+# Two commands on a fresh clone: `make run` (materialize the default lifecycle) and `make test`.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export LIFECYCLE_HOME ?= $(CURDIR)
+export DAGSTER_HOME ?= $(LIFECYCLE_HOME)/.dagster
+export LIFECYCLE_PRESET ?= tiny
+
+.PHONY: run test install install-dev system-deps ui mlflow-ui lint bench-dedup clean-data
+
+$(BIN)/activate:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+# torch is pinned and installed first so no CUDA build gets pulled in by a dependency.
+$(VENV)/.installed: $(BIN)/activate pyproject.toml
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+system-deps:
+	bash scripts/install-system-deps.sh
+
+install: system-deps $(VENV)/.installed
+install-dev: system-deps $(VENV)/.installed-dev
+
+run: install
+	mkdir -p $(DAGSTER_HOME)
+	$(BIN)/lifecycle run --partition local-web
+
+test: install-dev
+	$(BIN)/python -m pytest -n 2 --dist loadgroup -q
+
+ui: install
+	mkdir -p $(DAGSTER_HOME)
+	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+mlflow-ui: install
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(LIFECYCLE_HOME)/mlflow.db -h 127.0.0.1 -p 5000
+
+lint: install-dev
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+bench-dedup: install-dev
+	$(BIN)/python benchmarks/dedup.py

@@ -1,0 +1,1 @@
+"""Dagster wiring for llama-lifecycle: definitions, resources, configs, jobs, schedules, checks."""

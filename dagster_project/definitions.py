@@ -1,0 +1,36 @@
+"""The one ``Definitions`` object: every lifecycle asset, its checks, resources, jobs and schedules."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from dagster_project.jobs import ALL_ASSETS, ALL_CHECKS, JOBS
+from dagster_project.resources import (
+    DaskResource,
+    DvcResource,
+    LocalWebResource,
+    MlflowResource,
+    RedisResource,
+    TorchrunResource,
+)
+from dagster_project.schedules import SCHEDULES
+
+
+def default_resources() -> dict:
+    return {
+        "mlflow": MlflowResource(),
+        "dvc": DvcResource(),
+        "local_web": LocalWebResource(),
+        "redis": RedisResource(mode=dg.EnvVar("LIFECYCLE_REDIS_MODE").get_value("off") or "off"),
+        "dask": DaskResource(scheduler_address=dg.EnvVar("DASK_SCHEDULER_ADDRESS").get_value("") or ""),
+        "torchrun": TorchrunResource(),
+    }
+
+
+defs = dg.Definitions(
+    assets=ALL_ASSETS,
+    asset_checks=ALL_CHECKS,
+    jobs=JOBS,
+    schedules=SCHEDULES,
+    resources=default_resources(),
+)

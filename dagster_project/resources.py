@@ -1,0 +1,348 @@
+"""Resources: the only place with side effects (MLflow, DVC, the local web, Redis, Dask, torchrun).
+
+Each is a ``dg.ConfigurableResource`` so it shows up, with its settings, in the Dagster UI.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import yaml
+
+from dagster_project.home import lifecycle_home
+
+
+def _flatten(prefix: str, value: Any, out: dict[str, str]) -> None:
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            _flatten(f"{prefix}.{k}" if prefix else str(k), v, out)
+    else:
+        out[prefix] = json.dumps(value) if isinstance(value, list | tuple) else str(value)
+
+
+class MlflowResource(dg.ConfigurableResource):
+    """MLflow tracking: one parent run per Dagster run, one nested run per asset materialization.
+
+    ``tracking_uri`` defaults to ``sqlite:///<home>/mlflow.db``; ``MLFLOW_TRACKING_URI`` overrides both.
+    """
+
+    tracking_uri: str = ""
+    experiment: str = "llama-lifecycle"
+    ui_url: str = "http://127.0.0.1:5000"
+
+    def resolved_uri(self) -> str:
+        return os.environ.get("MLFLOW_TRACKING_URI") or self.tracking_uri or f"sqlite:///{lifecycle_home()}/mlflow.db"
+
+    def client(self):
+        import mlflow
+
+        mlflow.set_tracking_uri(self.resolved_uri())
+        return mlflow.MlflowClient(self.resolved_uri())
+
+    def _experiment_id(self, client) -> str:
+        exp = client.get_experiment_by_name(self.experiment)
+        if exp is not None:
+            return exp.experiment_id
+        artifact_root = (lifecycle_home() / "mlartifacts").as_uri() if self.resolved_uri().startswith("sqlite") else None
+        try:
+            return client.create_experiment(self.experiment, artifact_location=artifact_root)
+        except Exception:  # created concurrently by another step process
+            return client.get_experiment_by_name(self.experiment).experiment_id
+
+    def _parent_run(self, client, exp_id: str, dagster_run_id: str, job_name: str) -> str:
+        found = client.search_runs(
+            [exp_id], filter_string=f"tags.`dagster.run_id` = '{dagster_run_id}' and tags.`dagster.role` = 'parent'"
+        )
+        if found:
+            return found[0].info.run_id
+        run = client.create_run(
+            exp_id,
+            run_name=f"dagster-{job_name}-{dagster_run_id[:8]}",
+            tags={"dagster.run_id": dagster_run_id, "dagster.role": "parent", "dagster.job": job_name},
+        )
+        return run.info.run_id
+
+    def run_url(self, run_id: str, experiment_id: str) -> str:
+        return f"{self.ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+
+    def start_asset_run(
+        self, *, dagster_run_id: str, job_name: str, asset: str, partition: str | None, params: dict, tags: dict
+    ) -> AssetRunLog:
+        client = self.client()
+        exp_id = self._experiment_id(client)
+        parent = self._parent_run(client, exp_id, dagster_run_id, job_name)
+        run = client.create_run(
+            exp_id,
+            run_name=f"{asset}[{partition}]" if partition else asset,
+            tags={
+                "mlflow.parentRunId": parent,
+                "dagster.run_id": dagster_run_id,
+                "dagster.asset_key": asset,
+                "dagster.partition": partition or "",
+                **tags,
+            },
+        )
+        log = AssetRunLog(client=client, run_id=run.info.run_id, url=self.run_url(run.info.run_id, exp_id))
+        log.log_params(params)
+        return log
+
+
+class AssetRunLog:
+    """A handle on one asset's MLflow run: params, metrics, inputs, artifacts, tags."""
+
+    def __init__(self, client, run_id: str, url: str):
+        self.client, self.run_id, self.url = client, run_id, url
+
+    def log_params(self, params: dict) -> None:
+        from mlflow.entities import Param
+
+        flat: dict[str, str] = {}
+        _flatten("", params, flat)
+        items = [Param(k, v[:6000]) for k, v in sorted(flat.items())]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(self.run_id, params=items[i : i + 100])
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
+        import time
+
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [
+            Metric(k.replace("/", "."), float(v), now, step)
+            for k, v in metrics.items()
+            if isinstance(v, int | float) and not isinstance(v, bool)
+        ]
+        for i in range(0, len(items), 500):
+            self.client.log_batch(self.run_id, metrics=items[i : i + 500])
+
+    def log_metric_series(self, series: list[tuple[int, Mapping[str, float]]]) -> None:
+        for step, metrics in series:
+            self.log_metrics(metrics, step=step)
+
+    def log_input(self, name: str, path: Path, md5: str, context: str = "upstream") -> None:
+        """Link an upstream artifact as an MLflow dataset input (source = path, digest = DVC md5)."""
+        from mlflow.data.filesystem_dataset_source import FileSystemDatasetSource
+        from mlflow.data.meta_dataset import MetaDataset
+        from mlflow.entities import DatasetInput, InputTag
+
+        ds = MetaDataset(source=FileSystemDatasetSource(str(path)), name=name, digest=(md5 or "none")[:36])
+        self.client.log_inputs(
+            self.run_id,
+            datasets=[DatasetInput(ds._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)])],
+        )
+
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def log_text(self, text: str, name: str) -> None:
+        self.client.log_text(self.run_id, text, name)
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        for k, v in tags.items():
+            self.client.set_tag(self.run_id, k, str(v))
+
+    def finish(self, status: str = "FINISHED") -> None:
+        self.client.set_terminated(self.run_id, status)
+
+
+class DvcResource(dg.ConfigurableResource):
+    """DVC versioning of every artifact under the home.
+
+    Initializes DVC in the home when missing (``--no-scm`` outside a git repo) with a local remote at
+    ``<home>/dvc-remote`` unless ``remote_url`` names another. An artifact that is the ``outs`` of a stage
+    in ``<home>/dvc.yaml`` is committed to that stage (``dvc.lock``); any other is ``dvc add``-ed.
+    Set ``LIFECYCLE_DVC=off`` (``dvc repro`` stage commands do) to leave versioning to the caller.
+    """
+
+    remote_url: str = ""
+    push: bool = True
+
+    def _enabled(self) -> bool:
+        return os.environ.get("LIFECYCLE_DVC", "on").lower() not in ("off", "0", "false")
+
+    def _repo(self):
+        from dvc.repo import Repo
+
+        home = lifecycle_home()
+        if not (home / ".dvc").is_dir():
+            scm = (home / ".git").exists()
+            Repo.init(str(home), no_scm=not scm, force=True)
+            remote = self.remote_url or str(home / "dvc-remote")
+            subprocess.run(
+                [sys.executable, "-m", "dvc", "remote", "add", "-f", "-d", "local", remote],
+                cwd=home, check=True, capture_output=True,
+            )
+        return Repo(str(home))
+
+    def _stage_for(self, home: Path, rel: str) -> str | None:
+        dvc_yaml = home / "dvc.yaml"
+        if not dvc_yaml.exists():
+            return None
+        stages = (yaml.safe_load(dvc_yaml.read_text()) or {}).get("stages", {})
+        params = {}
+        if (home / "params.yaml").exists():
+            params = yaml.safe_load((home / "params.yaml").read_text()) or {}
+        for name, stage in stages.items():
+            for out in stage.get("outs", []):
+                out_path = out if isinstance(out, str) else next(iter(out))
+                for k, v in params.items():
+                    out_path = out_path.replace("${" + k + "}", str(v))
+                if out_path.rstrip("/") == rel:
+                    return name
+        return None
+
+    def track(self, path: Path) -> str:
+        """Version ``path`` (a directory or file under the home); returns its DVC md5."""
+        if not self._enabled():
+            return directory_md5(path)
+        home = lifecycle_home()
+        path = Path(path).resolve()
+        rel = path.relative_to(home).as_posix()
+        with _DVC_LOCK:
+            repo = self._repo()
+            try:
+                stage = self._stage_for(home, rel)
+                if stage:
+                    repo.commit(stage, force=True)
+                else:
+                    repo.add([rel])
+                if self.push:
+                    repo.push()
+            finally:
+                repo.close()
+        return dvc_md5(home, rel, stage)
+
+
+_DVC_LOCK = threading.Lock()
+
+
+def dvc_md5(home: Path, rel: str, stage: str | None) -> str:
+    """Read the md5 DVC recorded for ``rel`` (from dvc.lock or ``<rel>.dvc``)."""
+    if stage:
+        lock = yaml.safe_load((home / "dvc.lock").read_text()) or {}
+        for out in lock.get("stages", {}).get(stage, {}).get("outs", []):
+            if out["path"].rstrip("/") == rel:
+                return out["md5"]
+    dvc_file = home / f"{rel}.dvc"
+    if dvc_file.exists():
+        return (yaml.safe_load(dvc_file.read_text()) or {})["outs"][0]["md5"]
+    raise RuntimeError(f"DVC recorded no md5 for {rel} (stage={stage})")
+
+
+def directory_md5(path: Path) -> str:
+    """A content hash of a file or directory tree (used when DVC versioning is switched off)."""
+    h = hashlib.md5()
+    path = Path(path)
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for f in files:
+        h.update(f.relative_to(path.parent if path.is_file() else path).as_posix().encode())
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest() + (".dir" if path.is_dir() else "")
+
+
+class LocalWebResource(dg.ConfigurableResource):
+    """Builds the offline local web (man pages, package docs, READMEs, copyright files) and serves it on
+    loopback for the duration of a crawl. The crawler only ever sees a URL."""
+
+    host: str = "127.0.0.1"
+    port: int = 0
+
+    @contextlib.contextmanager
+    def serving(self, site_dir: Path, config) -> Iterator[tuple[str, Any]]:
+        from ml.data.localweb import build_site, serve_site
+
+        manifest = build_site(site_dir, config)
+        with serve_site(site_dir, host=self.host, port=self.port) as base_url:
+            yield base_url, manifest
+
+
+class RedisResource(dg.ConfigurableResource):
+    """Redis for the shared MinHash LSH index. ``mode``: ``local`` starts a real redis-server on loopback,
+    ``external`` connects to ``host``/``port``, ``off`` keeps the index in memory."""
+
+    mode: str = "off"
+    host: str = "127.0.0.1"
+    port: int = 6379
+
+    @contextlib.contextmanager
+    def connection(self) -> Iterator[tuple[str, int] | None]:
+        if self.mode == "off":
+            yield None
+        elif self.mode == "external":
+            yield (self.host, self.port)
+        elif self.mode == "local":
+            from ml.data.redis_server import redis_server
+
+            with redis_server() as hp:
+                yield hp
+        else:
+            raise ValueError(f"RedisResource.mode={self.mode!r}: choose off, local or external")
+
+
+class DaskResource(dg.ConfigurableResource):
+    """Dask for per-shard curation steps: ``scheduler_address`` joins a cluster; else a LocalCluster with
+    ``n_workers`` processes; ``n_workers=0`` runs in process."""
+
+    scheduler_address: str = ""
+    n_workers: int = 2
+    threads_per_worker: int = 1
+
+    @contextlib.contextmanager
+    def client(self) -> Iterator[Any]:
+        if self.scheduler_address:
+            from dask.distributed import Client
+
+            with Client(self.scheduler_address) as c:
+                yield c
+        elif self.n_workers <= 0:
+            yield None
+        else:
+            from ml.data.parallel import local_cluster
+
+            with local_cluster(self.n_workers, self.threads_per_worker) as c:
+                yield c
+
+
+class TorchrunResource(dg.ConfigurableResource):
+    """Launches ``ml.train.run`` under ``torchrun`` through Dagster Pipes (``PipesSubprocessClient``).
+
+    ``nproc_per_node`` processes (gloo on CPU, NCCL on GPU); rank 0 alone reports metrics back.
+    """
+
+    nproc_per_node: int = 1
+    extra_env: dict[str, str] = {}
+
+    def command(self, args: list[str]) -> list[str]:
+        entry = ["-m", "dagster_project.train_entry", *args]
+        if self.nproc_per_node <= 1:
+            return [sys.executable, *entry]
+        return [
+            sys.executable, "-m", "torch.distributed.run", "--standalone",
+            f"--nproc-per-node={self.nproc_per_node}", *entry,
+        ]
+
+    def launch(self, context, args: list[str], extras: dict | None = None):
+        client = dg.PipesSubprocessClient()
+        env = {**os.environ, **self.extra_env, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+        return client.run(context=context, command=self.command(args), env=env, extras=extras or {})
+
+
+def which_or_hint(binary: str, package: str) -> str:
+    path = shutil.which(binary)
+    if not path:
+        raise RuntimeError(f"{binary} not found on PATH: install the Debian package {package} (scripts/install-system-deps.sh)")
+    return path

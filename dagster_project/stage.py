@@ -1,0 +1,134 @@
+"""The one pattern every asset body follows.
+
+    cfg = resolve_config(StageCfg, config)
+    with stage_run(context, mlflow, dvc, cfg, inputs={"extracted_docs": path}) as run:
+        with atomic_dir(run.out_dir) as tmp:
+            result = ml_function(..., tmp)
+        return run.result(num_records=..., stats=..., summary=...)
+
+``stage_run`` opens the asset's MLflow run (nested under the Dagster run's parent run) with the resolved
+config as params and the upstream artifacts as dataset inputs; ``run.result`` versions the artifact with
+DVC, logs metrics and tags, and builds the metadata every asset carries (path, num_records, MLflow run
+id/URL, DVC md5, git SHA, a markdown summary).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+from dagster_project.home import artifact_dir, git_sha, lifecycle_home
+from dagster_project.resources import AssetRunLog, DvcResource, MlflowResource, directory_md5, dvc_md5
+from ml.config import StageConfig
+
+
+def partition_of(context: dg.AssetExecutionContext) -> str | None:
+    return context.partition_key if context.has_partition_key else None
+
+
+def upstream_dir(asset: str, context: dg.AssetExecutionContext, *, must_exist: bool = True) -> Path:
+    """The artifact directory of ``asset`` for this run's partition; a clear error when it is missing."""
+    path = artifact_dir(asset, partition_of(context))
+    if must_exist and not path.exists():
+        raise dg.Failure(
+            description=f"Upstream artifact {asset} is missing at {path}: materialize {asset} for this partition first.",
+            metadata={"expected_path": str(path)},
+        )
+    return path
+
+
+def recorded_md5(path: Path) -> str:
+    """The DVC md5 of an artifact (dvc.lock / .dvc file), or a content hash if DVC has none."""
+    home = lifecycle_home()
+    rel = Path(path).resolve().relative_to(home).as_posix()
+    with contextlib.suppress(Exception):
+        return dvc_md5(home, rel, DvcResource()._stage_for(home, rel))
+    return directory_md5(path)
+
+
+def md_table(rows: Mapping[str, Any] | list[tuple], headers: tuple[str, ...] = ("key", "value")) -> str:
+    items = list(rows.items()) if isinstance(rows, Mapping) else rows
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    for row in items:
+        cells = [f"{c:.4g}" if isinstance(c, float) else str(c) for c in row]
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(lines)
+
+
+def png_markdown(png: bytes, alt: str) -> str:
+    return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})"
+
+
+class StageRun:
+    """State of one asset materialization: output dir, MLflow run, metrics collected so far."""
+
+    def __init__(self, context: dg.AssetExecutionContext, mlflow: MlflowResource, dvc: DvcResource,
+                 config: StageConfig, inputs: Mapping[str, Path]):
+        self.context = context
+        self.asset = context.asset_key.to_user_string()
+        self.partition = partition_of(context)
+        self.out_dir = artifact_dir(self.asset, self.partition)
+        self.dvc = dvc
+        self.config = config
+        self.input_md5 = {name: recorded_md5(p) for name, p in inputs.items()}
+        self.log: AssetRunLog = mlflow.start_asset_run(
+            dagster_run_id=context.run_id,
+            job_name=context.job_name,
+            asset=self.asset,
+            partition=self.partition,
+            params={"config_class": type(config).__name__, **config.to_dict()},
+            tags={"git_sha": git_sha(), "lifecycle.home": str(lifecycle_home())},
+        )
+        for name, path in inputs.items():
+            self.log.log_input(name, path, self.input_md5[name])
+        self.metrics: dict[str, float] = {}
+        self.extra_md: list[str] = []
+
+    def log_metrics(self, metrics: Mapping[str, Any]) -> None:
+        numeric = {k: v for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+        self.metrics.update(numeric)
+        self.log.log_metrics(numeric)
+
+    def log_png(self, png_path: Path, alt: str) -> str:
+        """Log a plot as an MLflow artifact; returns markdown embedding it for the Dagster UI."""
+        self.log.log_artifact(png_path, "plots")
+        md = png_markdown(Path(png_path).read_bytes(), alt)
+        self.extra_md.append(md)
+        return md
+
+    def result(self, *, num_records: int, summary: str, metadata: Mapping[str, Any] | None = None,
+               check_results: list[dg.AssetCheckResult] | None = None) -> dg.MaterializeResult:
+        md5 = self.dvc.track(self.out_dir)
+        self.log.set_tags({"dvc_md5": md5, "num_records": num_records})
+        self.log.log_metrics({"num_records": num_records})
+        self.log.log_text(summary, "summary.md")
+        self.log.finish("FINISHED")
+        meta: dict[str, Any] = {
+            "path": dg.MetadataValue.path(str(self.out_dir)),
+            "num_records": num_records,
+            "mlflow_run_id": self.log.run_id,
+            "mlflow_run_url": dg.MetadataValue.url(self.log.url),
+            "dvc_md5": md5,
+            "git_sha": git_sha(),
+            "preset_config": dg.MetadataValue.json(self.config.to_dict()),
+            "inputs": dg.MetadataValue.json(self.input_md5),
+            "summary": dg.MetadataValue.md("\n\n".join([summary, *self.extra_md])),
+        }
+        meta.update(metadata or {})
+        return dg.MaterializeResult(metadata=meta, check_results=check_results, data_version=dg.DataVersion(md5))
+
+
+@contextlib.contextmanager
+def stage_run(context: dg.AssetExecutionContext, mlflow: MlflowResource, dvc: DvcResource,
+              config: StageConfig, inputs: Mapping[str, Path] | None = None) -> Iterator[StageRun]:
+    run = StageRun(context, mlflow, dvc, config, inputs or {})
+    try:
+        yield run
+    except BaseException:
+        run.log.finish("FAILED")
+        raise

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Debian packages the project needs: groff (renders man pages for the local web), redis-server (shared
+# MinHash LSH index). Installs only what is missing, so a machine that has them pays nothing.
+set -euo pipefail
+need=()
+command -v groff >/dev/null 2>&1 || need+=(groff)
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+[ -d /usr/share/man/de ] || need+=(manpages-de)
+if [ ${#need[@]} -eq 0 ]; then exit 0; fi
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+echo "installing Debian packages: ${need[*]}"
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}"
