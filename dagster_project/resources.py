@@ -133,11 +133,11 @@ class AssetRunLog:
 
     def log_input(self, name: str, path: Path, md5: str, context: str = "upstream") -> None:
         """Link an upstream artifact as an MLflow dataset input (source = path, digest = DVC md5)."""
-        from mlflow.data.filesystem_dataset_source import FileSystemDatasetSource
+        from mlflow.data.sources import LocalArtifactDatasetSource
         from mlflow.data.meta_dataset import MetaDataset
         from mlflow.entities import DatasetInput, InputTag
 
-        ds = MetaDataset(source=FileSystemDatasetSource(str(path)), name=name, digest=(md5 or "none")[:36])
+        ds = MetaDataset(source=LocalArtifactDatasetSource(str(path)), name=name, digest=(md5 or "none")[:36])
         self.client.log_inputs(
             self.run_id,
             datasets=[DatasetInput(ds._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)])],
@@ -210,7 +210,8 @@ class DvcResource(dg.ConfigurableResource):
         home = lifecycle_home()
         path = Path(path).resolve()
         rel = path.relative_to(home).as_posix()
-        with _DVC_LOCK:
+        # DVC resolves targets against the working directory: run it from the home.
+        with _DVC_LOCK, contextlib.chdir(home):
             repo = self._repo()
             try:
                 stage = self._stage_for(home, rel)
