@@ -60,8 +60,7 @@ def token_shards(context: dg.AssetExecutionContext, config: ShardRun, mlflow: Ml
     df = read_shards(corpus / "docs")
     tok = load_tokenizer(tok_dir)
     with stage_run(context, mlflow, dvc, cfg, inputs={"curated_corpus": corpus, "tokenizer": tok_dir}) as run:
-        with atomic_dir(run.out_dir) as tmp:
-            manifest = write_token_shards(df, tok, tmp, cfg, class_col="domain")
+        manifest = write_token_shards(df, tok, run.out_dir, cfg, class_col="domain")  # replaces the dir atomically
         stats = manifest.to_stats()
         run.log_metrics(stats)
         run.log.log_artifact(run.out_dir / "manifest.json")

@@ -71,4 +71,4 @@ def token_shards_verify(context: dg.AssetCheckExecutionContext) -> dg.AssetCheck
         manifest = read_manifest(_dir(context, "token_shards"))
     except ValueError as exc:
         return dg.AssetCheckResult(passed=False, metadata={"error": str(exc)})
-    return dg.AssetCheckResult(passed=True, metadata={"shards": len(manifest.shards)})
+    return dg.AssetCheckResult(passed=True, metadata={"shards": int(manifest.to_stats()["shards"])})

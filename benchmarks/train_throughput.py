@@ -1,0 +1,238 @@
+"""Training throughput: HF transformers LlamaForCausalLM vs ml.model.Llama on identical shapes.
+
+One process, one GPU. Both models: fp32 parameters, bf16 autocast, fused AdamW (same hyper-parameters),
+torch.compile. HF uses attn_implementation="sdpa" on plain causal rows; ours runs (a) plain causal
+(SDPA) and (b) with document masking (FlexAttention block mask, random document lengths of mean T/4).
+MFU = tokens/s * flops_per_token(cfg, T, causal=True) / peak, where peak is an 8192^3 bf16 matmul
+measured in the same run; the same FLOPs/token is credited to every implementation (ml/flops.py).
+
+    PYTHONPATH=. python3 benchmarks/train_throughput.py                  # H100: small + 1b
+    PYTHONPATH=. python3 benchmarks/train_throughput.py --device cpu --tiny   # smoke test, seconds
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import statistics
+import time
+import traceback
+from dataclasses import dataclass
+
+import torch
+
+from ml.flops import flops_per_token, mfu, num_params
+from ml.hf import hf_config_dict
+from ml.model import Llama, ModelConfig, compile_blocks
+
+
+@dataclass(frozen=True)
+class Shape:
+    name: str
+    cfg: ModelConfig
+    batch: int
+    seq: int
+
+
+SHAPES = {
+    "small": Shape("125M", ModelConfig.from_preset("small"), batch=16, seq=2048),
+    "1b": Shape("1.2B", ModelConfig.from_preset("1b"), batch=4, seq=4096),
+    "tiny": Shape("tiny", ModelConfig.from_preset("tiny"), batch=4, seq=256),
+}
+
+
+def measure_peak_flops(device: torch.device) -> float:
+    """Median FLOP/s of an 8192^3 bf16 matmul on random data (512^3 fp32 on CPU)."""
+    n, dtype = (8192, torch.bfloat16) if device.type == "cuda" else (512, torch.float32)
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    times = []
+    for i in range(23):
+        _sync(device)
+        t0 = time.perf_counter()
+        a @ b
+        _sync(device)
+        if i >= 3:
+            times.append(time.perf_counter() - t0)
+    return 2 * n**3 / statistics.median(times)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def random_doc_ids(batch: int, seq: int, mean_len: float, gen: torch.Generator) -> torch.Tensor:
+    """(B, T) document ids; lengths ~ exponential(mean_len), at least 1 token."""
+    rows = []
+    for _ in range(batch):
+        ids, doc = [], 0
+        while len(ids) < seq:
+            n = max(1, int(torch.empty(1).exponential_(1.0 / mean_len, generator=gen).item()))
+            ids.extend([doc] * n)
+            doc += 1
+        rows.append(ids[:seq])
+    return torch.tensor(rows)
+
+
+def make_batches(shape: Shape, device: torch.device, n: int = 4) -> list[dict[str, torch.Tensor]]:
+    gen = torch.Generator().manual_seed(0)
+    out = []
+    for _ in range(n):
+        tokens = torch.randint(0, shape.cfg.vocab_size, (shape.batch, shape.seq + 1), generator=gen)
+        doc_ids = random_doc_ids(shape.batch, shape.seq, shape.seq / 4, gen)
+        out.append(
+            dict(
+                tokens=tokens[:, :-1].to(device), labels=tokens[:, 1:].to(device), doc_ids=doc_ids.to(device)
+            )
+        )
+    return out
+
+
+def build(impl: str, shape: Shape, device: torch.device, compile_model: bool):
+    """(model, step_loss_fn) for impl in hf | ours | ours_doc."""
+    if impl == "hf":
+        from transformers import LlamaConfig, LlamaForCausalLM
+
+        hf_cfg = LlamaConfig(**hf_config_dict(shape.cfg), attn_implementation="sdpa")
+        with torch.device(device):
+            model = LlamaForCausalLM(hf_cfg)
+        run = torch.compile(model) if compile_model else model
+
+        def loss_fn(b):  # HF shifts labels itself: pass the unshifted row, as its users do
+            return run(input_ids=b["tokens"], labels=b["tokens"]).loss
+
+        return model, loss_fn
+    model = Llama.from_config(shape.cfg, device=device)
+    if compile_model:
+        compile_blocks(model)
+    use_docs = impl == "ours_doc"
+
+    def loss_fn(b):
+        return model(b["tokens"], doc_ids=b["doc_ids"] if use_docs else None, labels=b["labels"])
+
+    return model, loss_fn
+
+
+def _timed_steps(impl: str, shape: Shape, device: torch.device, warmup: int, steps: int, compile_model: bool):
+    """(seconds per step, warmup seconds incl. compile, last loss); model and optimizer die on return."""
+    torch.manual_seed(0)
+    model, loss_fn = build(impl, shape, device, compile_model)
+    opt = torch.optim.AdamW(
+        model.parameters(), lr=3e-4, betas=(0.9, 0.95), weight_decay=0.1, fused=device.type == "cuda"
+    )
+    batches = make_batches(shape, device)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+    def step(i: int) -> torch.Tensor:
+        with autocast:
+            loss = loss_fn(batches[i % len(batches)])
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return loss.detach()
+
+    t0 = time.perf_counter()
+    for i in range(warmup):
+        loss = step(i)
+    _sync(device)
+    warmup_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for i in range(steps):
+        loss = step(i)
+    _sync(device)
+    return (time.perf_counter() - t0) / steps, warmup_s, loss.item()
+
+
+def bench(
+    impl: str, shape: Shape, device: torch.device, peak: float, warmup: int, steps: int, compile_model: bool
+):
+    """One row of the table: tokens/s, MFU and peak memory of one implementation at one shape."""
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    try:
+        dt, warmup_s, loss = _timed_steps(impl, shape, device, warmup, steps, compile_model)
+        mem = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
+    finally:
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        torch._dynamo.reset()
+    tok_s = shape.batch * shape.seq / dt
+    return dict(
+        impl=impl,
+        shape=shape.name,
+        params=num_params(shape.cfg),
+        batch=shape.batch,
+        seq=shape.seq,
+        step_ms=dt * 1e3,
+        tok_s=tok_s,
+        mfu=mfu(tok_s, shape.cfg, shape.seq, peak),
+        peak_mem_gib=mem,
+        warmup_s=warmup_s,
+        final_loss=loss,
+    )
+
+
+def print_table(rows: list[dict], peak: float) -> None:
+    print(f"\npeak (measured matmul): {peak / 1e12:.1f} TFLOP/s; MFU uses flops_per_token(causal=True)")
+    print(
+        f"{'shape':6} {'impl':9} {'B x T':>9} {'step ms':>8} {'tok/s':>10} {'MFU':>6} {'mem GiB':>8} {'vs HF':>6}"
+    )
+    hf = {r["shape"]: r["tok_s"] for r in rows if r["impl"] == "hf" and "tok_s" in r}
+    for r in rows:
+        if "error" in r:
+            print(f"{r['shape']:6} {r['impl']:9} ERROR {r['error']}")
+            continue
+        ratio = f"{r['tok_s'] / hf[r['shape']]:.2f}x" if r["shape"] in hf else "-"
+        print(
+            f"{r['shape']:6} {r['impl']:9} {r['batch']:>3}x{r['seq']:<5} {r['step_ms']:8.1f} {r['tok_s']:10.0f} "
+            f"{100 * r['mfu']:5.1f}% {r['peak_mem_gib']:8.1f} {ratio:>6}"
+        )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--tiny", action="store_true", help="tiny preset only (CPU smoke test)")
+    ap.add_argument("--shapes", default="small,1b")
+    ap.add_argument("--impls", default="hf,ours,ours_doc")
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--no-compile", action="store_true")
+    ap.add_argument("--json", default="", help="append one JSON line per run to this file")
+    args = ap.parse_args()
+    device = torch.device(args.device)
+    torch.backends.cuda.matmul.allow_tf32 = True
+    shapes = ["tiny"] if args.tiny else args.shapes.split(",")
+    warmup, steps = (1, 2) if args.tiny else (args.warmup, args.steps)
+    compile_model = not args.no_compile and device.type == "cuda"
+    peak = measure_peak_flops(device)
+    print(
+        f"device {torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}; torch {torch.__version__}"
+    )
+    rows = []
+    for s in shapes:
+        shape = SHAPES[s]
+        for impl in args.impls.split(","):
+            try:
+                r = bench(impl, shape, device, peak, warmup, steps, compile_model)
+            except Exception as exc:  # keep going: one OOM must not lose the other rows
+                traceback.print_exc()
+                r = dict(impl=impl, shape=shape.name, error=f"{type(exc).__name__}: {str(exc)[:200]}")
+                gc.collect()
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+            r["peak_tflops"] = peak / 1e12
+            r["flops_per_token"] = flops_per_token(shape.cfg, shape.seq)
+            rows.append(r)
+            print(json.dumps(r), flush=True)
+            if args.json:
+                with open(args.json, "a") as f:
+                    f.write(json.dumps(r) + "\n")
+    print_table(rows, peak)
+
+
+if __name__ == "__main__":
+    main()

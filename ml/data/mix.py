@@ -1,0 +1,155 @@
+"""Realise a data mix: re-weight document classes so the corpus hits target proportions.
+
+Paper: final pre-training mix ≈ 50% general knowledge, 25% math & reasoning, 17% code, 8% multilingual
+tokens. Each class c with ``a_c`` units available gets ``s_c = t_c · T`` units, where ``T`` is the corpus
+size (by default the size of the input, so the mix re-weights without growing or shrinking the corpus),
+reduced when some class would need more than ``max_upsample`` copies of its data. A class is down-sampled by
+a seeded random choice of documents and up-sampled by whole repeats of every document (column ``repeat``)
+plus a random subset for the fractional part.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+
+from ml.config import ConfigError, StageConfig
+
+PAPER_MIX: dict[str, float] = {"general": 0.50, "math_reasoning": 0.25, "code": 0.17, "multilingual": 0.08}
+
+
+@dataclass(frozen=True)
+class MixConfig(StageConfig):
+    """Target class proportions and how to realise them."""
+
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {"tiny": {}, "small": {}, "8b": {}, "70b": {}, "405b": {}}
+
+    targets: dict[str, float] = field(default_factory=lambda: dict(PAPER_MIX))  # paper: 50/25/17/8
+    unit: str = "tokens"  # "tokens" (≈ chars / chars_per_token) or "docs"
+    chars_per_token: float = 4.0  # chosen: ~4 chars per BPE token for English web text
+    total_units: float | None = None  # None: the input's size; else the mixed corpus size (same unit)
+    max_upsample: float = 4.0  # chosen: Muennighoff et al. 2023 find up to ~4 epochs nearly as good as new data
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.targets:
+            raise ConfigError("MixConfig.targets: empty")
+        bad = {k: v for k, v in self.targets.items() if not v >= 0}
+        if bad:
+            raise ConfigError(f"MixConfig.targets: negative or NaN proportion(s) {bad}")
+        if sum(self.targets.values()) <= 0:
+            raise ConfigError("MixConfig.targets: proportions sum to 0")
+        if self.unit not in ("tokens", "docs"):
+            raise ConfigError(f"MixConfig.unit: {self.unit!r} is not 'tokens' or 'docs'")
+        if self.max_upsample < 1.0:
+            raise ConfigError(f"MixConfig.max_upsample: {self.max_upsample} must be >= 1")
+
+
+def doc_units(df: pd.DataFrame, config: MixConfig) -> np.ndarray:
+    """Size of each doc in the mix unit: 1 per doc, or ``n_chars / chars_per_token`` tokens."""
+    if config.unit == "docs":
+        return np.ones(len(df), dtype=np.float64)
+    chars = df["n_chars"].to_numpy() if "n_chars" in df.columns else df["text"].astype(str).str.len().to_numpy()
+    return chars.astype(np.float64) / config.chars_per_token
+
+
+def _take(units: np.ndarray, target: float, rng: np.random.Generator) -> np.ndarray:
+    """Indices of a seeded random subset whose total units come closest to ``target`` (greedy, in order)."""
+    if target <= 0 or units.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    order = rng.permutation(units.size)
+    cum = np.cumsum(units[order])
+    k = int(np.searchsorted(cum, target, side="left"))  # first prefix reaching the target
+    if k >= units.size:
+        return np.sort(order)
+    below = cum[k - 1] if k > 0 else 0.0
+    n = k + 1 if (cum[k] - target) < (target - below) else k  # nearer of the two prefixes
+    return np.sort(order[:n])
+
+
+def realize_mix(df: pd.DataFrame, class_col: str, config: MixConfig) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Sample/repeat docs per class to hit ``config.targets``; returns (mixed frame, report).
+
+    The mixed frame has the input's columns plus ``repeat`` (0 for a doc's first copy), rows ordered by
+    input position then repeat. Report: ``classes`` → {target, available, selected, realized, weight,
+    repeats}, plus ``total_units``, ``unit``, ``empty_classes`` (targets renormalised over the rest),
+    ``untargeted_classes`` (present in df, no target: dropped) and ``capped`` (T lowered by max_upsample).
+    """
+    if class_col not in df.columns:
+        raise KeyError(f"realize_mix: no class column {class_col!r}; has {', '.join(df.columns)}")
+    units = doc_units(df, config)
+    labels = df[class_col].astype(str).to_numpy()
+    available = {c: float(units[labels == c].sum()) for c in config.targets}
+    empty = [c for c, a in available.items() if a <= 0 and config.targets[c] > 0]
+    live = {c: t for c, t in config.targets.items() if c not in empty and t > 0}
+    if not live:
+        raise ValueError(f"realize_mix: no documents in any target class {list(config.targets)} ({class_col!r})")
+    norm = sum(live.values())
+    targets = {c: t / norm for c, t in live.items()}
+    untargeted = sorted(set(labels) - set(config.targets))
+
+    total = float(config.total_units) if config.total_units is not None else float(units.sum())
+    cap_total = min(config.max_upsample * available[c] / t for c, t in targets.items())
+    capped = cap_total < total
+    total = min(total, cap_total)
+
+    rng = np.random.default_rng(config.seed)
+    picks: list[tuple[np.ndarray, np.ndarray]] = []  # (input positions, repeat index)
+    classes: dict[str, dict[str, float]] = {}
+    for c in config.targets:  # fixed order → deterministic RNG stream
+        pos = np.flatnonzero(labels == c)
+        want = targets.get(c, 0.0) * total
+        full = int(want // available[c]) if available[c] > 0 else 0
+        extra = pos[_take(units[pos], want - full * available[c], rng)]
+        idx = np.concatenate([np.tile(pos, full), extra])
+        rep = np.concatenate([np.repeat(np.arange(full), pos.size), np.full(extra.size, full)])
+        picks.append((idx, rep))
+        selected = float(units[idx].sum())
+        classes[c] = {"target": targets.get(c, 0.0), "available": available[c], "selected": selected,
+                      "weight": selected / available[c] if available[c] else 0.0, "repeats": full + (extra.size > 0)}  # fmt: skip
+    grand = sum(v["selected"] for v in classes.values())
+    for v in classes.values():
+        v["realized"] = v["selected"] / grand if grand else 0.0
+
+    idx = np.concatenate([p[0] for p in picks]).astype(np.int64)
+    rep = np.concatenate([p[1] for p in picks]).astype(np.int64)
+    order = np.lexsort((rep, idx))  # by input position, then repeat
+    mixed = df.iloc[idx[order]].reset_index(drop=True)
+    mixed["repeat"] = rep[order]
+    report = {
+        "unit": config.unit,
+        "total_units": grand,
+        "capped": bool(capped),
+        "empty_classes": empty,
+        "untargeted_classes": untargeted,
+        "classes": classes,
+    }
+    return mixed, report
+
+
+def plot_mix(report: dict[str, Any]) -> bytes:
+    """PNG bar chart of target vs realised proportion per class (matplotlib Agg, no pyplot state)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    names = list(report["classes"])
+    target = [report["classes"][c]["target"] for c in names]
+    realized = [report["classes"][c]["realized"] for c in names]
+    fig = Figure(figsize=(6, 3.5), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    x = np.arange(len(names))
+    ax.bar(x - 0.2, target, width=0.4, label="target")
+    ax.bar(x + 0.2, realized, width=0.4, label="realized")
+    ax.set_xticks(x, names, rotation=15)
+    ax.set_ylabel(f"share of {report['unit']}")
+    ax.set_title("data mix" + (" (capped by max_upsample)" if report.get("capped") else ""))
+    ax.legend()
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", metadata={"Software": None})
+    return buf.getvalue()

@@ -1,0 +1,450 @@
+"""The Llama 3 model in one file: RMSNorm, RoPE, grouped-query attention, SwiGLU, blocks, LM head.
+
+Read it top to bottom like nanoGPT's model.py. Shapes in comments use B batch, T sequence, D model dim,
+H query heads, K key/value heads, Hd head dim, F FFN dim, V vocab, N = B*T tokens.
+
+Choices the paper (PAPER.md, "Model") does not spell out, stated here once:
+
+* Weight names are HF's without the ``model.`` prefix (``layers.0.self_attn.q_proj.weight``), and RoPE
+  uses HF's rotate-half layout, so HF ``LlamaForCausalLM`` weights load with a rename only (ml/hf.py).
+* Document masking: with ``doc_ids`` a token attends only to earlier tokens of the same document.
+  RoPE positions then restart at 0 at each document start (``doc_positions="restart"``, default), so
+  every document's logits equal running that document alone. ``doc_positions="global"`` keeps the row's
+  positions (torchtitan's choice). Both give the same logits up to rounding: a RoPE score depends only
+  on the query-key offset and the mask keeps keys inside the document; restart keeps angles small.
+* ``labels`` are already-shifted targets: ``labels[b, t]`` is the token to predict after ``tokens[b, t]``;
+  -100 is ignored. The loss is the mean over non-ignored targets, computed chunk by chunk so the [N, V]
+  logits never exist at once (fused linear + cross-entropy with its own backward).
+* Init: every weight ~ N(0, init_std); the two residual-stream output projections (``o_proj``,
+  ``down_proj``) use init_std / sqrt(2 * n_layers) (GPT-2 / nanoGPT scaling); norms start at 1.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, ClassVar, Self
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ml.config import PRESET_NAMES, ConfigError, StageConfig
+
+try:  # FlexAttention: CUDA document masking; optional so the CPU path never needs it
+    from torch.nn.attention.flex_attention import BlockMask, create_block_mask, flex_attention
+except ImportError:  # pragma: no cover - torch < 2.5
+    BlockMask = create_block_mask = flex_attention = None
+
+IGNORE_INDEX = -100
+MODEL_PRESET_NAMES: tuple[str, ...] = (*PRESET_NAMES, "1b")
+
+_LLAMA3 = dict(vocab_size=128256, rope_theta=500000.0, max_seq_len=8192, n_kv_heads=8)  # PAPER.md Table 3
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig(StageConfig):
+    """Llama shape and numerics. Defaults are the paper's 8B (PAPER.md Table 3)."""
+
+    dim: int = 4096
+    n_layers: int = 32
+    n_heads: int = 32
+    n_kv_heads: int = 8  # GQA: 8 KV heads at every size (paper)
+    ffn_dim: int = 14336  # SwiGLU hidden size (paper)
+    vocab_size: int = 128256  # 100K tiktoken + 28K multilingual (paper)
+    max_seq_len: int = 8192  # pre-training context (paper); sizes the RoPE table
+    rope_theta: float = 500000.0  # paper
+    norm_eps: float = 1e-5  # chosen: Meta's released Llama 3 configs
+    tie_embeddings: bool = False  # paper sizes are untied; Llama-3.2-1B ties
+    init_std: float = 0.02  # chosen: GPT-2/HF initializer_range
+    attention: str = "auto"  # "auto": flex for doc masks on CUDA, else SDPA; "sdpa"; "flex"
+    doc_positions: str = "restart"  # "restart": RoPE positions restart per document; "global": row position
+    loss_chunk_tokens: int = 8192  # chosen: rows of logits per chunk in the fused linear+CE loss
+
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        # chosen: CPU/CI size, ~1.8M params
+        "tiny": dict(
+            dim=128, n_layers=4, n_heads=4, n_kv_heads=2, ffn_dim=384, vocab_size=4096, max_seq_len=256
+        ),
+        # chosen: the ~125M benchmark shape of the issue (125.8M params, untied)
+        "small": dict(
+            dim=768, n_layers=12, n_heads=12, n_kv_heads=4, ffn_dim=2048, vocab_size=32768, max_seq_len=2048
+        ),
+        # Llama-3.2-1B shape (1.24B params, tied embeddings), pre-trained here at 4K context
+        "1b": dict(
+            dim=2048,
+            n_layers=16,
+            n_heads=32,
+            n_kv_heads=8,
+            ffn_dim=8192,
+            vocab_size=128256,
+            rope_theta=500000.0,
+            tie_embeddings=True,
+            max_seq_len=4096,
+        ),
+        "8b": dict(dim=4096, n_layers=32, n_heads=32, ffn_dim=14336, **_LLAMA3),
+        "70b": dict(dim=8192, n_layers=80, n_heads=64, ffn_dim=28672, **_LLAMA3),
+        "405b": dict(dim=16384, n_layers=126, n_heads=128, ffn_dim=53248, **_LLAMA3),
+    }
+
+    def __post_init__(self) -> None:
+        name = type(self).__name__
+        for field in ("dim", "n_layers", "n_heads", "n_kv_heads", "ffn_dim", "vocab_size", "max_seq_len"):
+            if getattr(self, field) <= 0:
+                raise ConfigError(f"{name}.{field} must be > 0, got {getattr(self, field)}")
+        if self.dim % self.n_heads:
+            raise ConfigError(f"{name}.dim={self.dim} is not divisible by n_heads={self.n_heads}")
+        if (self.dim // self.n_heads) % 2:
+            raise ConfigError(f"{name}: head dim {self.dim // self.n_heads} must be even for RoPE")
+        if self.n_heads % self.n_kv_heads:
+            raise ConfigError(
+                f"{name}.n_heads={self.n_heads} is not a multiple of n_kv_heads={self.n_kv_heads}"
+            )
+        if self.attention not in ("auto", "sdpa", "flex"):
+            raise ConfigError(f"{name}.attention must be auto|sdpa|flex, got {self.attention!r}")
+        if self.doc_positions not in ("restart", "global"):
+            raise ConfigError(f"{name}.doc_positions must be restart|global, got {self.doc_positions!r}")
+        if self.loss_chunk_tokens <= 0:
+            raise ConfigError(f"{name}.loss_chunk_tokens must be > 0, got {self.loss_chunk_tokens}")
+
+    @classmethod
+    def from_preset(cls, preset: str | None = None, **overrides: Any) -> Self:
+        """Like StageConfig.from_preset, plus the model-only ``1b`` preset."""
+        if preset is not None and preset not in MODEL_PRESET_NAMES:
+            raise ConfigError(
+                f"{cls.__name__}: unknown preset {preset!r}; choose one of {', '.join(MODEL_PRESET_NAMES)}"
+            )
+        if preset in MODEL_PRESET_NAMES and preset not in PRESET_NAMES:
+            return cls.from_dict({**cls.PRESETS[preset], **overrides})
+        return super().from_preset(preset, **overrides)
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.n_heads
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Building blocks
+
+
+class RMSNorm(nn.Module):
+    """x / rms(x) * weight, computed in fp32 and cast back (as HF's LlamaRMSNorm)."""
+
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = x.dtype
+        x = x.float()
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x.to(dtype)
+
+
+def rope_table(
+    head_dim: int, max_seq_len: int, theta: float, device: torch.device | None = None
+) -> torch.Tensor:
+    """cos and sin of every position's rotation angles, stacked: [2, max_seq_len, head_dim] fp32."""
+    inv_freq = 1.0 / theta ** (
+        torch.arange(0, head_dim, 2, dtype=torch.int64, device=device).float() / head_dim
+    )
+    pos = torch.arange(max_seq_len, dtype=torch.int64, device=device).float()
+    angles = torch.outer(pos, inv_freq)  # (T, Hd/2)
+    angles = torch.cat((angles, angles), dim=-1)  # (T, Hd): HF layout, halves share frequencies
+    return torch.stack((angles.cos(), angles.sin()))
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate x (B, n, T, Hd) by cos/sin of shape (T, Hd) or (B, T, Hd); fp32 math, x's dtype out."""
+    if cos.dim() == 3:
+        cos, sin = cos[:, None], sin[:, None]  # (B, 1, T, Hd)
+    xf = x.float()
+    return (xf * cos + rotate_half(xf) * sin).to(x.dtype)
+
+
+def doc_positions(doc_ids: torch.Tensor) -> torch.Tensor:
+    """Position of each token inside its document: (B, T) -> (B, T), 0 at each document start."""
+    T = doc_ids.shape[1]
+    idx = torch.arange(T, device=doc_ids.device).expand_as(doc_ids)  # (B, T)
+    starts = torch.ones_like(doc_ids, dtype=torch.bool)
+    starts[:, 1:] = doc_ids[:, 1:] != doc_ids[:, :-1]
+    start_idx = torch.where(starts, idx, torch.zeros_like(idx)).cummax(dim=1).values  # (B, T)
+    return idx - start_idx
+
+
+def doc_mask_dense(doc_ids: torch.Tensor) -> torch.Tensor:
+    """Boolean SDPA mask (B, 1, T, T): True where query t may attend key s (s <= t, same document)."""
+    T = doc_ids.shape[1]
+    causal = torch.ones(T, T, dtype=torch.bool, device=doc_ids.device).tril()
+    same_doc = doc_ids[:, :, None] == doc_ids[:, None, :]  # (B, T, T)
+    return (same_doc & causal)[:, None]
+
+
+_compiled_create_block_mask = None
+
+
+def doc_block_mask(doc_ids: torch.Tensor) -> BlockMask:
+    """FlexAttention block mask for causal attention within documents; built once per batch."""
+    global _compiled_create_block_mask
+    if create_block_mask is None:
+        raise RuntimeError("FlexAttention needs torch >= 2.5 (torch.nn.attention.flex_attention)")
+    B, T = doc_ids.shape
+
+    def mask_mod(b, h, q, kv):
+        return (q >= kv) & (doc_ids[b, q] == doc_ids[b, kv])
+
+    if doc_ids.is_cuda:
+        if _compiled_create_block_mask is None:
+            _compiled_create_block_mask = torch.compile(create_block_mask)
+        return _compiled_create_block_mask(mask_mod, B, None, T, T, device=doc_ids.device)
+    return create_block_mask(mask_mod, B, None, T, T, device=doc_ids.device)
+
+
+_compiled_flex_attention = None
+
+
+def _flex(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_mask: BlockMask) -> torch.Tensor:
+    # flex_attention is only fast compiled; inside an already compiled block dynamo inlines this wrapper.
+    global _compiled_flex_attention
+    if _compiled_flex_attention is None:
+        _compiled_flex_attention = torch.compile(flex_attention, dynamic=False)
+    return _compiled_flex_attention(q, k, v, block_mask=block_mask, enable_gqa=True)
+
+
+class Attention(nn.Module):
+    """Causal self-attention with grouped-query heads (K KV heads shared by H/K query heads each)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.n_heads, self.n_kv_heads, self.head_dim = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+        self.q_proj = nn.Linear(cfg.dim, cfg.n_heads * cfg.head_dim, bias=False)
+        self.k_proj = nn.Linear(cfg.dim, cfg.n_kv_heads * cfg.head_dim, bias=False)
+        self.v_proj = nn.Linear(cfg.dim, cfg.n_kv_heads * cfg.head_dim, bias=False)
+        self.o_proj = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.dim, bias=False)
+
+    def forward(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | BlockMask | None
+    ) -> torch.Tensor:
+        B, T, _ = x.shape
+        q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, T, Hd)
+        k = self.k_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, K, T, Hd)
+        v = self.v_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, K, T, Hd)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if BlockMask is not None and isinstance(mask, BlockMask):
+            y = _flex(q, k, v, mask)  # (B, H, T, Hd)
+        elif mask is None:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+        else:  # dense boolean document mask (B, 1, T, T)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
+        y = y.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)  # (B, T, H*Hd)
+        return self.o_proj(y)  # (B, T, D)
+
+
+class FeedForward(nn.Module):
+    """SwiGLU: down(silu(gate(x)) * up(x))."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.gate_proj = nn.Linear(cfg.dim, cfg.ffn_dim, bias=False)
+        self.up_proj = nn.Linear(cfg.dim, cfg.ffn_dim, bias=False)
+        self.down_proj = nn.Linear(cfg.ffn_dim, cfg.dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))  # (B, T, F) -> (B, T, D)
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: x + attn(norm(x)), then + ffn(norm(x))."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.input_layernorm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.self_attn = Attention(cfg)
+        self.post_attention_layernorm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.mlp = FeedForward(cfg)
+
+    def forward(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | BlockMask | None
+    ) -> torch.Tensor:
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask)  # (B, T, D)
+        return x + self.mlp(self.post_attention_layernorm(x))  # (B, T, D)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Fused linear + cross-entropy: logits exist one chunk of rows at a time, forward and backward.
+
+
+def _ce_chunk(h: torch.Tensor, w: torch.Tensor, y: torch.Tensor, with_grad: bool):
+    """Loss sum of one chunk and, if asked, d(loss sum)/dh and /dw. h (c, D), w (V, D), y (c,)."""
+    logits = (h @ w.t()).float()  # (c, V)
+    lse = torch.logsumexp(logits, dim=-1)  # (c,)
+    valid = y != IGNORE_INDEX  # (c,)
+    y0 = torch.where(valid, y, torch.zeros_like(y))
+    target = logits.gather(1, y0[:, None]).squeeze(1)  # (c,)
+    loss_sum = torch.where(valid, lse - target, torch.zeros_like(lse)).sum()
+    if not with_grad:
+        return loss_sum, None, None
+    g = torch.exp(logits - lse[:, None])  # softmax (c, V)
+    onehot = torch.arange(w.shape[0], device=y.device)[None, :] == y0[:, None]
+    g = torch.where(valid[:, None], g - onehot.float(), torch.zeros_like(g)).to(h.dtype)  # (c, V)
+    return loss_sum, g @ w, (g.t() @ h).float()  # (), (c, D), (V, D) fp32
+
+
+_compiled_ce_chunk = None
+
+
+def _ce_chunk_fn(device: torch.device):
+    global _compiled_ce_chunk
+    if device.type != "cuda":
+        return _ce_chunk
+    if _compiled_ce_chunk is None:
+        _compiled_ce_chunk = torch.compile(_ce_chunk, dynamic=False)
+    return _compiled_ce_chunk
+
+
+class LinearCrossEntropy(torch.autograd.Function):
+    """mean CE(h @ w.T, y) over non-ignored rows; gradients computed chunk by chunk in forward."""
+
+    @staticmethod
+    def forward(ctx, h: torch.Tensor, w: torch.Tensor, y: torch.Tensor, chunk: int) -> torch.Tensor:
+        fn = _ce_chunk_fn(h.device)
+        with_grad = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
+        n_valid = (y != IGNORE_INDEX).sum()
+        loss = torch.zeros((), dtype=torch.float32, device=h.device)
+        grad_h = torch.empty_like(h) if with_grad else None
+        grad_w = torch.zeros(w.shape, dtype=torch.float32, device=w.device) if with_grad else None
+        for s in range(0, h.shape[0], chunk):
+            loss_c, gh, gw = fn(h[s : s + chunk], w, y[s : s + chunk], with_grad)
+            loss = loss + loss_c
+            if with_grad:
+                grad_h[s : s + chunk] = gh
+                grad_w += gw
+        mean = loss / n_valid  # 0 valid targets -> nan, as F.cross_entropy
+        if with_grad:
+            ctx.save_for_backward(grad_h, grad_w.to(w.dtype), n_valid)
+        return mean
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        grad_h, grad_w, n_valid = ctx.saved_tensors
+        scale = grad_out / n_valid
+        return (grad_h * scale.to(grad_h.dtype), grad_w * scale.to(grad_w.dtype), None, None)
+
+
+def linear_cross_entropy(
+    h: torch.Tensor, w: torch.Tensor, labels: torch.Tensor, chunk: int = 8192
+) -> torch.Tensor:
+    """Mean cross-entropy of logits h @ w.T (N, V) against labels (N,), ignoring -100, in row chunks.
+
+    Under autocast both operands are cast to the autocast dtype first, as nn.Linear would be.
+    """
+    dev = h.device.type
+    if torch.is_autocast_enabled(dev):
+        dtype = torch.get_autocast_dtype(dev)
+        h, w = h.to(dtype), w.to(dtype)
+    with torch.autocast(dev, enabled=False):
+        return LinearCrossEntropy.apply(h, w, labels, chunk)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The model
+
+
+class Llama(nn.Module):
+    """Llama 3: token embedding, n_layers pre-norm blocks, final RMSNorm, LM head (optionally tied)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.dim)
+        self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.lm_head = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
+        if cfg.tie_embeddings:
+            self.lm_head.weight = self.embed_tokens.weight
+        # (2, max_seq_len, Hd) fp32; not saved in checkpoints, recomputed by init_weights()
+        self.register_buffer(
+            "rope", rope_table(cfg.head_dim, cfg.max_seq_len, cfg.rope_theta), persistent=False
+        )
+
+    @classmethod
+    def from_config(cls, cfg: ModelConfig, device: str | torch.device = "cpu") -> Llama:
+        """Build on ``device``; on "meta" nothing is allocated or initialised (call to_empty + init_weights)."""
+        with torch.device("meta"):
+            model = cls(cfg)
+        if torch.device(device).type != "meta":
+            model.to_empty(device=device)
+            if cfg.tie_embeddings:  # to_empty may swap Parameter objects: tie again
+                model.lm_head.weight = model.embed_tokens.weight
+            model.init_weights()
+        return model
+
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        """N(0, init_std) weights, residual projections scaled by 1/sqrt(2 L), unit norms, fresh RoPE table."""
+        cfg = self.cfg
+        std, resid_std = cfg.init_std, cfg.init_std / math.sqrt(2 * cfg.n_layers)
+        nn.init.normal_(self.embed_tokens.weight, std=std)
+        if not cfg.tie_embeddings:
+            nn.init.normal_(self.lm_head.weight, std=std)
+        for block in self.layers:
+            for lin in (block.self_attn.q_proj, block.self_attn.k_proj, block.self_attn.v_proj):
+                nn.init.normal_(lin.weight, std=std)
+            nn.init.normal_(block.mlp.gate_proj.weight, std=std)
+            nn.init.normal_(block.mlp.up_proj.weight, std=std)
+            nn.init.normal_(block.self_attn.o_proj.weight, std=resid_std)
+            nn.init.normal_(block.mlp.down_proj.weight, std=resid_std)
+            nn.init.ones_(block.input_layernorm.weight)
+            nn.init.ones_(block.post_attention_layernorm.weight)
+        nn.init.ones_(self.norm.weight)
+        self.rope = rope_table(cfg.head_dim, cfg.max_seq_len, cfg.rope_theta, device=self.rope.device)
+
+    def _attention_mask(self, doc_ids: torch.Tensor | None) -> torch.Tensor | BlockMask | None:
+        if doc_ids is None:
+            return None  # plain causal: SDPA's is_causal path
+        use_flex = self.cfg.attention == "flex" or (self.cfg.attention == "auto" and doc_ids.is_cuda)
+        return doc_block_mask(doc_ids) if use_flex else doc_mask_dense(doc_ids)
+
+    def hidden_states(self, tokens: torch.Tensor, doc_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Final-norm hidden states (B, T, D)."""
+        B, T = tokens.shape
+        if T > self.cfg.max_seq_len:
+            raise ValueError(f"sequence length {T} exceeds max_seq_len={self.cfg.max_seq_len}")
+        if doc_ids is not None and doc_ids.shape != tokens.shape:
+            raise ValueError(f"doc_ids shape {tuple(doc_ids.shape)} != tokens shape {tuple(tokens.shape)}")
+        rope = self.rope.float()
+        if doc_ids is not None and self.cfg.doc_positions == "restart":
+            pos = doc_positions(doc_ids)  # (B, T)
+            cos, sin = rope[0][pos], rope[1][pos]  # (B, T, Hd)
+        else:
+            cos, sin = rope[0, :T], rope[1, :T]  # (T, Hd)
+        mask = self._attention_mask(doc_ids)
+        x = self.embed_tokens(tokens)  # (B, T, D)
+        for block in self.layers:
+            x = block(x, cos, sin, mask)
+        return self.norm(x)
+
+    def forward(
+        self, tokens: torch.Tensor, doc_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Logits (B, T, V) if ``labels`` is None, else the mean cross-entropy over labels != -100."""
+        h = self.hidden_states(tokens, doc_ids)  # (B, T, D)
+        if labels is None:
+            return self.lm_head(h)  # (B, T, V)
+        return linear_cross_entropy(
+            h.flatten(0, 1), self.lm_head.weight, labels.flatten(), self.cfg.loss_chunk_tokens
+        )
+
+
+def compile_blocks(model: Llama, **compile_kwargs: Any) -> Llama:
+    """torch.compile each Block in place (torchtitan style: one graph reused by all layers)."""
+    compile_kwargs.setdefault("fullgraph", True)
+    for block in model.layers:
+        block.compile(**compile_kwargs)
+    return model

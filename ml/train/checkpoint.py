@@ -1,0 +1,386 @@
+"""Training checkpoints: safetensors weights + DCP training state + a sha256 manifest, written atomically.
+
+Layout of ``<root>/step-00000123/``::
+
+    model.safetensors, config.json   full weights (HF Llama format through ``hf_writer``, else plain safetensors)
+    dcp/                             torch.distributed.checkpoint of {"model": ..., "optim": {"state": ...}}
+                                     (sharded under FSDP2, reshardable to another world size)
+    train_state/rank-00000.json      per rank: step, tokens seen, RNG states, data-loader state,
+                                     optimizer param_groups (JSON: nothing here is ever unpickled)
+    checkpoint.json                  manifest: step, world size, sha256 + size of every other file
+
+Every rank writes into ``.step-00000123.tmp`` beside the final directory; rank 0 writes the manifest last
+and renames the directory, so a directory named ``step-*`` is complete. Loading re-hashes every file
+against the manifest first (truncated, tampered, missing or unexpected file -> :class:`CheckpointError`
+naming it), then reads DCP's metadata with an unpickler restricted to DCP's own metadata classes and the
+tensors with ``weights_only=True``. Multi-rank saves assume a filesystem shared by all ranks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import os
+import pickle
+import random
+import re
+import shutil
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.metadata import BytesStorageMetadata, Metadata, StorageMeta
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_state_dict,
+    set_state_dict,
+)
+
+MANIFEST = "checkpoint.json"
+FORMAT_VERSION = 1
+_STEP_DIR = re.compile(r"^step-(\d{8})$")
+
+HfWriter = Callable[[dict[str, torch.Tensor], Path], None]
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is incomplete, corrupt or tampered with; the message names the file."""
+
+
+def checkpoint_name(step: int) -> str:
+    return f"step-{step:08d}"
+
+
+def list_checkpoints(root: Path) -> list[tuple[int, Path]]:
+    """Complete checkpoints under ``root`` (a ``step-*`` dir holding a manifest), sorted by step."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found = []
+    for p in root.iterdir():
+        m = _STEP_DIR.match(p.name)
+        if m and p.is_dir() and (p / MANIFEST).is_file():
+            found.append((int(m.group(1)), p))
+    return sorted(found)
+
+
+def latest_checkpoint(root: Path) -> Path | None:
+    """The newest complete checkpoint directory under ``root``, or None."""
+    found = list_checkpoints(root)
+    return found[-1][1] if found else None
+
+
+# ---- RNG state as JSON ------------------------------------------------------------------------------
+
+
+def rng_state() -> dict[str, Any]:
+    """Python, numpy, torch (and CUDA) RNG states as JSON-able values."""
+    np_state = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": _to_json(random.getstate()),
+        "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
+        "torch": torch.get_rng_state().tolist(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state().tolist()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(torch.tensor(state["cuda"], dtype=torch.uint8))
+
+
+def _to_json(obj: Any) -> Any:
+    """Tuples -> lists, numpy scalars/arrays -> Python; anything else non-JSON is an error."""
+    if isinstance(obj, dict):
+        return {str(k): _to_json(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_to_json(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, torch.Tensor) and obj.numel() == 1:
+        return obj.item()
+    if obj is None or isinstance(obj, bool | int | float | str):
+        return obj
+    raise CheckpointError(
+        f"training state holds a {type(obj).__name__} ({obj!r:.80}) that is not JSON-serializable"
+    )
+
+
+# ---- safe reading of DCP ----------------------------------------------------------------------------
+
+_DCP_MODULES = ("torch.distributed.checkpoint.metadata", "torch.distributed.checkpoint.filesystem")
+
+
+class _MetadataUnpickler(pickle.Unpickler):
+    """Only DCP's metadata dataclasses, torch.Size, dtypes, layouts and paths may be constructed."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if module in _DCP_MODULES:
+            obj = super().find_class(module, name)
+            if isinstance(obj, type) and obj.__module__ == module:
+                return obj
+        elif module == "torch" and (name == "Size" or isinstance(getattr(torch, name, None), torch.dtype)):
+            return getattr(torch, name)
+        elif (module, name) == ("torch.serialization", "_get_layout"):
+            return super().find_class(module, name)
+        elif module == "pathlib" and name in ("PosixPath", "PurePosixPath", "WindowsPath", "PureWindowsPath"):
+            return super().find_class(module, name)
+        elif module == "collections" and name == "OrderedDict":
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"DCP metadata refers to {module}.{name}, which is not allowed")
+
+
+class SafeFileSystemReader(dcp.FileSystemReader):
+    """DCP reader whose ``.metadata`` unpickling is restricted and which refuses non-tensor items."""
+
+    def read_metadata(self, *args: Any, **kwargs: Any) -> Metadata:
+        rank = kwargs.get("rank")
+        path = Path(self.path) / (".metadata" if rank is None else f"__{rank}.metadata")
+        try:
+            with open(path, "rb") as fh:
+                metadata = _MetadataUnpickler(fh).load()
+        except (pickle.UnpicklingError, EOFError, AttributeError, ValueError) as exc:
+            raise CheckpointError(f"{path}: unreadable DCP metadata ({exc})") from exc
+        if not isinstance(metadata, Metadata):
+            raise CheckpointError(f"{path}: DCP metadata is a {type(metadata).__name__}, not Metadata")
+        pickled = [k for k, v in metadata.state_dict_metadata.items() if isinstance(v, BytesStorageMetadata)]
+        if pickled:
+            # Non-tensor DCP items are read back with torch.load(weights_only=False): never accept them.
+            raise CheckpointError(f"{path}: holds pickled non-tensor items {pickled[:5]}; refusing to load")
+        if getattr(metadata, "storage_meta", None) is None:
+            metadata.storage_meta = StorageMeta()
+        metadata.storage_meta.load_id = self.load_id
+        return metadata
+
+
+# ---- manifest ---------------------------------------------------------------------------------------
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _files(directory: Path) -> list[str]:
+    return sorted(
+        str(p.relative_to(directory)) for p in directory.rglob("*") if p.is_file() and p.name != MANIFEST
+    )
+
+
+def verify_checkpoint(path: Path) -> dict[str, Any]:
+    """Check every file of checkpoint ``path`` against its manifest; returns the manifest."""
+    path = Path(path)
+    manifest_path = path / MANIFEST
+    if not manifest_path.is_file():
+        raise CheckpointError(f"{manifest_path}: manifest missing (incomplete checkpoint?)")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        files: dict[str, dict[str, Any]] = manifest["files"]
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{manifest_path}: not a valid checkpoint manifest ({exc})") from exc
+    if manifest.get("format") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{manifest_path}: format {manifest.get('format')!r}, expected {FORMAT_VERSION}"
+        )
+    for rel, meta in files.items():
+        f = path / rel
+        if not f.is_file():
+            raise CheckpointError(f"{f}: listed in the manifest but missing")
+        size = f.stat().st_size
+        if size != meta["bytes"]:
+            raise CheckpointError(f"{f}: truncated or resized: {size} bytes, manifest says {meta['bytes']}")
+        if _sha256(f) != meta["sha256"]:
+            raise CheckpointError(f"{f}: sha256 mismatch with the manifest (corrupt or tampered)")
+    extra = sorted(set(_files(path)) - set(files))
+    if extra:
+        raise CheckpointError(f"{path / extra[0]}: file not listed in the manifest (tampered checkpoint)")
+    return manifest
+
+
+# ---- save / load ------------------------------------------------------------------------------------
+
+
+def _rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def _world() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+@contextlib.contextmanager
+def _single_process_ok() -> Iterator[None]:
+    """DCP warns when no process group exists; one process is a supported case here."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled", category=UserWarning)
+        yield
+
+
+def _barrier() -> None:
+    if _world() > 1:
+        dist.barrier()
+
+
+def write_safetensors(state_dict: dict[str, torch.Tensor], directory: Path, config: dict[str, Any]) -> None:
+    """Default weights writer: ``model.safetensors`` (our parameter names) + ``config.json``."""
+    from safetensors.torch import save_file
+
+    save_file(
+        {k: v.detach().contiguous() for k, v in state_dict.items()}, str(directory / "model.safetensors")
+    )
+    (directory / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
+
+
+def full_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Unsharded CPU copy of the model's weights (collective under FSDP: every rank must call it)."""
+    opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    return get_model_state_dict(model, options=opts)
+
+
+def save_checkpoint(
+    root: Path,
+    step: int,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    train_state: dict[str, Any],
+    *,
+    model_config: dict[str, Any],
+    keep_last: int = 3,
+    hf_writer: HfWriter | None = None,
+) -> Path:
+    """Write checkpoint ``root/step-XXXXXXXX`` (collective: every rank calls it); returns its path.
+
+    ``train_state`` is this rank's JSON-able state (step, tokens, RNG, data loader). ``hf_writer(sd, dir)``
+    writes the full weights on rank 0 (default: :func:`write_safetensors`). Keeps the newest ``keep_last``.
+    """
+    root = Path(root)
+    rank, world = _rank(), _world()
+    final = root / checkpoint_name(step)
+    tmp = root / f".{final.name}.tmp"
+    if rank == 0:
+        root.mkdir(parents=True, exist_ok=True)
+        for stale in root.glob(".step-*.tmp"):  # left by a killed run
+            shutil.rmtree(stale, ignore_errors=True)
+        tmp.mkdir()
+    _barrier()
+
+    msd, osd = get_state_dict(model, optimizer)
+    with _single_process_ok():
+        dcp.save(
+            {"model": msd, "optim": {"state": osd["state"]}}, storage_writer=dcp.FileSystemWriter(tmp / "dcp")
+        )
+    full = full_state_dict(model)
+    state = {**train_state, "optim_param_groups": osd["param_groups"], "world_size": world, "rank": rank}
+    (tmp / "train_state").mkdir(exist_ok=True)
+    (tmp / "train_state" / f"rank-{rank:05d}.json").write_text(json.dumps(_to_json(state)))
+    if rank == 0:
+        (hf_writer or (lambda sd, d: write_safetensors(sd, d, model_config)))(full, tmp)
+    del full
+    _barrier()
+
+    if rank == 0:
+        manifest = {
+            "format": FORMAT_VERSION,
+            "step": step,
+            "world_size": world,
+            "created_unix": time.time(),
+            "model_config": model_config,
+            "files": {
+                rel: {"bytes": (tmp / rel).stat().st_size, "sha256": _sha256(tmp / rel)}
+                for rel in _files(tmp)
+            },
+        }
+        with open(tmp / MANIFEST, "w") as fh:
+            json.dump(manifest, fh, indent=1)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)
+        complete = list_checkpoints(root)
+        for _, old in complete[: max(0, len(complete) - keep_last)]:
+            shutil.rmtree(old, ignore_errors=True)
+    _barrier()
+    return final
+
+
+def _verified_manifest(path: Path) -> dict[str, Any]:
+    """Rank 0 verifies the whole checkpoint, then every rank learns the outcome (same error everywhere)."""
+    result: list[Any] = [None, None]
+    if _rank() == 0:
+        try:
+            result = [verify_checkpoint(path), None]
+        except CheckpointError as exc:
+            result = [None, str(exc)]
+    if _world() > 1:
+        dist.broadcast_object_list(result, src=0)
+    if result[1] is not None:
+        raise CheckpointError(result[1])
+    return result[0]
+
+
+def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """Verify ``path``, load model + optimizer in place (collective), return this rank's training state."""
+    path = Path(path)
+    manifest = _verified_manifest(path)
+    rank, world = _rank(), _world()
+    if manifest["world_size"] != world:
+        raise CheckpointError(
+            f"{path / MANIFEST}: saved with world size {manifest['world_size']}, resuming with {world}: "
+            "per-rank data-loader and RNG states cannot be mapped"
+        )
+    state_file = path / "train_state" / f"rank-{rank:05d}.json"
+    try:
+        state = json.loads(state_file.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{state_file}: unreadable training state ({exc})") from exc
+
+    reader = SafeFileSystemReader(path / "dcp")
+    reader.read_metadata()  # a clean CheckpointError here rather than one wrapped by DCP's collectives
+    msd, osd = get_state_dict(model, optimizer)
+    target = {"model": msd, "optim": {"state": osd["state"]}}
+    try:
+        with _single_process_ok():
+            dcp.load(target, storage_reader=reader)
+    except CheckpointError:
+        raise
+    except Exception as exc:  # DCP wraps per-rank failures in CheckpointException
+        raise CheckpointError(f"{path / 'dcp'}: cannot load model/optimizer state ({exc})") from exc
+    groups = state.pop("optim_param_groups")
+    for saved, live in zip(groups, osd["param_groups"], strict=True):
+        for k, v in live.items():  # JSON turned tuples (betas) into lists
+            if isinstance(v, tuple) and isinstance(saved.get(k), list):
+                saved[k] = tuple(saved[k])
+    set_state_dict(
+        model,
+        optimizer,
+        model_state_dict=target["model"],
+        optim_state_dict={"state": target["optim"]["state"], "param_groups": groups},
+    )
+    return state
+
+
+def config_dict(cfg: Any) -> dict[str, Any]:
+    """A dataclass config as a JSON-able dict (for ``model_config``)."""
+    return _to_json(dataclasses.asdict(cfg)) if dataclasses.is_dataclass(cfg) else _to_json(dict(cfg))

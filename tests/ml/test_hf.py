@@ -1,0 +1,111 @@
+"""ml/hf.py: HF <-> ours conversion both ways, save/load round trip, clear errors on bad checkpoints."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from ml.hf import CheckpointError, config_from_hf, from_hf_state_dict, hf_config_dict, load_hf, save_hf
+from ml.model import Llama, ModelConfig
+
+transformers = pytest.importorskip("transformers")
+torch.set_num_threads(1)
+
+CFG = ModelConfig.from_dict(
+    dict(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=160, vocab_size=256, max_seq_len=64)
+)
+TOKENS = torch.randint(0, 256, (2, 33), generator=torch.Generator().manual_seed(0))
+
+
+def _ours(tied: bool = False) -> Llama:
+    torch.manual_seed(0)
+    return Llama.from_config(CFG.replace(tie_embeddings=tied)).eval()
+
+
+def test_config_round_trip_and_transformers_reads_it():
+    d = hf_config_dict(CFG)
+    assert config_from_hf(d) == CFG.replace(attention="auto")
+    hf_cfg = transformers.LlamaConfig(**d)
+    assert hf_cfg.num_key_value_heads == 2 and hf_cfg.rope_parameters["rope_theta"] == 500000.0
+    assert config_from_hf(hf_cfg.to_dict()) == CFG
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_hf_to_ours_logits_equal(tied):
+    torch.manual_seed(1)
+    hf = transformers.LlamaForCausalLM(
+        transformers.LlamaConfig(**hf_config_dict(CFG.replace(tie_embeddings=tied)))
+    )
+    hf.eval()
+    ours = from_hf_state_dict(hf.state_dict(), config_from_hf(hf.config.to_dict())).eval()
+    with torch.no_grad():
+        diff = (ours(TOKENS) - hf(input_ids=TOKENS).logits).abs().max().item()
+    assert diff <= 1e-5
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_save_hf_then_transformers_and_load_hf_agree(tmp_path, tied):
+    ours = _ours(tied)
+    save_hf(ours, tmp_path / "ckpt")
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["config.json", "model.safetensors"]
+    hf = transformers.LlamaForCausalLM.from_pretrained(tmp_path / "ckpt").eval()
+    back = load_hf(tmp_path / "ckpt").eval()
+    with torch.no_grad():
+        want = ours(TOKENS)
+        assert (hf(input_ids=TOKENS).logits - want).abs().max().item() <= 1e-5
+        assert torch.equal(back(TOKENS), want)
+    for (name, a), b in zip(ours.state_dict().items(), back.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    assert (back.lm_head.weight is back.embed_tokens.weight) == tied
+
+
+def test_wrong_shape_names_file_and_tensor(tmp_path):
+    save_hf(_ours(), tmp_path / "ckpt")
+    path = tmp_path / "ckpt" / "model.safetensors"
+    sd = load_file(path)
+    sd["model.layers.1.self_attn.k_proj.weight"] = torch.zeros(64, 64)
+    save_file(sd, path)
+    with pytest.raises(
+        CheckpointError, match=r"model\.safetensors.*layers\.1\.self_attn\.k_proj\.weight.*\(32, 64\)"
+    ):
+        load_hf(tmp_path / "ckpt")
+
+
+def test_missing_tensor_is_named(tmp_path):
+    save_hf(_ours(), tmp_path / "ckpt")
+    path = tmp_path / "ckpt" / "model.safetensors"
+    sd = load_file(path)
+    del sd["model.norm.weight"]
+    save_file(sd, path)
+    with pytest.raises(CheckpointError, match=r"missing tensor\(s\) \['model\.norm\.weight'\]"):
+        load_hf(tmp_path / "ckpt")
+
+
+def test_tampered_safetensors_is_a_clear_error(tmp_path):
+    save_hf(_ours(), tmp_path / "ckpt")
+    path = tmp_path / "ckpt" / "model.safetensors"
+    raw = bytearray(path.read_bytes())
+    raw[8:16] = b"garbage!"  # corrupt the JSON header
+    path.write_bytes(bytes(raw))
+    with pytest.raises(CheckpointError, match=r"model\.safetensors: not a readable safetensors file"):
+        load_hf(tmp_path / "ckpt")
+
+
+def test_pickle_checkpoints_are_refused(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps(hf_config_dict(CFG)))
+    torch.save(_ours().state_dict(), tmp_path / "pytorch_model.bin")
+    with pytest.raises(CheckpointError, match="only safetensors"):
+        load_hf(tmp_path)
+
+
+def test_bad_config_keys_are_named(tmp_path):
+    d = hf_config_dict(CFG)
+    del d["intermediate_size"]
+    (tmp_path / "config.json").write_text(json.dumps(d))
+    with pytest.raises(CheckpointError, match=r"config\.json: missing HF Llama key\(s\) intermediate_size"):
+        load_hf(tmp_path)
+    with pytest.raises(CheckpointError, match="rope type 'llama3'"):
+        config_from_hf({**hf_config_dict(CFG), "rope_parameters": {"rope_type": "llama3", "factor": 32.0}})
+    with pytest.raises(CheckpointError, match="model_type='mistral'"):
+        config_from_hf({**hf_config_dict(CFG), "model_type": "mistral"})

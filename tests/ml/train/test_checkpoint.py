@@ -1,0 +1,151 @@
+"""Checkpoints: round trip, atomic naming, keep-last, manifest validation, no unpickling of foreign code."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import random
+
+import numpy as np
+import pytest
+import torch
+from conftest import TINY_OVERRIDES
+
+from ml.model import Llama, ModelConfig
+from ml.train import checkpoint as ckpt
+from ml.train.checkpoint import CheckpointError
+
+
+def _model_and_optimizer(seed: int = 0):
+    torch.manual_seed(seed)
+    model = Llama.from_config(ModelConfig.from_preset("tiny", **TINY_OVERRIDES))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.95), weight_decay=0.1)
+    tokens = torch.randint(0, 256, (2, 16))
+    model(tokens, labels=tokens).backward()
+    opt.step()
+    opt.zero_grad()
+    return model, opt
+
+
+def _save(root, step, model, opt, keep_last=3, **state):
+    cfg = ckpt.config_dict(model.cfg)
+    train_state = {"step": step, "tokens_seen": 10 * step, "rng": ckpt.rng_state(), **state}
+    return ckpt.save_checkpoint(root, step, model, opt, train_state, model_config=cfg, keep_last=keep_last)
+
+
+@pytest.fixture
+def saved(tmp_path):
+    torch.set_num_threads(1)
+    model, opt = _model_and_optimizer()
+    path = _save(tmp_path / "ckpts", 7, model, opt, data={"epoch": 1, "position": 3})
+    return tmp_path / "ckpts", path, model, opt
+
+
+def test_round_trip_restores_weights_optimizer_and_state(saved):
+    root, path, model, opt = saved
+    assert path.name == "step-00000007" and ckpt.latest_checkpoint(root) == path
+    assert sorted(p.name for p in path.iterdir()) == [
+        "checkpoint.json",
+        "config.json",
+        "dcp",
+        "model.safetensors",
+        "train_state",
+    ]
+    fresh, fresh_opt = _model_and_optimizer(seed=1)  # different weights and moments
+    state = ckpt.load_checkpoint(path, fresh, fresh_opt)
+    assert (state["step"], state["tokens_seen"], state["data"]) == (7, 70, {"epoch": 1, "position": 3})
+    for (name, a), b in zip(model.state_dict().items(), fresh.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    sa, sb = opt.state_dict(), fresh_opt.state_dict()
+    for k in sa["state"]:
+        for key in ("step", "exp_avg", "exp_avg_sq"):
+            assert torch.equal(sa["state"][k][key], sb["state"][k][key])
+    assert sb["param_groups"][0]["betas"] == (0.9, 0.95)
+
+
+def test_rng_states_round_trip():
+    random.seed(3), np.random.seed(3), torch.manual_seed(3)
+    state = json.loads(json.dumps(ckpt.rng_state()))  # through JSON, as on disk
+    expected = (random.random(), np.random.rand(), torch.rand(1).item())
+    random.seed(9), np.random.seed(9), torch.manual_seed(9)
+    ckpt.set_rng_state(state)
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
+
+
+def test_keep_last_and_latest_ignore_incomplete_dirs(tmp_path):
+    torch.set_num_threads(1)
+    model, opt = _model_and_optimizer()
+    root = tmp_path / "ckpts"
+    for step in (1, 2, 3):
+        _save(root, step, model, opt, keep_last=2)
+    assert [s for s, _ in ckpt.list_checkpoints(root)] == [2, 3]
+    (root / "step-00000009").mkdir()  # no manifest: a crash before rename cannot produce this, but ignore it
+    (root / ".step-00000010.tmp").mkdir()  # what a killed save leaves behind
+    assert ckpt.latest_checkpoint(root).name == "step-00000003"
+    _save(root, 4, model, opt, keep_last=2)
+    assert not (root / ".step-00000010.tmp").exists()
+    assert ckpt.latest_checkpoint(tmp_path / "nothing-here") is None
+
+
+def test_truncated_file_is_refused_naming_it(saved):
+    _, path, model, opt = saved
+    shard = next((path / "dcp").glob("*.distcp"))
+    shard.write_bytes(shard.read_bytes()[:-10])
+    with pytest.raises(CheckpointError, match=rf"{shard.name}: truncated"):
+        ckpt.load_checkpoint(path, model, opt)
+
+
+def test_tampered_file_is_refused_naming_it(saved):
+    _, path, model, opt = saved
+    weights = path / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=r"model\.safetensors: sha256 mismatch"):
+        ckpt.load_checkpoint(path, model, opt)
+
+
+def test_missing_and_unlisted_files_are_refused(saved):
+    _, path, model, opt = saved
+    (path / "train_state" / "extra.json").write_text("{}")
+    with pytest.raises(CheckpointError, match="extra.json: file not listed"):
+        ckpt.verify_checkpoint(path)
+    (path / "train_state" / "extra.json").unlink()
+    (path / "config.json").unlink()
+    with pytest.raises(CheckpointError, match="config.json: listed in the manifest but missing"):
+        ckpt.verify_checkpoint(path)
+    (path / "checkpoint.json").unlink()
+    with pytest.raises(CheckpointError, match="manifest missing"):
+        ckpt.verify_checkpoint(path)
+
+
+class _Exploit:
+    def __reduce__(self):
+        return (eval, ("1 + 1",))
+
+
+def test_foreign_pickle_in_dcp_metadata_is_never_executed(saved):
+    """Even with a manifest rewritten to match, the metadata unpickler only builds DCP's own classes."""
+    _, path, model, opt = saved
+    meta = path / "dcp" / ".metadata"
+    meta.write_bytes(pickle.dumps(_Exploit()))
+    manifest = json.loads((path / "checkpoint.json").read_text())
+    manifest["files"]["dcp/.metadata"] = {"bytes": meta.stat().st_size, "sha256": ckpt._sha256(meta)}
+    (path / "checkpoint.json").write_text(json.dumps(manifest))
+    with pytest.raises(CheckpointError, match=r"builtins\.eval, which is not allowed"):
+        ckpt.load_checkpoint(path, model, opt)
+
+
+def test_world_size_mismatch_is_refused(saved):
+    _, path, model, opt = saved
+    manifest = json.loads((path / "checkpoint.json").read_text())
+    manifest["world_size"] = 4
+    (path / "checkpoint.json").write_text(json.dumps(manifest))
+    with pytest.raises(CheckpointError, match="world size 4, resuming with 1"):
+        ckpt.load_checkpoint(path, model, opt)
+
+
+def test_non_json_training_state_is_an_error(tmp_path):
+    model, opt = _model_and_optimizer()
+    with pytest.raises(CheckpointError, match="not JSON-serializable"):
+        _save(tmp_path, 1, model, opt, data={"bad": object()})
