@@ -282,16 +282,21 @@ def fit_linear(
     if len(classes) < 2:
         raise ValueError(f"training labels hold {len(classes)} class(es) {list(classes)}; need at least 2")
     x = HashedFeaturizer(featurizer).transform(texts)  # (N, F)
+    # Fit on the columns that occur in training only: an all-zero column's L2-optimal weight is exactly 0,
+    # so this gives the same model and saves L-BFGS from carrying ~F untouched dimensions.
+    active = np.unique(x.indices)  # (F_active,)
     model = LogisticRegression(C=train.c, max_iter=train.max_iter, class_weight=train.class_weight,
                                solver="lbfgs", random_state=seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)  # iterations used are reported in meta
-        model.fit(x, labels)
+        model.fit(x[:, active], labels)
     assert tuple(model.classes_) == classes
-    info = {"n_iter": int(np.max(model.n_iter_)), "train_docs": len(labels), "c": train.c,
-            "class_weight": train.class_weight, "seed": seed}
-    return LinearTextClassifier(featurizer, classes, model.coef_.astype(np.float32),
-                                model.intercept_.astype(np.float32), {**info, **(meta or {})})
+    coef = np.zeros((model.coef_.shape[0], featurizer.n_features), dtype=np.float32)  # (1 or K, F)
+    coef[:, active] = model.coef_
+    info = {"n_iter": int(np.max(model.n_iter_)), "train_docs": len(labels), "active_features": len(active),
+            "c": train.c, "class_weight": train.class_weight, "seed": seed}
+    return LinearTextClassifier(featurizer, classes, coef, model.intercept_.astype(np.float32),
+                                {**info, **(meta or {})})
 
 
 # ------------------------------------------------------------------------------------ splits and metrics

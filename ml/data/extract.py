@@ -14,7 +14,6 @@ import codecs
 import copy
 import hashlib
 import re
-import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -100,14 +99,16 @@ def _header_charset(content_type: str) -> str | None:
     return None
 
 
+_CONTROL = re.compile("[\x00-\x08\x0b\x0e-\x1f\x7f-\x9f]")  # C0/C1 controls except \t \n \f \r
+
+
 def _control_frac(text: str) -> float:
-    if not text:
-        return 0.0
-    bad = sum(1 for ch in text if unicodedata.category(ch) == "Cc" and ch not in "\t\n\r\f")
-    return bad / len(text)
+    return len(_CONTROL.findall(text)) / len(text) if text else 0.0
 
 
-def decode_payload(payload: bytes, content_type: str, max_control_frac: float = 0.01) -> tuple[str, str] | None:
+def decode_payload(
+    payload: bytes, content_type: str, max_control_frac: float = 0.01
+) -> tuple[str, str] | None:
     """Decode ``payload`` to text; returns ``(text, encoding)`` or None when nothing gives plausible text.
 
     Tried in order: byte-order mark, the HTTP header charset, a ``<meta charset>`` in the first 4 KiB,
@@ -286,32 +287,31 @@ def extract_html(html: str, config: ExtractConfig, url: str | None = None) -> tu
     if tree is None:
         return "", config.extractor
     prepare_tree(tree, include_math=config.include_math, include_code=config.include_code)
-    walked: str | None = None
     if config.extractor == "trafilatura":
-        text = trafilatura.extract(
-            copy.deepcopy(tree),  # trafilatura prunes the tree it is given; the fallback needs it whole
-            url=url,
-            favor_recall=config.favor_recall,
-            include_tables=config.include_tables,
-            include_formatting=config.markdown_markers,
-            include_comments=False,
-            include_images=False,
-            include_links=False,
-            deduplicate=False,  # its LRU cache would make output depend on record order
-            with_metadata=False,
-            output_format="markdown" if config.markdown_markers else "txt",
-        )
+        try:
+            text = trafilatura.extract(
+                copy.deepcopy(tree),  # trafilatura prunes the tree it is given; the fallback needs it whole
+                url=url,
+                favor_recall=config.favor_recall,
+                include_tables=config.include_tables,
+                include_formatting=config.markdown_markers,
+                include_comments=False,
+                include_images=False,
+                include_links=False,
+                deduplicate=False,  # its LRU cache would make output depend on record order
+                with_metadata=False,
+                output_format="markdown" if config.markdown_markers else "txt",
+            )
+        except Exception:  # a parser bug on one odd page must not stop the crawl's extraction
+            text = None
         text = (text or "").strip()
         if not config.markdown_markers:
             text = tidy_table_rows(text)
         if len(text) >= config.min_chars or not config.fallback_to_lxml:
             return text, "trafilatura"
         walked = lxml_text(tree)
-        if len(walked) > len(text):
-            return walked, "lxml"
-        return text, "trafilatura"
-    walked = lxml_text(tree)
-    return walked, "lxml"
+        return (walked, "lxml") if len(walked) > len(text) else (text, "trafilatura")
+    return lxml_text(tree), "lxml"
 
 
 # ---------------------------------------------------------------------------------------------- language id
@@ -338,7 +338,9 @@ def _empty_kept() -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series(dtype=dtypes.get(c, object)) for c in KEPT_COLUMNS})
 
 
-def _extract_one(rec: WebRecord, config: ExtractConfig) -> tuple[dict[str, Any] | None, tuple[str, str] | None]:
+def _extract_one(
+    rec: WebRecord, config: ExtractConfig
+) -> tuple[dict[str, Any] | None, tuple[str, str] | None]:
     """One record → (kept row, None) or (None, (reason, detail))."""
     if rec.record_type not in ("response", "conversion", "resource"):
         return None, ("not_response", f"record_type={rec.record_type}")
@@ -394,8 +396,14 @@ def _extract_batch(records: list[WebRecord], config: ExtractConfig, source: str)
                    warc_offset=int(rec.offset))  # fmt: skip
         kept_rows.append(row)
     kept = pd.DataFrame(kept_rows, columns=list(KEPT_COLUMNS)) if kept_rows else _empty_kept()
-    kept = kept.astype({"lang_score": "float64", "warc_offset": "int64", "n_chars": "int64", "n_words": "int64"})
-    dropped = pd.DataFrame(dropped_rows, columns=["id", "url", "reason", "detail"]) if dropped_rows else empty_dropped()
+    kept = kept.astype(
+        {"lang_score": "float64", "warc_offset": "int64", "n_chars": "int64", "n_words": "int64"}
+    )
+    dropped = (
+        pd.DataFrame(dropped_rows, columns=["id", "url", "reason", "detail"])
+        if dropped_rows
+        else empty_dropped()
+    )
     return StepResult(kept=kept, dropped=dropped, stats=_stats(kept, len(records)))
 
 
@@ -406,7 +414,9 @@ def _stats(kept: pd.DataFrame, n_records: int) -> dict[str, float | int]:
     return stats
 
 
-def iter_extract_batches(records: Iterable[WebRecord], config: ExtractConfig, source: str) -> Iterator[StepResult]:
+def iter_extract_batches(
+    records: Iterable[WebRecord], config: ExtractConfig, source: str
+) -> Iterator[StepResult]:
     """Extract ``records`` in batches of ``config.batch_size``; one StepResult per batch (one shard each)."""
     batch: list[WebRecord] = []
     for rec in records:
@@ -427,4 +437,6 @@ def extract_documents(records: Iterable[WebRecord], config: ExtractConfig, sourc
         return StepResult(kept=_empty_kept(), dropped=empty_dropped(), stats=_stats(_empty_kept(), 0))
     kept = pd.concat([p.kept for p in parts], ignore_index=True) if len(parts) > 1 else parts[0].kept
     dropped = pd.concat([p.dropped for p in parts], ignore_index=True) if len(parts) > 1 else parts[0].dropped
-    return StepResult(kept=kept, dropped=dropped, stats=_stats(kept, sum(len(p.kept) + len(p.dropped) for p in parts)))
+    return StepResult(
+        kept=kept, dropped=dropped, stats=_stats(kept, sum(len(p.kept) + len(p.dropped) for p in parts))
+    )

@@ -68,7 +68,9 @@ class FilterConfig(StageConfig):
     def __post_init__(self) -> None:
         unknown = [f for f in self.enabled if f not in FILTER_ORDER]
         if unknown:
-            raise ConfigError(f"FilterConfig.enabled: unknown filter(s) {unknown}; valid: {', '.join(FILTER_ORDER)}")
+            raise ConfigError(
+                f"FilterConfig.enabled: unknown filter(s) {unknown}; valid: {', '.join(FILTER_ORDER)}"
+            )
         if len(self.max_top_ngram_frac) != 3:
             raise ConfigError("FilterConfig.max_top_ngram_frac: needs 3 values (n = 2, 3, 4)")
         if len(self.max_dup_ngram_frac) != 6:
@@ -245,7 +247,10 @@ class DupLinesFilter(HeuristicFilter):
         if s["dup_line_frac"] > c.max_dup_line_frac:
             return "dup_lines", f"dup_line_frac={s['dup_line_frac']:.3f} > {c.max_dup_line_frac}"
         if s["dup_line_char_frac"] > c.max_dup_line_char_frac:
-            return "dup_lines", f"dup_line_char_frac={s['dup_line_char_frac']:.3f} > {c.max_dup_line_char_frac}"
+            return (
+                "dup_lines",
+                f"dup_line_char_frac={s['dup_line_char_frac']:.3f} > {c.max_dup_line_char_frac}",
+            )
         return None
 
 
@@ -287,12 +292,18 @@ class DupNgramFilter(HeuristicFilter):
 
     def scores(self, doc: Doc) -> dict[str, float]:
         out = {f"top{n}gram_frac": ngram_coverage(doc.ngram_words, n, top_only=True) for n in (2, 3, 4)}
-        out.update({f"dup{n}gram_frac": ngram_coverage(doc.ngram_words, n, top_only=False) for n in range(5, 11)})
+        out.update(
+            {f"dup{n}gram_frac": ngram_coverage(doc.ngram_words, n, top_only=False) for n in range(5, 11)}
+        )
         return out
 
     def check(self, s: Mapping[str, float], doc: Doc) -> tuple[str, str] | None:
-        limits = {f"top{n}gram_frac": t for n, t in zip((2, 3, 4), self.config.max_top_ngram_frac, strict=True)}
-        limits.update({f"dup{n}gram_frac": t for n, t in zip(range(5, 11), self.config.max_dup_ngram_frac, strict=True)})
+        limits = {
+            f"top{n}gram_frac": t for n, t in zip((2, 3, 4), self.config.max_top_ngram_frac, strict=True)
+        }
+        limits.update(
+            {f"dup{n}gram_frac": t for n, t in zip(range(5, 11), self.config.max_dup_ngram_frac, strict=True)}
+        )
         for key, limit in limits.items():
             if s[key] > limit:
                 return "dup_ngram_coverage", f"{key}={s[key]:.3f} > {limit}"
@@ -305,7 +316,9 @@ def load_wordlist(lang: str, directory: str = "") -> frozenset[str]:
     path = Path(directory or WORDLIST_DIR) / f"{lang}.txt"
     if not re.fullmatch(r"[a-z]{2,3}(-[A-Za-z]+)?", lang) or not path.is_file():
         return frozenset()
-    words = (line.split("#", 1)[0].strip().casefold() for line in path.read_text(encoding="utf-8").splitlines())
+    words = (
+        line.split("#", 1)[0].strip().casefold() for line in path.read_text(encoding="utf-8").splitlines()
+    )
     return frozenset(w for w in words if w)
 
 
@@ -410,7 +423,9 @@ _SIMPLE: dict[str, type[HeuristicFilter]] = {
 }  # fmt: skip
 
 
-def build_filters(config: FilterConfig, reference: Mapping[str, UnigramReference] | None = None) -> list[HeuristicFilter]:
+def build_filters(
+    config: FilterConfig, reference: Mapping[str, UnigramReference] | None = None
+) -> list[HeuristicFilter]:
     """Enabled filters in ``config.enabled`` order (the KL filter needs a reference; empty if None)."""
     return [
         KLOutlierFilter(config, reference or {}) if name == "kl_outlier" else _SIMPLE[name](config)

@@ -39,7 +39,7 @@ class LineDedupConfig(StageConfig):
 
     max_occurrences: int = 6  # paper: lines appearing more than 6 times in a bucket are removed
     bucket_size: int = 30_000_000  # paper: buckets of 30M documents
-    min_line_chars: int = 1  # ccNet: every non-empty normalised line is a candidate (raise to spare short lines)
+    min_line_chars: int = 1  # ccNet: every non-empty normalised line counts (raise to spare short lines)
     min_doc_chars: int = 1  # chosen: only docs left with no text are dropped; later filters judge length
 
     def __post_init__(self) -> None:
@@ -129,7 +129,11 @@ def line_dedup(df: pd.DataFrame, config: LineDedupConfig) -> StepResult:
     short = np.array([len(t) < config.min_doc_chars for t in new_texts], dtype=bool)
     kept = out[~short].reset_index(drop=True)
     dropped = (
-        make_dropped(out[short], "empty_after_line_dedup", out.loc[short, "lines_removed"].map(lambda n: f"{n} lines removed"))
+        make_dropped(
+            out[short],
+            "empty_after_line_dedup",
+            out.loc[short, "lines_removed"].map(lambda n: f"{n} lines removed"),
+        )
         if short.any()
         else empty_dropped()
     )

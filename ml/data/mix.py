@@ -32,7 +32,9 @@ class MixConfig(StageConfig):
     unit: str = "tokens"  # "tokens" (≈ chars / chars_per_token) or "docs"
     chars_per_token: float = 4.0  # chosen: ~4 chars per BPE token for English web text
     total_units: float | None = None  # None: the input's size; else the mixed corpus size (same unit)
-    max_upsample: float = 4.0  # chosen: Muennighoff et al. 2023 find up to ~4 epochs nearly as good as new data
+    max_upsample: float = (
+        4.0  # chosen: Muennighoff et al. 2023 find up to ~4 epochs nearly as good as new data
+    )
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -53,7 +55,9 @@ def doc_units(df: pd.DataFrame, config: MixConfig) -> np.ndarray:
     """Size of each doc in the mix unit: 1 per doc, or ``n_chars / chars_per_token`` tokens."""
     if config.unit == "docs":
         return np.ones(len(df), dtype=np.float64)
-    chars = df["n_chars"].to_numpy() if "n_chars" in df.columns else df["text"].astype(str).str.len().to_numpy()
+    chars = (
+        df["n_chars"].to_numpy() if "n_chars" in df.columns else df["text"].astype(str).str.len().to_numpy()
+    )
     return chars.astype(np.float64) / config.chars_per_token
 
 
@@ -87,7 +91,9 @@ def realize_mix(df: pd.DataFrame, class_col: str, config: MixConfig) -> tuple[pd
     empty = [c for c, a in available.items() if a <= 0 and config.targets[c] > 0]
     live = {c: t for c, t in config.targets.items() if c not in empty and t > 0}
     if not live:
-        raise ValueError(f"realize_mix: no documents in any target class {list(config.targets)} ({class_col!r})")
+        raise ValueError(
+            f"realize_mix: no documents in any target class {list(config.targets)} ({class_col!r})"
+        )
     norm = sum(live.values())
     targets = {c: t / norm for c, t in live.items()}
     untargeted = sorted(set(labels) - set(config.targets))

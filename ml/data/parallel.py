@@ -59,7 +59,9 @@ def run_shard(fn: StepFn, in_path: str, stage_dir: str, index: int, required: tu
         exc.add_note(f"while running {getattr(fn, '__name__', fn)} on shard {in_path}")
         raise
     if not isinstance(result, StepResult):
-        raise TypeError(f"{getattr(fn, '__name__', fn)} returned {type(result).__name__}, not StepResult ({in_path})")
+        raise TypeError(
+            f"{getattr(fn, '__name__', fn)} returned {type(result).__name__}, not StepResult ({in_path})"
+        )
     write_parquet(result.kept, Path(stage_dir) / "kept" / _part_name(index))
     write_parquet(result.dropped, Path(stage_dir) / "dropped" / _part_name(index))
     return {"summary": result.summary()}
@@ -132,7 +134,9 @@ def map_shards(
 
 
 @contextlib.contextmanager
-def local_cluster(n_workers: int = 2, threads_per_worker: int = 1, memory_limit: str = "auto") -> Iterator[Any]:
+def local_cluster(
+    n_workers: int = 2, threads_per_worker: int = 1, memory_limit: str = "auto"
+) -> Iterator[Any]:
     """A ``distributed.Client`` on a process-based ``LocalCluster`` (dashboard off); closed on exit."""
     from distributed import Client, LocalCluster
 

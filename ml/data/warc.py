@@ -180,7 +180,7 @@ def iter_records(path: Path | str) -> Iterator[WebRecord]:
     """
     path = Path(path)
     try:
-        fh = open(path, "rb")  # noqa: SIM115 - closed in finally, generator-owned
+        fh = open(path, "rb")
     except OSError as exc:
         raise WarcFormatError(path, 0, f"cannot open file ({exc})") from exc
     try:
@@ -281,7 +281,7 @@ class WarcSink:
     def _open_next(self) -> None:
         self._close_current()
         path = self.out_dir / f"{self.prefix}-{len(self.files):05d}.warc.gz"
-        self._fh = open(path, "wb")  # noqa: SIM115 - closed in _close_current
+        self._fh = open(path, "wb")
         self._writer = WARCWriter(self._fh, gzip=True)
         info = {"software": self.software, "format": "WARC File Format 1.0", "robots": "classic"}
         self._writer.write_record(self._writer.create_warcinfo_record(path.name, info))

@@ -280,7 +280,7 @@ def save_checkpoint(
     tmp = root / f".{final.name}.tmp"
     if rank == 0:
         root.mkdir(parents=True, exist_ok=True)
-        for stale in root.glob(".step-*.tmp"):  # left by a killed run
+        for stale in [*root.glob(".step-*.tmp"), *root.glob(".step-*.old")]:  # left by a killed run
             shutil.rmtree(stale, ignore_errors=True)
         tmp.mkdir()
     _barrier()
@@ -315,9 +315,11 @@ def save_checkpoint(
             json.dump(manifest, fh, indent=1)
             fh.flush()
             os.fsync(fh.fileno())
-        if final.exists():
-            shutil.rmtree(final)
+        old = root / f".{final.name}.old"
+        if final.exists():  # re-saving a step: move the previous copy aside, never leave a gap
+            final.rename(old)
         tmp.rename(final)
+        shutil.rmtree(old, ignore_errors=True)
         complete = list_checkpoints(root)
         for _, old in complete[: max(0, len(complete) - keep_last)]:
             shutil.rmtree(old, ignore_errors=True)

@@ -316,9 +316,10 @@ def _train(
             f"TrainConfig.batch_size={cfg.batch_size} is not divisible by world size {info.world_size}"
         )
     mcfg = cfg.model_config()
-    if cfg.seq_len > mcfg.max_seq_len:
+    longest = max([cfg.seq_len] * (not cfg.batch_ramp) + [stage[2] for stage in cfg.batch_ramp])
+    if longest > mcfg.max_seq_len:
         raise ConfigError(
-            f"TrainConfig.seq_len={cfg.seq_len} exceeds the model's max_seq_len={mcfg.max_seq_len}"
+            f"TrainConfig: sequence length {longest} exceeds the model's max_seq_len={mcfg.max_seq_len}"
         )
     ckpt_root = out_dir / "checkpoints"
 

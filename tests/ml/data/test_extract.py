@@ -3,7 +3,14 @@ import hashlib
 import pytest
 
 from ml.config import ConfigError
-from ml.data.extract import KEPT_COLUMNS, ExtractConfig, decode_payload, doc_id, extract_documents, extract_html
+from ml.data.extract import (
+    KEPT_COLUMNS,
+    ExtractConfig,
+    decode_payload,
+    doc_id,
+    extract_documents,
+    extract_html,
+)
 from ml.data.records import WebRecord
 
 T0 = "2024-01-02T03:04:05Z"
@@ -69,19 +76,21 @@ def test_groff_man_page_keeps_sections_and_options():
     assert "ls - list directory contents\nOPTIONS\n-a\noption a changes the listing\n-A\n" in text
 
 
-def test_lxml_fallback_when_trafilatura_returns_nothing():
-    # a frameset page (old javadoc/texinfo indexes): trafilatura returns None, the text is in <noframes>
+def test_lxml_fallback_when_trafilatura_finds_too_little():
+    # old generated API docs: layout tables, the content is a few identifiers; trafilatura keeps < min_chars
+    menu = "".join(f'<tr><td><a href="{x.lower()}.html">{x}</a></td></tr>' for x in ["Home", "Introduction"])
     html = (
-        '<html><head><title>API</title><script>var x = "skip me";</script></head>'
-        '<frameset cols="20%,80%"><frame src="nav.html"><noframes>'
-        "<h2>Frame Alert</h2><p>This document is designed to be viewed using the frames feature.</p>"
-        "<pre>java -jar app.jar\n  --verbose</pre></noframes></frameset></html>"
+        '<?xml version="1.0" encoding="ISO-8859-1"?>\n<html xmlns="http://www.w3.org/1999/xhtml"><head>'
+        '<title>API</title><script>var skipped = 1;</script></head><body><table width="100%"><tr>'
+        f'<td width="180"><table>{menu}</table></td><td><table><tr><td><h2>Types</h2>'
+        "<p>Type const xmlChar *:</p><p>exsltDateXpathCtxtRegister</p><pre>int main(void)\n{\n  return 0;\n}</pre>"
+        '</td></tr></table></td></tr></table><p><a href="mailto:a@b">Daniel Veillard</a></p></body></html>'
     )
     text, extractor = extract_html(html, ExtractConfig.from_preset("small"))
     assert extractor == "lxml"
     assert text == (
-        "Frame Alert\nThis document is designed to be viewed using the frames feature.\n"
-        "java -jar app.jar\n  --verbose"
+        "Home\nIntroduction\nTypes\nType const xmlChar *:\nexsltDateXpathCtxtRegister\n"
+        "int main(void)\n{\n  return 0;\n}\nDaniel Veillard"
     )
 
 
@@ -101,7 +110,12 @@ def test_documents_columns_ids_languages_and_drops():
     res = extract_documents(records, CFG, source="localweb")
     kept = res.kept.set_index("url")
     assert list(res.kept.columns) == list(KEPT_COLUMNS)
-    assert list(kept.index) == ["http://local/code.html", "http://local/de.html", "http://local/fr.html", "http://local/wet"]
+    assert list(kept.index) == [
+        "http://local/code.html",
+        "http://local/de.html",
+        "http://local/fr.html",
+        "http://local/wet",
+    ]
     assert kept.loc["http://local/de.html", "lang"] == "de"
     assert kept.loc["http://local/fr.html", "lang"] == "fr"
     assert kept.loc["http://local/de.html", "lang_score"] > 0.99
@@ -110,7 +124,10 @@ def test_documents_columns_ids_languages_and_drops():
     assert kept.loc["http://local/wet", "extractor"] == "plain"
     assert kept.loc["http://local/de.html", "warc_offset"] == 100
     assert (kept["source"] == "localweb").all()
-    assert kept.loc["http://local/de.html", "id"] == hashlib.sha1(f"http://local/de.html{T0}".encode()).hexdigest()[:16]
+    assert (
+        kept.loc["http://local/de.html", "id"]
+        == hashlib.sha1(f"http://local/de.html{T0}".encode()).hexdigest()[:16]
+    )
     assert kept.loc["http://local/wet", "n_words"] == 2 * len(PROSE.split())
     reasons = dict(zip(res.dropped["url"], res.dropped["reason"], strict=True))
     assert reasons == {
@@ -119,7 +136,9 @@ def test_documents_columns_ids_languages_and_drops():
         "http://local/missing.html": "http_error",
         "http://local/short.html": "too_short",
     }
-    assert res.dropped.set_index("url").loc["http://local/logo.png", "id"] == doc_id("http://local/logo.png", T0)
+    assert res.dropped.set_index("url").loc["http://local/logo.png", "id"] == doc_id(
+        "http://local/logo.png", T0
+    )
     summary = res.summary()
     assert summary["docs_in"] == 8 and summary["docs_out"] == 4
     assert summary["lang/de"] == 1 and summary["lang/fr"] == 1 and summary["lang/en"] == 2
@@ -135,7 +154,10 @@ def test_batches_give_the_same_result():
 
 
 def test_decode_payload_charsets():
-    assert decode_payload("Grüße".encode("latin-1"), "text/html; charset=ISO-8859-1") == ("Grüße", "iso8859-1")
+    assert decode_payload("Grüße".encode("latin-1"), "text/html; charset=ISO-8859-1") == (
+        "Grüße",
+        "iso8859-1",
+    )
     assert decode_payload("Grüße".encode(), "text/html") == ("Grüße", "utf-8")
     assert decode_payload(b'<meta charset="koi8-r">' + "Привет".encode("koi8-r"), "text/html")[1] == "koi8-r"
     assert decode_payload(bytes(range(256)) * 4, "text/html") is None

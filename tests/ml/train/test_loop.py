@@ -143,3 +143,41 @@ def test_presets_round_trip_through_yaml(preset):
     cfg = TrainConfig.from_preset(preset)
     assert TrainConfig.from_dict(yaml.safe_load(cfg.to_yaml())) == cfg
     assert cfg.model_config().vocab_size > 0
+
+
+def test_batch_ramp_grows_grad_accumulation_and_sequence_length(token_shards, tmp_path):
+    # 512 tokens/step at seq 32 (batch 8 x 2 micro-batches of 32), then 1,024 tokens/step at seq 64 from 1,024 tokens.
+    ramp = [[0, 512, 32], [1024, 1024, 64]]
+    cfg = TrainConfig.from_dict(
+        {**TINY_TRAIN, "steps": 4, "eval_every": 0, "warmup_steps": 1, "batch_ramp": ramp}
+    )
+    rows: dict[int, dict] = {}
+    result = train(cfg, token_shards, tmp_path, on_metrics=lambda s, m: rows.update({s: m}))
+    assert [rows[s]["batch_tokens"] for s in (1, 2, 3, 4)] == [512, 512, 1024, 1024]
+    assert result.tokens_seen == 512 + 512 + 1024 + 1024
+    too_long = TrainConfig.from_dict({**TINY_TRAIN, "batch_ramp": [[0, 512, 32], [10, 1024, 4096]]})
+    with pytest.raises(ConfigError, match="sequence length 4096 exceeds"):
+        train(too_long, token_shards, tmp_path / "x")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_gpu_bf16_compiled_fused_run_learns(token_shards, tmp_path):
+    cfg = TrainConfig.from_dict(
+        {
+            **TINY_TRAIN,
+            "device": "cuda",
+            "precision": "bf16",
+            "compile": True,
+            "deterministic": False,
+            "steps": 30,
+        }
+    )
+    rows: dict[int, dict] = {}
+    result = train(cfg, token_shards, tmp_path, on_metrics=lambda s, m: rows.update({s: m}))
+    assert result.losses[-1] < result.losses[0] - 1.0
+    assert all(math.isfinite(v) for v in result.losses)
+    assert result.peak_flops_source.startswith(("gpu:", "cpu-nominal"))
+    assert (
+        load_hf(result.hf_dir).state_dict()["embed_tokens.weight"].dtype == torch.float32
+    )  # fp32 master weights

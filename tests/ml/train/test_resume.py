@@ -12,6 +12,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import pytest
 import torch
 from conftest import TINY_TRAIN
 
@@ -54,6 +55,7 @@ def _read(path: Path) -> dict[int, dict]:
     return {r["step"]: r for r in rows}
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_matches_uninterrupted_run(token_shards, tmp_path):
     torch.set_num_threads(1)
     reference: dict[int, dict] = {}
