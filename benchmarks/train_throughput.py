@@ -103,18 +103,24 @@ def build(impl: str, shape: Shape, device: torch.device, compile_model: bool):
             return run(input_ids=b["tokens"], labels=b["tokens"]).loss
 
         return model, loss_fn
-    model = Llama.from_config(shape.cfg, device=device)
+    # variants: ours (causal, SDPA), ours_doc (doc mask, flex), ours_unfused (separate q/k/v, gate/up
+    # matmuls), ours_full (whole-model torch.compile instead of per block), ours_flexcausal (flex, 1 doc/row)
+    cfg = shape.cfg.replace(fuse_projections=impl != "ours_unfused")
+    model = Llama.from_config(cfg, device=device)
+    run = model
     if compile_model:
-        compile_blocks(model)
-    use_docs = impl == "ours_doc"
+        run = torch.compile(model) if impl == "ours_full" else compile_blocks(model)
 
     def loss_fn(b):
-        return model(b["tokens"], doc_ids=b["doc_ids"] if use_docs else None, labels=b["labels"])
+        doc_ids = {"ours_doc": b["doc_ids"], "ours_flexcausal": torch.zeros_like(b["doc_ids"])}.get(impl)
+        return run(b["tokens"], doc_ids=doc_ids, labels=b["labels"])
 
     return model, loss_fn
 
 
-def _timed_steps(impl: str, shape: Shape, device: torch.device, warmup: int, steps: int, compile_model: bool):
+def _timed_steps(
+    impl: str, shape: Shape, device: torch.device, warmup: int, steps: int, compile_model: bool, profile: bool
+):
     """(seconds per step, warmup seconds incl. compile, last loss); model and optimizer die on return."""
     torch.manual_seed(0)
     model, loss_fn = build(impl, shape, device, compile_model)
@@ -141,18 +147,36 @@ def _timed_steps(impl: str, shape: Shape, device: torch.device, warmup: int, ste
     for i in range(steps):
         loss = step(i)
     _sync(device)
-    return (time.perf_counter() - t0) / steps, warmup_s, loss.item()
+    dt = (time.perf_counter() - t0) / steps
+    if profile:
+        from torch.profiler import ProfilerActivity
+        from torch.profiler import profile as torch_profile
+
+        with torch_profile(activities=[ProfilerActivity.CUDA]) as prof:
+            for i in range(2):
+                step(i)
+            _sync(device)
+        table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=12, max_name_column_width=60)
+        print(f"--- profile {impl} {shape.name} (2 steps) ---\n{table}", flush=True)
+    return dt, warmup_s, loss.item()
 
 
 def bench(
-    impl: str, shape: Shape, device: torch.device, peak: float, warmup: int, steps: int, compile_model: bool
+    impl: str,
+    shape: Shape,
+    device: torch.device,
+    peak: float,
+    warmup: int,
+    steps: int,
+    compile_model: bool,
+    profile: bool = False,
 ):
     """One row of the table: tokens/s, MFU and peak memory of one implementation at one shape."""
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
     try:
-        dt, warmup_s, loss = _timed_steps(impl, shape, device, warmup, steps, compile_model)
+        dt, warmup_s, loss = _timed_steps(impl, shape, device, warmup, steps, compile_model, profile)
         mem = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
     finally:
         gc.collect()
@@ -178,16 +202,16 @@ def bench(
 def print_table(rows: list[dict], peak: float) -> None:
     print(f"\npeak (measured matmul): {peak / 1e12:.1f} TFLOP/s; MFU uses flops_per_token(causal=True)")
     print(
-        f"{'shape':6} {'impl':9} {'B x T':>9} {'step ms':>8} {'tok/s':>10} {'MFU':>6} {'mem GiB':>8} {'vs HF':>6}"
+        f"{'shape':6} {'impl':15} {'B x T':>9} {'step ms':>8} {'tok/s':>10} {'MFU':>6} {'mem GiB':>8} {'vs HF':>6}"
     )
     hf = {r["shape"]: r["tok_s"] for r in rows if r["impl"] == "hf" and "tok_s" in r}
     for r in rows:
         if "error" in r:
-            print(f"{r['shape']:6} {r['impl']:9} ERROR {r['error']}")
+            print(f"{r['shape']:6} {r['impl']:15} ERROR {r['error']}")
             continue
         ratio = f"{r['tok_s'] / hf[r['shape']]:.2f}x" if r["shape"] in hf else "-"
         print(
-            f"{r['shape']:6} {r['impl']:9} {r['batch']:>3}x{r['seq']:<5} {r['step_ms']:8.1f} {r['tok_s']:10.0f} "
+            f"{r['shape']:6} {r['impl']:15} {r['batch']:>3}x{r['seq']:<5} {r['step_ms']:8.1f} {r['tok_s']:10.0f} "
             f"{100 * r['mfu']:5.1f}% {r['peak_mem_gib']:8.1f} {ratio:>6}"
         )
 
@@ -201,6 +225,7 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--no-compile", action="store_true")
+    ap.add_argument("--profile", default="", help="comma list of impls to profile (top CUDA kernels)")
     ap.add_argument("--json", default="", help="append one JSON line per run to this file")
     args = ap.parse_args()
     device = torch.device(args.device)
@@ -217,7 +242,9 @@ def main() -> None:
         shape = SHAPES[s]
         for impl in args.impls.split(","):
             try:
-                r = bench(impl, shape, device, peak, warmup, steps, compile_model)
+                r = bench(
+                    impl, shape, device, peak, warmup, steps, compile_model, impl in args.profile.split(",")
+                )
             except Exception as exc:  # keep going: one OOM must not lose the other rows
                 traceback.print_exc()
                 r = dict(impl=impl, shape=shape.name, error=f"{type(exc).__name__}: {str(exc)[:200]}")

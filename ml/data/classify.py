@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 import xxhash
 from safetensors import SafetensorError
@@ -119,15 +120,24 @@ class HashedFeaturizer:
 
     def __init__(self, cfg: FeaturizerConfig):
         self.cfg = cfg
-        common = dict(n_features=cfg.n_buckets, alternate_sign=False, norm=None, lowercase=cfg.lowercase,
-                      dtype=np.float32)
+        common = dict(
+            n_features=cfg.n_buckets,
+            alternate_sign=False,
+            norm=None,
+            lowercase=cfg.lowercase,
+            dtype=np.float32,
+        )
         self._word = (
-            HashingVectorizer(analyzer="word", token_pattern=TOKEN_PATTERN, ngram_range=cfg.word_ngrams, **common)
-            if cfg.word_ngrams != (0, 0) else None
+            HashingVectorizer(
+                analyzer="word", token_pattern=TOKEN_PATTERN, ngram_range=cfg.word_ngrams, **common
+            )
+            if cfg.word_ngrams != (0, 0)
+            else None
         )
         self._char = (
             HashingVectorizer(analyzer="char_wb", ngram_range=cfg.char_ngrams, **common)
-            if cfg.char_ngrams != (0, 0) else None
+            if cfg.char_ngrams != (0, 0)
+            else None
         )
 
     def transform(self, texts: Sequence[str]) -> sp.csr_matrix:
@@ -192,8 +202,10 @@ class LinearTextClassifier:
 
     def predict_proba(self, texts: Sequence[str], batch_size: int = 1024) -> np.ndarray:
         """``(N, K)`` class probabilities, featurizing ``batch_size`` documents at a time."""
-        out = [self.predict_proba_features(self.features(texts[i : i + batch_size]))
-               for i in range(0, len(texts), batch_size)]
+        out = [
+            self.predict_proba_features(self.features(texts[i : i + batch_size]))
+            for i in range(0, len(texts), batch_size)
+        ]
         return np.concatenate(out) if out else np.zeros((0, len(self.classes)))
 
     def predict(self, texts: Sequence[str], batch_size: int = 1024) -> np.ndarray:
@@ -206,8 +218,10 @@ class LinearTextClassifier:
         """Write ``model.json`` + ``weights.safetensors`` into ``directory``; returns the directory."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        tensors = {"coef": np.ascontiguousarray(self.coef, np.float32),
-                   "intercept": np.ascontiguousarray(self.intercept, np.float32)}
+        tensors = {
+            "coef": np.ascontiguousarray(self.coef, np.float32),
+            "intercept": np.ascontiguousarray(self.intercept, np.float32),
+        }
         blob = save_safetensors(tensors)
         atomic_write_bytes(directory / WEIGHTS_FILE, blob)
         config = {
@@ -237,7 +251,9 @@ class LinearTextClassifier:
         if not isinstance(config, dict) or config.get("format") != MODEL_FORMAT:
             raise ModelFileError(cfg_path, f"not a {MODEL_FORMAT} config")
         if config.get("version") != MODEL_VERSION:
-            raise ModelFileError(cfg_path, f"unsupported version {config.get('version')!r} (want {MODEL_VERSION})")
+            raise ModelFileError(
+                cfg_path, f"unsupported version {config.get('version')!r} (want {MODEL_VERSION})"
+            )
         missing = [k for k in ("featurizer", "classes", "coef_shape", "weights_sha256") if k not in config]
         if missing:
             raise ModelFileError(cfg_path, f"missing key(s) {', '.join(missing)}")
@@ -247,8 +263,9 @@ class LinearTextClassifier:
         digest = hashlib.sha256(blob).hexdigest()
         if digest != config["weights_sha256"]:
             raise ModelFileError(
-                w_path, f"SHA-256 {digest[:16]}… does not match {config['weights_sha256'][:16]}… recorded in "
-                f"{CONFIG_FILE} (file truncated or modified)"
+                w_path,
+                f"SHA-256 {digest[:16]}… does not match {config['weights_sha256'][:16]}… recorded in "
+                f"{CONFIG_FILE} (file truncated or modified)",
             )
         try:
             tensors = load_safetensors(blob)
@@ -258,12 +275,21 @@ class LinearTextClassifier:
         except (TypeError, ValueError) as exc:
             raise ModelFileError(cfg_path, f"bad featurizer config ({exc})") from exc
         if set(tensors) != {"coef", "intercept"}:
-            raise ModelFileError(w_path, f"expected tensors coef, intercept; found {', '.join(sorted(tensors))}")
+            raise ModelFileError(
+                w_path, f"expected tensors coef, intercept; found {', '.join(sorted(tensors))}"
+            )
         if list(tensors["coef"].shape) != list(config["coef_shape"]):
-            raise ModelFileError(w_path, f"coef shape {tensors['coef'].shape} != {config['coef_shape']} in config")
+            raise ModelFileError(
+                w_path, f"coef shape {tensors['coef'].shape} != {config['coef_shape']} in config"
+            )
         try:
-            return cls(featurizer, tuple(config["classes"]), tensors["coef"], tensors["intercept"],
-                       dict(config.get("meta", {})))
+            return cls(
+                featurizer,
+                tuple(config["classes"]),
+                tensors["coef"],
+                tensors["intercept"],
+                dict(config.get("meta", {})),
+            )
         except ValueError as exc:
             raise ModelFileError(cfg_path, str(exc)) from exc
 
@@ -285,18 +311,57 @@ def fit_linear(
     # Fit on the columns that occur in training only: an all-zero column's L2-optimal weight is exactly 0,
     # so this gives the same model and saves L-BFGS from carrying ~F untouched dimensions.
     active = np.unique(x.indices)  # (F_active,)
-    model = LogisticRegression(C=train.c, max_iter=train.max_iter, class_weight=train.class_weight,
-                               solver="lbfgs", random_state=seed)
+    model = LogisticRegression(
+        C=train.c, max_iter=train.max_iter, class_weight=train.class_weight, solver="lbfgs", random_state=seed
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)  # iterations used are reported in meta
         model.fit(x[:, active], labels)
     assert tuple(model.classes_) == classes
     coef = np.zeros((model.coef_.shape[0], featurizer.n_features), dtype=np.float32)  # (1 or K, F)
     coef[:, active] = model.coef_
-    info = {"n_iter": int(np.max(model.n_iter_)), "train_docs": len(labels), "active_features": len(active),
-            "c": train.c, "class_weight": train.class_weight, "seed": seed}
-    return LinearTextClassifier(featurizer, classes, coef, model.intercept_.astype(np.float32),
-                                {**info, **(meta or {})})
+    info = {
+        "n_iter": int(np.max(model.n_iter_)),
+        "train_docs": len(labels),
+        "active_features": len(active),
+        "c": train.c,
+        "class_weight": train.class_weight,
+        "seed": seed,
+    }
+    return LinearTextClassifier(
+        featurizer, classes, coef, model.intercept_.astype(np.float32), {**info, **(meta or {})}
+    )
+
+
+# ------------------------------------------------------------------------------------- input checks
+
+
+def require_documents(df: pd.DataFrame, where: str) -> None:
+    """Fail naming ``where`` if ``df`` lacks ``id, url, text, lang`` or has null texts."""
+    missing = [c for c in ("id", "url", "text", "lang") if c not in df.columns]
+    if missing:
+        raise ValueError(
+            f"{where}: input DataFrame lacks column(s) {', '.join(missing)}; has {list(df.columns)}"
+        )
+    if df["text"].isna().any():
+        raise ValueError(f"{where}: column 'text' has {int(df['text'].isna().sum())} null value(s)")
+
+
+def lang_mask(df: pd.DataFrame, langs: Sequence[str], min_lang_score: float, where: str) -> np.ndarray:
+    """Rows whose ``lang`` is in ``langs`` (all rows if empty) and, when ``min_lang_score > 0``, whose
+    ``lang_score`` (a probability in [0, 1]) reaches it."""
+    mask = df["lang"].isin(list(langs)).to_numpy() if langs else np.ones(len(df), bool)
+    if min_lang_score > 0:
+        if "lang_score" not in df.columns:
+            raise ValueError(f"{where}: min_lang_score={min_lang_score} needs a 'lang_score' column")
+        score = df["lang_score"].to_numpy(dtype=np.float64)
+        if np.any((score < 0) | (score > 1)):
+            raise ValueError(
+                f"{where}: column 'lang_score' must hold probabilities in [0, 1] "
+                f"(got min {np.nanmin(score):.3g}, max {np.nanmax(score):.3g})"
+            )
+        mask &= score >= min_lang_score
+    return mask
 
 
 # ------------------------------------------------------------------------------------ splits and metrics
@@ -346,12 +411,18 @@ def binary_metrics(y_true: Sequence[int], score: Sequence[float], threshold: flo
         "f1": float(f1_score(y, pred, zero_division=0)),
         "accuracy": float(accuracy_score(y, pred)) if len(y) else math.nan,
         "roc_auc": auc,
-        "confusion": {"tp": int(((pred == 1) & (y == 1)).sum()), "fp": int(((pred == 1) & (y == 0)).sum()),
-                      "fn": int(((pred == 0) & (y == 1)).sum()), "tn": int(((pred == 0) & (y == 0)).sum())},
+        "confusion": {
+            "tp": int(((pred == 1) & (y == 1)).sum()),
+            "fp": int(((pred == 1) & (y == 0)).sum()),
+            "fn": int(((pred == 0) & (y == 1)).sum()),
+            "tn": int(((pred == 0) & (y == 0)).sum()),
+        },
     }
 
 
-def multiclass_metrics(y_true: Sequence[str], y_pred: Sequence[str], classes: Sequence[str]) -> dict[str, Any]:
+def multiclass_metrics(
+    y_true: Sequence[str], y_pred: Sequence[str], classes: Sequence[str]
+) -> dict[str, Any]:
     """Accuracy, per-class precision/recall/F1/support, and ``confusion[true][pred]`` counts."""
     classes = list(classes)
     y_t, y_p = np.asarray(y_true, dtype=object), np.asarray(y_pred, dtype=object)
@@ -361,8 +432,12 @@ def multiclass_metrics(y_true: Sequence[str], y_pred: Sequence[str], classes: Se
         tp, predicted, support = int(cm[i, i]), int(cm[:, i].sum()), int(cm[i, :].sum())
         p = tp / predicted if predicted else 0.0
         r = tp / support if support else 0.0
-        per_class[c] = {"precision": p, "recall": r, "f1": 2 * p * r / (p + r) if p + r else 0.0,
-                        "support": support}
+        per_class[c] = {
+            "precision": p,
+            "recall": r,
+            "f1": 2 * p * r / (p + r) if p + r else 0.0,
+            "support": support,
+        }
     return {
         "n": len(y_t),
         "accuracy": float(np.trace(cm) / cm.sum()) if cm.sum() else math.nan,

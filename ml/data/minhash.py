@@ -28,8 +28,8 @@ exactly as datasketch draws them, and the arithmetic replicates its two schemes:
 
 from __future__ import annotations
 
-import re
 import uuid
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -42,9 +42,16 @@ from datasketch import LeanMinHash, MinHashLSH
 from ml.config import ConfigError, StageConfig
 from ml.data.steps import StepResult, empty_dropped, make_dropped
 
+try:
+    import numba
+except ImportError:  # the numpy path computes the same values, several times slower
+    numba = None
+
 KEEP_RULES = ("longest", "newest", "first")
 SCHEMES = ("affine32", "legacy")
 STORAGES = ("memory", "redis")
+VERIFY_MODES = ("exact", "estimate")
+ENGINES = ("auto", "numba", "numpy")
 
 MAX_HASH = (1 << 32) - 1  # datasketch's empty-slot value (both schemes); also the largest hash value
 MERSENNE_PRIME = (1 << 61) - 1
@@ -59,9 +66,10 @@ _FMIX64 = (33, 0xFF51AFD7ED558CCD, 33, 0xC4CEB9FE1A85EC53, 33)
 _FMIX32 = (16, 0x85EBCA6B, 13, 0xC2B2AE35, 16)
 
 _WORD_RE = re.compile("[0-9a-z\u0080-\U0010ffff]+")
-_BATCH_BYTES = (
-    1 << 18
-)  # chosen: ~2 MB uint64 temporaries per batch stay in cache (measured fastest on man pages)
+# chosen: numpy temporaries (~8 uint64 per byte) of a 256 KB batch stay in cache (measured fastest on man pages);
+# the numba kernel needs no temporaries, so its batches only bound the size of the joined UTF-8 buffer.
+_NUMPY_BATCH_CHARS = 1 << 18
+_NUMBA_BATCH_CHARS = 1 << 24
 
 
 @dataclass(frozen=True)
@@ -70,28 +78,32 @@ class MinHashConfig(StageConfig):
 
     datatrove's ``MinhashConfig`` (used for FineWeb) takes 5-word shingles and 112 hashes in 14 bands of 8
     (candidate threshold ~0.72); datasketch defaults to ``num_perm=128, seed=1``. We keep datasketch's 128
-    permutations in 16 bands of 8 rows and confirm candidates with the estimated Jaccard >= ``threshold``.
+    permutations, band them for recall at ``threshold`` and confirm candidates with the exact Jaccard.
     """
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {"tiny": {"batch_size": 64}, "small": {}}
 
     num_perm: int = 128  # chosen: datasketch default; std of the Jaccard estimate <= 0.5/sqrt(128) = 0.044
     ngram: int = 5  # datatrove/FineWeb MinhashConfig.n_grams
-    threshold: float = (
-        0.8  # chosen: estimated Jaccard at/above which two docs are duplicates (LSH target too)
-    )
-    # LSH bands x rows. chosen: 8 rows per band as datatrove (14 x 8), 16 bands to use all 128 values. The
-    # S-curve midpoint (1/16)**(1/8) = 0.71 sits below threshold: P(candidate) = 0.947 at J=0.8, 0.99994 at 0.9,
-    # so the Jaccard check, not the banding, decides. None/None = datasketch's optimum for threshold, which
-    # for 0.8 @ 128 is 9 x 13 (midpoint 0.845: P(candidate | J=0.8) = 0.40, too strict for dedup).
-    bands: int | None = 16
-    rows: int | None = 8
+    threshold: float = 0.8  # chosen: Jaccard of the shingle sets at/above which two docs are duplicates
+    # LSH bands x rows. chosen for recall at the threshold: P(candidate | J) = 1 - (1 - J**rows)**bands is
+    # 0.9983 at J=0.8 for 21 x 6 (126 of 128 values), while only 28% of pairs at J=0.5 and 1.5% at J=0.3 become
+    # candidates. 16 x 8 would miss 5.3% of pairs at J=0.8, 18 x 7 1.4%; 32 x 4 misses none but makes 87% of
+    # J=0.5 pairs candidates. None/None = datasketch's false-positive/negative optimum for threshold, which for
+    # 0.8 @ 128 is 9 x 13 (P(candidate | J=0.8) = 0.40, too strict for dedup).
+    bands: int | None = 21
+    rows: int | None = 6
+    # How candidate pairs are confirmed. "exact": Jaccard of the docs' 64-bit shingle-hash sets (precision 1
+    # w.r.t. the exact shingle Jaccard; only candidate docs are re-hashed). "estimate": share of equal
+    # signature values (datasketch's MinHash.jaccard; +-0.035 std at J=0.8, so pairs near the threshold flip).
+    verify: str = "exact"
     seed: int = 1  # datasketch and datatrove default; every worker must use the same seed
     scheme: str = "affine32"  # datasketch >= 2.0 default (unbiased); "legacy" matches datasketch < 2.0
     keep: str = (
         "longest"  # chosen: the most complete copy survives; "newest" uses fetch_time, "first" row order
     )
-    batch_size: int = 256  # docs per vectorized signature batch (also capped at ~256 KB of text)
+    batch_size: int = 256  # docs per numpy signature batch (also capped at ~256 K characters)
+    engine: str = "auto"  # "numba" (compiled kernel), "numpy" (same values, slower), "auto": numba if installed
     lsh_storage: str = "memory"  # "redis" when several workers share one index
     redis_host: str = "127.0.0.1"
     redis_port: int = 6379
@@ -115,6 +127,8 @@ class MinHashConfig(StageConfig):
             ("scheme", self.scheme, SCHEMES),
             ("keep", self.keep, KEEP_RULES),
             ("lsh_storage", self.lsh_storage, STORAGES),
+            ("verify", self.verify, VERIFY_MODES),
+            ("engine", self.engine, ENGINES),
         ):
             if value not in allowed:
                 raise ConfigError(f"{name}.{key}={value!r}; choose one of {', '.join(allowed)}")
@@ -148,13 +162,18 @@ def _fmix64(h: int) -> int:
     return h ^ (h >> s3)
 
 
-def shingle_hash32(shingle: str | bytes) -> int:
-    """The 32-bit hash of one shingle (pure Python; pass it to datasketch as ``hashfunc``)."""
+def shingle_hash64(shingle: str | bytes) -> int:
+    """The 64-bit hash of one shingle (pure Python): polynomial over its UTF-8 bytes, then fmix64."""
     data = shingle.encode("utf-8", "surrogatepass") if isinstance(shingle, str) else shingle
     h = 0
     for byte in data:
         h = (h * _P + byte) & _M64
-    return _fmix64(h) >> 32
+    return _fmix64(h)
+
+
+def shingle_hash32(shingle: str | bytes) -> int:
+    """The 32-bit hash of one shingle, the top half of ``shingle_hash64`` (pass it to datasketch as ``hashfunc``)."""
+    return shingle_hash64(shingle) >> 32
 
 
 def permutations(num_perm: int, seed: int, scheme: str = "affine32") -> tuple[np.ndarray, np.ndarray]:
@@ -175,12 +194,14 @@ def permutations(num_perm: int, seed: int, scheme: str = "affine32") -> tuple[np
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Vectorized signatures.
+# numpy path: whole batches at once with prefix sums (used when numba is missing, and as a cross-check).
 
-_IS_WORD_BYTE = np.zeros(256, dtype=bool)
+_IS_WORD_BYTE = np.zeros(256, dtype=bool)  # on lowercased bytes
 _IS_WORD_BYTE[ord("0") : ord("9") + 1] = True
 _IS_WORD_BYTE[ord("a") : ord("z") + 1] = True
 _IS_WORD_BYTE[0x80:] = True  # every byte of a non-ASCII character's UTF-8 encoding
+_ASCII_LOWER = np.arange(256, dtype=np.uint8)
+_ASCII_LOWER[ord("A") : ord("Z") + 1] += 32
 
 
 class _Powers:
@@ -224,10 +245,10 @@ def _fmix32_np(h: np.ndarray) -> np.ndarray:
     return h
 
 
-def _batch_shingle_hashes(texts: Sequence[str], n: int) -> tuple[np.ndarray, np.ndarray]:
-    """32-bit hashes of every shingle of ``texts`` (in doc order) and the shingle count of each doc.
+def _numpy_shingle_hashes(texts: Sequence[str], n: int) -> tuple[np.ndarray, np.ndarray]:
+    """64-bit hashes of every shingle of ``texts`` (in doc order) and the shingle count of each doc.
 
-    Returns ``(hashes (S,) uint32, counts (D,) int64)``; equals ``shingle_hash32`` over ``shingles(t, n)``.
+    Returns ``(hashes (S,) uint64, counts (D,) int64)``; equals ``shingle_hash64`` over ``shingles(t, n)``.
     """
     encoded = [t.lower().encode("utf-8", "surrogatepass") for t in texts]
     # Docs joined by "\n" with a leading and trailing "\n": every word is bounded by non-word bytes.
@@ -260,9 +281,7 @@ def _batch_shingle_hashes(texts: Sequence[str], n: int) -> tuple[np.ndarray, np.
     doc_word_start = np.concatenate(([0], doc_word_end[:-1]))
     words_per_doc = doc_word_end - doc_word_start
     window = np.ones(n_words, dtype=bool)  # window starting at word j is valid
-    tail = (
-        doc_word_end[:, None] - np.arange(1, n, dtype=np.int64)[None, :]
-    ).ravel()  # last n-1 words of docs
+    tail = (doc_word_end[:, None] - np.arange(1, n, dtype=np.int64)[None, :]).ravel()  # last n-1 words
     window[tail[tail >= np.repeat(doc_word_start, n - 1)]] = False
     short = np.flatnonzero((words_per_doc > 0) & (words_per_doc < n))
     window[doc_word_start[short]] = True
@@ -275,14 +294,12 @@ def _batch_shingle_hashes(texts: Sequence[str], n: int) -> tuple[np.ndarray, np.
     poly = (acc[hi] - acc[lo]) * _POWERS.pos[c[hi]]
     poly -= np.uint64(_SPACE)
     poly *= np.uint64(_P_INV)
-    hashes = (_fmix64_np(poly) >> np.uint64(32)).astype(np.uint32)  # (S,)
-    return hashes, counts
+    return _fmix64_np(poly), counts  # (S,), (D,)
 
 
-def _batch_signatures(
-    texts: Sequence[str], cfg: MinHashConfig, a: np.ndarray, b: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    hashes, counts = _batch_shingle_hashes(texts, cfg.ngram)
+def _numpy_signatures(texts: Sequence[str], cfg: MinHashConfig, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    hashes64, counts = _numpy_shingle_hashes(texts, cfg.ngram)
+    hashes = (hashes64 >> np.uint64(32)).astype(np.uint32)  # (S,) the 32-bit shingle hashes
     sig = np.full((len(texts), cfg.num_perm), MAX_HASH, dtype=np.uint64)  # (D, num_perm)
     has = np.flatnonzero(counts)
     if len(has) == 0:
@@ -292,9 +309,10 @@ def _batch_signatures(
     if cfg.scheme == "affine32":
         hv = _fmix32_np(hashes)
         phv = np.empty_like(hv)  # (S,) uint32, wraps mod 2**32
+        a32, b32 = a.astype(np.uint32), b.astype(np.uint32)
         for k in range(cfg.num_perm):
-            np.multiply(hv, a[k], out=phv)
-            phv += b[k]
+            np.multiply(hv, a32[k], out=phv)
+            phv += b32[k]
             out[k] = np.minimum.reduceat(phv, offsets)
     else:
         hv = hashes.astype(np.uint64)
@@ -314,28 +332,289 @@ def _batch_signatures(
     return sig, counts
 
 
+def _numpy_shingle_sets(texts: Sequence[str], n: int) -> tuple[np.ndarray, np.ndarray]:
+    hashes, counts = _numpy_shingle_hashes(texts, n)
+    bounds = np.concatenate(([0], np.cumsum(counts)))
+    sets = [np.unique(hashes[bounds[d] : bounds[d + 1]]) for d in range(len(texts))]
+    offsets = np.zeros(len(texts) + 1, dtype=np.int64)
+    np.cumsum([len(s) for s in sets], out=offsets[1:])
+    values = np.concatenate(sets) if sets else np.zeros(0, dtype=np.uint64)
+    return values.astype(np.uint64, copy=False), offsets
+
+
+def _numpy_set_jaccard(values: np.ndarray, offsets: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+    out = np.zeros(len(pairs), dtype=np.float64)
+    for m, (i, j) in enumerate(pairs.tolist()):
+        x, y = values[offsets[i] : offsets[i + 1]], values[offsets[j] : offsets[j + 1]]
+        inter = len(np.intersect1d(x, y, assume_unique=True))
+        union = len(x) + len(y) - inter
+        out[m] = inter / union if union else 0.0
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# numba path: one compiled pass per document, bytes -> words -> shingle hashes -> min over permutations.
+
+
+def _kernel(fn):
+    """``fn`` compiled by numba (cached on disk, GIL released) when numba is installed; else ``fn`` unused."""
+    return numba.njit(cache=True, nogil=True)(fn) if numba is not None else fn
+
+
+# numpy scalars so that numba types them as uint64/uint32 constants (Python ints > 2**63 would not be).
+_U64_0, _U64_1 = np.uint64(0), np.uint64(1)
+_U64_P, _U64_SPACE, _U64_32 = np.uint64(_P), np.uint64(_SPACE), np.uint64(32)
+_U64_MERSENNE, _U64_61, _U64_MAX32 = np.uint64(MERSENNE_PRIME), np.uint64(61), np.uint64(MAX_HASH)
+_F64_S, _F64_M1, _F64_M2 = np.uint64(_FMIX64[0]), np.uint64(_FMIX64[1]), np.uint64(_FMIX64[3])
+_F32_S1, _F32_S2 = np.uint32(_FMIX32[0]), np.uint32(_FMIX32[2])
+_F32_M1, _F32_M2 = np.uint32(_FMIX32[1]), np.uint32(_FMIX32[3])
+_U32_MAX = np.uint32(MAX_HASH)
+
+
+@_kernel
+def _nb_fmix64(h):
+    h ^= h >> _F64_S
+    h *= _F64_M1
+    h ^= h >> _F64_S
+    h *= _F64_M2
+    return h ^ (h >> _F64_S)
+
+
+@_kernel
+def _nb_fmix32(h):
+    h ^= h >> _F32_S1
+    h = np.uint32(h * _F32_M1)
+    h ^= h >> _F32_S2
+    h = np.uint32(h * _F32_M2)
+    return np.uint32(h ^ (h >> _F32_S1))
+
+
+@_kernel
+def _nb_shingle(ring_h, ring_p, first, k):
+    """Hash of the shingle of words ``first .. first+k-1``: H(x " " y) = H(x) P^(|y|+1) + ' ' P^|y| + H(y)."""
+    h = ring_h[first]
+    for s in range(first + 1, first + k):
+        h = h * (ring_p[s] * _U64_P) + _U64_SPACE * ring_p[s] + ring_h[s]
+    return _nb_fmix64(h)
+
+
+@_kernel
+def _nb_doc_hashes(buf, lo, hi, n, ring_h, ring_p, out):
+    """Write the 64-bit hashes of the shingles of doc ``buf[lo:hi]`` to ``out``; return how many.
+
+    ``ring_h``/``ring_p`` ``(2n,)``: polynomial hash and ``P**len`` of the last ``n`` words, each stored at
+    ``slot`` and ``slot + n`` so that the window ending at ``slot`` is contiguous (no modulo per shingle).
+    """
+    n_words = 0
+    slot = n - 1
+    count = 0
+    in_word = False
+    wh, wp = _U64_0, _U64_1
+    for i in range(lo, hi + 1):
+        c = _ASCII_LOWER[buf[i]] if i < hi else np.uint8(_SPACE)  # a trailing separator ends the last word
+        if _IS_WORD_BYTE[c]:
+            if not in_word:
+                in_word = True
+                wh, wp = _U64_0, _U64_1
+            wh = wh * _U64_P + np.uint64(c)
+            wp = wp * _U64_P
+        elif in_word:
+            in_word = False
+            slot = slot + 1 if slot + 1 < n else 0
+            ring_h[slot] = ring_h[slot + n] = wh
+            ring_p[slot] = ring_p[slot + n] = wp
+            n_words += 1
+            if n_words >= n:
+                out[count] = _nb_shingle(ring_h, ring_p, slot + 1, n)
+                count += 1
+    if 0 < n_words < n:  # a short doc: one shingle of all its words (slots 0 .. n_words-1)
+        out[count] = _nb_shingle(ring_h, ring_p, 0, n_words)
+        count += 1
+    return count
+
+
+@_kernel
+def _nb_max_doc_len(offsets):
+    longest = 0
+    for d in range(len(offsets) - 1):
+        longest = max(longest, offsets[d + 1] - offsets[d])
+    return longest
+
+
+@_kernel
+def _nb_signatures(buf, offsets, n, a, b, legacy, out, counts):
+    """Signatures of the docs ``buf[offsets[d]:offsets[d+1]]`` into ``out (D, K)`` uint64, counts into ``counts (D,)``.
+
+    ``a``, ``b``: ``(K,)`` uint32 (affine32) or uint64 (legacy) permutations.
+    """
+    n_docs, n_perm = out.shape
+    hashes = np.empty(_nb_max_doc_len(offsets) // 2 + 2, dtype=np.uint64)  # >= words >= shingles of a doc
+    ring_h = np.empty(2 * n, dtype=np.uint64)
+    ring_p = np.empty(2 * n, dtype=np.uint64)
+    mins32 = np.empty(n_perm, dtype=np.uint32)
+    mins64 = np.empty(n_perm, dtype=np.uint64)
+    for d in range(n_docs):
+        cnt = _nb_doc_hashes(buf, offsets[d], offsets[d + 1], n, ring_h, ring_p, hashes)
+        counts[d] = cnt
+        if legacy:
+            mins64[:] = _U64_MAX32
+            for s in range(cnt):
+                hv = hashes[s] >> _U64_32
+                for k in range(n_perm):
+                    x = a[k] * hv + b[k]  # wraps mod 2**64 as datasketch's numpy arithmetic
+                    x = (x & _U64_MERSENNE) + (x >> _U64_61)
+                    if x >= _U64_MERSENNE:
+                        x -= _U64_MERSENNE
+                    mins64[k] = min(mins64[k], x & _U64_MAX32)
+            out[d, :] = mins64
+        else:
+            mins32[:] = _U32_MAX
+            for s in range(cnt):
+                hv = _nb_fmix32(np.uint32(hashes[s] >> _U64_32))
+                for k in range(n_perm):
+                    mins32[k] = min(mins32[k], np.uint32(a[k] * hv + b[k]))  # wraps mod 2**32
+            out[d, :] = mins32
+
+
+@_kernel
+def _nb_shingle_sets(buf, offsets, n):
+    """Sorted unique 64-bit shingle hashes of each doc: ``(values (V,) uint64, set offsets (D+1,) int64)``."""
+    n_docs = len(offsets) - 1
+    hashes = np.empty(_nb_max_doc_len(offsets) // 2 + 2, dtype=np.uint64)
+    ring_h = np.empty(2 * n, dtype=np.uint64)
+    ring_p = np.empty(2 * n, dtype=np.uint64)
+    values = np.empty(len(buf) // 2 + n_docs + 1, dtype=np.uint64)
+    set_offsets = np.zeros(n_docs + 1, dtype=np.int64)
+    pos = 0
+    for d in range(n_docs):
+        cnt = _nb_doc_hashes(buf, offsets[d], offsets[d + 1], n, ring_h, ring_p, hashes)
+        doc = np.sort(hashes[:cnt])
+        for s in range(cnt):
+            if s == 0 or doc[s] != doc[s - 1]:
+                values[pos] = doc[s]
+                pos += 1
+        set_offsets[d + 1] = pos
+    return values[:pos].copy(), set_offsets
+
+
+@_kernel
+def _nb_set_jaccard(values, offsets, pairs, out):
+    """Exact Jaccard of sorted sets ``values[offsets[i]:offsets[i+1]]`` for each pair, by merging."""
+    for m in range(len(pairs)):
+        i, j = pairs[m, 0], pairs[m, 1]
+        p, p_end, q, q_end = offsets[i], offsets[i + 1], offsets[j], offsets[j + 1]
+        size = (p_end - p) + (q_end - q)
+        inter = 0
+        while p < p_end and q < q_end:
+            x, y = values[p], values[q]
+            if x == y:
+                inter += 1
+                p += 1
+                q += 1
+            elif x < y:
+                p += 1
+            else:
+                q += 1
+        out[m] = inter / (size - inter) if size > inter else 0.0
+
+
+def _encode(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """``(UTF-8 bytes (B,) uint8, doc offsets (D+1,) int64)``; non-ASCII docs lowercased here, ASCII in the kernel."""
+    parts = [(t if t.isascii() else t.lower()).encode("utf-8", "surrogatepass") for t in texts]
+    offsets = np.zeros(len(parts) + 1, dtype=np.int64)
+    np.cumsum(np.fromiter(map(len, parts), dtype=np.int64, count=len(parts)), out=offsets[1:])
+    return np.frombuffer(b"".join(parts), dtype=np.uint8), offsets
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Public signature and exact-Jaccard API (engine chosen by cfg.engine).
+
+
+def _engine(cfg: MinHashConfig) -> str:
+    if cfg.engine == "numba" and numba is None:
+        raise RuntimeError("MinHashConfig.engine='numba' but numba is not installed (pip install numba)")
+    if cfg.engine == "auto":
+        return "numba" if numba is not None else "numpy"
+    return cfg.engine
+
+
+def _batches(texts: Sequence[str], max_docs: int, max_chars: int) -> list[tuple[int, int]]:
+    """``[(start, stop)]`` runs of at most ``max_docs`` docs and ``max_chars`` characters (>= 1 doc each)."""
+    out, i = [], 0
+    while i < len(texts):
+        j, size = i, 0
+        while j < len(texts) and j - i < max_docs and (j == i or size + len(texts[j]) <= max_chars):
+            size += len(texts[j])
+            j += 1
+        out.append((i, j))
+        i = j
+    return out
+
+
 def signatures_and_counts(texts: Sequence[str], cfg: MinHashConfig) -> tuple[np.ndarray, np.ndarray]:
     """``(signatures (N, num_perm) uint64, shingle counts (N,) int64)``; a doc without shingles has count 0."""
+    engine = _engine(cfg)
     a, b = permutations(cfg.num_perm, cfg.seed, cfg.scheme)
-    if cfg.scheme == "affine32":
-        a, b = a.astype(np.uint32), b.astype(np.uint32)
     texts = ["" if t is None else t for t in texts]
     sigs = np.empty((len(texts), cfg.num_perm), dtype=np.uint64)
     counts = np.empty(len(texts), dtype=np.int64)
-    i = 0
-    while i < len(texts):
-        j, size = i, 0
-        while j < len(texts) and j - i < cfg.batch_size and (j == i or size + len(texts[j]) <= _BATCH_BYTES):
-            size += len(texts[j])
-            j += 1
-        sigs[i:j], counts[i:j] = _batch_signatures(texts[i:j], cfg, a, b)
-        i = j
+    if engine == "numba":
+        legacy = cfg.scheme == "legacy"
+        if not legacy:
+            a, b = a.astype(np.uint32), b.astype(np.uint32)
+        for i, j in _batches(texts, 1 << 30, _NUMBA_BATCH_CHARS):
+            buf, offsets = _encode(texts[i:j])
+            _nb_signatures(buf, offsets, cfg.ngram, a, b, legacy, sigs[i:j], counts[i:j])
+        return sigs, counts
+    for i, j in _batches(texts, cfg.batch_size, _NUMPY_BATCH_CHARS):
+        sigs[i:j], counts[i:j] = _numpy_signatures(texts[i:j], cfg, a, b)
     return sigs, counts
 
 
 def signatures(texts: Sequence[str], cfg: MinHashConfig) -> np.ndarray:
     """MinHash signatures ``(N, num_perm)`` uint64 of ``texts``, equal to datasketch's (module docstring)."""
     return signatures_and_counts(texts, cfg)[0]
+
+
+def shingle_sets(texts: Sequence[str], cfg: MinHashConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Each doc's set of 64-bit shingle hashes (``shingle_hash64``), sorted, as CSR arrays.
+
+    Returns ``(values (V,) uint64, offsets (N+1,) int64)``: doc ``i``'s set is ``values[offsets[i]:offsets[i+1]]``.
+    """
+    texts = ["" if t is None else t for t in texts]
+    if _engine(cfg) == "numba":
+        parts = [_nb_shingle_sets(*_encode(texts[i:j]), cfg.ngram) for i, j in _batches(texts, 1 << 30, _NUMBA_BATCH_CHARS)]
+    else:
+        parts = [_numpy_shingle_sets(texts[i:j], cfg.ngram) for i, j in _batches(texts, cfg.batch_size, _NUMPY_BATCH_CHARS)]
+    offsets = np.zeros(len(texts) + 1, dtype=np.int64)
+    values = np.concatenate([v for v, _ in parts]) if parts else np.zeros(0, dtype=np.uint64)
+    np.cumsum(np.concatenate([np.diff(o) for _, o in parts]) if parts else [], out=offsets[1:])
+    return values, offsets
+
+
+def set_jaccard(values: np.ndarray, offsets: np.ndarray, pairs: np.ndarray, cfg: MinHashConfig) -> np.ndarray:
+    """Exact Jaccard ``(M,)`` float64 of the CSR sets (``shingle_sets``) of each pair ``(i, j)``; 0 for two empty sets."""
+    pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+    if _engine(cfg) == "numba":
+        out = np.empty(len(pairs), dtype=np.float64)
+        _nb_set_jaccard(values, offsets, pairs, out)
+        return out
+    return _numpy_set_jaccard(values, offsets, pairs)
+
+
+def exact_jaccard(texts: Sequence[str], pairs: np.ndarray, cfg: MinHashConfig) -> np.ndarray:
+    """Exact shingle-set Jaccard ``(M,)`` of ``texts[i]``, ``texts[j]`` for each pair; hashes only the docs in ``pairs``."""
+    pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+    if len(pairs) == 0:
+        return np.zeros(0, dtype=np.float64)
+    docs = np.unique(pairs)
+    values, offsets = shingle_sets([texts[i] for i in docs.tolist()], cfg)
+    return set_jaccard(values, offsets, np.searchsorted(docs, pairs), cfg)
+
+
+def candidate_probability(jaccard: float, bands: int, rows: int) -> float:
+    """LSH S-curve: probability that two docs of Jaccard ``jaccard`` share a bucket, ``1 - (1 - J**rows)**bands``."""
+    return 1.0 - (1.0 - jaccard**rows) ** bands
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -45,7 +45,10 @@ def manifest(report) -> pd.DataFrame:
 
 
 def test_normalize_url():
-    assert normalize_url("HTTP://Example.COM:80/a/./b/../c?x=%7e&y=%2f#frag") == "http://example.com/a/c?x=~&y=%2F"
+    assert (
+        normalize_url("HTTP://Example.COM:80/a/./b/../c?x=%7e&y=%2f#frag")
+        == "http://example.com/a/c?x=~&y=%2F"
+    )
     assert normalize_url("https://example.com:443") == "https://example.com/"
     assert normalize_url("https://example.com:8443/a b") == "https://example.com:8443/a%20b"
     assert normalize_url("../x.html", base="http://h.org/a/b/c.html") == "http://h.org/a/x.html"
@@ -167,7 +170,10 @@ def test_redirects_followed_and_each_hop_checked(loopback_server, tmp_path):
     b = s.base
     assert tuple(m.loc[f"{b}/old.html", ["final_url", "status", "error"]]) == (f"{b}/new.html", 200, "")
     assert m.loc[f"{b}/old.html", "warc_file"] != ""
-    assert tuple(m.loc[f"{b}/to-private", ["final_url", "error"]]) == ("http://10.0.0.1/admin", "refused_address")
+    assert tuple(m.loc[f"{b}/to-private", ["final_url", "error"]]) == (
+        "http://10.0.0.1/admin",
+        "refused_address",
+    )
     assert m.loc[f"{b}/to-metadata", "error"] == "refused_address"
     assert tuple(m.loc[f"{b}/to-ftp", ["final_url", "error"]]) == ("ftp://127.0.0.1/file", "refused_scheme")
     assert tuple(m.loc[f"{b}/to-other", ["final_url", "error"]]) == ("http://other.example/", "out_of_scope")
@@ -279,7 +285,9 @@ def test_private_addresses_refused_without_connecting(loopback_server, tmp_path,
     s.routes["/"] = page(text="should never be fetched")
     connects: list = []
     real_connect = socket.socket.connect
-    monkeypatch.setattr(socket.socket, "connect", lambda self, addr: connects.append(addr) or real_connect(self, addr))
+    monkeypatch.setattr(
+        socket.socket, "connect", lambda self, addr: connects.append(addr) or real_connect(self, addr)
+    )
     seeds = (s.base + "/", "http://10.0.0.1/", "http://169.254.169.254/latest/meta-data/", "http://[::1]:9/")
     cfg = CrawlConfig(seeds=seeds, retries=0)  # allow_private_hosts empty: loopback refused too
     report = crawl(cfg, tmp_path)

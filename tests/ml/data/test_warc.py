@@ -8,8 +8,14 @@ import pytest
 from warcio.archiveiterator import ArchiveIterator
 from warcio.warcwriter import WARCWriter
 
-from ml.data.records import WebRecord
-from ml.data.warc import FetchedResponse, WarcFormatError, WarcSink, expand_warc_paths, iter_records, read_many
+from ml.data.warc import (
+    FetchedResponse,
+    WarcFormatError,
+    WarcSink,
+    expand_warc_paths,
+    iter_records,
+    read_many,
+)
 
 
 def fetched(i: int, body: bytes, encoding: str = "") -> FetchedResponse:
@@ -43,12 +49,20 @@ def test_sink_round_trip_and_record_layout(tmp_path):
     assert [p.name for p in sink.files] == ["t-00000.warc.gz"]
     records = list(iter_records(sink.files[0]))
     assert [(r.url, r.http_status, r.content_type, r.payload, r.record_type) for r in records] == [
-        (f"http://site.test/{i}.html", 200, "text/html; charset=utf-8", f"<p>page {i}</p>".encode(), "response")
+        (
+            f"http://site.test/{i}.html",
+            200,
+            "text/html; charset=utf-8",
+            f"<p>page {i}</p>".encode(),
+            "response",
+        )
         for i in range(3)
     ]
     assert [(r.warc_file, r.offset) for r in records] == locs
     with open(sink.files[0], "rb") as fh:
-        recs = [(r.rec_type, dict(r.rec_headers.headers), r.content_stream().read()) for r in ArchiveIterator(fh)]
+        recs = [
+            (r.rec_type, dict(r.rec_headers.headers), r.content_stream().read()) for r in ArchiveIterator(fh)
+        ]
     assert [t for t, _, _ in recs] == ["warcinfo"] + ["request", "response", "metadata"] * 3
     _, req, _ = recs[1]
     _, resp, _ = recs[2]
@@ -135,18 +149,18 @@ def test_garbage_and_missing_file(tmp_path):
     junk = tmp_path / "junk.warc.gz"
     junk.write_bytes(b"\x1f\x8b\x08\x00garbage-not-deflate")
     records, errors = read_many([junk, tmp_path / "absent.warc.gz"])
-    assert records == [] and [(e.path.name, e.offset) for e in errors] == [("junk.warc.gz", 0), ("absent.warc.gz", 0)]
+    assert records == [] and [(e.path.name, e.offset) for e in errors] == [
+        ("junk.warc.gz", 0),
+        ("absent.warc.gz", 0),
+    ]
 
 
 def test_expand_warc_paths(tmp_path):
     for name in ["b.warc.gz", "a.warc.gz", "c.wet.gz"]:
         (tmp_path / name).write_bytes(b"")
-    got = expand_warc_paths([str(tmp_path / "*.warc.gz"), str(tmp_path / "c.wet.gz"), str(tmp_path / "a.warc.gz")])
+    got = expand_warc_paths(
+        [str(tmp_path / "*.warc.gz"), str(tmp_path / "c.wet.gz"), str(tmp_path / "a.warc.gz")]
+    )
     assert [p.name for p in got] == ["a.warc.gz", "b.warc.gz", "c.wet.gz"]
     with pytest.raises(FileNotFoundError, match=r"nothing-\*\.warc"):
         expand_warc_paths([str(tmp_path / "nothing-*.warc")])
-
-
-def test_web_record_type():
-    sink_record = WebRecord("u", "t", "response", "text/html", 200, b"x", "f", 0)
-    assert sink_record.record_id == ""
