@@ -1,6 +1,5 @@
 """Raw crawl (WARC) and extracted documents (Parquet): the first two stages of the data pipeline."""
 
-from __future__ import annotations
 
 from pathlib import Path
 from typing import Optional

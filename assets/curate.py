@@ -5,7 +5,6 @@ writes ``docs/`` (kept) and ``dropped/`` (with a ``reason``) shards. Per-shard s
 LocalCluster by default; ``DASK_SCHEDULER_ADDRESS`` joins a cluster).
 """
 
-from __future__ import annotations
 
 import json
 from collections.abc import Callable
@@ -25,7 +24,7 @@ from ml.data.line_dedup import LineDedupConfig, line_dedup
 from ml.data.minhash import MinHashConfig, example_pairs, minhash_dedup
 from ml.data.mix import MixConfig, plot_mix, realize_mix
 from ml.data.parallel import map_shards
-from ml.data.quality import QualityConfig, load_quality_model, score_quality, train_quality_classifier
+from ml.data.quality import QualityConfig, QualityModel, score_quality, train_quality_classifier
 from ml.data.steps import StepResult
 from ml.data.url_dedup import UrlDedupConfig, url_dedup
 from ml.io import atomic_dir, atomic_write_bytes, atomic_write_text, read_shards, shard_paths, write_shards
@@ -81,10 +80,11 @@ def _sharded_step(context, cfg, upstream: str, fn: Callable[..., StepResult], ml
     src = upstream_dir(upstream, context)
     with stage_run(context, mlflow, dvc, cfg, inputs={upstream: src, **(inputs or {})}) as run:
         with dask.client() as client, atomic_dir(run.out_dir) as tmp:
-            stats, _ = map_shards(fn, shard_paths(src / "docs"), tmp, client=client, cfg=cfg, **fn_kwargs)
+            res = map_shards(fn, shard_paths(src / "docs"), tmp, client=client, **fn_kwargs)
+            (tmp / "kept").rename(tmp / "docs")
         run.log.set_tags({"dask.scheduler": getattr(client, "scheduler_info", lambda: {})().get("address", "in-process")
                           if client is not None else "in-process"})
-        return _finish(run, stats, title=title)
+        return _finish(run, res.summary, title=title)
 
 
 UrlRun = dagster_config_for(UrlDedupConfig)
@@ -143,7 +143,7 @@ def line_deduped(context: dg.AssetExecutionContext, config: LineRun, mlflow: Mlf
     """ccNet-style line dedup (paper: drop lines seen more than 6 times in each bucket of 30M documents);
     each shard is a bucket, counted through 8-byte line hashes so memory stays bounded."""
     cfg = resolve_config(LineDedupConfig, config)
-    return _sharded_step(context, cfg, "minhash_deduped", line_dedup, mlflow, dvc, dask, "Line dedup")
+    return _sharded_step(context, cfg, "minhash_deduped", line_dedup, mlflow, dvc, dask, "Line dedup", config=cfg)
 
 
 FilterRun = dagster_config_for(FilterConfig)
@@ -188,9 +188,9 @@ def quality_scored(context: dg.AssetExecutionContext, config: QualityRun, mlflow
     """Score every document with the quality classifier; keep or down-weight by score (``mode``)."""
     cfg = resolve_config(QualityConfig, config)
     model_dir = upstream_dir("quality_classifier", context)
-    model = load_quality_model(model_dir / "model")
+    model = QualityModel.load(model_dir / "model")
     return _sharded_step(context, cfg, "filtered_docs", score_quality, mlflow, dvc, dask, "Quality scoring",
-                         inputs={"quality_classifier": model_dir}, model=model)
+                         inputs={"quality_classifier": model_dir}, model=model, cfg=cfg)
 
 
 DomainRun = dagster_config_for(DomainConfig)

@@ -1,6 +1,5 @@
 """Pre-training: the training engine (``ml.train``) launched under torchrun through Dagster Pipes."""
 
-from __future__ import annotations
 
 import json
 import shutil

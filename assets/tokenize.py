@@ -1,6 +1,5 @@
 """Tokenizer (byte-level BPE with the Llama 3 special tokens) and token shards (uint32 memmaps)."""
 
-from __future__ import annotations
 
 import json
 

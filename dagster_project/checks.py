@@ -1,6 +1,5 @@
 """Stage gates: blocking asset checks that stop downstream assets when an artifact breaks its contract."""
 
-from __future__ import annotations
 
 import json
 
