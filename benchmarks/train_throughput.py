@@ -103,9 +103,9 @@ def build(impl: str, shape: Shape, device: torch.device, compile_model: bool):
             return run(input_ids=b["tokens"], labels=b["tokens"]).loss
 
         return model, loss_fn
-    # variants: ours (causal, SDPA), ours_doc (doc mask, flex), ours_unfused (separate q/k/v, gate/up
-    # matmuls), ours_full (whole-model torch.compile instead of per block), ours_flexcausal (flex, 1 doc/row)
-    cfg = shape.cfg.replace(fuse_projections=impl != "ours_unfused")
+    # variants: ours (causal, SDPA), ours_doc (doc mask, flex), ours_fused (one q|k|v and one gate|up
+    # matmul), ours_full (whole-model torch.compile instead of per block), ours_flexcausal (flex, 1 doc/row)
+    cfg = shape.cfg.replace(fuse_projections=impl == "ours_fused")
     model = Llama.from_config(cfg, device=device)
     run = model
     if compile_model:

@@ -44,7 +44,7 @@ def materialize(selection: list[str] | None, partition: str) -> bool:
     print(f"\n{'OK' if result.success else 'FAILED'}: run {result.run_id} in {time.time() - t0:.0f}s "
           f"(DAGSTER_HOME={os.environ['DAGSTER_HOME']})")
     for event in result.get_asset_materialization_events():
-        mat = event.asset_materialization
+        mat = event.step_materialization_data.materialization
         meta = mat.metadata
         n = meta.get("num_records")
         print(f"  {mat.asset_key.to_user_string():24s} records={getattr(n, 'value', n)} "

@@ -9,6 +9,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -120,7 +121,7 @@ class AssetRunLog:
 
         now = int(time.time() * 1000)
         items = [
-            Metric(k.replace("/", "."), float(v), now, step)
+            Metric(mlflow_key(k), float(v), now, step)
             for k, v in metrics.items()
             if isinstance(v, int | float) and not isinstance(v, bool)
         ]
@@ -155,6 +156,11 @@ class AssetRunLog:
 
     def finish(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.run_id, status)
+
+
+def mlflow_key(name: str) -> str:
+    """MLflow names allow letters, digits, ``_ - . : /`` and spaces: ``cluster_size/101+`` → ``cluster_size/101plus``."""
+    return re.sub(r"[^\w\-. :/]", "_", name.replace("+", "plus"))
 
 
 class DvcResource(dg.ConfigurableResource):

@@ -60,7 +60,7 @@ class ModelConfig(StageConfig):
     attention: str = "auto"  # "auto": flex for doc masks on CUDA, else SDPA; "sdpa"; "flex"
     doc_positions: str = "restart"  # "restart": RoPE positions restart per document; "global": row position
     loss_chunk_tokens: int = 8192  # chosen: rows of logits per chunk in the fused linear+CE loss
-    fuse_projections: bool = True  # chosen: one matmul for q|k|v and one for gate|up (same math, faster)
+    fuse_projections: bool = False  # one matmul for q|k|v and one for gate|up; off: not yet timed on GPU
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         # chosen: CPU/CI size, ~1.8M params

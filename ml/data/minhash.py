@@ -363,12 +363,16 @@ def _kernel(fn):
 
 # numpy scalars so that numba types them as uint64/uint32 constants (Python ints > 2**63 would not be).
 _U64_0, _U64_1 = np.uint64(0), np.uint64(1)
-_U64_P, _U64_SPACE, _U64_32 = np.uint64(_P), np.uint64(_SPACE), np.uint64(32)
+_U64_P, _U64_P_INV = np.uint64(_P), np.uint64(_P_INV)
+_U64_SPACE, _U64_32 = np.uint64(_SPACE), np.uint64(32)
 _U64_MERSENNE, _U64_61, _U64_MAX32 = np.uint64(MERSENNE_PRIME), np.uint64(61), np.uint64(MAX_HASH)
 _F64_S, _F64_M1, _F64_M2 = np.uint64(_FMIX64[0]), np.uint64(_FMIX64[1]), np.uint64(_FMIX64[3])
 _F32_S1, _F32_S2 = np.uint32(_FMIX32[0]), np.uint32(_FMIX32[2])
 _F32_M1, _F32_M2 = np.uint32(_FMIX32[1]), np.uint32(_FMIX32[3])
 _U32_MAX = np.uint32(MAX_HASH)
+# Per raw byte: all ones if it is a word byte after ASCII lowercasing, else 0; and its lowercased value or 0.
+_WORD_MASK = np.where(_IS_WORD_BYTE[_ASCII_LOWER], np.uint64(_M64), np.uint64(0)).astype(np.uint64)
+_WORD_VALUE = np.where(_IS_WORD_BYTE[_ASCII_LOWER], _ASCII_LOWER, 0).astype(np.uint64)
 
 
 @_kernel
@@ -390,47 +394,39 @@ def _nb_fmix32(h):
 
 
 @_kernel
-def _nb_shingle(ring_h, ring_p, first, k):
-    """Hash of the shingle of words ``first .. first+k-1``: H(x " " y) = H(x) P^(|y|+1) + ' ' P^|y| + H(y)."""
-    h = ring_h[first]
-    for s in range(first + 1, first + k):
-        h = h * (ring_p[s] * _U64_P) + _U64_SPACE * ring_p[s] + ring_h[s]
-    return _nb_fmix64(h)
-
-
-@_kernel
-def _nb_doc_hashes(buf, lo, hi, n, ring_h, ring_p, out):
-    """Write the 64-bit hashes of the shingles of doc ``buf[lo:hi]`` to ``out``; return how many.
-
-    ``ring_h``/``ring_p`` ``(2n,)``: polynomial hash and ``P**len`` of the last ``n`` words, each stored at
-    ``slot`` and ``slot + n`` so that the window ending at ``slot`` is contiguous (no modulo per shingle).
+def _nb_doc_hashes(buf, lo, hi, n, word_h, word_p, out):
+    """Write the 64-bit hashes of the shingles of the doc ``buf[lo:hi]`` (ending in a separator byte) to
+    ``out``; return how many. ``word_h``/``word_p``: scratch for each word's polynomial hash and ``P**len``.
     """
+    # Pass 1, branch-free over bytes: the running word hash resets to 0 (and P**len to 1) on every
+    # separator; the count of words advances on the separator after a word, which records that word.
     n_words = 0
-    slot = n - 1
-    count = 0
-    in_word = False
-    wh, wp = _U64_0, _U64_1
-    for i in range(lo, hi + 1):
-        c = _ASCII_LOWER[buf[i]] if i < hi else np.uint8(_SPACE)  # a trailing separator ends the last word
-        if _IS_WORD_BYTE[c]:
-            if not in_word:
-                in_word = True
-                wh, wp = _U64_0, _U64_1
-            wh = wh * _U64_P + np.uint64(c)
-            wp = wp * _U64_P
-        elif in_word:
-            in_word = False
-            slot = slot + 1 if slot + 1 < n else 0
-            ring_h[slot] = ring_h[slot + n] = wh
-            ring_p[slot] = ring_p[slot + n] = wp
-            n_words += 1
-            if n_words >= n:
-                out[count] = _nb_shingle(ring_h, ring_p, slot + 1, n)
-                count += 1
-    if 0 < n_words < n:  # a short doc: one shingle of all its words (slots 0 .. n_words-1)
-        out[count] = _nb_shingle(ring_h, ring_p, 0, n_words)
-        count += 1
-    return count
+    h, p, prev = _U64_0, _U64_1, _U64_0
+    for i in range(lo, hi):
+        c = buf[i]
+        m = _WORD_MASK[c]  # all ones on a word byte, 0 on a separator
+        word_h[n_words] = h
+        word_p[n_words] = p
+        n_words += np.int64(prev & ~m & _U64_1)
+        h = h * (_U64_P & m) + _WORD_VALUE[c]  # Horner step, or 0
+        p = p * (_U64_P & m) + (~m & _U64_1)  # P**len, or 1
+        prev = m
+    if n_words == 0:
+        return 0
+    # Pass 2: fold each word into "tail" form, H(" " w) = ' ' P^|w| + H(w) and P^(|w|+1), so that
+    # H(w0 " " w1 ... ) = H(w0) * P^(|w1|+1) + H(" " w1) ...: one multiply-add per extra word.
+    first_h = word_h[0]
+    for s in range(n_words):
+        q = word_p[s]
+        word_h[s] = _U64_SPACE * q + word_h[s]
+        word_p[s] = q * _U64_P
+    k = min(n, n_words)  # a doc with fewer than n words has one shingle of all of them
+    for j in range(n_words - k + 1):
+        hj = word_h[j] - _U64_SPACE * (word_p[j] * _U64_P_INV) if j > 0 else first_h
+        for s in range(j + 1, j + k):
+            hj = hj * word_p[s] + word_h[s]
+        out[j] = _nb_fmix64(hj)
+    return n_words - k + 1
 
 
 @_kernel
@@ -449,12 +445,12 @@ def _nb_signatures(buf, offsets, n, a, b, legacy, out, counts):
     """
     n_docs, n_perm = out.shape
     hashes = np.empty(_nb_max_doc_len(offsets) // 2 + 2, dtype=np.uint64)  # >= words >= shingles of a doc
-    ring_h = np.empty(2 * n, dtype=np.uint64)
-    ring_p = np.empty(2 * n, dtype=np.uint64)
+    word_h = np.empty_like(hashes)
+    word_p = np.empty_like(hashes)
     mins32 = np.empty(n_perm, dtype=np.uint32)
     mins64 = np.empty(n_perm, dtype=np.uint64)
     for d in range(n_docs):
-        cnt = _nb_doc_hashes(buf, offsets[d], offsets[d + 1], n, ring_h, ring_p, hashes)
+        cnt = _nb_doc_hashes(buf, offsets[d], offsets[d + 1], n, word_h, word_p, hashes)
         counts[d] = cnt
         if legacy:
             mins64[:] = _U64_MAX32
@@ -481,13 +477,13 @@ def _nb_shingle_sets(buf, offsets, n):
     """Sorted unique 64-bit shingle hashes of each doc: ``(values (V,) uint64, set offsets (D+1,) int64)``."""
     n_docs = len(offsets) - 1
     hashes = np.empty(_nb_max_doc_len(offsets) // 2 + 2, dtype=np.uint64)
-    ring_h = np.empty(2 * n, dtype=np.uint64)
-    ring_p = np.empty(2 * n, dtype=np.uint64)
+    word_h = np.empty_like(hashes)
+    word_p = np.empty_like(hashes)
     values = np.empty(len(buf) // 2 + n_docs + 1, dtype=np.uint64)
     set_offsets = np.zeros(n_docs + 1, dtype=np.int64)
     pos = 0
     for d in range(n_docs):
-        cnt = _nb_doc_hashes(buf, offsets[d], offsets[d + 1], n, ring_h, ring_p, hashes)
+        cnt = _nb_doc_hashes(buf, offsets[d], offsets[d + 1], n, word_h, word_p, hashes)
         doc = np.sort(hashes[:cnt])
         for s in range(cnt):
             if s == 0 or doc[s] != doc[s - 1]:
@@ -518,12 +514,66 @@ def _nb_set_jaccard(values, offsets, pairs, out):
         out[m] = inter / (size - inter) if size > inter else 0.0
 
 
-def _encode(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """``(UTF-8 bytes (B,) uint8, doc offsets (D+1,) int64)``; non-ASCII docs lowercased here, ASCII in the kernel."""
-    parts = [(t if t.isascii() else t.lower()).encode("utf-8", "surrogatepass") for t in texts]
+@_kernel
+def _nb_needs_lower(buf, offsets, cased):
+    """``(D,)`` bool: doc holds a non-ASCII character that ``str.lower`` changes (``cased``, by code point)."""
+    n_docs = len(offsets) - 1
+    out = np.zeros(n_docs, dtype=np.bool_)
+    for d in range(n_docs):
+        for i in range(offsets[d], offsets[d + 1]):
+            c = np.int64(buf[i])
+            if c < 0xC0:  # ASCII or a continuation byte
+                continue
+            if c < 0xE0:
+                cp = ((c & 0x1F) << 6) | (np.int64(buf[i + 1]) & 0x3F)
+            elif c < 0xF0:
+                cp = ((c & 0x0F) << 12) | ((np.int64(buf[i + 1]) & 0x3F) << 6) | (np.int64(buf[i + 2]) & 0x3F)
+            else:
+                cp = ((c & 0x07) << 18) | ((np.int64(buf[i + 1]) & 0x3F) << 12)
+                cp |= ((np.int64(buf[i + 2]) & 0x3F) << 6) | (np.int64(buf[i + 3]) & 0x3F)
+            if cp >= len(cased) or cased[cp]:
+                out[d] = True
+                break
+    return out
+
+
+_CASED: list[np.ndarray] = []
+
+
+def _cased_table() -> np.ndarray:
+    """``(0x20000,)`` bool: code points below U+20000 that ``str.lower`` changes (built once, ~30 ms).
+
+    Higher code points (CJK extensions, tags, private use) count as changed, which only costs speed.
+    """
+    if not _CASED:
+        table = np.zeros(0x20000, dtype=bool)
+        table[[c for c in range(0x80, 0x20000) if chr(c).lower() != chr(c)]] = True
+        _CASED.append(table)
+    return _CASED[0]
+
+
+def _join(parts: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
+    """``(bytes (B,) uint8, offsets (D+1,) int64)``: doc ``d`` is ``buf[offsets[d]:offsets[d+1]]``, ending in "\\n"."""
     offsets = np.zeros(len(parts) + 1, dtype=np.int64)
-    np.cumsum(np.fromiter(map(len, parts), dtype=np.int64, count=len(parts)), out=offsets[1:])
-    return np.frombuffer(b"".join(parts), dtype=np.uint8), offsets
+    np.cumsum(np.fromiter(map(len, parts), dtype=np.int64, count=len(parts)) + 1, out=offsets[1:])
+    return np.frombuffer(b"\n".join([*parts, b""]), dtype=np.uint8), offsets
+
+
+def _encode(texts: Sequence[str]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """UTF-8 of ``texts`` for the kernels as ``[(doc numbers, buf, offsets)]`` (``_join`` layout).
+
+    The kernels lowercase ASCII bytes. A doc holding a non-ASCII character that ``str.lower`` changes
+    (rare outside non-Latin scripts) comes a second time, lowercased by ``str.lower``, in a second entry
+    whose results replace the first's, so the words always equal ``words()``.
+    """
+    parts = [t.encode("utf-8", "surrogatepass") for t in texts]
+    buf, offsets = _join(parts)
+    out = [(np.arange(len(texts)), buf, offsets)]
+    if not all(t.isascii() for t in texts):
+        redo = np.flatnonzero(_nb_needs_lower(buf, offsets, _cased_table()))
+        if len(redo):
+            out.append((redo, *_join([texts[d].lower().encode("utf-8", "surrogatepass") for d in redo.tolist()])))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -563,8 +613,10 @@ def signatures_and_counts(texts: Sequence[str], cfg: MinHashConfig) -> tuple[np.
         if not legacy:
             a, b = a.astype(np.uint32), b.astype(np.uint32)
         for i, j in _batches(texts, 1 << 30, _NUMBA_BATCH_CHARS):
-            buf, offsets = _encode(texts[i:j])
-            _nb_signatures(buf, offsets, cfg.ngram, a, b, legacy, sigs[i:j], counts[i:j])
+            for docs, buf, offsets in _encode(texts[i:j]):
+                out = np.empty((len(docs), cfg.num_perm), dtype=np.uint64)
+                _nb_signatures(buf, offsets, cfg.ngram, a, b, legacy, out, counts[i:j][docs] if False else (n := np.empty(len(docs), dtype=np.int64)))
+                sigs[i + docs], counts[i + docs] = out, n
         return sigs, counts
     for i, j in _batches(texts, cfg.batch_size, _NUMPY_BATCH_CHARS):
         sigs[i:j], counts[i:j] = _numpy_signatures(texts[i:j], cfg, a, b)

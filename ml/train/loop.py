@@ -248,6 +248,13 @@ def clip_grad_norm(params: list[torch.nn.Parameter], max_norm: float) -> float:
     return float(total.item())
 
 
+def autocast_context(device: torch.device, precision: str, fsdp: bool) -> contextlib.AbstractContextManager:
+    """bf16 on GPU without FSDP: autocast over fp32 master weights (FSDP2's MixedPrecisionPolicy does it otherwise)."""
+    if device.type == "cuda" and precision == "bf16" and not fsdp:
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 def peak_flops_for(cfg: TrainConfig, device: torch.device) -> tuple[float, str]:
     """Peak FLOP/s of one device for MFU, and where the number comes from."""
     if cfg.peak_flops > 0:
@@ -336,7 +343,7 @@ def _train(
     if cfg.compile and device.type == "cuda":
         apply_compile(model)
     fsdp = info.is_distributed
-    mp_policy = mixed_precision(device, cfg.precision)
+    mp_policy = mixed_precision(device, cfg.precision) if fsdp else None  # FSDP2 casts params to bf16 itself
     if fsdp:
         apply_fsdp(model, device_mesh(info), mp_policy)
     if cfg.meta_init:
@@ -344,11 +351,7 @@ def _train(
         model.init_weights()
     optimizer = build_optimizer(model, cfg, device)
     params = [p for p in model.parameters() if p.requires_grad]
-    autocast = (
-        torch.autocast("cuda", dtype=torch.bfloat16)
-        if device.type == "cuda" and cfg.precision == "bf16" and mp_policy is None
-        else contextlib.nullcontext()
-    )
+    autocast = autocast_context(device, cfg.precision, fsdp)
 
     step, tokens_seen = 0, 0
     seq_len = batch_schedule(0, cfg.batch_ramp)[1] if cfg.batch_ramp else cfg.seq_len

@@ -41,9 +41,9 @@ def _hf_from(model: Llama):
     return hf
 
 
-@pytest.mark.parametrize("tied", [False, True])
-def test_logits_equal_hf_llama(tied):
-    model = _model(tie_embeddings=tied)
+@pytest.mark.parametrize("tied,fused", [(False, False), (True, False), (False, True)])
+def test_logits_equal_hf_llama(tied, fused):
+    model = _model(tie_embeddings=tied, fuse_projections=fused)
     hf = _hf_from(model)
     tokens = torch.randint(0, 256, (2, 40), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():

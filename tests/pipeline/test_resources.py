@@ -36,7 +36,7 @@ def test_mlflow_nests_asset_runs_under_one_parent(home):
     a = res.start_asset_run(dagster_run_id="run-1", job_name="j", asset="a", partition="p", params={"x": 1, "n": {"y": [1, 2]}}, tags={})
     (home / "in").mkdir()
     a.log_input("upstream", home / "in", "abc123")
-    a.log_metrics({"docs": 3, "dropped/too_short": 2, "flag": True})
+    a.log_metrics({"docs": 3, "dropped/too_short": 2, "cluster_size/101+": 1, "flag": True})
     a.finish()
     b = res.start_asset_run(dagster_run_id="run-1", job_name="j", asset="b", partition="p", params={}, tags={})
     b.finish()
@@ -44,7 +44,7 @@ def test_mlflow_nests_asset_runs_under_one_parent(home):
     ra, rb = client.get_run(a.run_id), client.get_run(b.run_id)
     assert ra.data.tags["mlflow.parentRunId"] == rb.data.tags["mlflow.parentRunId"]
     assert ra.data.params == {"x": "1", "n.y": "[1, 2]"}
-    assert ra.data.metrics == {"docs": 3.0, "dropped.too_short": 2.0}
+    assert ra.data.metrics == {"docs": 3.0, "dropped/too_short": 2.0, "cluster_size/101plus": 1.0}
     assert [d.dataset.digest for d in ra.inputs.dataset_inputs] == ["abc123"]
     assert ra.data.tags["dagster.asset_key"] == "a" and ra.data.tags["dagster.partition"] == "p"
     assert a.url.startswith("http://127.0.0.1:5000/#/experiments/")

@@ -17,7 +17,7 @@ from conftest import TINY_TRAIN
 
 from ml.config import ConfigError
 from ml.hf import load_hf
-from ml.train.loop import TrainConfig, train
+from ml.train.loop import TrainConfig, autocast_context, train
 from ml.train.schedule import lr_at
 
 GOLDEN = Path(__file__).parent / "golden" / "tiny_loss.json"
@@ -174,6 +174,8 @@ def test_gpu_bf16_compiled_fused_run_learns(token_shards, tmp_path):
         }
     )
     rows: dict[int, dict] = {}
+    with autocast_context(torch.device("cuda"), "bf16", fsdp=False):
+        assert torch.is_autocast_enabled("cuda")  # one GPU, bf16: autocast (FSDP2 would cast instead)
     result = train(cfg, token_shards, tmp_path, on_metrics=lambda s, m: rows.update({s: m}))
     assert result.losses[-1] < result.losses[0] - 1.0
     assert all(math.isfinite(v) for v in result.losses)
