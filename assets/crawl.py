@@ -22,6 +22,7 @@ RawCrawlRun = dagster_config_for(
     CrawlConfig,
     warc_paths=(Optional[list[str]], pydantic.Field(None, description="Ingest these WARC/WET files (globs, .gz or not) instead of crawling")),
     local_web_preset=(Optional[str], pydantic.Field(None, description="Preset of the local web served when no seeds are given")),
+    local_web_yaml=(Optional[str], pydantic.Field(None, description="YAML of LocalWebConfig fields layered over that preset")),
 )
 ExtractRun = dagster_config_for(ExtractConfig)
 
@@ -47,7 +48,9 @@ def raw_crawl(
     with stage_run(context, mlflow, dvc, cfg) as run:
         site_stats: dict = {}
         if not cfg.seeds:
-            web_cfg = LocalWebConfig.from_preset(config.local_web_preset or None)
+            web_cfg = (LocalWebConfig.from_yaml(config.local_web_yaml, preset=config.local_web_preset or None)
+                       if config.local_web_yaml else LocalWebConfig.from_preset(config.local_web_preset or None))
+            run.log.log_params({"local_web": web_cfg.to_dict()})
             site_dir = run.out_dir.parent.parent / "_local_web_site"
             with local_web.serving(site_dir, web_cfg) as (base_url, manifest), atomic_dir(run.out_dir) as tmp:
                 site_stats = {f"site/{k}": v for k, v in manifest.to_stats().items()}

@@ -24,7 +24,8 @@ from ml.data.line_dedup import LineDedupConfig, line_dedup
 from ml.data.minhash import MinHashConfig, example_pairs, minhash_dedup
 from ml.data.mix import MixConfig, plot_mix, realize_mix
 from ml.data.parallel import map_shards
-from ml.data.quality import QualityConfig, QualityModel, score_quality, train_quality_classifier
+from ml.data.classify import flat_metrics
+from ml.data.quality import TEACHER_DESCRIPTION, QualityConfig, QualityModel, score_quality, train_quality_classifier
 from ml.data.steps import StepResult
 from ml.data.url_dedup import UrlDedupConfig, url_dedup
 from ml.io import atomic_dir, atomic_write_bytes, atomic_write_text, read_shards, shard_paths, write_shards
@@ -74,17 +75,18 @@ def _global_step(context, run_cfg, cfg_cls, upstream: str, fn: Callable[..., Ste
         return _finish(run, result.summary(), title=title, extra_md=extra_md, metadata=extra_meta)
 
 
-def _sharded_step(context, cfg, upstream: str, fn: Callable[..., StepResult], mlflow, dvc, dask: DaskResource,
+def _sharded_step(context, stage_cfg, upstream: str, fn: Callable[..., StepResult], mlflow, dvc, dask: DaskResource,
                   title: str, inputs: dict[str, Path] | None = None, **fn_kwargs):
-    """A step that runs shard by shard on Dask (line dedup buckets, filters, classifier scoring)."""
+    """A step that runs shard by shard on Dask (line dedup buckets, classifier scoring); ``fn_kwargs`` go to ``fn``."""
     src = upstream_dir(upstream, context)
-    with stage_run(context, mlflow, dvc, cfg, inputs={upstream: src, **(inputs or {})}) as run:
+    with stage_run(context, mlflow, dvc, stage_cfg, inputs={upstream: src, **(inputs or {})}) as run:
         with dask.client() as client, atomic_dir(run.out_dir) as tmp:
+            scheduler = client.scheduler.address if client is not None else "in-process"
             res = map_shards(fn, shard_paths(src / "docs"), tmp, client=client, **fn_kwargs)
             (tmp / "kept").rename(tmp / "docs")
-        run.log.set_tags({"dask.scheduler": getattr(client, "scheduler_info", lambda: {})().get("address", "in-process")
-                          if client is not None else "in-process"})
-        return _finish(run, res.summary, title=title)
+        run.log.set_tags({"dask.scheduler": scheduler})
+        return _finish(run, res.summary, title=title, metadata={"dask_scheduler": scheduler,
+                                                                 "shards": len(res.kept_paths)})
 
 
 UrlRun = dagster_config_for(UrlDedupConfig)
@@ -174,12 +176,17 @@ def quality_classifier(context: dg.AssetExecutionContext, config: QualityRun, ml
         with atomic_dir(run.out_dir) as tmp:
             model.save(tmp / "model")
             atomic_write_text(tmp / "report.json", json.dumps(report, indent=2, default=float))
-        metrics = {k: v for k, v in report.items() if isinstance(v, int | float)}
+        metrics = flat_metrics(report)
         run.log_metrics(metrics)
         run.log.log_artifact(run.out_dir / "report.json")
-        summary = "**Quality classifier** (held-out, vs teacher labels)\n\n" + md_table(metrics, ("metric", "value"))
-        return run.result(num_records=int(report.get("n_train", 0) + report.get("n_heldout", 0)), summary=summary,
-                          metadata={k: float(v) for k, v in metrics.items()})
+        student, held = report["student"], report["student"]["held_out"]
+        headline = {k: held[k] for k in ("precision", "recall", "f1", "roc_auc", "accuracy")}
+        headline["teacher_student_spearman_unseen"] = report["agreement"]["spearman_unseen"]
+        summary = (f"**Quality classifier** trained on {student['train_docs']} teacher-labelled docs; held-out "
+                   f"{student['held_out_docs']} docs vs the teacher:\n\n" + md_table(headline, ("metric", "value"))
+                   + "\n\nTeacher: " + TEACHER_DESCRIPTION.strip().splitlines()[0])
+        return run.result(num_records=int(student["train_docs"] + student["held_out_docs"]), summary=summary,
+                          metadata={f"heldout_{k}": float(v) for k, v in headline.items()})
 
 
 @dg.asset(partitions_def=SNAPSHOTS, group_name=GROUP, deps=[filtered_docs, quality_classifier], kinds={"python", "dask"})
@@ -209,16 +216,20 @@ def domain_classified(context: dg.AssetExecutionContext, config: DomainRun, mlfl
             _write_step(tmp, result)
             model.save(tmp / "model")
             atomic_write_text(tmp / "report.json", json.dumps(report, indent=2, default=float))
-        metrics = {k: v for k, v in report.items() if isinstance(v, int | float)}
-        run.log_metrics(metrics)
+        run.log_metrics(flat_metrics(report))
         run.log.log_artifact(run.out_dir / "report.json")
+        held = report["student"]["held_out"]
         counts = result.kept["domain"].value_counts()
-        md = ("### Held-out metrics\n" + md_table(metrics, ("metric", "value")) +
-              "\n\n### Documents per class\n" + md_table(list(counts.items()), ("class", "docs")))
+        per_class = [(c, f"{m['precision']:.3f}", f"{m['recall']:.3f}", m["support"])
+                     for c, m in held.get("per_class", {}).items()]
+        md = (f"Held-out accuracy **{held['accuracy']:.3f}** on {report['student']['held_out_docs']} docs "
+              f"(teacher classes untrainable here: {report['teacher']['classes_untrainable'] or 'none'}).\n\n"
+              + md_table(per_class, ("class", "precision", "recall", "support"))
+              + "\n\n### Documents per class\n" + md_table(list(counts.items()), ("class", "docs")))
         return _finish(run, result.summary(), title="Domain classification", extra_md=md, metadata={
-            "heldout_accuracy": float(report.get("accuracy", float("nan"))),
+            "heldout_accuracy": float(held["accuracy"]),
             "docs_per_class": dg.MetadataValue.json({k: int(v) for k, v in counts.items()}),
-            "confusion_matrix": dg.MetadataValue.json(report.get("confusion_matrix", {})),
+            "confusion_matrix": dg.MetadataValue.json(held.get("confusion", {})),
         })
 
 

@@ -38,8 +38,10 @@ def materialize(selection: list[str] | None, partition: str) -> bool:
     if selection:
         asset_selection = [dg.AssetKey.from_user_string(s) for s in selection]
     t0 = time.time()
+    quiet = {"loggers": {"console": {"config": {"log_level": os.environ.get("LIFECYCLE_LOG_LEVEL", "INFO")}}}}
     result = job.execute_in_process(
-        instance=instance, partition_key=partition, asset_selection=asset_selection, raise_on_error=False
+        run_config=quiet, instance=instance, partition_key=partition, asset_selection=asset_selection,
+        raise_on_error=False,
     )
     print(f"\n{'OK' if result.success else 'FAILED'}: run {result.run_id} in {time.time() - t0:.0f}s "
           f"(DAGSTER_HOME={os.environ['DAGSTER_HOME']})")

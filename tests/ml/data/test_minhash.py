@@ -11,17 +11,25 @@ from ml.config import ConfigError
 from ml.data.minhash import (
     MAX_HASH,
     MinHashConfig,
-    _batch_shingle_hashes,
+    _numpy_shingle_hashes,
+    candidate_probability,
     connected_components,
+    estimated_jaccard,
+    exact_jaccard,
     example_pairs,
     minhash_dedup,
     permutations,
+    set_jaccard,
     shingle_hash32,
+    shingle_hash64,
+    shingle_sets,
     shingles,
     signatures,
     signatures_and_counts,
     words,
 )
+
+ENGINES = ["numba", "numpy"]
 
 EDGE_TEXTS = [
     "The quick brown fox jumps over the lazy dog. The quick brown fox!",
@@ -33,6 +41,11 @@ EDGE_TEXTS = [
     "Straße ÜBER café — naïve, x_y;z 42",
     "日本語のテキスト 和 English",
     "\ud800 lone surrogate",
+    "42 3.14 1,000 x86_64 v2",  # digits
+    "a-b+c=d (e) [f] {g} <h> 'i' \"j\" k/l\\m|n~o`p^q@r#s$t%u&v*w",  # ASCII punctuation
+    "İstanbul \u212a ΟΔΟΣ ΣΑΣ Σ ÉCOLE",  # lower() differs from per-byte ASCII lowering, final sigma
+    "𐐀𐐁 deseret 𠀀 ext-b — “quoted” ‐ hyphen",  # supplementary planes, non-ASCII punctuation (a word byte)
+    "\x00a\tb\r\nc\x7fd",  # control characters separate words
 ]
 
 
@@ -53,6 +66,7 @@ def test_shingle_hash_reference_values():
     assert shingle_hash32("") == 0
     assert shingle_hash32("a") == shingle_hash32(b"a")
     assert [shingle_hash32(s) for s in ("a", "a b")] == [_ref_hash(b"a"), _ref_hash(b"a b")]
+    assert shingle_hash64("a b") >> 32 == _ref_hash(b"a b")
 
 
 def _ref_hash(data: bytes) -> int:
@@ -69,10 +83,21 @@ def _ref_hash(data: bytes) -> int:
 
 @pytest.mark.parametrize("n", [1, 3, 5])
 def test_vectorized_shingle_hashes_equal_reference(n):
-    hashes, counts = _batch_shingle_hashes(EDGE_TEXTS, n)
-    expected = [[shingle_hash32(s) for s in shingles(t, n)] for t in EDGE_TEXTS]
+    hashes, counts = _numpy_shingle_hashes(EDGE_TEXTS, n)
+    expected = [[shingle_hash64(s) for s in shingles(t, n)] for t in EDGE_TEXTS]
     assert counts.tolist() == [len(e) for e in expected]
     assert hashes.tolist() == [h for e in expected for h in e]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("n", [1, 2, 5])
+def test_shingle_sets_equal_reference(engine, n):
+    values, offsets = shingle_sets(EDGE_TEXTS, MinHashConfig(ngram=n, engine=engine))
+    assert offsets.tolist()[0] == 0 and len(offsets) == len(EDGE_TEXTS) + 1
+    for i, text in enumerate(EDGE_TEXTS):
+        assert values[offsets[i] : offsets[i + 1]].tolist() == sorted(
+            {shingle_hash64(s) for s in shingles(text, n)}
+        )
 
 
 @pytest.mark.parametrize("scheme", ["affine32", "legacy"])
@@ -83,9 +108,12 @@ def test_permutations_equal_datasketch(scheme):
     assert np.array_equal(b, np.asarray(ref[1], dtype=np.uint64))
 
 
+@pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("scheme", ["affine32", "legacy"])
-def test_signatures_equal_datasketch(scheme):
-    cfg = MinHashConfig(num_perm=32, ngram=3, seed=3, scheme=scheme, batch_size=2, bands=4, rows=8)
+def test_signatures_equal_datasketch(scheme, engine):
+    cfg = MinHashConfig(
+        num_perm=32, ngram=3, seed=3, scheme=scheme, batch_size=2, bands=4, rows=8, engine=engine
+    )
     sigs, counts = signatures_and_counts(EDGE_TEXTS, cfg)
     assert sigs.shape == (len(EDGE_TEXTS), 32) and sigs.dtype == np.uint64
     assert counts.tolist() == [len(shingles(t, 3)) for t in EDGE_TEXTS]
@@ -96,12 +124,23 @@ def test_signatures_equal_datasketch(scheme):
     assert sigs[1].tolist() == [MAX_HASH] * 32  # no shingles: datasketch's empty sketch
 
 
+@pytest.mark.parametrize("scheme", ["affine32", "legacy"])
+@pytest.mark.parametrize("n", [1, 2, 5, 7])
+def test_numba_path_equals_numpy_path(scheme, n):
+    texts = EDGE_TEXTS + ["x", "A", "é", " ".join(EDGE_TEXTS), "ÉCOLE école " * 50]
+    cfg = MinHashConfig(num_perm=64, ngram=n, scheme=scheme, bands=8, rows=8)
+    fast, fast_counts = signatures_and_counts(texts, cfg.replace(engine="numba"))
+    slow, slow_counts = signatures_and_counts(texts, cfg.replace(engine="numpy"))
+    assert np.array_equal(fast, slow) and np.array_equal(fast_counts, slow_counts)
+    assert fast_counts.tolist() == [len(shingles(t, n)) for t in texts]
+
+
 def test_known_jaccard_pair_clusters_and_unrelated_doc_does_not():
     # ngram=1: shingles are words. A = w0..w94, B = w5..w99: |A&B| = 90, |A|B| = 100 -> Jaccard 0.9.
     texts = [_doc(range(0, 95)), _doc(range(5, 100)), _doc(range(1000, 1095))]
     df = pd.DataFrame({"id": ["a", "b", "c"], "url": ["u/a", "u/b", "u/c"], "text": texts})
     cfg = MinHashConfig(
-        ngram=1, threshold=0.8, bands=32, rows=4
+        ngram=1, threshold=0.8, bands=32, rows=4, verify="estimate"
     )  # P(candidate | J=0.9) = 1 - (1-0.9^4)^32 ~ 1
     res = minhash_dedup(df, cfg)
     assert res.kept["id"].tolist() == [
@@ -118,6 +157,53 @@ def test_known_jaccard_pair_clusters_and_unrelated_doc_does_not():
     assert res.stats["clusters"] == 1 and res.stats["docs_removed"] == 1 and res.stats["largest_cluster"] == 2
     assert res.stats["cluster_size/2"] == 1 and res.stats["cluster_size/3-5"] == 0
     assert example_pairs(res, df) == [("u/b", "u/a", est)]
+    exact = minhash_dedup(df, cfg.replace(verify="exact"))  # same cluster, Jaccard now exactly 90/100
+    assert exact.kept["id"].tolist() == ["b", "c"]
+    assert exact.dropped["minhash_jaccard"].tolist() == [0.9]
+    assert exact.stats["duplicate_pairs"] == 1 and exact.stats["candidate_pairs"] == 1
+    assert exact.stats["lsh_bands"] == 32 and exact.stats["lsh_rows"] == 4
+
+
+def _estimate_above_exact_pair(cfg: MinHashConfig) -> tuple[str, str, float, float]:
+    """Two docs of exact Jaccard 78/100 whose MinHash estimate is >= 0.8 (first such word naming)."""
+    for trial in range(100):  # each trial renames every word, so its estimate is an independent draw
+        w = [f"t{trial}x{i}" for i in range(100)]
+        a, b = " ".join(w[:89]), " ".join(w[:78] + w[89:100])  # 78 shared words, 11 own words each
+        est = float(estimated_jaccard(signatures([a, b], cfg), np.array([[0, 1]]))[0])
+        if est >= 0.8:
+            return a, b, est, float(exact_jaccard([a, b], np.array([[0, 1]]), cfg)[0])
+    raise AssertionError("no trial gave an estimate >= 0.8")
+
+
+def test_exact_verification_rejects_a_pair_that_the_estimate_accepts():
+    cfg = MinHashConfig(ngram=1, threshold=0.8)
+    a, b, est, exact = _estimate_above_exact_pair(cfg)
+    assert exact == 0.78 and est >= 0.8
+    df = pd.DataFrame({"id": ["a", "b"], "url": ["u/a", "u/b"], "text": [a, b]})
+    estimate = minhash_dedup(df, cfg.replace(verify="estimate"))
+    assert estimate.stats["candidate_pairs"] == 1 and estimate.stats["docs_removed"] == 1
+    exact_res = minhash_dedup(df, cfg)  # default verify="exact"
+    assert exact_res.stats["candidate_pairs"] == 1 and exact_res.stats["duplicate_pairs"] == 0
+    assert exact_res.kept["id"].tolist() == ["a", "b"] and exact_res.dropped.empty
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_set_jaccard_hand_computed(engine):
+    cfg = MinHashConfig(ngram=1, engine=engine)
+    values, offsets = shingle_sets(["a b c d", "c d e", "", "x", "x"], cfg)
+    pairs = np.array([[0, 1], [1, 0], [0, 2], [2, 2], [3, 4], [0, 3]])
+    # {a,b,c,d} vs {c,d,e}: 2 / 5; empty sets: 0 by definition; {x} vs {x}: 1.
+    assert set_jaccard(values, offsets, pairs, cfg).tolist() == [0.4, 0.4, 0.0, 0.0, 1.0, 0.0]
+    assert exact_jaccard(["a b c d", "c d e"], np.array([[0, 1]]), cfg).tolist() == [0.4]
+    assert exact_jaccard(["a"], np.zeros((0, 2), dtype=np.int64), cfg).tolist() == []
+
+
+def test_candidate_probability_of_default_banding():
+    cfg = MinHashConfig()
+    assert (cfg.bands, cfg.rows) == (21, 6)
+    assert candidate_probability(0.8, 21, 6) == 1 - (1 - 0.8**6) ** 21
+    assert round(candidate_probability(cfg.threshold, cfg.bands, cfg.rows), 4) == 0.9983
+    assert round(candidate_probability(0.8, 16, 8), 4) == 0.947  # the former 16 x 8 missed 5% at J = 0.8
 
 
 @pytest.mark.parametrize(
@@ -177,5 +263,9 @@ def test_bad_input_and_config_errors():
         MinHashConfig(rows=None)
     with pytest.raises(ConfigError, match="bands\\*rows"):
         MinHashConfig(bands=20, rows=8)
+    with pytest.raises(ConfigError, match="verify"):
+        MinHashConfig(verify="approx")
+    with pytest.raises(ConfigError, match="engine"):
+        MinHashConfig(engine="cuda")
     assert MinHashConfig.from_preset("tiny").batch_size == 64
     assert MinHashConfig.from_dict(MinHashConfig().to_dict()) == MinHashConfig()
