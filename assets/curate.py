@@ -106,7 +106,7 @@ def _minhash_extra(result: StepResult, df: pd.DataFrame) -> tuple[str, dict]:
     pairs = example_pairs(result, df, k=8)
     hist = {k.split("/", 1)[1]: int(v) for k, v in result.stats.items() if k.startswith("cluster_size/")}
     md = "### Cluster sizes\n" + md_table(hist or {"none": 0}, ("size", "clusters"))
-    md += "\n\n### Example duplicate pairs\n" + md_table([(a, b, f"{j:.3f}") for a, b, j in pairs], ("kept", "dropped", "est. Jaccard"))
+    md += "\n\n### Example duplicate pairs\n" + md_table([(a, b, f"{j:.3f}") for a, b, j in pairs], ("kept", "dropped", "Jaccard"))
     return md, {
         "clusters": int(result.stats.get("clusters", 0)),
         "cluster_size_histogram": dg.MetadataValue.json(hist),

@@ -90,7 +90,7 @@ def make_batches(shape: Shape, device: torch.device, n: int = 4) -> list[dict[st
 
 
 def build(impl: str, shape: Shape, device: torch.device, compile_model: bool):
-    """(model, step_loss_fn) for impl in hf | ours | ours_doc."""
+    """(model, step_loss_fn) for impl in hf | ours[_doc|_flexcausal][_fused][_full]."""
     if impl == "hf":
         from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -103,16 +103,17 @@ def build(impl: str, shape: Shape, device: torch.device, compile_model: bool):
             return run(input_ids=b["tokens"], labels=b["tokens"]).loss
 
         return model, loss_fn
-    # variants: ours (causal, SDPA), ours_doc (doc mask, flex), ours_fused (one q|k|v and one gate|up
-    # matmul), ours_full (whole-model torch.compile instead of per block), ours_flexcausal (flex, 1 doc/row)
-    cfg = shape.cfg.replace(fuse_projections=impl == "ours_fused")
+    # ours variants compose by name: "_doc" document mask (FlexAttention), "_flexcausal" flex with one doc
+    # per row, "_fused" one q|k|v and one gate|up matmul, "_full" whole-model torch.compile (else per block).
+    parts = set(impl.split("_")[1:])
+    cfg = shape.cfg.replace(fuse_projections="fused" in parts)
     model = Llama.from_config(cfg, device=device)
     run = model
     if compile_model:
-        run = torch.compile(model) if impl == "ours_full" else compile_blocks(model)
+        run = torch.compile(model) if "full" in parts else compile_blocks(model)
 
     def loss_fn(b):
-        doc_ids = {"ours_doc": b["doc_ids"], "ours_flexcausal": torch.zeros_like(b["doc_ids"])}.get(impl)
+        doc_ids = b["doc_ids"] if "doc" in parts else torch.zeros_like(b["doc_ids"]) if "flexcausal" in parts else None
         return run(b["tokens"], doc_ids=doc_ids, labels=b["labels"])
 
     return model, loss_fn

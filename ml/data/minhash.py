@@ -674,10 +674,16 @@ def shingle_sets(texts: Sequence[str], cfg: MinHashConfig) -> tuple[np.ndarray, 
     if _engine(cfg) == "numba":
         parts = []
         for i, j in _batches(texts, 1 << 30, _NUMBA_BATCH_CHARS):
-            batch = [t if t.isascii() else t.lower() for t in texts[i:j]]  # cheap here: candidate docs only
-            parts.append(
-                _nb_shingle_sets(*_join([t.encode("utf-8", "surrogatepass") for t in batch]), cfg.ngram)
-            )
+            (_, buf, offs), *redo = _encode(texts[i:j])
+            values, offs = _nb_shingle_sets(buf, offs, cfg.ngram)
+            for docs, buf, sub_offs in redo:  # docs lowercased by str.lower replace their first sets
+                sub_values, sub_offs = _nb_shingle_sets(buf, sub_offs, cfg.ngram)
+                sets = np.split(values, offs[1:-1])
+                for k, d in enumerate(docs.tolist()):
+                    sets[d] = sub_values[sub_offs[k] : sub_offs[k + 1]]
+                values = np.concatenate(sets)
+                offs = np.concatenate(([0], np.cumsum([len(s) for s in sets])))
+            parts.append((values, offs))
     else:
         parts = [
             _numpy_shingle_sets(texts[i:j], cfg.ngram)
