@@ -35,6 +35,10 @@ class MixConfig(StageConfig):
     max_upsample: float = (
         4.0  # chosen: Muennighoff et al. 2023 find up to ~4 epochs nearly as good as new data
     )
+    # chosen: a class that cannot fill half of its target share even at max_upsample is left out and its
+    # share re-normalized over the others (reported as ``insufficient_classes``), instead of shrinking the
+    # whole corpus to the rare class's size.
+    min_fill: float = 0.5
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -47,6 +51,8 @@ class MixConfig(StageConfig):
             raise ConfigError("MixConfig.targets: proportions sum to 0")
         if self.unit not in ("tokens", "docs"):
             raise ConfigError(f"MixConfig.unit: {self.unit!r} is not 'tokens' or 'docs'")
+        if not 0.0 <= self.min_fill <= 1.0:
+            raise ConfigError(f"MixConfig.min_fill: {self.min_fill} must be in [0, 1]")
         if self.max_upsample < 1.0:
             raise ConfigError(f"MixConfig.max_upsample: {self.max_upsample} must be >= 1")
 
@@ -81,7 +87,8 @@ def realize_mix(df: pd.DataFrame, class_col: str, config: MixConfig) -> tuple[pd
     The mixed frame has the input's columns plus ``repeat`` (0 for a doc's first copy), rows ordered by
     input position then repeat. Report: ``classes`` → {target, available, selected, realized, weight,
     repeats}, plus ``total_units``, ``unit``, ``empty_classes`` (targets renormalised over the rest),
-    ``untargeted_classes`` (present in df, no target: dropped) and ``capped`` (T lowered by max_upsample).
+    ``untargeted_classes`` (present in df, no target: dropped), ``insufficient_classes`` (too small to fill
+    ``min_fill`` of their share at ``max_upsample``: left out, share re-normalized) and ``capped`` (T lowered by max_upsample).
     """
     if class_col not in df.columns:
         raise KeyError(f"realize_mix: no class column {class_col!r}; has {', '.join(df.columns)}")
@@ -94,11 +101,19 @@ def realize_mix(df: pd.DataFrame, class_col: str, config: MixConfig) -> tuple[pd
         raise ValueError(
             f"realize_mix: no documents in any target class {list(config.targets)} ({class_col!r})"
         )
+    total = float(config.total_units) if config.total_units is not None else float(units.sum())
+    insufficient: list[str] = []
+    while True:  # drop classes too small to fill min_fill of their (re-normalized) share, until stable
+        norm = sum(live.values())
+        short = [c for c, t in live.items() if config.max_upsample * available[c] < config.min_fill * (t / norm) * total]
+        if not short or len(short) == len(live):
+            break
+        insufficient += short
+        live = {c: t for c, t in live.items() if c not in short}
     norm = sum(live.values())
     targets = {c: t / norm for c, t in live.items()}
     untargeted = sorted(set(labels) - set(config.targets))
 
-    total = float(config.total_units) if config.total_units is not None else float(units.sum())
     cap_total = min(config.max_upsample * available[c] / t for c, t in targets.items())
     capped = cap_total < total
     total = min(total, cap_total)
@@ -131,6 +146,7 @@ def realize_mix(df: pd.DataFrame, class_col: str, config: MixConfig) -> tuple[pd
         "total_units": grand,
         "capped": bool(capped),
         "empty_classes": empty,
+        "insufficient_classes": sorted(insufficient),
         "untargeted_classes": untargeted,
         "classes": classes,
     }

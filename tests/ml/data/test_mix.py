@@ -86,3 +86,16 @@ def test_plot_and_errors():
     with pytest.raises(ConfigError, match="unit"):
         MixConfig(unit="bytes")
     assert MixConfig.from_dict({"targets": {"a": 1, "b": 3}}).targets == {"a": 1, "b": 3}
+
+
+def test_class_too_small_to_fill_its_share_is_left_out_not_shrinking_the_corpus():
+    # 1 math doc cannot fill min_fill=0.5 of a 25% share of 181 docs even at 4x: it is left out and the
+    # other targets (0.50/0.17/0.08 → 2/3, 0.2267, 0.1067) share the corpus, whose size stays the input's.
+    counts = {"general": 100, "math_reasoning": 1, "code": 40, "multilingual": 40}
+    mixed, report = realize_mix(_table(counts), "cls", MixConfig(unit="docs"))
+    assert report["insufficient_classes"] == ["math_reasoning"]
+    assert report["total_units"] == 181 and not report["capped"]
+    assert mixed["cls"].value_counts().to_dict() == {"general": 121, "code": 41, "multilingual": 19}
+    assert report["classes"]["math_reasoning"]["selected"] == 0
+    with pytest.raises(ConfigError, match="min_fill"):
+        MixConfig(min_fill=1.5)
