@@ -27,7 +27,7 @@ import trafilatura
 
 from ml.config import ConfigError, StageConfig
 from ml.data.records import WebRecord
-from ml.data.steps import StepResult, empty_dropped
+from ml.data.steps import StepResult, empty_dropped, make_dropped
 
 KEPT_COLUMNS: tuple[str, ...] = (
     "id", "url", "text", "lang", "lang_score", "fetch_time", "source", "content_type",
@@ -437,6 +437,12 @@ def extract_documents(records: Iterable[WebRecord], config: ExtractConfig, sourc
         return StepResult(kept=_empty_kept(), dropped=empty_dropped(), stats=_stats(_empty_kept(), 0))
     kept = pd.concat([p.kept for p in parts], ignore_index=True) if len(parts) > 1 else parts[0].kept
     dropped = pd.concat([p.dropped for p in parts], ignore_index=True) if len(parts) > 1 else parts[0].dropped
+    # The same capture read twice (overlapping WARC files, a re-downloaded segment) has the same id.
+    repeated = kept["id"].duplicated()
+    if repeated.any():
+        extra = make_dropped(kept[repeated], "duplicate_record", "same url and fetch time as an earlier record")
+        dropped = pd.concat([dropped, extra], ignore_index=True)
+        kept = kept[~repeated].reset_index(drop=True)
     return StepResult(
         kept=kept, dropped=dropped, stats=_stats(kept, sum(len(p.kept) + len(p.dropped) for p in parts))
     )
