@@ -29,6 +29,9 @@ def pretrained_base(context: dg.AssetExecutionContext, config: TrainRun, mlflow:
     cfg = resolve_config(TrainConfig, config)
     shards = upstream_dir("token_shards", context)
     tok_dir = upstream_dir("tokenizer", context)
+    vocab = json.loads((shards / "manifest.json").read_text())["vocab_size"]
+    if "vocab_size" not in cfg.model_overrides:  # the model's embedding follows the tokenizer it trains on
+        cfg = cfg.replace(model_overrides={**cfg.model_overrides, "vocab_size": int(vocab)})
     with stage_run(context, mlflow, dvc, cfg, inputs={"token_shards": shards, "tokenizer": tok_dir}) as run:
         # Checkpoints live in a work dir outside the artifact so a failed run resumes where it stopped.
         work = lifecycle_home() / "data" / "_work" / run.asset / (run.partition or "all")
