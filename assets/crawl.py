@@ -1,6 +1,5 @@
 """Raw crawl (WARC) and extracted documents (Parquet): the first two stages of the data pipeline."""
 
-
 from pathlib import Path
 from typing import Optional
 
@@ -20,9 +19,20 @@ from ml.io import atomic_dir, write_parquet, write_shards
 
 RawCrawlRun = dagster_config_for(
     CrawlConfig,
-    warc_paths=(Optional[list[str]], pydantic.Field(None, description="Ingest these WARC/WET files (globs, .gz or not) instead of crawling")),
-    local_web_preset=(Optional[str], pydantic.Field(None, description="Preset of the local web served when no seeds are given")),
-    local_web_yaml=(Optional[str], pydantic.Field(None, description="YAML of LocalWebConfig fields layered over that preset")),
+    warc_paths=(
+        Optional[list[str]],
+        pydantic.Field(
+            None, description="Ingest these WARC/WET files (globs, .gz or not) instead of crawling"
+        ),
+    ),
+    local_web_preset=(
+        Optional[str],
+        pydantic.Field(None, description="Preset of the local web served when no seeds are given"),
+    ),
+    local_web_yaml=(
+        Optional[str],
+        pydantic.Field(None, description="YAML of LocalWebConfig fields layered over that preset"),
+    ),
 )
 ExtractRun = dagster_config_for(ExtractConfig)
 
@@ -48,8 +58,11 @@ def raw_crawl(
     with stage_run(context, mlflow, dvc, cfg) as run:
         site_stats: dict = {}
         if not cfg.seeds:
-            web_cfg = (LocalWebConfig.from_yaml(config.local_web_yaml, preset=config.local_web_preset or None)
-                       if config.local_web_yaml else LocalWebConfig.from_preset(config.local_web_preset or None))
+            web_cfg = (
+                LocalWebConfig.from_yaml(config.local_web_yaml, preset=config.local_web_preset or None)
+                if config.local_web_yaml
+                else LocalWebConfig.from_preset(config.local_web_preset or None)
+            )
             run.log.log_params({"local_web": web_cfg.to_dict()})
             site_dir = run.out_dir.parent.parent / "_local_web_site"
             with local_web.serving(site_dir, web_cfg) as (base_url, manifest), atomic_dir(run.out_dir) as tmp:
@@ -62,12 +75,14 @@ def raw_crawl(
         stats = {**report.to_stats(), **site_stats}
         run.log_metrics(stats)
         top_hosts = sorted(report.pages_by_host.items(), key=lambda kv: -kv[1])[:10]
-        summary = "\n\n".join([
-            f"**{report.pages_fetched} pages** fetched ({report.bytes_fetched / 1e6:.1f} MB) into "
-            f"{len(report.warc_files)} WARC file(s); {report.robots_refusals} refused by robots.txt.",
-            "### Errors by kind\n" + md_table(report.errors_by_kind or {"none": 0}, ("error", "count")),
-            "### Top hosts\n" + md_table(top_hosts, ("host", "pages")),
-        ])
+        summary = "\n\n".join(
+            [
+                f"**{report.pages_fetched} pages** fetched ({report.bytes_fetched / 1e6:.1f} MB) into "
+                f"{len(report.warc_files)} WARC file(s); {report.robots_refusals} refused by robots.txt.",
+                "### Errors by kind\n" + md_table(report.errors_by_kind or {"none": 0}, ("error", "count")),
+                "### Top hosts\n" + md_table(top_hosts, ("host", "pages")),
+            ]
+        )
         return run.result(
             num_records=report.pages_fetched,
             summary=summary,
@@ -93,28 +108,43 @@ def _ingest_warcs(context, cfg: CrawlConfig, patterns: list[str], mlflow, dvc) -
         with atomic_dir(run.out_dir) as tmp:
             for p in paths:
                 shutil.copy2(p, tmp / Path(p).name)
-            manifest = pd.DataFrame({
-                "url": [r.url for r in records],
-                "status": [r.http_status or 0 for r in records],
-                "bytes": [len(r.payload) for r in records],
-                "content_type": [r.content_type for r in records],
-                "fetch_time": [r.fetch_time for r in records],
-                "warc_file": [Path(r.warc_file).name for r in records],
-                "warc_offset": [r.offset for r in records],
-                "record_type": [r.record_type for r in records],
-            })
+            manifest = pd.DataFrame(
+                {
+                    "url": [r.url for r in records],
+                    "status": [r.http_status or 0 for r in records],
+                    "bytes": [len(r.payload) for r in records],
+                    "content_type": [r.content_type for r in records],
+                    "fetch_time": [r.fetch_time for r in records],
+                    "warc_file": [Path(r.warc_file).name for r in records],
+                    "warc_offset": [r.offset for r in records],
+                    "record_type": [r.record_type for r in records],
+                }
+            )
             write_parquet(manifest, tmp / "manifest.parquet")
         hosts = manifest["url"].str.extract(r"^[a-z]+://([^/:]+)")[0].value_counts()
-        stats = {"pages_fetched": len(records), "bytes_fetched": int(manifest["bytes"].sum()),
-                 "warc_files": len(paths), "read_errors": len(errors), "hosts": len(hosts)}
+        stats = {
+            "pages_fetched": len(records),
+            "bytes_fetched": int(manifest["bytes"].sum()),
+            "warc_files": len(paths),
+            "read_errors": len(errors),
+            "hosts": len(hosts),
+        }
         run.log_metrics(stats)
         err_md = "\n".join(f"- {e}" for e in errors) or "none"
-        summary = (f"Ingested **{len(records)} records** from {len(paths)} WARC/WET file(s).\n\n"
-                   f"### Read errors\n{err_md}\n\n### Top hosts\n" + md_table(list(hosts.head(10).items()), ("host", "records")))
-        return run.result(num_records=len(records), summary=summary, metadata={
-            **stats, "errors": dg.MetadataValue.json([str(e) for e in errors]),
-            "top_hosts": dg.MetadataValue.md(md_table(list(hosts.head(10).items()), ("host", "records"))),
-        })
+        summary = (
+            f"Ingested **{len(records)} records** from {len(paths)} WARC/WET file(s).\n\n"
+            f"### Read errors\n{err_md}\n\n### Top hosts\n"
+            + md_table(list(hosts.head(10).items()), ("host", "records"))
+        )
+        return run.result(
+            num_records=len(records),
+            summary=summary,
+            metadata={
+                **stats,
+                "errors": dg.MetadataValue.json([str(e) for e in errors]),
+                "top_hosts": dg.MetadataValue.md(md_table(list(hosts.head(10).items()), ("host", "records"))),
+            },
+        )
 
 
 @dg.asset(partitions_def=SNAPSHOTS, group_name="data", deps=[raw_crawl], kinds={"python", "parquet"})
@@ -137,17 +167,23 @@ def extracted_docs(
         run.log_metrics(stats)
         langs = result.kept["lang"].value_counts()
         drops = result.drops_by_reason()
-        summary = "\n\n".join([
-            f"**{len(result.kept)} documents** in {langs.size} languages from {len(records)} records; "
-            f"{len(result.dropped)} dropped.",
-            "### Drops by reason\n" + md_table(drops or {"none": 0}, ("reason", "count")),
-            "### Documents per language\n" + md_table(list(langs.items()), ("lang", "docs")),
-        ])
-        return run.result(num_records=len(result.kept), summary=summary, metadata={
-            "docs_kept": len(result.kept),
-            "docs_dropped": len(result.dropped),
-            "drops_by_reason": dg.MetadataValue.json(drops),
-            "languages": int(langs.size),
-            "docs_per_language": dg.MetadataValue.json({k: int(v) for k, v in langs.items()}),
-            "warc_read_errors": dg.MetadataValue.json([str(e) for e in errors]),
-        })
+        summary = "\n\n".join(
+            [
+                f"**{len(result.kept)} documents** in {langs.size} languages from {len(records)} records; "
+                f"{len(result.dropped)} dropped.",
+                "### Drops by reason\n" + md_table(drops or {"none": 0}, ("reason", "count")),
+                "### Documents per language\n" + md_table(list(langs.items()), ("lang", "docs")),
+            ]
+        )
+        return run.result(
+            num_records=len(result.kept),
+            summary=summary,
+            metadata={
+                "docs_kept": len(result.kept),
+                "docs_dropped": len(result.dropped),
+                "drops_by_reason": dg.MetadataValue.json(drops),
+                "languages": int(langs.size),
+                "docs_per_language": dg.MetadataValue.json({k: int(v) for k, v in langs.items()}),
+                "warc_read_errors": dg.MetadataValue.json([str(e) for e in errors]),
+            },
+        )

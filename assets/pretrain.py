@@ -1,6 +1,5 @@
 """Pre-training: the training engine (``ml.train``) launched under torchrun through Dagster Pipes."""
 
-
 import json
 import shutil
 
@@ -19,9 +18,16 @@ from ml.train.report import loss_curve_png, read_metrics
 TrainRun = dagster_config_for(TrainConfig)
 
 
-@dg.asset(partitions_def=SNAPSHOTS, group_name="pretraining", deps=[token_shards, tokenizer], kinds={"pytorch"})
-def pretrained_base(context: dg.AssetExecutionContext, config: TrainRun, mlflow: MlflowResource,
-                    dvc: DvcResource, torchrun: TorchrunResource):
+@dg.asset(
+    partitions_def=SNAPSHOTS, group_name="pretraining", deps=[token_shards, tokenizer], kinds={"pytorch"}
+)
+def pretrained_base(
+    context: dg.AssetExecutionContext,
+    config: TrainRun,
+    mlflow: MlflowResource,
+    dvc: DvcResource,
+    torchrun: TorchrunResource,
+):
     """Initial pre-training stage: AdamW with warmup + cosine LR, document-masked attention, periodic
     validation loss, DCP checkpoints (resumed automatically after an interruption). Runs as
     ``torchrun --nproc-per-node N`` (gloo on CPU, NCCL + FSDP2 on GPU) through Dagster Pipes; rank 0
@@ -37,8 +43,9 @@ def pretrained_base(context: dg.AssetExecutionContext, config: TrainRun, mlflow:
         work = lifecycle_home() / "data" / "_work" / run.asset / (run.partition or "all")
         work.mkdir(parents=True, exist_ok=True)
         atomic_write_text(work / "train_config.yaml", cfg.to_yaml())
-        pipes = torchrun.launch(context, ["--config", str(work / "train_config.yaml"), "--data", str(shards),
-                                          "--out", str(work)])
+        pipes = torchrun.launch(
+            context, ["--config", str(work / "train_config.yaml"), "--data", str(shards), "--out", str(work)]
+        )
         reported = pipes.get_materialize_result().metadata
         metrics = read_metrics(work / "metrics.jsonl")
         run.log.log_metric_series([(m["step"], {k: v for k, v in m.items() if k != "step"}) for m in metrics])
@@ -50,13 +57,19 @@ def pretrained_base(context: dg.AssetExecutionContext, config: TrainRun, mlflow:
                     shutil.copy2(tok_dir / name, tmp / "hf" / name)
             shutil.copy2(work / "metrics.jsonl", tmp / "metrics.jsonl")
             atomic_write_bytes(tmp / "loss.png", loss_curve_png(metrics))
-            atomic_write_text(tmp / "pipes_report.json", json.dumps({k: getattr(v, "value", v) for k, v in reported.items()},
-                                                                   default=str, indent=2))
+            atomic_write_text(
+                tmp / "pipes_report.json",
+                json.dumps({k: getattr(v, "value", v) for k, v in reported.items()}, default=str, indent=2),
+            )
         run.log_png(run.out_dir / "loss.png", "loss curve")
         final = {k: getattr(v, "value", v) for k, v in reported.items() if k != "hf_export"}
         run.log_metrics({k: v for k, v in final.items() if isinstance(v, int | float)})
         summary = "**Pre-training** (rank 0 report through Pipes)\n\n" + md_table(final, ("metric", "value"))
-        return run.result(num_records=int(final.get("tokens_seen", 0)), summary=summary, metadata={
-            **{k: v for k, v in final.items() if isinstance(v, int | float)},
-            "nproc_per_node": torchrun.nproc_per_node,
-        })
+        return run.result(
+            num_records=int(final.get("tokens_seen", 0)),
+            summary=summary,
+            metadata={
+                **{k: v for k, v in final.items() if isinstance(v, int | float)},
+                "nproc_per_node": torchrun.nproc_per_node,
+            },
+        )

@@ -113,7 +113,13 @@ def build(impl: str, shape: Shape, device: torch.device, compile_model: bool):
         run = torch.compile(model) if "full" in parts else compile_blocks(model)
 
     def loss_fn(b):
-        doc_ids = b["doc_ids"] if "doc" in parts else torch.zeros_like(b["doc_ids"]) if "flexcausal" in parts else None
+        doc_ids = (
+            b["doc_ids"]
+            if "doc" in parts
+            else torch.zeros_like(b["doc_ids"])
+            if "flexcausal" in parts
+            else None
+        )
         return run(b["tokens"], doc_ids=doc_ids, labels=b["labels"])
 
     return model, loss_fn

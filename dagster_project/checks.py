@@ -1,6 +1,5 @@
 """Stage gates: blocking asset checks that stop downstream assets when an artifact breaks its contract."""
 
-
 import json
 
 import dagster as dg
@@ -24,7 +23,9 @@ def raw_crawl_has_records(context: dg.AssetCheckExecutionContext) -> dg.AssetChe
 
     d = _dir(context, "raw_crawl")
     warcs = [p for p in d.glob("*.warc*")]
-    manifest = pd.read_parquet(d / "manifest.parquet") if (d / "manifest.parquet").exists() else pd.DataFrame()
+    manifest = (
+        pd.read_parquet(d / "manifest.parquet") if (d / "manifest.parquet").exists() else pd.DataFrame()
+    )
     ok = bool(warcs) and len(manifest) > 0
     return dg.AssetCheckResult(passed=ok, metadata={"warc_files": len(warcs), "manifest_rows": len(manifest)})
 
@@ -35,8 +36,10 @@ def extracted_docs_contract(context: dg.AssetCheckExecutionContext) -> dg.AssetC
     df = read_shards(_dir(context, "extracted_docs") / "docs", DOC_COLUMNS)
     empty = int((df["text"].str.strip() == "").sum())
     dup_ids = int(df["id"].duplicated().sum())
-    return dg.AssetCheckResult(passed=len(df) > 0 and empty == 0 and dup_ids == 0,
-                               metadata={"docs": len(df), "empty_text": empty, "duplicate_ids": dup_ids})
+    return dg.AssetCheckResult(
+        passed=len(df) > 0 and empty == 0 and dup_ids == 0,
+        metadata={"docs": len(df), "empty_text": empty, "duplicate_ids": dup_ids},
+    )
 
 
 @dg.asset_check(asset=curated_corpus, blocking=True, partitions_def=SNAPSHOTS)
@@ -46,10 +49,14 @@ def mix_hits_target(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResu
     left_out = set(report.get("insufficient_classes", [])) | set(report.get("empty_classes", []))
     gaps = {c: abs(v["realized"] - v["target"]) for c, v in report["classes"].items() if c not in left_out}
     worst = max(gaps.values()) if gaps else 0.0
-    return dg.AssetCheckResult(passed=bool(gaps) and worst <= 0.05, metadata={
-        "max_abs_gap": float(worst), "gaps": dg.MetadataValue.json(gaps),
-        "classes_left_out": dg.MetadataValue.json(sorted(left_out)),
-    })
+    return dg.AssetCheckResult(
+        passed=bool(gaps) and worst <= 0.05,
+        metadata={
+            "max_abs_gap": float(worst),
+            "gaps": dg.MetadataValue.json(gaps),
+            "classes_left_out": dg.MetadataValue.json(sorted(left_out)),
+        },
+    )
 
 
 @dg.asset_check(asset=tokenizer, blocking=True, partitions_def=SNAPSHOTS)
@@ -58,8 +65,15 @@ def tokenizer_special_tokens(context: dg.AssetCheckExecutionContext) -> dg.Asset
     from ml.tokenizer import load_tokenizer
 
     tok = load_tokenizer(_dir(context, "tokenizer"))
-    specials = ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>",
-                "<|eot_id|>", "<|eom_id|>", "<|python_tag|>"]
+    specials = [
+        "<|begin_of_text|>",
+        "<|end_of_text|>",
+        "<|start_header_id|>",
+        "<|end_header_id|>",
+        "<|eot_id|>",
+        "<|eom_id|>",
+        "<|python_tag|>",
+    ]
     ids = {s: tok.encode(s, add_special_tokens=False).ids for s in specials}
     bad = {s: i for s, i in ids.items() if len(i) != 1}
     return dg.AssetCheckResult(passed=not bad, metadata={"ids": dg.MetadataValue.json(ids)})

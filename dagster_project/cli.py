@@ -1,8 +1,8 @@
 """``lifecycle`` command: materialize assets into the persistent Dagster instance, regenerate dvc.yaml.
 
-    lifecycle run [--partition local-web] [--select ASSET ...]   # what `make run` calls
-    lifecycle materialize ASSET --partition P                    # what each dvc.yaml stage runs
-    lifecycle dvc-yaml [--check]                                 # dvc.yaml from the asset graph
+lifecycle run [--partition local-web] [--select ASSET ...]   # what `make run` calls
+lifecycle materialize ASSET --partition P                    # what each dvc.yaml stage runs
+lifecycle dvc-yaml [--check]                                 # dvc.yaml from the asset graph
 """
 
 from __future__ import annotations
@@ -22,7 +22,9 @@ def _instance():
     dagster_home = Path(os.environ.setdefault("DAGSTER_HOME", str(lifecycle_home() / ".dagster")))
     dagster_home.mkdir(parents=True, exist_ok=True)
     settings = dagster_home / "dagster.yaml"
-    if not settings.exists():  # offline machines: no telemetry; sqlite storage under DAGSTER_HOME (the default)
+    if (
+        not settings.exists()
+    ):  # offline machines: no telemetry; sqlite storage under DAGSTER_HOME (the default)
         settings.write_text("telemetry:\n  enabled: false\n")
     return dg.DagsterInstance.get()
 
@@ -43,17 +45,24 @@ def materialize(selection: list[str] | None, partition: str) -> bool:
     t0 = time.time()
     quiet = {"loggers": {"console": {"config": {"log_level": os.environ.get("LIFECYCLE_LOG_LEVEL", "INFO")}}}}
     result = job.execute_in_process(
-        run_config=quiet, instance=instance, partition_key=partition, asset_selection=asset_selection,
+        run_config=quiet,
+        instance=instance,
+        partition_key=partition,
+        asset_selection=asset_selection,
         raise_on_error=False,
     )
-    print(f"\n{'OK' if result.success else 'FAILED'}: run {result.run_id} in {time.time() - t0:.0f}s "
-          f"(DAGSTER_HOME={os.environ['DAGSTER_HOME']})")
+    print(
+        f"\n{'OK' if result.success else 'FAILED'}: run {result.run_id} in {time.time() - t0:.0f}s "
+        f"(DAGSTER_HOME={os.environ['DAGSTER_HOME']})"
+    )
     for event in result.get_asset_materialization_events():
         mat = event.step_materialization_data.materialization
         meta = mat.metadata
         n = meta.get("num_records")
-        print(f"  {mat.asset_key.to_user_string():24s} records={getattr(n, 'value', n)} "
-              f"dvc_md5={getattr(meta.get('dvc_md5'), 'value', '')}")
+        print(
+            f"  {mat.asset_key.to_user_string():24s} records={getattr(n, 'value', n)} "
+            f"dvc_md5={getattr(meta.get('dvc_md5'), 'value', '')}"
+        )
     for event in result.all_events:
         if event.is_step_failure:
             print(f"  step failed: {event.step_key}: {event.step_failure_data.error.message.strip()[:2000]}")
@@ -61,7 +70,9 @@ def materialize(selection: list[str] | None, partition: str) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="lifecycle", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="lifecycle", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="cmd", required=True)
     run = sub.add_parser("run", help="materialize the whole lifecycle (or --select assets) for one snapshot")
     run.add_argument("--partition", default="local-web")

@@ -45,11 +45,20 @@ def dagster_config_for(cls: type[StageConfig], **extra: tuple[Any, Any]) -> type
     """
     hints = typing.get_type_hints(cls)
     fields: dict[str, Any] = {
-        "preset": (Optional[str], pydantic.Field(None, description="tiny | small | 8b | 70b | 405b (default: LIFECYCLE_PRESET)")),
-        "config_yaml": (Optional[str], pydantic.Field(None, description="YAML file of field values layered over the preset")),
+        "preset": (
+            Optional[str],
+            pydantic.Field(None, description="tiny | small | 8b | 70b | 405b (default: LIFECYCLE_PRESET)"),
+        ),
+        "config_yaml": (
+            Optional[str],
+            pydantic.Field(None, description="YAML file of field values layered over the preset"),
+        ),
     }
     for f in dataclasses.fields(cls):
-        fields[f.name] = (Optional[_dagster_type(hints[f.name])], pydantic.Field(None, description=f"{cls.__name__}.{f.name}"))
+        fields[f.name] = (
+            Optional[_dagster_type(hints[f.name])],
+            pydantic.Field(None, description=f"{cls.__name__}.{f.name}"),
+        )
     fields.update(extra)
     return pydantic.create_model(f"{cls.__name__}Run", __base__=dg.Config, **fields)
 

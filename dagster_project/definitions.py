@@ -7,10 +7,12 @@ import warnings
 import dagster as dg
 
 # Partitioned asset checks are a Dagster "preview" feature; the gates rely on them, so say it once here.
-warnings.filterwarnings("ignore", message="Specifying a partitions_def on an AssetCheckSpec", category=dg.PreviewWarning)
+warnings.filterwarnings(
+    "ignore", message="Specifying a partitions_def on an AssetCheckSpec", category=dg.PreviewWarning
+)
 
-from dagster_project.jobs import ALL_ASSETS, ALL_CHECKS, JOBS
-from dagster_project.resources import (
+from dagster_project.jobs import ALL_ASSETS, ALL_CHECKS, JOBS  # noqa: E402 (after the warnings filter)
+from dagster_project.resources import (  # noqa: E402 (after the warnings filter)
     DaskResource,
     DvcResource,
     LocalWebResource,
@@ -18,7 +20,7 @@ from dagster_project.resources import (
     RedisResource,
     TorchrunResource,
 )
-from dagster_project.schedules import SCHEDULES
+from dagster_project.schedules import SCHEDULES  # noqa: E402 (after the warnings filter)
 
 
 def default_resources() -> dict:

@@ -28,11 +28,17 @@ def render_dvc_yaml() -> str:
             continue
         name = key.to_user_string()
         assets_def = defs.resolve_assets_def(key)
-        fn = assets_def.op.compute_fn.decorated_fn if hasattr(assets_def.op.compute_fn, "decorated_fn") else None
+        fn = (
+            assets_def.op.compute_fn.decorated_fn
+            if hasattr(assets_def.op.compute_fn, "decorated_fn")
+            else None
+        )
         code = sorted({_module_file(fn)} if fn else set())
         parts = "${partition}" if node.partitions_def is not None else "all"
-        deps = [f"data/{p.to_user_string()}/{'${partition}' if graph.get(p).partitions_def else 'all'}"
-                for p in sorted(node.parent_keys, key=lambda k: k.to_user_string())]
+        deps = [
+            f"data/{p.to_user_string()}/{'${partition}' if graph.get(p).partitions_def else 'all'}"
+            for p in sorted(node.parent_keys, key=lambda k: k.to_user_string())
+        ]
         stages[name] = {
             "cmd": f"LIFECYCLE_DVC=off lifecycle materialize {name} --partition ${{partition}}",
             "deps": [*code, *deps],

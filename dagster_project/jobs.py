@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from assets import crawl, curate, tokenize, pretrain
+from assets import crawl, curate, pretrain, tokenize
 from assets.partitions import SNAPSHOTS
 from dagster_project import checks
 
@@ -13,11 +13,15 @@ ALL_ASSETS = dg.load_assets_from_modules(ASSET_MODULES)
 ALL_CHECKS = dg.load_asset_checks_from_modules([checks])
 
 lifecycle_job = dg.define_asset_job(
-    "lifecycle", selection=dg.AssetSelection.all(), partitions_def=SNAPSHOTS,
+    "lifecycle",
+    selection=dg.AssetSelection.all(),
+    partitions_def=SNAPSHOTS,
     description="Every lifecycle asset for one crawl snapshot, in dependency order.",
 )
 data_job = dg.define_asset_job(
-    "data_pipeline", selection=dg.AssetSelection.groups("data"), partitions_def=SNAPSHOTS,
+    "data_pipeline",
+    selection=dg.AssetSelection.groups("data"),
+    partitions_def=SNAPSHOTS,
     description="Crawl → extraction → dedup → filters → classifiers → mix.",
 )
 JOBS = [lifecycle_job, data_job]

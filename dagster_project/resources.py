@@ -43,7 +43,11 @@ class MlflowResource(dg.ConfigurableResource):
     ui_url: str = "http://127.0.0.1:5000"
 
     def resolved_uri(self) -> str:
-        return os.environ.get("MLFLOW_TRACKING_URI") or self.tracking_uri or f"sqlite:///{lifecycle_home()}/mlflow.db"
+        return (
+            os.environ.get("MLFLOW_TRACKING_URI")
+            or self.tracking_uri
+            or f"sqlite:///{lifecycle_home()}/mlflow.db"
+        )
 
     def client(self):
         import mlflow
@@ -55,7 +59,9 @@ class MlflowResource(dg.ConfigurableResource):
         exp = client.get_experiment_by_name(self.experiment)
         if exp is not None:
             return exp.experiment_id
-        artifact_root = (lifecycle_home() / "mlartifacts").as_uri() if self.resolved_uri().startswith("sqlite") else None
+        artifact_root = (
+            (lifecycle_home() / "mlartifacts").as_uri() if self.resolved_uri().startswith("sqlite") else None
+        )
         try:
             return client.create_experiment(self.experiment, artifact_location=artifact_root)
         except Exception:  # created concurrently by another step process
@@ -63,7 +69,8 @@ class MlflowResource(dg.ConfigurableResource):
 
     def _parent_run(self, client, exp_id: str, dagster_run_id: str, job_name: str) -> str:
         found = client.search_runs(
-            [exp_id], filter_string=f"tags.`dagster.run_id` = '{dagster_run_id}' and tags.`dagster.role` = 'parent'"
+            [exp_id],
+            filter_string=f"tags.`dagster.run_id` = '{dagster_run_id}' and tags.`dagster.role` = 'parent'",
         )
         if found:
             return found[0].info.run_id
@@ -78,7 +85,14 @@ class MlflowResource(dg.ConfigurableResource):
         return f"{self.ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
 
     def start_asset_run(
-        self, *, dagster_run_id: str, job_name: str, asset: str, partition: str | None, params: dict, tags: dict
+        self,
+        *,
+        dagster_run_id: str,
+        job_name: str,
+        asset: str,
+        partition: str | None,
+        params: dict,
+        tags: dict,
     ) -> AssetRunLog:
         client = self.client()
         exp_id = self._experiment_id(client)
@@ -134,8 +148,8 @@ class AssetRunLog:
 
     def log_input(self, name: str, path: Path, md5: str, context: str = "upstream") -> None:
         """Link an upstream artifact as an MLflow dataset input (source = path, digest = DVC md5)."""
-        from mlflow.data.sources import LocalArtifactDatasetSource
         from mlflow.data.meta_dataset import MetaDataset
+        from mlflow.data.sources import LocalArtifactDatasetSource
         from mlflow.entities import DatasetInput, InputTag
 
         ds = MetaDataset(source=LocalArtifactDatasetSource(str(path)), name=name, digest=(md5 or "none")[:36])
@@ -188,7 +202,9 @@ class DvcResource(dg.ConfigurableResource):
             remote = self.remote_url or str(home / "dvc-remote")
             subprocess.run(
                 [sys.executable, "-m", "dvc", "remote", "add", "-f", "-d", "local", remote],
-                cwd=home, check=True, capture_output=True,
+                cwd=home,
+                check=True,
+                capture_output=True,
             )
         return Repo(str(home))
 
@@ -338,8 +354,12 @@ class TorchrunResource(dg.ConfigurableResource):
         if self.nproc_per_node <= 1:
             return [sys.executable, *entry]
         return [
-            sys.executable, "-m", "torch.distributed.run", "--standalone",
-            f"--nproc-per-node={self.nproc_per_node}", *entry,
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc-per-node={self.nproc_per_node}",
+            *entry,
         ]
 
     def launch(self, context, args: list[str], extras: dict | None = None):
@@ -351,5 +371,7 @@ class TorchrunResource(dg.ConfigurableResource):
 def which_or_hint(binary: str, package: str) -> str:
     path = shutil.which(binary)
     if not path:
-        raise RuntimeError(f"{binary} not found on PATH: install the Debian package {package} (scripts/install-system-deps.sh)")
+        raise RuntimeError(
+            f"{binary} not found on PATH: install the Debian package {package} (scripts/install-system-deps.sh)"
+        )
     return path

@@ -67,8 +67,14 @@ def png_markdown(png: bytes, alt: str) -> str:
 class StageRun:
     """State of one asset materialization: output dir, MLflow run, metrics collected so far."""
 
-    def __init__(self, context: dg.AssetExecutionContext, mlflow: MlflowResource, dvc: DvcResource,
-                 config: StageConfig, inputs: Mapping[str, Path]):
+    def __init__(
+        self,
+        context: dg.AssetExecutionContext,
+        mlflow: MlflowResource,
+        dvc: DvcResource,
+        config: StageConfig,
+        inputs: Mapping[str, Path],
+    ):
         self.context = context
         self.asset = context.asset_key.to_user_string()
         self.partition = partition_of(context)
@@ -101,8 +107,14 @@ class StageRun:
         self.extra_md.append(md)
         return md
 
-    def result(self, *, num_records: int, summary: str, metadata: Mapping[str, Any] | None = None,
-               check_results: list[dg.AssetCheckResult] | None = None) -> dg.MaterializeResult:
+    def result(
+        self,
+        *,
+        num_records: int,
+        summary: str,
+        metadata: Mapping[str, Any] | None = None,
+        check_results: list[dg.AssetCheckResult] | None = None,
+    ) -> dg.MaterializeResult:
         md5 = self.dvc.track(self.out_dir)
         self.log.set_tags({"dvc_md5": md5, "num_records": num_records})
         self.log.log_metrics({"num_records": num_records})
@@ -120,12 +132,19 @@ class StageRun:
             "summary": dg.MetadataValue.md("\n\n".join([summary, *self.extra_md])),
         }
         meta.update(metadata or {})
-        return dg.MaterializeResult(metadata=meta, check_results=check_results, data_version=dg.DataVersion(md5))
+        return dg.MaterializeResult(
+            metadata=meta, check_results=check_results, data_version=dg.DataVersion(md5)
+        )
 
 
 @contextlib.contextmanager
-def stage_run(context: dg.AssetExecutionContext, mlflow: MlflowResource, dvc: DvcResource,
-              config: StageConfig, inputs: Mapping[str, Path] | None = None) -> Iterator[StageRun]:
+def stage_run(
+    context: dg.AssetExecutionContext,
+    mlflow: MlflowResource,
+    dvc: DvcResource,
+    config: StageConfig,
+    inputs: Mapping[str, Path] | None = None,
+) -> Iterator[StageRun]:
     run = StageRun(context, mlflow, dvc, config, inputs or {})
     try:
         yield run

@@ -32,6 +32,7 @@ def main() -> None:
     from dagster_pipes import open_dagster_pipes
 
     with open_dagster_pipes() as pipes, open(out / "metrics.jsonl", "a") as sink:
+
         def on_metrics(step: int, metrics: dict) -> None:
             sink.write(json.dumps({"step": step, **metrics}) + "\n")
             sink.flush()
@@ -39,14 +40,16 @@ def main() -> None:
             pipes.log.info(f"step {step}: {shown}")
 
         result = train(cfg, Path(args.data), out, on_metrics=on_metrics)
-        pipes.report_asset_materialization(metadata={
-            "final_step": result.final_step,
-            "final_loss": float(result.losses[-1]) if result.losses else float("nan"),
-            "final_val_loss": float(result.val_losses[-1][1]) if result.val_losses else float("nan"),
-            "tokens_seen": int(result.tokens_seen),
-            "wall_time_s": float(result.wall_time_s),
-            "hf_export": {"raw_value": str(result.hf_dir), "type": "path"},
-        })
+        pipes.report_asset_materialization(
+            metadata={
+                "final_step": result.final_step,
+                "final_loss": float(result.losses[-1]) if result.losses else float("nan"),
+                "final_val_loss": float(result.val_losses[-1][1]) if result.val_losses else float("nan"),
+                "tokens_seen": int(result.tokens_seen),
+                "wall_time_s": float(result.wall_time_s),
+                "hf_export": {"raw_value": str(result.hf_dir), "type": "path"},
+            }
+        )
 
 
 if __name__ == "__main__":

@@ -28,7 +28,9 @@ def preset_from_env() -> str:
     """The preset named by ``LIFECYCLE_PRESET`` (default ``tiny``), validated."""
     name = os.environ.get("LIFECYCLE_PRESET", DEFAULT_PRESET).strip() or DEFAULT_PRESET
     if name not in PRESET_NAMES:
-        raise ConfigError(f"LIFECYCLE_PRESET={name!r} is not a preset; choose one of {', '.join(PRESET_NAMES)}")
+        raise ConfigError(
+            f"LIFECYCLE_PRESET={name!r} is not a preset; choose one of {', '.join(PRESET_NAMES)}"
+        )
     return name
 
 
@@ -70,7 +72,9 @@ class StageConfig:
     def from_preset(cls, preset: str | None = None, **overrides: Any) -> Self:
         preset = preset or preset_from_env()
         if preset not in PRESET_NAMES:
-            raise ConfigError(f"{cls.__name__}: unknown preset {preset!r}; choose one of {', '.join(PRESET_NAMES)}")
+            raise ConfigError(
+                f"{cls.__name__}: unknown preset {preset!r}; choose one of {', '.join(PRESET_NAMES)}"
+            )
         values = dict(cls.PRESETS.get(preset, {}))
         values.update(overrides)
         return cls.from_dict(values)

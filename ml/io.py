@@ -108,7 +108,9 @@ def read_shard(path: Path, required: tuple[str, ...] = DOC_COLUMNS) -> pd.DataFr
         raise ShardError(path, f"not a readable Parquet file ({exc})") from exc
     missing = [c for c in required if c not in df.columns]
     if missing:
-        raise ShardError(path, f"missing required column(s) {', '.join(missing)}; has {', '.join(df.columns)}")
+        raise ShardError(
+            path, f"missing required column(s) {', '.join(missing)}; has {', '.join(df.columns)}"
+        )
     return df
 
 
@@ -121,12 +123,16 @@ def read_shards(directory: Path, required: tuple[str, ...] = DOC_COLUMNS) -> pd.
     return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
 
 
-def write_shards(df: pd.DataFrame, directory: Path, rows_per_shard: int = 5000, prefix: str = "part") -> list[Path]:
+def write_shards(
+    df: pd.DataFrame, directory: Path, rows_per_shard: int = 5000, prefix: str = "part"
+) -> list[Path]:
     """Split ``df`` into numbered shards ``<prefix>-00000.parquet`` under ``directory``."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     n = max(1, -(-len(df) // rows_per_shard))
     return [
-        write_parquet(df.iloc[i * rows_per_shard : (i + 1) * rows_per_shard], directory / f"{prefix}-{i:05d}.parquet")
+        write_parquet(
+            df.iloc[i * rows_per_shard : (i + 1) * rows_per_shard], directory / f"{prefix}-{i:05d}.parquet"
+        )
         for i in range(n)
     ]

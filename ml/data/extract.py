@@ -440,7 +440,9 @@ def extract_documents(records: Iterable[WebRecord], config: ExtractConfig, sourc
     # The same capture read twice (overlapping WARC files, a re-downloaded segment) has the same id.
     repeated = kept["id"].duplicated()
     if repeated.any():
-        extra = make_dropped(kept[repeated], "duplicate_record", "same url and fetch time as an earlier record")
+        extra = make_dropped(
+            kept[repeated], "duplicate_record", "same url and fetch time as an earlier record"
+        )
         dropped = pd.concat([dropped, extra], ignore_index=True)
         kept = kept[~repeated].reset_index(drop=True)
     return StepResult(

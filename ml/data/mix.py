@@ -105,7 +105,11 @@ def realize_mix(df: pd.DataFrame, class_col: str, config: MixConfig) -> tuple[pd
     insufficient: list[str] = []
     while True:  # drop classes too small to fill min_fill of their (re-normalized) share, until stable
         norm = sum(live.values())
-        short = [c for c, t in live.items() if config.max_upsample * available[c] < config.min_fill * (t / norm) * total]
+        short = [
+            c
+            for c, t in live.items()
+            if config.max_upsample * available[c] < config.min_fill * (t / norm) * total
+        ]
         if not short or len(short) == len(live):
             break
         insufficient += short

@@ -33,7 +33,9 @@ class StepResult:
         return out
 
 
-def make_dropped(rows: pd.DataFrame, reason: str | pd.Series, detail: str | pd.Series | None = None) -> pd.DataFrame:
+def make_dropped(
+    rows: pd.DataFrame, reason: str | pd.Series, detail: str | pd.Series | None = None
+) -> pd.DataFrame:
     """Build the side table of dropped documents (``id, url, reason, detail``) from dropped rows."""
     out = pd.DataFrame({"id": rows["id"].to_numpy(), "url": rows["url"].to_numpy()})
     out["reason"] = reason.to_numpy() if isinstance(reason, pd.Series) else reason
@@ -45,5 +47,11 @@ def make_dropped(rows: pd.DataFrame, reason: str | pd.Series, detail: str | pd.S
 
 
 def empty_dropped() -> pd.DataFrame:
-    return pd.DataFrame({"id": pd.Series(dtype=str), "url": pd.Series(dtype=str),
-                         "reason": pd.Series(dtype=str), "detail": pd.Series(dtype=str)})
+    return pd.DataFrame(
+        {
+            "id": pd.Series(dtype=str),
+            "url": pd.Series(dtype=str),
+            "reason": pd.Series(dtype=str),
+            "detail": pd.Series(dtype=str),
+        }
+    )

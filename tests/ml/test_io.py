@@ -5,8 +5,16 @@ from ml.io import ShardError, atomic_dir, read_shards, write_shards
 
 
 def _docs(n):
-    return pd.DataFrame({"id": [f"d{i}" for i in range(n)], "url": [f"http://h/{i}" for i in range(n)],
-                         "text": ["t"] * n, "lang": ["en"] * n, "fetch_time": ["2024"] * n, "source": ["s"] * n})
+    return pd.DataFrame(
+        {
+            "id": [f"d{i}" for i in range(n)],
+            "url": [f"http://h/{i}" for i in range(n)],
+            "text": ["t"] * n,
+            "lang": ["en"] * n,
+            "fetch_time": ["2024"] * n,
+            "source": ["s"] * n,
+        }
+    )
 
 
 def test_shards_round_trip(tmp_path):

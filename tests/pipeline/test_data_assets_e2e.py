@@ -19,10 +19,17 @@ STANDARD_KEYS = {"path", "num_records", "mlflow_run_id", "mlflow_run_url", "dvc_
 def small_web_yaml(tmp_path):
     # Real system documentation with small caps: a few man pages per language, a few docs.
     path = tmp_path / "web.yaml"
-    path.write_text(yaml.safe_dump({
-        "max_man_pages_per_lang": 4, "max_man_pages_en": 40, "max_html_docs": 10,
-        "max_metadata": 10, "max_copyright": 20,
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "max_man_pages_per_lang": 4,
+                "max_man_pages_en": 40,
+                "max_html_docs": 10,
+                "max_metadata": 10,
+                "max_copyright": 20,
+            }
+        )
+    )
     return path
 
 
@@ -38,8 +45,11 @@ def _run(selection, run_config, partition="snap-1"):
 
     job = defs.resolve_job_def("lifecycle")
     return job.execute_in_process(
-        run_config=run_config, instance=instance, partition_key=partition,
-        asset_selection=[dg.AssetKey(a) for a in selection], raise_on_error=True,
+        run_config=run_config,
+        instance=instance,
+        partition_key=partition,
+        asset_selection=[dg.AssetKey(a) for a in selection],
+        raise_on_error=True,
     )
 
 
@@ -52,8 +62,10 @@ def _metadata(result, asset):
 
 
 def test_crawl_and_extract_into_a_temp_home(home, small_web_yaml):
-    result = _run(["raw_crawl", "extracted_docs"],
-                  {"ops": {"raw_crawl": {"config": {"local_web_yaml": str(small_web_yaml), "max_pages": 600}}}})
+    result = _run(
+        ["raw_crawl", "extracted_docs"],
+        {"ops": {"raw_crawl": {"config": {"local_web_yaml": str(small_web_yaml), "max_pages": 600}}}},
+    )
     assert result.success
     crawl_meta, docs_meta = _metadata(result, "raw_crawl"), _metadata(result, "extracted_docs")
     for meta in (crawl_meta, docs_meta):
@@ -81,7 +93,9 @@ def test_crawl_and_extract_into_a_temp_home(home, small_web_yaml):
     assert run.data.params["config_class"] == "ExtractConfig"
     assert run.data.metrics["docs_out"] == len(docs)
     inputs = run.inputs.dataset_inputs
-    assert [i.dataset.name for i in inputs] == ["raw_crawl"] and inputs[0].dataset.digest == crawl_meta["dvc_md5"][:36]
+    assert [i.dataset.name for i in inputs] == ["raw_crawl"] and inputs[0].dataset.digest == crawl_meta[
+        "dvc_md5"
+    ][:36]
     parent = client.get_run(run.data.tags["mlflow.parentRunId"])
     assert parent.data.tags["dagster.run_id"] == result.run_id
     crawl_run = client.get_run(crawl_meta["mlflow_run_id"])
@@ -102,15 +116,21 @@ def test_rematerialize_keeps_previous_version_in_dvc(home, small_web_yaml):
 
 def test_ingest_warc_files_like_common_crawl(home, small_web_yaml, tmp_path):
     """warc_paths ingests existing WARC files (here: the crawl's own, standing in for a CC download)."""
-    _run(["raw_crawl"], {"ops": {"raw_crawl": {"config": {"local_web_yaml": str(small_web_yaml), "max_pages": 60}}}})
+    _run(
+        ["raw_crawl"],
+        {"ops": {"raw_crawl": {"config": {"local_web_yaml": str(small_web_yaml), "max_pages": 60}}}},
+    )
     warcs = sorted((home / "data" / "raw_crawl" / "snap-1").glob("*.warc.gz"))
     cc = tmp_path / "cc"
     cc.mkdir()
     for w in warcs:
         (cc / ("CC-MAIN-" + w.name)).write_bytes(w.read_bytes())
     (cc / "CC-MAIN-broken.warc.gz").write_bytes(warcs[0].read_bytes()[:3000])  # truncated download
-    result = _run(["raw_crawl", "extracted_docs"],
-                  {"ops": {"raw_crawl": {"config": {"warc_paths": [str(cc / "CC-MAIN-*.warc.gz")]}}}}, partition="cc-2024")
+    result = _run(
+        ["raw_crawl", "extracted_docs"],
+        {"ops": {"raw_crawl": {"config": {"warc_paths": [str(cc / "CC-MAIN-*.warc.gz")]}}}},
+        partition="cc-2024",
+    )
     crawl_meta, docs_meta = _metadata(result, "raw_crawl"), _metadata(result, "extracted_docs")
     assert crawl_meta["read_errors"] == 1 and "CC-MAIN-broken.warc.gz" in crawl_meta["errors"][0]
     assert crawl_meta["num_records"] > 40 and docs_meta["docs_kept"] > 30

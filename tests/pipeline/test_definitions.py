@@ -10,8 +10,18 @@ from dagster_project.definitions import defs
 
 ROOT = Path(__file__).resolve().parents[2]
 LIFECYCLE = [
-    "raw_crawl", "extracted_docs", "url_deduped", "minhash_deduped", "line_deduped", "filtered_docs",
-    "quality_classifier", "quality_scored", "domain_classified", "curated_corpus", "tokenizer", "token_shards",
+    "raw_crawl",
+    "extracted_docs",
+    "url_deduped",
+    "minhash_deduped",
+    "line_deduped",
+    "filtered_docs",
+    "quality_classifier",
+    "quality_scored",
+    "domain_classified",
+    "curated_corpus",
+    "tokenizer",
+    "token_shards",
     "pretrained_base",
 ]
 
@@ -23,7 +33,10 @@ def _keys():
 def test_asset_graph_is_the_lifecycle():
     assert _keys() == set(LIFECYCLE)
     graph = defs.resolve_asset_graph()
-    parents = {k.to_user_string(): {p.to_user_string() for p in graph.get(k).parent_keys} for k in graph.get_all_asset_keys()}
+    parents = {
+        k.to_user_string(): {p.to_user_string() for p in graph.get(k).parent_keys}
+        for k in graph.get_all_asset_keys()
+    }
     assert parents["extracted_docs"] == {"raw_crawl"}
     assert parents["token_shards"] == {"curated_corpus", "tokenizer"}
     assert parents["pretrained_base"] == {"token_shards", "tokenizer"}
@@ -51,6 +64,11 @@ def test_dvc_yaml_matches_asset_graph():
 
 
 def test_dagster_definitions_validate():
-    out = subprocess.run([sys.executable, "-m", "dagster", "definitions", "validate", "-w", "workspace.yaml"],
-                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-m", "dagster", "definitions", "validate", "-w", "workspace.yaml"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stdout + out.stderr

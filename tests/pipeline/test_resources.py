@@ -33,12 +33,21 @@ def test_dvc_off_hashes_content(home, monkeypatch):
 
 def test_mlflow_nests_asset_runs_under_one_parent(home):
     res = MlflowResource()
-    a = res.start_asset_run(dagster_run_id="run-1", job_name="j", asset="a", partition="p", params={"x": 1, "n": {"y": [1, 2]}}, tags={})
+    a = res.start_asset_run(
+        dagster_run_id="run-1",
+        job_name="j",
+        asset="a",
+        partition="p",
+        params={"x": 1, "n": {"y": [1, 2]}},
+        tags={},
+    )
     (home / "in").mkdir()
     a.log_input("upstream", home / "in", "abc123")
     a.log_metrics({"docs": 3, "dropped/too_short": 2, "cluster_size/101+": 1, "flag": True})
     a.finish()
-    b = res.start_asset_run(dagster_run_id="run-1", job_name="j", asset="b", partition="p", params={}, tags={})
+    b = res.start_asset_run(
+        dagster_run_id="run-1", job_name="j", asset="b", partition="p", params={}, tags={}
+    )
     b.finish()
     client = res.client()
     ra, rb = client.get_run(a.run_id), client.get_run(b.run_id)

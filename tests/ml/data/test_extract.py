@@ -169,10 +169,21 @@ def test_config_rejects_unknown_extractor():
 
 
 def test_same_capture_twice_is_kept_once():
-    page = "<html><body><p>" + "A paragraph of ordinary English prose for the extractor. " * 8 + "</p></body></html>"
-    rec = WebRecord(url="http://h/a", fetch_time="2024-01-01T00:00:00Z", record_type="response",
-                    content_type="text/html; charset=utf-8", http_status=200, payload=page.encode(),
-                    warc_file="a.warc.gz", offset=0)
+    page = (
+        "<html><body><p>"
+        + "A paragraph of ordinary English prose for the extractor. " * 8
+        + "</p></body></html>"
+    )
+    rec = WebRecord(
+        url="http://h/a",
+        fetch_time="2024-01-01T00:00:00Z",
+        record_type="response",
+        content_type="text/html; charset=utf-8",
+        http_status=200,
+        payload=page.encode(),
+        warc_file="a.warc.gz",
+        offset=0,
+    )
     res = extract_documents([rec, rec], ExtractConfig.from_preset("tiny"), source="t")
     assert len(res.kept) == 1
     assert res.dropped["reason"].tolist() == ["duplicate_record"]
