@@ -134,3 +134,34 @@ def test_ingest_warc_files_like_common_crawl(home, small_web_yaml, tmp_path):
     crawl_meta, docs_meta = _metadata(result, "raw_crawl"), _metadata(result, "extracted_docs")
     assert crawl_meta["read_errors"] == 1 and "CC-MAIN-broken.warc.gz" in crawl_meta["errors"][0]
     assert crawl_meta["num_records"] > 40 and docs_meta["docs_kept"] > 30
+
+
+def test_ingest_wet_text_records(home, tmp_path):
+    """A Common-Crawl-style WET file (``conversion`` records of plain text) becomes documents as is."""
+    import io
+
+    from warcio.warcwriter import WARCWriter
+
+    from pydoc_data.topics import topics
+
+    texts = [t for t in topics.values() if len(t) > 800][:12]
+    wet = tmp_path / "CC-MAIN-20240101-00000.warc.wet.gz"
+    with open(wet, "wb") as fh:
+        writer = WARCWriter(fh, gzip=True)
+        for i, text in enumerate(texts):
+            rec = writer.create_warc_record(
+                f"https://docs.example/{i}",
+                "conversion",
+                payload=io.BytesIO(text.encode()),
+                warc_content_type="text/plain",
+            )
+            writer.write_record(rec)
+    result = _run(
+        ["raw_crawl", "extracted_docs"],
+        {"ops": {"raw_crawl": {"config": {"warc_paths": [str(wet)]}}}},
+        partition="cc-wet",
+    )
+    assert _metadata(result, "raw_crawl")["num_records"] == len(texts)
+    docs = read_shards(home / "data" / "extracted_docs" / "cc-wet" / "docs")
+    assert sorted(docs["url"]) == sorted(f"https://docs.example/{i}" for i in range(len(texts)))
+    assert set(docs["lang"]) == {"en"} and docs["text"].str.len().min() > 700
