@@ -151,6 +151,20 @@ def score(found: set[tuple[int, int]], truth: set[tuple[int, int]]) -> tuple[flo
     return p, r, (2 * p * r / (p + r) if p + r else 0.0)
 
 
+def lsh_cluster(lsh, mhs, threshold: float) -> set[tuple[int, int]]:
+    """Insert MinHashes ``mhs`` into ``lsh`` (keys 0..N-1), keep candidate pairs whose estimated Jaccard is
+    >= ``threshold``, cluster them with union-find; returns the pairs ``(i, j)``, ``i < j``."""
+    for i, m in enumerate(mhs):
+        lsh.insert(i, m)
+    found = set()
+    for i, m in enumerate(mhs):
+        for j in lsh.query(m):
+            if j != i and m.jaccard(mhs[j]) >= threshold:
+                found.add((min(i, j), max(i, j)))
+    connected_components(len(mhs), np.array(sorted(found), dtype=np.int64).reshape(-1, 2))
+    return found
+
+
 def run_datasketch(texts, cfg, lsh_params, hashfunc):
     """datasketch as documented: MinHash per doc + update_batch, MinHashLSH insert + query, jaccard check."""
     t0 = time.perf_counter()
@@ -162,14 +176,7 @@ def run_datasketch(texts, cfg, lsh_params, hashfunc):
         mhs.append(m)
     t_sig = time.perf_counter() - t0
     lsh = datasketch.MinHashLSH(threshold=cfg.threshold, num_perm=cfg.num_perm, params=lsh_params)
-    for i, m in enumerate(mhs):
-        lsh.insert(i, m)
-    found = set()
-    for i, m in enumerate(mhs):
-        for j in lsh.query(m):
-            if j != i and m.jaccard(mhs[j]) >= cfg.threshold:
-                found.add((min(i, j), max(i, j)))
-    connected_components(len(texts), np.array(sorted(found), dtype=np.int64).reshape(-1, 2))
+    found = lsh_cluster(lsh, mhs, cfg.threshold)
     return t_sig, time.perf_counter() - t0, found, np.array([m.hashvalues for m in mhs], dtype=np.uint64)
 
 
@@ -196,14 +203,7 @@ def run_rensa(texts, cfg, bands):
         mhs.append(m)
     t_sig = time.perf_counter() - t0
     lsh = rensa.RMinHashLSH(cfg.threshold, cfg.num_perm, bands)
-    for i, m in enumerate(mhs):
-        lsh.insert(i, m)
-    found = set()
-    for i, m in enumerate(mhs):
-        for j in lsh.query(m):
-            if j != i and m.jaccard(mhs[j]) >= cfg.threshold:
-                found.add((min(i, j), max(i, j)))
-    connected_components(len(texts), np.array(sorted(found), dtype=np.int64).reshape(-1, 2))
+    found = lsh_cluster(lsh, mhs, cfg.threshold)
     return t_sig, time.perf_counter() - t0, found
 
 

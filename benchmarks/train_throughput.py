@@ -103,10 +103,13 @@ def build(impl: str, shape: Shape, device: torch.device, compile_model: bool):
             return run(input_ids=b["tokens"], labels=b["tokens"]).loss
 
         return model, loss_fn
-    # ours variants compose by name: "_doc" document mask (FlexAttention), "_flexcausal" flex with one doc
+    # ours variants compose by name: "_doc" document mask (FlexAttention), "_varlen" document mask by varlen
+    # FlashAttention over packed documents, "_flexcausal" flex with one doc
     # per row, "_fused" one q|k|v and one gate|up matmul, "_full" whole-model torch.compile (else per block).
     parts = set(impl.split("_")[1:])
-    cfg = shape.cfg.replace(fuse_projections="fused" in parts)
+    cfg = shape.cfg.replace(
+        fuse_projections="fused" in parts, attention="varlen" if "varlen" in parts else "auto"
+    )
     model = Llama.from_config(cfg, device=device)
     run = model
     if compile_model:
@@ -115,7 +118,7 @@ def build(impl: str, shape: Shape, device: torch.device, compile_model: bool):
     def loss_fn(b):
         doc_ids = (
             b["doc_ids"]
-            if "doc" in parts
+            if parts & {"doc", "varlen"}
             else torch.zeros_like(b["doc_ids"])
             if "flexcausal" in parts
             else None

@@ -94,6 +94,7 @@ class StageRun:
             self.log.log_input(name, path, self.input_md5[name])
         self.metrics: dict[str, float] = {}
         self.extra_md: list[str] = []
+        self.plots: dict[str, str] = {}
 
     def log_metrics(self, metrics: Mapping[str, Any]) -> None:
         numeric = {k: v for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)}
@@ -105,6 +106,7 @@ class StageRun:
         self.log.log_artifact(png_path, "plots")
         md = png_markdown(Path(png_path).read_bytes(), alt)
         self.extra_md.append(md)
+        self.plots[alt.replace(" ", "_") + "_plot"] = md
         return md
 
     def result(
@@ -131,6 +133,7 @@ class StageRun:
             "inputs": dg.MetadataValue.json(self.input_md5),
             "summary": dg.MetadataValue.md("\n\n".join([summary, *self.extra_md])),
         }
+        meta.update({name: dg.MetadataValue.md(md) for name, md in self.plots.items()})
         meta.update(metadata or {})
         return dg.MaterializeResult(
             metadata=meta, check_results=check_results, data_version=dg.DataVersion(md5)

@@ -101,8 +101,8 @@ class ModelConfig(StageConfig):
             raise ConfigError(
                 f"{name}.n_heads={self.n_heads} is not a multiple of n_kv_heads={self.n_kv_heads}"
             )
-        if self.attention not in ("auto", "sdpa", "flex"):
-            raise ConfigError(f"{name}.attention must be auto|sdpa|flex, got {self.attention!r}")
+        if self.attention not in ("auto", "sdpa", "flex", "varlen"):
+            raise ConfigError(f"{name}.attention must be auto|sdpa|flex|varlen, got {self.attention!r}")
         if self.doc_positions not in ("restart", "global"):
             raise ConfigError(f"{name}.doc_positions must be restart|global, got {self.doc_positions!r}")
         if self.loss_chunk_tokens <= 0:
@@ -169,6 +169,12 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return (xf * cos + rotate_half(xf) * sin).to(x.dtype)
 
 
+def _rope_rows(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """apply_rope for x laid out (B, T, n, Hd) with cos/sin already broadcastable to it."""
+    xf = x.float()
+    return (xf * cos + rotate_half(xf) * sin).to(x.dtype)
+
+
 def doc_positions(doc_ids: torch.Tensor) -> torch.Tensor:
     """Position of each token inside its document: (B, T) -> (B, T), 0 at each document start."""
     T = doc_ids.shape[1]
@@ -185,6 +191,38 @@ def doc_mask_dense(doc_ids: torch.Tensor) -> torch.Tensor:
     causal = torch.ones(T, T, dtype=torch.bool, device=doc_ids.device).tril()
     same_doc = doc_ids[:, :, None] == doc_ids[:, None, :]  # (B, T, T)
     return (same_doc & causal)[:, None]
+
+
+@dataclasses.dataclass(frozen=True)
+class PackedDocs:
+    """Document boundaries of a (B, T) batch flattened to B*T tokens, for varlen FlashAttention.
+
+    ``cu_seqlens`` (N+1,) int32: start offset of each document (a row start is always a start) then B*T;
+    ``max_len``: an upper bound on document length (T), constant so compiled graphs are not re-traced.
+    """
+
+    cu_seqlens: torch.Tensor
+    max_len: int
+
+
+def packed_docs(doc_ids: torch.Tensor) -> PackedDocs:
+    B, T = doc_ids.shape
+    starts = torch.ones_like(doc_ids, dtype=torch.bool)
+    starts[:, 1:] = doc_ids[:, 1:] != doc_ids[:, :-1]
+    offsets = starts.flatten().nonzero().flatten()  # (N,) document starts in the flat B*T stream
+    end = torch.tensor([B * T], device=doc_ids.device, dtype=offsets.dtype)
+    return PackedDocs(torch.cat([offsets, end]).to(torch.int32), T)
+
+
+def _varlen(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, docs: PackedDocs) -> torch.Tensor:
+    """Causal attention within documents on (B*T, H|K, Hd) tensors via torch's varlen FlashAttention."""
+    from torch.nn.attention.varlen import varlen_attn
+
+    cu, n = docs.cu_seqlens, docs.max_len
+    if k.shape[1] != q.shape[1]:  # GQA: share each KV head across its group of query heads
+        k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
+        v = v.repeat_interleave(q.shape[1] // v.shape[1], dim=1)
+    return varlen_attn(q, k, v, cu, cu, n, n, window_size=(-1, 0))  # (B*T, H, Hd), (-1, 0) = causal
 
 
 _compiled_create_block_mask = None
@@ -244,6 +282,12 @@ class Attention(nn.Module):
             q, k, v = F.linear(x, w).split(self.split, dim=-1)
         else:
             q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        if isinstance(mask, PackedDocs):  # documents packed as B*T tokens, rope in (B, T, n, Hd) layout
+            c, s_ = (cos[:, :, None], sin[:, :, None]) if cos.dim() == 3 else (cos[:, None], sin[:, None])
+            q = _rope_rows(q.view(B, T, self.n_heads, self.head_dim), c, s_).flatten(0, 1)  # (B*T, H, Hd)
+            k = _rope_rows(k.view(B, T, self.n_kv_heads, self.head_dim), c, s_).flatten(0, 1)  # (B*T, K, Hd)
+            y = _varlen(q, k, v.reshape(B * T, self.n_kv_heads, self.head_dim), mask)  # (B*T, H, Hd)
+            return self.o_proj(y.reshape(B, T, self.n_heads * self.head_dim))  # (B, T, D)
         q = q.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, T, Hd)
         k = k.view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, K, T, Hd)
         v = v.view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, K, T, Hd)
@@ -423,9 +467,11 @@ class Llama(nn.Module):
         nn.init.ones_(self.norm.weight)
         self.rope = rope_table(cfg.head_dim, cfg.max_seq_len, cfg.rope_theta, device=self.rope.device)
 
-    def _attention_mask(self, doc_ids: torch.Tensor | None) -> torch.Tensor | BlockMask | None:
+    def _attention_mask(self, doc_ids: torch.Tensor | None) -> torch.Tensor | BlockMask | PackedDocs | None:
         if doc_ids is None:
             return None  # plain causal: SDPA's is_causal path
+        if self.cfg.attention == "varlen" and doc_ids.is_cuda:
+            return packed_docs(doc_ids)
         use_flex = self.cfg.attention == "flex" or (self.cfg.attention == "auto" and doc_ids.is_cuda)
         return doc_block_mask(doc_ids) if use_flex else doc_mask_dense(doc_ids)
 

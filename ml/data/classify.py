@@ -165,6 +165,19 @@ class TrainConfig:
     class_weight: str | None = "balanced"  # small classes (math, teacher positives) are not swamped
 
 
+class LinearStudentFields:
+    """Mixin for stage configs whose student fields (``log2_buckets, word_ngrams, char_ngrams, max_chars, c,
+    max_iter``) build the featurizer and fit settings of a ``LinearTextClassifier``."""
+
+    @property
+    def featurizer(self) -> FeaturizerConfig:
+        return FeaturizerConfig(self.log2_buckets, self.word_ngrams, self.char_ngrams, self.max_chars)
+
+    @property
+    def train(self) -> TrainConfig:
+        return TrainConfig(c=self.c, max_iter=self.max_iter, class_weight="balanced")
+
+
 @dataclass
 class LinearTextClassifier:
     """Logistic regression over hashed features. Binary: ``coef`` is ``(1, F)`` and scores ``classes[1]``;

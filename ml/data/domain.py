@@ -39,10 +39,9 @@ import pandas as pd
 
 from ml.config import ConfigError, StageConfig
 from ml.data.classify import (
-    FeaturizerConfig,
+    LinearStudentFields,
     LinearTextClassifier,
     ModelFileError,
-    TrainConfig,
     fit_linear,
     lang_mask,
     multiclass_metrics,
@@ -60,7 +59,7 @@ TEACHER_DESCRIPTION = (
 
 
 @dataclass(frozen=True)
-class DomainConfig(StageConfig):
+class DomainConfig(LinearStudentFields, StageConfig):
     """Teacher thresholds and student settings for the domain classifier."""
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
@@ -93,14 +92,6 @@ class DomainConfig(StageConfig):
         for name in ("code_threshold", "math_threshold", "symbol_density"):
             if not 0 < getattr(self, name) <= 1:
                 raise ConfigError(f"DomainConfig.{name} must be in (0, 1], got {getattr(self, name)}")
-
-    @property
-    def featurizer(self) -> FeaturizerConfig:
-        return FeaturizerConfig(self.log2_buckets, self.word_ngrams, self.char_ngrams, self.max_chars)
-
-    @property
-    def train(self) -> TrainConfig:
-        return TrainConfig(c=self.c, max_iter=self.max_iter, class_weight="balanced")
 
 
 # ---------------------------------------------------------------------------------------- teacher rules

@@ -241,18 +241,9 @@ class _Powers:
 _POWERS = _Powers()
 
 
-def _fmix64_np(h: np.ndarray) -> np.ndarray:
-    s1, m1, s2, m2, s3 = (np.uint64(c) for c in _FMIX64)
-    h ^= h >> s1
-    h *= m1
-    h ^= h >> s2
-    h *= m2
-    h ^= h >> s3
-    return h
-
-
-def _fmix32_np(h: np.ndarray) -> np.ndarray:
-    s1, m1, s2, m2, s3 = (np.uint32(c) for c in _FMIX32)
+def _fmix_np(h: np.ndarray, consts: tuple[int, ...]) -> np.ndarray:
+    """MurmurHash3 finalizer in place on a uint64 (``_FMIX64``) or uint32 (``_FMIX32``) array; wraps."""
+    s1, m1, s2, m2, s3 = (h.dtype.type(c) for c in consts)
     h ^= h >> s1
     h *= m1
     h ^= h >> s2
@@ -310,7 +301,7 @@ def _numpy_shingle_hashes(texts: Sequence[str], n: int) -> tuple[np.ndarray, np.
     poly = (acc[hi] - acc[lo]) * _POWERS.pos[c[hi]]
     poly -= np.uint64(_SPACE)
     poly *= np.uint64(_P_INV)
-    return _fmix64_np(poly), counts  # (S,), (D,)
+    return _fmix_np(poly, _FMIX64), counts  # (S,), (D,)
 
 
 def _numpy_signatures(
@@ -325,7 +316,7 @@ def _numpy_signatures(
     offsets = (np.cumsum(counts) - counts)[has]  # start of each non-empty doc's shingles
     out = np.empty((cfg.num_perm, len(has)), dtype=np.uint64)
     if cfg.scheme == "affine32":
-        hv = _fmix32_np(hashes)
+        hv = _fmix_np(hashes, _FMIX32)
         phv = np.empty_like(hv)  # (S,) uint32, wraps mod 2**32
         a32, b32 = a.astype(np.uint32), b.astype(np.uint32)
         for k in range(cfg.num_perm):

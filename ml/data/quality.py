@@ -45,10 +45,9 @@ import pandas as pd
 
 from ml.config import ConfigError, StageConfig
 from ml.data.classify import (
-    FeaturizerConfig,
+    LinearStudentFields,
     LinearTextClassifier,
     ModelFileError,
-    TrainConfig,
     binary_metrics,
     fit_linear,
     lang_mask,
@@ -69,7 +68,7 @@ MODES = ("filter", "weight")
 
 
 @dataclass(frozen=True)
-class QualityConfig(StageConfig):
+class QualityConfig(LinearStudentFields, StageConfig):
     """Teacher, student and scoring settings for the quality classifier."""
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
@@ -125,14 +124,6 @@ class QualityConfig(StageConfig):
             raise ConfigError(
                 f"QualityConfig.reference_sources: unknown {unknown}; choose from {REFERENCE_SOURCES}"
             )
-
-    @property
-    def featurizer(self) -> FeaturizerConfig:
-        return FeaturizerConfig(self.log2_buckets, self.word_ngrams, self.char_ngrams, self.max_chars)
-
-    @property
-    def train(self) -> TrainConfig:
-        return TrainConfig(c=self.c, max_iter=self.max_iter, class_weight="balanced")
 
 
 # --------------------------------------------------------------------------- n-gram language model

@@ -16,7 +16,6 @@ longer than that gets a shard of its own). The train/val split is by document, f
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 from collections import defaultdict
 from collections.abc import Iterator
@@ -29,7 +28,7 @@ import xxhash
 from tokenizers import Tokenizer
 
 from ml.config import StageConfig
-from ml.io import ShardError, atomic_dir, atomic_write_text
+from ml.io import ShardError, atomic_dir, atomic_write_text, sha256_file
 from ml.tokenizer import BOS, EOS, special_token_id, tokenizer_sha256
 
 SPLITS: tuple[str, ...] = ("train", "val")
@@ -143,14 +142,6 @@ class ShardManifest:
         return {"format_version": FORMAT_VERSION, **d}
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def assign_split(ids: pd.Series, val_fraction: float, seed: int) -> np.ndarray:
     """Boolean mask, True = validation: a doc is val when xxh64(f"{seed}:{id}") / 2^64 < val_fraction.
 
@@ -217,8 +208,8 @@ class _ShardWriter:
                 index_file=idx_path.name,
                 tokens=int(len(tokens)),
                 docs=len(self.docs),
-                sha256=_sha256_file(bin_path),
-                index_sha256=_sha256_file(idx_path),
+                sha256=sha256_file(bin_path),
+                index_sha256=sha256_file(idx_path),
             )
         )
         self.docs, self.n_tokens = [], 0
@@ -366,7 +357,7 @@ def read_manifest(directory: Path | str, verify_sha256: bool = True) -> ShardMan
                 )
             if verify_sha256:
                 for p, want in ((bin_path, info.sha256), (idx_path, info.index_sha256)):
-                    got = _sha256_file(p)
+                    got = sha256_file(p)
                     if got != want:
                         raise ShardError(p, f"sha256 {got} does not match manifest {want}")
     return manifest

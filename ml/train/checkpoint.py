@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import json
 import os
 import pickle
@@ -44,6 +43,8 @@ from torch.distributed.checkpoint.state_dict import (
     get_state_dict,
     set_state_dict,
 )
+
+from ml.io import sha256_file
 
 MANIFEST = "checkpoint.json"
 FORMAT_VERSION = 1
@@ -174,14 +175,6 @@ class SafeFileSystemReader(dcp.FileSystemReader):
 # ---- manifest ---------------------------------------------------------------------------------------
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _files(directory: Path) -> list[str]:
     return sorted(
         str(p.relative_to(directory)) for p in directory.rglob("*") if p.is_file() and p.name != MANIFEST
@@ -210,7 +203,7 @@ def verify_checkpoint(path: Path) -> dict[str, Any]:
         size = f.stat().st_size
         if size != meta["bytes"]:
             raise CheckpointError(f"{f}: truncated or resized: {size} bytes, manifest says {meta['bytes']}")
-        if _sha256(f) != meta["sha256"]:
+        if sha256_file(f) != meta["sha256"]:
             raise CheckpointError(f"{f}: sha256 mismatch with the manifest (corrupt or tampered)")
     extra = sorted(set(_files(path)) - set(files))
     if extra:
@@ -307,7 +300,7 @@ def save_checkpoint(
             "created_unix": time.time(),
             "model_config": model_config,
             "files": {
-                rel: {"bytes": (tmp / rel).stat().st_size, "sha256": _sha256(tmp / rel)}
+                rel: {"bytes": (tmp / rel).stat().st_size, "sha256": sha256_file(tmp / rel)}
                 for rel in _files(tmp)
             },
         }

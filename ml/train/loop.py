@@ -46,6 +46,23 @@ from ml.train.schedule import PAPER_405B_RAMP, LRSchedule, batch_schedule, lr_at
 GPU_PEAK_BF16_FLOPS: dict[str, float] = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
 
 
+# Shared by the 8B/70B/405B presets: 1.2M steps, 8,000 warmup, cosine to 1% of peak (PAPER.md 405B recipe).
+_LLAMA3_RECIPE: dict[str, Any] = dict(
+    steps=1_200_000,
+    warmup_steps=8000,
+    min_lr_ratio=0.01,
+    eval_every=1000,
+    eval_batches=50,
+    precision="bf16",
+    compile=True,
+    meta_init=True,
+)
+# 8B/70B: fixed 64 x 8 x 8,192 = 4M tokens per step
+_LLAMA3_8K_SEQ: dict[str, Any] = dict(
+    batch_size=64, grad_accum=8, seq_len=8192, ckpt_every=1000, **_LLAMA3_RECIPE
+)
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig(StageConfig):
     """Pre-training hyperparameters. Defaults are the ``tiny`` CPU run; presets below."""
@@ -103,55 +120,18 @@ class TrainConfig(StageConfig):
             compile=True,
         ),
         # Table 3 peak LRs; 4M tokens per step at seq 8,192; warmup/decay length: 405B's (not published for 8B/70B)
-        "8b": dict(
-            model="8b",
-            batch_size=64,
-            grad_accum=8,
-            seq_len=8192,
-            steps=1_200_000,
-            lr=3e-4,
-            warmup_steps=8000,
-            min_lr_ratio=0.01,
-            eval_every=1000,
-            eval_batches=50,
-            ckpt_every=1000,
-            precision="bf16",
-            compile=True,
-            meta_init=True,
-        ),
-        "70b": dict(
-            model="70b",
-            batch_size=64,
-            grad_accum=8,
-            seq_len=8192,
-            steps=1_200_000,
-            lr=1.5e-4,
-            warmup_steps=8000,
-            min_lr_ratio=0.01,
-            eval_every=1000,
-            eval_batches=50,
-            ckpt_every=1000,
-            precision="bf16",
-            compile=True,
-            meta_init=True,
-        ),
+        "8b": dict(model="8b", lr=3e-4, **_LLAMA3_8K_SEQ),
+        "70b": dict(model="70b", lr=1.5e-4, **_LLAMA3_8K_SEQ),
         # PAPER.md 405B recipe: peak 8e-5, 8,000 warmup, cosine to 8e-7 over 1.2M steps, batch/seq ramp
         "405b": dict(
             model="405b",
             batch_size=128,
             seq_len=4096,
-            steps=1_200_000,
             lr=8e-5,
-            warmup_steps=8000,
             decay_steps=1_200_000,
-            min_lr_ratio=0.01,
             batch_ramp=PAPER_405B_RAMP,
-            eval_every=1000,
-            eval_batches=50,
             ckpt_every=500,
-            precision="bf16",
-            compile=True,
-            meta_init=True,
+            **_LLAMA3_RECIPE,
         ),
     }
 

@@ -219,3 +219,27 @@ def test_gpu_document_mask_equals_documents_alone_fp32_flex():
         a, b = model(tokens[:, :100]), model(tokens[:, 100:])
     assert (packed[0, :100] - a[0]).abs().max().item() < 1e-4
     assert (packed[0, 100:] - b[0]).abs().max().item() < 1e-4
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_gpu_varlen_document_attention_equals_flex(dtype):
+    """The varlen FlashAttention path (packed documents) computes the same function as the flex block mask."""
+    torch.manual_seed(0)
+    base = dict(GQA, max_seq_len=256)
+    flex = Llama.from_config(ModelConfig.from_dict(dict(base, attention="flex")), device="cuda")
+    varlen = Llama.from_config(ModelConfig.from_dict(dict(base, attention="varlen")), device="cuda")
+    varlen.load_state_dict(flex.state_dict())
+    tokens = torch.randint(0, 256, (2, 256), device="cuda")
+    doc_ids = torch.tensor([[0] * 100 + [1] * 156, [0] * 7 + [1] * 200 + [2] * 49], device="cuda")
+    labels = torch.randint(0, 256, (2, 256), device="cuda")
+    with torch.autocast("cuda", dtype=dtype):
+        a = flex(tokens, doc_ids=doc_ids).float()
+        b = varlen(tokens, doc_ids=doc_ids).float()
+        assert ((a - b).norm() / a.norm()).item() < 1e-2
+        la, lb = flex(tokens, doc_ids=doc_ids, labels=labels), varlen(tokens, doc_ids=doc_ids, labels=labels)
+    la.backward()
+    lb.backward()
+    for (n, p), q in zip(flex.named_parameters(), varlen.parameters(), strict=True):
+        assert ((p.grad - q.grad).norm() / p.grad.norm()).item() < 5e-2, n

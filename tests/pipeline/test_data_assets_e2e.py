@@ -139,10 +139,9 @@ def test_ingest_warc_files_like_common_crawl(home, small_web_yaml, tmp_path):
 def test_ingest_wet_text_records(home, tmp_path):
     """A Common-Crawl-style WET file (``conversion`` records of plain text) becomes documents as is."""
     import io
+    from pydoc_data.topics import topics
 
     from warcio.warcwriter import WARCWriter
-
-    from pydoc_data.topics import topics
 
     texts = [t for t in topics.values() if len(t) > 800][:12]
     wet = tmp_path / "CC-MAIN-20240101-00000.warc.wet.gz"

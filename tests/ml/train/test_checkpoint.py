@@ -9,8 +9,9 @@ import random
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_OVERRIDES
+from train_helpers import TINY_OVERRIDES
 
+from ml.io import sha256_file
 from ml.model import Llama, ModelConfig
 from ml.train import checkpoint as ckpt
 from ml.train.checkpoint import CheckpointError
@@ -130,7 +131,7 @@ def test_foreign_pickle_in_dcp_metadata_is_never_executed(saved):
     meta = path / "dcp" / ".metadata"
     meta.write_bytes(pickle.dumps(_Exploit()))
     manifest = json.loads((path / "checkpoint.json").read_text())
-    manifest["files"]["dcp/.metadata"] = {"bytes": meta.stat().st_size, "sha256": ckpt._sha256(meta)}
+    manifest["files"]["dcp/.metadata"] = {"bytes": meta.stat().st_size, "sha256": sha256_file(meta)}
     (path / "checkpoint.json").write_text(json.dumps(manifest))
     with pytest.raises(CheckpointError, match=r"builtins\.eval, which is not allowed"):
         ckpt.load_checkpoint(path, model, opt)

@@ -3,63 +3,39 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_TRAIN
+from train_helpers import REPO, TINY_TRAIN, subprocess_env, train_cli, train_in_process, write_config
 
 from ml.hf import load_hf
 from ml.train.checkpoint import CheckpointError
 from ml.train.loop import TrainConfig, train
 
-REPO = Path(__file__).resolve().parents[3]
 RUN = {**TINY_TRAIN, "steps": 12, "ckpt_every": 6, "eval_every": 6, "warmup_steps": 3}
+
+
+def _torchrun(args: list[str], timeout: int, **kwargs) -> subprocess.CompletedProcess:
+    """``torchrun --standalone --nproc-per-node 2 *args`` on one thread per rank; output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", *args],
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **kwargs,
+    )
 
 
 @pytest.mark.slow
 def test_two_process_fsdp_matches_single_process(token_shards, tmp_path):
-    torch.set_num_threads(1)
-    single: dict[int, dict] = {}
-    train(
-        TrainConfig.from_dict(RUN),
-        token_shards,
-        tmp_path / "single",
-        on_metrics=lambda s, m: single.update({s: m}),
-    )
+    single = train_in_process(RUN, token_shards, tmp_path / "single")
 
-    cfg_path = tmp_path / "cfg.yaml"
-    cfg_path.write_text(TrainConfig.from_dict(RUN).to_yaml())
+    cfg_path = write_config(RUN, tmp_path / "cfg.yaml")
     out, metrics = tmp_path / "fsdp", tmp_path / "fsdp.jsonl"
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc-per-node",
-            "2",
-            "-m",
-            "ml.train.run",
-            "--config",
-            str(cfg_path),
-            "--data",
-            str(token_shards),
-            "--out",
-            str(out),
-            "--metrics-jsonl",
-            str(metrics),
-        ],  # fmt: skip
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+    done = _torchrun(train_cli(cfg_path, token_shards, out, metrics), timeout=180, cwd=REPO)
     assert done.returncode == 0, done.stderr[-4000:]
     assert "on 2 x cpu" in done.stderr
 
@@ -112,31 +88,11 @@ train(TrainConfig.from_yaml(cfg_path), Path(data), Path(out), on_metrics=on_metr
 
 @pytest.mark.slow
 def test_a_dead_rank_fails_the_whole_job(token_shards, tmp_path):
-    cfg_path = tmp_path / "cfg.yaml"
-    cfg_path.write_text(
-        TrainConfig.from_dict({**RUN, "steps": 200, "ckpt_every": 0, "dist_timeout_s": 30}).to_yaml()
-    )
+    run = {**RUN, "steps": 200, "ckpt_every": 0, "dist_timeout_s": 30}
+    cfg_path = write_config(run, tmp_path / "cfg.yaml")
     (tmp_path / "dying.py").write_text(DYING_RANK)
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc-per-node",
-            "2",
-            str(tmp_path / "dying.py"),
-            str(cfg_path),
-            str(token_shards),
-            str(tmp_path / "out"),
-            str(tmp_path / "m"),
-        ],  # fmt: skip
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    args = [tmp_path / "dying.py", cfg_path, token_shards, tmp_path / "out", tmp_path / "m"]
+    done = _torchrun([str(a) for a in args], timeout=120)
     assert done.returncode != 0
     assert "exitcode  : -9" in done.stderr and "Signal 9 (SIGKILL)" in done.stderr
     assert not (tmp_path / "out" / "hf").exists()

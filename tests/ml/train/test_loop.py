@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_TRAIN
+from train_helpers import TINY_TRAIN
 
 from ml.config import ConfigError
 from ml.hf import load_hf

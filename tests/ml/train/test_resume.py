@@ -13,12 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
-from conftest import TINY_TRAIN
+from train_helpers import REPO, TINY_TRAIN, subprocess_env, train_cli, train_in_process, write_config
 
-from ml.train.loop import TrainConfig, train
-
-REPO = Path(__file__).resolve().parents[3]
 RUN = {**TINY_TRAIN, "steps": 30, "ckpt_every": 10, "eval_every": 10, "keep_last": 3}
 
 # The victim: trains, and once step 13 is logged (a checkpoint exists at step 10, and the optimizer, data
@@ -47,7 +43,7 @@ VICTIM = textwrap.dedent(
 
 
 def _env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    return subprocess_env(PYTHONUNBUFFERED="1")
 
 
 def _read(path: Path) -> dict[int, dict]:
@@ -57,17 +53,9 @@ def _read(path: Path) -> dict[int, dict]:
 
 @pytest.mark.slow
 def test_sigkill_then_resume_matches_uninterrupted_run(token_shards, tmp_path):
-    torch.set_num_threads(1)
-    reference: dict[int, dict] = {}
-    train(
-        TrainConfig.from_dict(RUN),
-        token_shards,
-        tmp_path / "ref",
-        on_metrics=lambda s, m: reference.update({s: m}),
-    )
+    reference = train_in_process(RUN, token_shards, tmp_path / "ref")
 
-    cfg_path = tmp_path / "cfg.yaml"
-    cfg_path.write_text(TrainConfig.from_dict(RUN).to_yaml())
+    cfg_path = write_config(RUN, tmp_path / "cfg.yaml")
     (tmp_path / "victim.py").write_text(VICTIM)
     out, metrics, marker = tmp_path / "run", tmp_path / "metrics.jsonl", tmp_path / "reached"
     victim = subprocess.Popen(
@@ -100,19 +88,7 @@ def test_sigkill_then_resume_matches_uninterrupted_run(token_shards, tmp_path):
     assert not (out / "hf").exists()
 
     resumed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "ml.train.run",
-            "--config",
-            str(cfg_path),
-            "--data",
-            str(token_shards),
-            "--out",
-            str(out),
-            "--metrics-jsonl",
-            str(metrics),
-        ],
+        [sys.executable, *train_cli(cfg_path, token_shards, out, metrics)],
         env=_env(),
         cwd=REPO,
         capture_output=True,

@@ -1,0 +1,136 @@
+"""Shared constants and helpers for the training-engine tests: configs, CLI commands, synthetic token shards."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ml.data.shards import MANIFEST, ShardInfo, ShardManifest
+from ml.io import sha256_file
+from ml.train.loop import TrainConfig, train
+
+REPO = Path(__file__).resolve().parents[3]
+
+VOCAB = 256
+BOS, EOS = 1, 2
+
+# ~133K parameters (2 layers, dim 64), sequences of 64: every test run stays in seconds on one core.
+TINY_OVERRIDES = dict(
+    dim=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=192, vocab_size=VOCAB, max_seq_len=128
+)
+TINY_TRAIN = dict(
+    model="tiny",
+    model_overrides=TINY_OVERRIDES,
+    batch_size=8,
+    seq_len=64,
+    steps=50,
+    lr=3e-3,
+    warmup_steps=5,
+    eval_every=25,
+    eval_batches=2,
+    ckpt_every=0,
+    keep_last=2,
+    seed=1234,
+    deterministic=True,
+    precision="fp32",
+    device="cpu",
+)
+
+
+def train_in_process(run: dict, data: Path, out: Path) -> dict[int, dict]:
+    """Train config dict ``run`` on ``data`` into ``out`` in this process (one thread); metrics by step."""
+    torch.set_num_threads(1)
+    metrics: dict[int, dict] = {}
+    train(TrainConfig.from_dict(run), data, out, on_metrics=lambda s, m: metrics.update({s: m}))
+    return metrics
+
+
+def write_config(run: dict, path: Path) -> Path:
+    """``run`` as a TrainConfig YAML file at ``path``."""
+    path.write_text(TrainConfig.from_dict(run).to_yaml())
+    return path
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """Environment for a child Python that imports ``ml`` from this checkout on one thread."""
+    return {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", **extra}
+
+
+def train_cli(cfg_path: Path, data: Path, out: Path, metrics: Path) -> list[str]:
+    """Arguments after the interpreter that run ``ml.train.run`` with a metrics JSONL sink."""
+    return [
+        "-m", "ml.train.run",
+        "--config", str(cfg_path),
+        "--data", str(data),
+        "--out", str(out),
+        "--metrics-jsonl", str(metrics),
+    ]  # fmt: skip
+
+
+def synthetic_docs(n_docs: int, seed: int) -> list[np.ndarray]:
+    """Documents ``BOS body EOS`` whose bodies follow a sparse Markov chain (4 likely successors per token)."""
+    rng = np.random.default_rng(seed)
+    chain = np.random.default_rng(0).integers(3, VOCAB, size=(VOCAB, 4))  # same chain for every split
+    docs = []
+    for _ in range(n_docs):
+        n = int(rng.integers(16, 160))
+        body = np.empty(n, dtype=np.int64)
+        body[0] = rng.integers(3, VOCAB)
+        for i in range(1, n):
+            body[i] = chain[body[i - 1], rng.integers(0, 4)]
+        docs.append(np.concatenate([[BOS], body, [EOS]]).astype(np.uint32))
+    return docs
+
+
+def write_synthetic_shards(
+    directory: Path, n_train_docs: int = 600, n_val_docs: int = 40, seed: int = 0
+) -> Path:
+    """A token-shard directory in ml/data/shards.py's format (two train shards, one val shard)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    splits_docs = {"train": synthetic_docs(n_train_docs, seed), "val": synthetic_docs(n_val_docs, seed + 1)}
+    shards: dict[str, list[ShardInfo]] = {}
+    splits: dict[str, dict[str, int]] = {}
+    for split, docs in splits_docs.items():
+        parts = [docs[: len(docs) // 2], docs[len(docs) // 2 :]] if split == "train" else [docs]
+        infos = []
+        for k, part in enumerate(parts):
+            name = f"{split}-{k:05d}"
+            tokens = np.concatenate(part).astype("<u4")
+            starts = np.concatenate([[0], np.cumsum([len(d) for d in part[:-1]])]).astype("<i8")
+            tokens.tofile(directory / f"{name}.bin")
+            np.save(directory / f"{name}.idx.npy", starts, allow_pickle=False)
+            infos.append(
+                ShardInfo(
+                    file=f"{name}.bin",
+                    index_file=f"{name}.idx.npy",
+                    tokens=len(tokens),
+                    docs=len(part),
+                    sha256=sha256_file(directory / f"{name}.bin"),
+                    index_sha256=sha256_file(directory / f"{name}.idx.npy"),
+                )
+            )
+        shards[split] = infos
+        n_tok = int(sum(len(d) for d in docs))
+        splits[split] = {"docs": len(docs), "unique_docs": len(docs), "tokens": n_tok}
+    manifest = ShardManifest(
+        directory=directory,
+        vocab_size=VOCAB,
+        dtype="uint32",
+        bos_id=BOS,
+        eos_id=EOS,
+        tokenizer_sha256="synthetic",
+        shards=shards,
+        splits=splits,
+        tokens_per_source={},
+        tokens_per_class={},
+        tokens_per_lang={},
+        mix={},
+        class_col="domain",
+        config={},
+    )
+    (directory / MANIFEST).write_text(json.dumps(manifest.to_dict(), indent=2))
+    return directory
