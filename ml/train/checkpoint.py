@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import enum
 import json
 import os
 import pickle
@@ -130,6 +131,13 @@ def _to_json(obj: Any) -> Any:
 _DCP_MODULES = ("torch.distributed.checkpoint.metadata", "torch.distributed.checkpoint.filesystem")
 
 
+def _dcp_enum_member(cls: Any, member: str) -> Any:
+    """The only ``getattr`` a DCP metadata pickle may call: a member of one of DCP's own enums."""
+    if isinstance(cls, type) and issubclass(cls, enum.Enum) and cls.__module__ in _DCP_MODULES:
+        return cls[member]
+    raise pickle.UnpicklingError(f"DCP metadata calls getattr on {cls!r:.80}, which is not allowed")
+
+
 class _MetadataUnpickler(pickle.Unpickler):
     """Only DCP's metadata dataclasses, torch.Size, dtypes, layouts and paths may be constructed."""
 
@@ -146,6 +154,8 @@ class _MetadataUnpickler(pickle.Unpickler):
             return super().find_class(module, name)
         elif module == "collections" and name == "OrderedDict":
             return super().find_class(module, name)
+        elif (module, name) == ("builtins", "getattr"):
+            return _dcp_enum_member  # some Python 3.11 releases pickle enum members as getattr(Enum, "NAME")
         raise pickle.UnpicklingError(f"DCP metadata refers to {module}.{name}, which is not allowed")
 
 

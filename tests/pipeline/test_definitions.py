@@ -1,5 +1,6 @@
 """The Definitions load, the graph is the lifecycle's, and dvc.yaml mirrors it."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -63,12 +64,14 @@ def test_dvc_yaml_matches_asset_graph():
     assert "data/raw_crawl/${partition}" in stages["extracted_docs"]["deps"]
 
 
-def test_dagster_definitions_validate():
+def test_dagster_definitions_validate(tmp_path):
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path)}  # a fresh clone has no .dagster/ yet
     out = subprocess.run(
         [sys.executable, "-m", "dagster", "definitions", "validate", "-w", "workspace.yaml"],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=300,
+        env=env,
     )
     assert out.returncode == 0, out.stdout + out.stderr

@@ -150,3 +150,27 @@ def test_non_json_training_state_is_an_error(tmp_path):
     model, opt = _model_and_optimizer()
     with pytest.raises(CheckpointError, match="not JSON-serializable"):
         _save(tmp_path, 1, model, opt, data={"bad": object()})
+
+
+def test_metadata_unpickler_allows_dcp_enum_by_name_only():
+    """Python 3.11.2 pickles DCP's enum members as getattr(Enum, "NAME"): allowed for DCP enums, nothing else."""
+    import io
+    import pathlib
+    import pickle
+
+    from torch.distributed.checkpoint.metadata import _MEM_FORMAT_ENCODING
+
+    from ml.train.checkpoint import _MetadataUnpickler
+
+    class ByName:
+        def __init__(self, target, name):
+            self.target, self.name = target, name
+
+        def __reduce__(self):
+            return (getattr, (self.target, self.name))
+
+    ok = pickle.dumps(ByName(_MEM_FORMAT_ENCODING, "TORCH_CONTIGUOUS_FORMAT"), protocol=4)
+    assert _MetadataUnpickler(io.BytesIO(ok)).load() is _MEM_FORMAT_ENCODING.TORCH_CONTIGUOUS_FORMAT
+    bad = pickle.dumps(ByName(pathlib.PurePosixPath, "joinpath"), protocol=4)  # not a DCP enum
+    with pytest.raises(pickle.UnpicklingError, match="not allowed"):
+        _MetadataUnpickler(io.BytesIO(bad)).load()
