@@ -8,6 +8,7 @@ a column on kept docs). The paper publishes no thresholds; the defaults below fo
 
 from __future__ import annotations
 
+import abc
 import math
 import re
 from collections import Counter
@@ -117,7 +118,7 @@ class Doc:
         return [s for s in (line.strip() for line in self.text.split("\n")) if s]
 
 
-class HeuristicFilter:
+class HeuristicFilter(abc.ABC):
     """A rule: ``scores(doc)`` → named numbers (kept as columns), ``check(scores)`` → (reason, detail) or None."""
 
     name: ClassVar[str]
@@ -125,11 +126,13 @@ class HeuristicFilter:
     def __init__(self, config: FilterConfig):
         self.config = config
 
+    @abc.abstractmethod
     def scores(self, doc: Doc) -> dict[str, float]:
-        raise NotImplementedError
+        """The rule's measurements of ``doc`` (kept as columns on kept documents)."""
 
+    @abc.abstractmethod
     def check(self, scores: Mapping[str, float], doc: Doc) -> tuple[str, str] | None:
-        raise NotImplementedError
+        """``(reason, detail)`` when the document fails the rule, else None."""
 
     def filter(self, doc: Doc | Mapping[str, Any]) -> bool | tuple[bool, str]:
         """datatrove protocol: True to keep, ``(False, reason)`` to drop."""
