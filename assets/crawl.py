@@ -14,7 +14,7 @@ from dagster_project.stage import md_table, stage_run, upstream_dir
 from ml.data.crawl import CrawlConfig, crawl
 from ml.data.extract import ExtractConfig, extract_documents
 from ml.data.localweb import LocalWebConfig
-from ml.data.warc import expand_warc_paths, read_many
+from ml.data.warc import expand_warc_paths, iter_many
 from ml.io import atomic_dir, write_parquet, write_shards
 
 RawCrawlRun = dagster_config_for(
@@ -104,26 +104,40 @@ def _ingest_warcs(context, cfg: CrawlConfig, patterns: list[str], mlflow, dvc) -
 
     paths = expand_warc_paths(patterns)
     with stage_run(context, mlflow, dvc, cfg) as run:
-        records, errors = read_many(paths)
+        errors: list = []
+        rows = [  # streamed: payloads are never held, only what the manifest needs
+            (
+                r.url,
+                r.http_status or 0,
+                len(r.payload),
+                r.content_type,
+                r.fetch_time,
+                Path(r.warc_file).name,
+                r.offset,
+                r.record_type,
+            )
+            for r in iter_many(paths, errors)
+        ]
+        manifest = pd.DataFrame(
+            rows,
+            columns=[
+                "url",
+                "status",
+                "bytes",
+                "content_type",
+                "fetch_time",
+                "warc_file",
+                "warc_offset",
+                "record_type",
+            ],
+        )
         with atomic_dir(run.out_dir) as tmp:
             for p in paths:
                 shutil.copy2(p, tmp / Path(p).name)
-            manifest = pd.DataFrame(
-                {
-                    "url": [r.url for r in records],
-                    "status": [r.http_status or 0 for r in records],
-                    "bytes": [len(r.payload) for r in records],
-                    "content_type": [r.content_type for r in records],
-                    "fetch_time": [r.fetch_time for r in records],
-                    "warc_file": [Path(r.warc_file).name for r in records],
-                    "warc_offset": [r.offset for r in records],
-                    "record_type": [r.record_type for r in records],
-                }
-            )
             write_parquet(manifest, tmp / "manifest.parquet")
         hosts = manifest["url"].str.extract(r"^[a-z]+://([^/:]+)")[0].value_counts()
         stats = {
-            "pages_fetched": len(records),
+            "pages_fetched": len(manifest),
             "bytes_fetched": int(manifest["bytes"].sum()),
             "warc_files": len(paths),
             "read_errors": len(errors),
@@ -132,12 +146,12 @@ def _ingest_warcs(context, cfg: CrawlConfig, patterns: list[str], mlflow, dvc) -
         run.log_metrics(stats)
         err_md = "\n".join(f"- {e}" for e in errors) or "none"
         summary = (
-            f"Ingested **{len(records)} records** from {len(paths)} WARC/WET file(s).\n\n"
+            f"Ingested **{len(manifest)} records** from {len(paths)} WARC/WET file(s).\n\n"
             f"### Read errors\n{err_md}\n\n### Top hosts\n"
             + md_table(list(hosts.head(10).items()), ("host", "records"))
         )
         return run.result(
-            num_records=len(records),
+            num_records=len(manifest),
             summary=summary,
             metadata={
                 **stats,
@@ -158,8 +172,8 @@ def extracted_docs(
     src = upstream_dir("raw_crawl", context)
     warcs = sorted(p for p in src.iterdir() if p.name.endswith((".warc.gz", ".warc", ".wet.gz", ".wet")))
     with stage_run(context, mlflow, dvc, cfg, inputs={"raw_crawl": src}) as run:
-        records, errors = read_many(warcs)
-        result = extract_documents(records, cfg, source=run.partition or "crawl")
+        errors: list = []
+        result = extract_documents(iter_many(warcs, errors), cfg, source=run.partition or "crawl")
         with atomic_dir(run.out_dir) as tmp:
             write_shards(result.kept, tmp / "docs")
             write_shards(result.dropped, tmp / "dropped")
@@ -169,7 +183,7 @@ def extracted_docs(
         drops = result.drops_by_reason()
         summary = "\n\n".join(
             [
-                f"**{len(result.kept)} documents** in {langs.size} languages from {len(records)} records; "
+                f"**{len(result.kept)} documents** in {langs.size} languages from {result.stats.get('records_in', 0)} records; "
                 f"{len(result.dropped)} dropped.",
                 "### Drops by reason\n" + md_table(drops or {"none": 0}, ("reason", "count")),
                 "### Documents per language\n" + md_table(list(langs.items()), ("lang", "docs")),

@@ -211,17 +211,22 @@ def iter_records(path: Path | str) -> Iterator[WebRecord]:
         fh.close()
 
 
-def read_many(paths: Sequence[Path | str]) -> tuple[list[WebRecord], list[WarcFormatError]]:
-    """Read every file; a bad file costs only its records from the fault on, reported as an error."""
-    records: list[WebRecord] = []
-    errors: list[WarcFormatError] = []
+def iter_many(paths: Sequence[Path | str], errors: list[WarcFormatError]) -> Iterator[WebRecord]:
+    """Stream every file's records; a bad file costs only its records from the fault on, appended to ``errors``.
+
+    Memory stays bounded by one record, so multi-GB Common Crawl files can be ingested.
+    """
     for p in paths:
         try:
-            for rec in iter_records(p):
-                records.append(rec)
+            yield from iter_records(p)
         except WarcFormatError as exc:
             errors.append(exc)
-    return records, errors
+
+
+def read_many(paths: Sequence[Path | str]) -> tuple[list[WebRecord], list[WarcFormatError]]:
+    """Read every file into memory (small inputs and tests); see ``iter_many`` for streaming."""
+    errors: list[WarcFormatError] = []
+    return list(iter_many(paths, errors)), errors
 
 
 def expand_warc_paths(patterns: Sequence[str | Path]) -> list[Path]:
