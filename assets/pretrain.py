@@ -1,5 +1,6 @@
 """Pre-training: the training engine (``ml.train``) launched under torchrun through Dagster Pipes."""
 
+import hashlib
 import json
 import shutil
 
@@ -39,8 +40,13 @@ def pretrained_base(
     if "vocab_size" not in cfg.model_overrides:  # the model's embedding follows the tokenizer it trains on
         cfg = cfg.replace(model_overrides={**cfg.model_overrides, "vocab_size": int(vocab)})
     with stage_run(context, mlflow, dvc, cfg, inputs={"token_shards": shards, "tokenizer": tok_dir}) as run:
-        # Checkpoints live in a work dir outside the artifact so a failed run resumes where it stopped.
-        work = lifecycle_home() / "data" / "_work" / run.asset / (run.partition or "all")
+        # Checkpoints live in a work dir outside the artifact so a failed run resumes where it stopped; the dir
+        # is keyed by the inputs' DVC md5s and the config, so new data or a new config starts a fresh run.
+        key = hashlib.sha256(json.dumps([run.input_md5, cfg.to_dict()], sort_keys=True).encode()).hexdigest()[
+            :12
+        ]
+        work_root = lifecycle_home() / "data" / "_work" / run.asset / (run.partition or "all")
+        work = work_root / key
         work.mkdir(parents=True, exist_ok=True)
         atomic_write_text(work / "train_config.yaml", cfg.to_yaml())
         pipes = torchrun.launch(
@@ -61,6 +67,9 @@ def pretrained_base(
                 tmp / "pipes_report.json",
                 json.dumps({k: getattr(v, "value", v) for k, v in reported.items()}, default=str, indent=2),
             )
+        for stale in work_root.iterdir():  # finished: checkpoints of other inputs/configs are not needed
+            if stale != work:
+                shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
         run.log_png(run.out_dir / "loss.png", "loss curve")
         final = {k: getattr(v, "value", v) for k, v in reported.items() if k != "hf_export"}
         run.log_metrics({k: v for k, v in final.items() if isinstance(v, int | float)})

@@ -9,6 +9,12 @@ Layout of ``<root>/step-00000123/``::
                                      optimizer param_groups (JSON: nothing here is ever unpickled)
     checkpoint.json                  manifest: step, world size, sha256 + size of every other file
 
+Resuming at another world size: DCP reshards model and optimizer tensors (FSDP2 DTensor shards <-> plain
+tensors, any number of ranks); the optimizer param_groups name parameters by FQN, so rank 0's apply
+everywhere; the data-loader state is world-size independent (ml/train/data.py). RNG states are per rank:
+at the saving world size every rank restores its own, at another one every rank restores rank 0's (the
+loop seeds all ranks alike, so rank 0's state is what any rank of an uninterrupted run would hold).
+
 Every rank writes into ``.step-00000123.tmp`` beside the final directory; rank 0 writes the manifest last
 and renames the directory, so a directory named ``step-*`` is complete. Loading re-hashes every file
 against the manifest first (truncated, tampered, missing or unexpected file -> :class:`CheckpointError`
@@ -345,17 +351,35 @@ def _verified_manifest(path: Path) -> dict[str, Any]:
     return result[0]
 
 
-def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-    """Verify ``path``, load model + optimizer in place (collective), return this rank's training state."""
+def load_checkpoint(
+    path: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    *,
+    model_config: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Verify ``path``, load model + optimizer in place (collective), return this rank's training state.
+
+    The checkpoint may come from any world size (see the module docstring for what is remapped); the
+    returned state's ``world_size`` is the saving one. ``model_config``: refuse a checkpoint of another
+    model shape before any tensor is read.
+    """
     path = Path(path)
     manifest = _verified_manifest(path)
-    rank, world = _rank(), _world()
-    if manifest["world_size"] != world:
+    if model_config is not None and manifest.get("model_config") != model_config:
+        saved = manifest.get("model_config") or {}
+        diff = sorted(k for k in {*saved, *model_config} if saved.get(k) != model_config.get(k))
         raise CheckpointError(
-            f"{path / MANIFEST}: saved with world size {manifest['world_size']}, resuming with {world}: "
-            "per-rank data-loader and RNG states cannot be mapped"
+            f"{path / MANIFEST}: saved for another model shape: "
+            + ", ".join(f"{k}={saved.get(k)!r} (this run: {model_config.get(k)!r})" for k in diff)
         )
-    state_file = path / "train_state" / f"rank-{rank:05d}.json"
+    rank, world, saved_world = _rank(), _world(), int(manifest["world_size"])
+    state_files = sorted(p.name for p in (path / "train_state").glob("rank-*.json"))
+    if state_files != [f"rank-{r:05d}.json" for r in range(saved_world)]:
+        raise CheckpointError(
+            f"{path / 'train_state'}: holds {state_files} but the manifest says world size {saved_world}"
+        )
+    state_file = path / "train_state" / f"rank-{rank if world == saved_world else 0:05d}.json"
     try:
         state = json.loads(state_file.read_text())
     except (OSError, json.JSONDecodeError) as exc:

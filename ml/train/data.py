@@ -7,6 +7,13 @@ with ``np.random.default_rng(seed + epoch).permutation``; rank ``r`` of ``world_
 ``perm[r::world_size]``, cut to the same length on every rank, and batches of B consecutive windows from
 it (the tail that does not fill a batch is dropped, so every rank runs the same number of steps).
 
+World-size independence: with W ranks of B windows each (global batch G = W * B), the p-th batch of rank
+``r`` is ``perm[p*G + r + W*j]`` for ``j < B``, so the ranks' p-th batches together are exactly
+``perm[p*G : (p+1)*G]``, the p-th batch of one process with batch G (only the order of the rows differs).
+The epoch has ``N // G`` global batches at any W. Hence the loader state is world-size independent: the
+epoch and the number of windows of it consumed by all ranks together (``windows_consumed = p * G``), and
+a state saved at one world size resumes at another.
+
 Per batch: ``inputs = window[:, :-1]``, ``targets = window[:, 1:]`` and ``doc_ids`` numbering the documents
 within each row (0 for the one the row starts in, +1 at every document start), for a block-diagonal
 attention mask. By default the last token of a document (``<|end_of_text|>``) keeps the next document's
@@ -162,25 +169,50 @@ class TokenLoader:
         count = min(n, len(windows) // b)
         return [self.make_batch(windows[i * b : (i + 1) * b]) for i in range(count)]
 
+    @property
+    def global_batch_size(self) -> int:
+        """Windows per batch over all ranks together."""
+        return self.batch_size * self.world_size
+
     def state_dict(self) -> dict[str, Any]:
-        """Position (epoch, batches served in it) plus the settings it is only valid for."""
+        """World-size independent position (epoch, windows consumed by all ranks) plus the settings it holds for.
+
+        Every rank returns the same dict.
+        """
         return {
             "epoch": self.epoch,
-            "position": self.position,
+            "windows_consumed": self.position * self.global_batch_size,
             "seed": self.seed,
             "seq_len": self.seq_len,
-            "batch_size": self.batch_size,
-            "world_size": self.world_size,
+            "global_batch_size": self.global_batch_size,
             "num_windows": self.num_windows,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        for key in ("seed", "seq_len", "batch_size", "world_size", "num_windows"):
+        """Resume from ``state``, saved at this or any other world size (same global batch)."""
+        state = _upgrade_state(state)
+        for key in ("epoch", "windows_consumed", "seed", "seq_len", "global_batch_size", "num_windows"):
             if key not in state:
                 raise KeyError(f"TokenLoader.load_state_dict: state lacks {key!r}")
+        for key in ("seed", "seq_len", "global_batch_size", "num_windows"):
             if int(state[key]) != getattr(self, key):
                 raise ValueError(
                     f"TokenLoader.load_state_dict: state has {key}={state[key]} but this loader has "
-                    f"{key}={getattr(self, key)}; resuming would not reproduce the same batches"
+                    f"{key}={getattr(self, key)} (batch_size={self.batch_size} x world_size={self.world_size}); "
+                    "resuming would not reproduce the same batches"
                 )
-        self.epoch, self.position = int(state["epoch"]), int(state["position"])
+        consumed, g = int(state["windows_consumed"]), self.global_batch_size
+        if consumed % g or not 0 <= consumed // g <= self.batches_per_epoch:
+            raise ValueError(
+                f"TokenLoader.load_state_dict: windows_consumed={consumed} is not a whole number of global "
+                f"batches of {g} windows within an epoch of {self.batches_per_epoch} batches"
+            )
+        self.epoch, self.position = int(state["epoch"]), consumed // g
+
+
+def _upgrade_state(state: dict[str, Any]) -> dict[str, Any]:
+    """A state written before ``windows_consumed`` (per-rank ``position``, ``batch_size``, ``world_size``)."""
+    if "windows_consumed" in state or not {"position", "batch_size", "world_size"} <= state.keys():
+        return state
+    g = int(state["batch_size"]) * int(state["world_size"])
+    return {**state, "windows_consumed": int(state["position"]) * g, "global_batch_size": g}

@@ -1,7 +1,8 @@
 """The pre-training loop: one short function over a plain Llama, AdamW, a token loader and checkpoints.
 
 ``train(cfg, data_dir, out_dir)`` runs in one process or under torchrun (FSDP2 when world size > 1),
-resumes from the newest checkpoint in ``out_dir/checkpoints``, and on rank 0 reports per-step metrics
+resumes from the newest checkpoint in ``out_dir/checkpoints`` (saved at any world size: same global batch,
+same batches from there on), and on rank 0 reports per-step metrics
 through ``on_metrics(step, dict)`` and writes the final model in HF Llama format to ``out_dir/hf``.
 
 ``batch_size`` is the *global* number of sequences per micro-batch (split evenly over ranks), so one
@@ -345,19 +346,26 @@ def _train(
     model_config_dict = ckpt.config_dict(mcfg)
     latest = ckpt.latest_checkpoint(ckpt_root) if resume else None
     if latest is not None:
-        state = ckpt.load_checkpoint(latest, model, optimizer)
-        if state.get("model_config") != model_config_dict:
-            raise ckpt.CheckpointError(
-                f"{latest}: saved for model config {state.get('model_config')}, this run builds {model_config_dict}"
-            )
+        state = ckpt.load_checkpoint(latest, model, optimizer, model_config=model_config_dict)
         step, tokens_seen = int(state["step"]), int(state["tokens_seen"])
         if state["seq_len"] != seq_len:
-            seq_len = int(state["seq_len"])
+            if not cfg.batch_ramp:
+                raise ckpt.CheckpointError(
+                    f"{latest}: saved with seq_len={state['seq_len']}, this run has seq_len={seq_len}"
+                )
+            seq_len = int(state["seq_len"])  # the ramp stage the checkpoint was in
             loader = _make_loader(cfg, data_dir, "train", info, seq_len, cfg.seed)
-        loader.load_state_dict(state["data"])
-        ckpt.set_rng_state(state["rng"])
+        try:
+            loader.load_state_dict(state["data"])  # world-size independent: any saving world size
+        except (KeyError, ValueError) as exc:
+            raise ckpt.CheckpointError(f"{latest}: data-loader state does not fit this run: {exc}") from exc
+        ckpt.set_rng_state(state["rng"])  # rank 0's when the world size changed (ml/train/checkpoint.py)
         if rank0:
-            _log(f"resumed from {latest} at step {step} ({tokens_seen:,} tokens)")
+            moved = state["world_size"] != info.world_size
+            _log(
+                f"resumed from {latest} at step {step} ({tokens_seen:,} tokens)"
+                + (f", resharded from {state['world_size']} to {info.world_size} ranks" if moved else "")
+            )
     start_step = step
 
     peak, peak_source = peak_flops_for(cfg, device)

@@ -14,9 +14,14 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("e2e")]
 @pytest.fixture
 def upstream(home):
     """Tokenizer + token shards for partition snap-1, built from real text (Python's reference manual)."""
+    _write_upstream(home, 150)
+    return home
+
+
+def _write_upstream(home, n_texts: int):
     from pydoc_data.topics import topics
 
-    texts = [t for t in topics.values() if len(t) > 500][:150]
+    texts = [t for t in topics.values() if len(t) > 500][:n_texts]
     tok_cfg = TokenizerConfig.from_preset("tiny", vocab_size=1024)
     tok = train_tokenizer(texts, tok_cfg)
     save_tokenizer(tok, home / "data" / "tokenizer" / "snap-1", tok_cfg)
@@ -32,7 +37,6 @@ def upstream(home):
         }
     )
     write_token_shards(df, tok, home / "data" / "token_shards" / "snap-1", ShardConfig.from_preset("tiny"))
-    return home
 
 
 def test_pretrain_runs_under_torchrun_through_pipes(upstream):
@@ -68,3 +72,20 @@ def test_pretrain_runs_under_torchrun_through_pipes(upstream):
     LlamaForCausalLM.from_pretrained(str(art / "hf"))  # the artifact is a loadable HF Llama
     logs = instance.all_logs(result.run_id)
     assert any("step 6:" in (e.user_message or "") for e in logs)  # streamed through Pipes
+
+    # New token shards: the next materialization trains afresh (no resume from the other data's checkpoint)
+    # and the finished run's work dir is cleaned up.
+    work_root = upstream / "data" / "_work" / "pretrained_base" / "snap-1"
+    first_work = {p.name for p in work_root.iterdir()}
+    _write_upstream(upstream, 40)  # 40 of the 70 long reference-manual topics
+    again = defs.resolve_job_def("lifecycle").execute_in_process(
+        run_config={"ops": {"pretrained_base": {"config": train}}},
+        instance=instance,
+        partition_key="snap-1",
+        asset_selection=[dg.AssetKey("pretrained_base")],
+    )
+    assert again.success
+    steps = [json.loads(line)["step"] for line in (art / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5, 6]
+    second_work = {p.name for p in work_root.iterdir()}
+    assert len(second_work) == 1 and second_work != first_work

@@ -137,13 +137,23 @@ def test_foreign_pickle_in_dcp_metadata_is_never_executed(saved):
         ckpt.load_checkpoint(path, model, opt)
 
 
-def test_world_size_mismatch_is_refused(saved):
+def test_rank_files_must_match_the_manifest_world_size(saved):
     _, path, model, opt = saved
     manifest = json.loads((path / "checkpoint.json").read_text())
-    manifest["world_size"] = 4
+    manifest["world_size"] = 2
     (path / "checkpoint.json").write_text(json.dumps(manifest))
-    with pytest.raises(CheckpointError, match="world size 4, resuming with 1"):
+    with pytest.raises(
+        CheckpointError, match=r"holds \['rank-00000.json'\] but the manifest says world size 2"
+    ):
         ckpt.load_checkpoint(path, model, opt)
+
+
+def test_other_model_shape_is_refused_before_loading(saved):
+    _, path, model, opt = saved
+    other = {**ckpt.config_dict(model.cfg), "dim": 128}
+    with pytest.raises(CheckpointError, match=r"another model shape: dim=64 \(this run: 128\)"):
+        ckpt.load_checkpoint(path, model, opt, model_config=other)
+    assert ckpt.load_checkpoint(path, model, opt, model_config=ckpt.config_dict(model.cfg))["step"] == 7
 
 
 def test_non_json_training_state_is_an_error(tmp_path):

@@ -122,17 +122,82 @@ def test_state_dict_contents_and_mismatch(big):
     state = loader.state_dict()
     assert state == {
         "epoch": 1,
-        "position": 1,
+        "windows_consumed": 12,  # 1 batch of 12 into epoch 1
         "seed": 11,
         "seq_len": 8,
-        "batch_size": 12,
-        "world_size": 1,
+        "global_batch_size": 12,
         "num_windows": loader.num_windows,
     }
     with pytest.raises(ValueError, match="seq_len=8 but this loader has seq_len=4"):
         TokenLoader(big, batch_size=12, seq_len=4, seed=11).load_state_dict(state)
     with pytest.raises(ValueError, match="seed=11"):
         TokenLoader(big, batch_size=12, seq_len=8, seed=12).load_state_dict(state)
+    other_batch = TokenLoader(big, batch_size=3, seq_len=8, seed=11, world_size=2)
+    with pytest.raises(
+        ValueError, match=r"global_batch_size=12 but .* global_batch_size=6 \(batch_size=3 x world"
+    ):
+        other_batch.load_state_dict(state)
+    with pytest.raises(ValueError, match="windows_consumed=13 is not a whole number of global batches of 12"):
+        TokenLoader(big, batch_size=6, seq_len=8, seed=11, world_size=2).load_state_dict(
+            {**state, "windows_consumed": 13}
+        )
+    with pytest.raises(ValueError, match="windows_consumed=84 .* within an epoch of 6 batches"):
+        TokenLoader(big, batch_size=12, seq_len=8, seed=11).load_state_dict({**state, "windows_consumed": 84})
+    with pytest.raises(KeyError, match="epoch"):
+        TokenLoader(big, batch_size=12, seq_len=8, seed=11).load_state_dict(
+            {k: state[k] for k in list(state)[1:]}
+        )
+
+
+def test_state_of_the_per_rank_format_still_loads(big):
+    """States written before ``windows_consumed``: per-rank position, batch size and world size."""
+    legacy = {"epoch": 1, "position": 1, "seed": 11, "seq_len": 8, "batch_size": 6, "world_size": 2}
+    loader = TokenLoader(big, batch_size=12, seq_len=8, seed=11)
+    loader.load_state_dict({**legacy, "num_windows": loader.num_windows})
+    assert (loader.epoch, loader.position) == (1, 1)
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_ranks_together_serve_the_one_process_batch(big, world):
+    """Rank r's p-th batch is rows r, r+W, ... of one process's p-th batch (global batch 6), across epochs."""
+    single = TokenLoader(big, batch_size=6, seq_len=8, seed=5)
+    ranks = [
+        TokenLoader(big, batch_size=6 // world, seq_len=8, seed=5, rank=r, world_size=world)
+        for r in range(world)
+    ]
+    assert [ld.batches_per_epoch for ld in ranks] == [single.batches_per_epoch] * world
+    for _ in range(2 * single.batches_per_epoch + 1):
+        batch = next(single)
+        for r, ld in enumerate(ranks):
+            got = next(ld)
+            assert torch.equal(got.inputs, batch.inputs[r::world])
+            assert torch.equal(got.doc_ids, batch.doc_ids[r::world])
+    assert {str(ld.state_dict()) for ld in ranks} == {str(single.state_dict())}  # one state for all
+
+
+@pytest.mark.parametrize(("saved_world", "resumed_world"), [(1, 2), (2, 1), (3, 2)])
+@pytest.mark.parametrize("k", [3, 12, 13])  # 12 batches per epoch: at and past the boundary
+def test_state_resumes_at_another_world_size(big, saved_world, resumed_world, k):
+    reference = take(TokenLoader(big, batch_size=6, seq_len=8, seed=5), 20)
+
+    def loaders(world):
+        return [
+            TokenLoader(big, batch_size=6 // world, seq_len=8, seed=5, rank=r, world_size=world)
+            for r in range(world)
+        ]
+
+    saved = loaders(saved_world)
+    assert saved[0].batches_per_epoch == 12
+    for _ in range(k):
+        for ld in saved:
+            next(ld)
+    state = saved[-1].state_dict()  # any rank's: all equal
+    resumed = loaders(resumed_world)
+    for ld in resumed:
+        ld.load_state_dict(state)
+    for step in range(k, 20):
+        for r, ld in enumerate(resumed):
+            assert torch.equal(next(ld).inputs, reference[step].inputs[r::resumed_world]), (step, r)
 
 
 def test_two_ranks_disjoint_and_cover_epoch(big):
@@ -159,7 +224,7 @@ def test_val_batches_deterministic(big):
     assert torch.equal(first[1].inputs, loader.make_batch(np.array([3, 4, 5])).inputs)
     take(loader, 3)
     assert same(loader.val_batches(2), first)
-    assert loader.state_dict()["position"] == 3
+    assert loader.state_dict()["windows_consumed"] == 9
     assert len(loader.val_batches(10_000)) == loader.num_windows // 3
     rank1 = TokenLoader(big, batch_size=3, seq_len=8, rank=1, world_size=2).val_batches(1)
     assert torch.equal(rank1[0].inputs, loader.make_batch(np.array([1, 3, 5])).inputs)

@@ -1,64 +1,112 @@
-"""FSDP2 over 2 gloo processes under torchrun equals one process with the same global batch."""
+"""FSDP2 over 2 gloo processes under torchrun equals one process with the same global batch, and a checkpoint
+of either resumes at the other world size (2 ranks -> 1 process, 1 process -> 2 ranks)."""
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
+from types import SimpleNamespace
 
 import pytest
 import torch
-from train_helpers import REPO, TINY_TRAIN, subprocess_env, train_cli, train_in_process, write_config
+from train_helpers import (
+    REPO,
+    TINY_TRAIN,
+    copy_checkpoint,
+    read_metrics,
+    torchrun,
+    train_cli,
+    train_in_process,
+    write_config,
+)
 
 from ml.hf import load_hf
-from ml.train.checkpoint import CheckpointError
-from ml.train.loop import TrainConfig, train
 
-RUN = {**TINY_TRAIN, "steps": 12, "ckpt_every": 6, "eval_every": 6, "warmup_steps": 3}
+K, N = 6, 12  # checkpoints at steps K and N; resumes start from K
+RUN = {**TINY_TRAIN, "steps": N, "ckpt_every": K, "eval_every": K, "warmup_steps": 3}
+LOSS_REL, GRAD_NORM_REL = 1e-4, 1e-3  # 2 ranks vs 1 process: same windows, different reduction order
 
 
-def _torchrun(args: list[str], timeout: int, **kwargs) -> subprocess.CompletedProcess:
-    """``torchrun --standalone --nproc-per-node 2 *args`` on one thread per rank; output captured."""
-    return subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", *args],
-        env=subprocess_env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        **kwargs,
+@pytest.fixture(scope="module")
+def runs(token_shards, tmp_path_factory) -> SimpleNamespace:
+    """RUN uninterrupted in this process and on 2 gloo ranks under torchrun (both checkpoint at K and N)."""
+    root = tmp_path_factory.mktemp("fsdp")
+    single = train_in_process(RUN, token_shards, root / "single")
+    cfg_path = write_config(RUN, root / "cfg.yaml")
+    out, metrics = root / "fsdp", root / "fsdp.jsonl"
+    done = torchrun(train_cli(cfg_path, token_shards, out, metrics), timeout=180, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-4000:]
+    return SimpleNamespace(
+        cfg_path=cfg_path,
+        single=single,
+        single_out=root / "single",
+        fsdp=read_metrics(metrics),
+        fsdp_out=out,
+        fsdp_stderr=done.stderr,
     )
 
 
-@pytest.mark.slow
-def test_two_process_fsdp_matches_single_process(token_shards, tmp_path):
-    single = train_in_process(RUN, token_shards, tmp_path / "single")
+def assert_matches_single(got: dict[int, dict], single: dict[int, dict], steps: range) -> None:
+    """Per-step metrics of ``got`` equal the uninterrupted 1-process run within 2-vs-1-rank tolerances."""
+    for step in steps:
+        assert got[step]["loss"] == pytest.approx(single[step]["loss"], rel=LOSS_REL), step
+        assert got[step]["grad_norm"] == pytest.approx(single[step]["grad_norm"], rel=GRAD_NORM_REL), step
+        assert got[step]["lr"] == single[step]["lr"], step
+        assert got[step]["tokens_seen"] == single[step]["tokens_seen"], step
+    for step in (s for s in steps if s % K == 0):
+        assert got[step]["val_loss"] == pytest.approx(single[step]["val_loss"], rel=LOSS_REL), step
 
-    cfg_path = write_config(RUN, tmp_path / "cfg.yaml")
-    out, metrics = tmp_path / "fsdp", tmp_path / "fsdp.jsonl"
-    done = _torchrun(train_cli(cfg_path, token_shards, out, metrics), timeout=180, cwd=REPO)
-    assert done.returncode == 0, done.stderr[-4000:]
-    assert "on 2 x cpu" in done.stderr
 
-    fsdp = {r["step"]: r for r in map(json.loads, metrics.read_text().splitlines())}
-    assert sorted(fsdp) == list(range(1, 13))  # rank 0 alone wrote metrics: one line per step
-    for step in range(1, 13):
-        assert fsdp[step]["loss"] == pytest.approx(single[step]["loss"], rel=1e-4), step
-        assert fsdp[step]["grad_norm"] == pytest.approx(single[step]["grad_norm"], rel=1e-3), step
-        assert fsdp[step]["tokens_seen"] == single[step]["tokens_seen"]
-    for step in (6, 12):
-        assert fsdp[step]["val_loss"] == pytest.approx(single[step]["val_loss"], rel=1e-4)
-
-    # Sharded DCP state: one file per rank; the HF export gathered the full weights on rank 0.
-    ckpt = out / "checkpoints" / "step-00000012"
-    assert sorted(p.name for p in (ckpt / "dcp").glob("*.distcp")) == ["__0_0.distcp", "__1_0.distcp"]
-    assert sorted(p.name for p in (ckpt / "train_state").iterdir()) == ["rank-00000.json", "rank-00001.json"]
-    a, b = load_hf(out / "hf").state_dict(), load_hf(tmp_path / "single" / "hf").state_dict()
+def assert_weights_close(hf_a, hf_b) -> None:
+    a, b = load_hf(hf_a).state_dict(), load_hf(hf_b).state_dict()
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-5, msg=name)
 
-    # Resuming a 2-rank checkpoint in one process is refused (per-rank loader state would not map).
-    with pytest.raises(CheckpointError, match="world size 2, resuming with 1"):
-        train(TrainConfig.from_dict(RUN), token_shards, out)
+
+@pytest.mark.slow
+def test_two_process_fsdp_matches_single_process(runs):
+    assert "on 2 x cpu" in runs.fsdp_stderr
+    assert sorted(runs.fsdp) == list(range(1, N + 1))  # rank 0 alone wrote metrics: one line per step
+    assert_matches_single(runs.fsdp, runs.single, range(1, N + 1))
+
+    # Sharded DCP state: one file per rank; the HF export gathered the full weights on rank 0.
+    ckpt = runs.fsdp_out / "checkpoints" / f"step-{N:08d}"
+    assert sorted(p.name for p in (ckpt / "dcp").glob("*.distcp")) == ["__0_0.distcp", "__1_0.distcp"]
+    ranks = [json.loads((ckpt / "train_state" / f"rank-{r:05d}.json").read_text()) for r in range(2)]
+    assert (
+        ranks[0]["data"]
+        == ranks[1]["data"]
+        == {  # world-size independent loader state
+            **ranks[0]["data"],
+            "epoch": 0,
+            "windows_consumed": N * RUN["batch_size"],
+            "global_batch_size": RUN["batch_size"],
+        }
+    )
+    assert_weights_close(runs.fsdp_out / "hf", runs.single_out / "hf")
+
+
+@pytest.mark.slow
+def test_two_rank_checkpoint_resumes_in_one_process(runs, token_shards, tmp_path):
+    copy_checkpoint(runs.fsdp_out, K, tmp_path)
+    resumed = train_in_process(RUN, token_shards, tmp_path)
+    assert sorted(resumed) == list(range(K + 1, N + 1))  # started from step K
+    assert_matches_single(resumed, runs.single, range(K + 1, N + 1))
+    assert_weights_close(tmp_path / "hf", runs.single_out / "hf")
+
+
+@pytest.mark.slow
+def test_one_process_checkpoint_resumes_on_two_ranks(runs, token_shards, tmp_path):
+    copy_checkpoint(runs.single_out, K, tmp_path / "out")
+    metrics = tmp_path / "m.jsonl"
+    done = torchrun(train_cli(runs.cfg_path, token_shards, tmp_path / "out", metrics), timeout=180, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert f"at step {K}" in done.stderr and "resharded from 1 to 2 ranks" in done.stderr
+    resumed = read_metrics(metrics)
+    assert sorted(resumed) == list(range(K + 1, N + 1))
+    assert_matches_single(resumed, runs.single, range(K + 1, N + 1))
+    dcp_files = (tmp_path / "out" / "checkpoints" / f"step-{N:08d}" / "dcp").glob("*.distcp")
+    assert sorted(p.name for p in dcp_files) == ["__0_0.distcp", "__1_0.distcp"]
+    assert_weights_close(tmp_path / "out" / "hf", runs.single_out / "hf")
 
 
 # Rank 1 kills itself once rank 0 has logged step 3; torchrun must tear rank 0 down and fail the job.
@@ -92,7 +140,7 @@ def test_a_dead_rank_fails_the_whole_job(token_shards, tmp_path):
     cfg_path = write_config(run, tmp_path / "cfg.yaml")
     (tmp_path / "dying.py").write_text(DYING_RANK)
     args = [tmp_path / "dying.py", cfg_path, token_shards, tmp_path / "out", tmp_path / "m"]
-    done = _torchrun([str(a) for a in args], timeout=120)
+    done = torchrun([str(a) for a in args], timeout=120)
     assert done.returncode != 0
     assert "exitcode  : -9" in done.stderr and "Signal 9 (SIGKILL)" in done.stderr
     assert not (tmp_path / "out" / "hf").exists()

@@ -17,6 +17,7 @@ from train_helpers import TINY_TRAIN
 
 from ml.config import ConfigError
 from ml.hf import load_hf
+from ml.train.checkpoint import CheckpointError
 from ml.train.loop import TrainConfig, autocast_context, train
 from ml.train.schedule import lr_at
 
@@ -118,6 +119,20 @@ def test_resume_false_starts_over_and_finished_run_resumes_to_nothing(token_shar
     assert (again.start_step, again.final_step, again.losses) == (3, 3, [])
     fresh = train(cfg, token_shards, tmp_path, resume=False)
     assert fresh.losses == first.losses
+
+
+def test_resume_refuses_an_incompatible_checkpoint(token_shards, tmp_path):
+    base = {**TINY_TRAIN, "steps": 2, "eval_every": 0, "warmup_steps": 1}
+    train(TrainConfig.from_dict(base), token_shards, tmp_path)  # checkpoint at step 2
+    small_dim = {**TINY_TRAIN["model_overrides"], "dim": 32}
+    cases = [
+        ({"model_overrides": small_dim}, r"another model shape: dim=64 \(this run: 32\)"),
+        ({"seq_len": 32}, "saved with seq_len=64, this run has seq_len=32"),
+        ({"batch_size": 4}, "global_batch_size=8 but this loader has global_batch_size=4"),
+    ]
+    for change, message in cases:
+        with pytest.raises(CheckpointError, match=message):
+            train(TrainConfig.from_dict({**base, **change}), token_shards, tmp_path)
 
 
 def test_vocab_mismatch_is_a_clear_error(token_shards, tmp_path):

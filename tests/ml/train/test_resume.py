@@ -10,10 +10,17 @@ import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 
 import pytest
-from train_helpers import REPO, TINY_TRAIN, subprocess_env, train_cli, train_in_process, write_config
+from train_helpers import (
+    REPO,
+    TINY_TRAIN,
+    read_metrics,
+    subprocess_env,
+    train_cli,
+    train_in_process,
+    write_config,
+)
 
 RUN = {**TINY_TRAIN, "steps": 30, "ckpt_every": 10, "eval_every": 10, "keep_last": 3}
 
@@ -44,11 +51,6 @@ VICTIM = textwrap.dedent(
 
 def _env() -> dict[str, str]:
     return subprocess_env(PYTHONUNBUFFERED="1")
-
-
-def _read(path: Path) -> dict[int, dict]:
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return {r["step"]: r for r in rows}
 
 
 @pytest.mark.slow
@@ -102,7 +104,7 @@ def test_sigkill_then_resume_matches_uninterrupted_run(token_shards, tmp_path):
     assert [r["step"] for r in rows] == list(range(1, 14)) + list(
         range(11, 31)
     )  # killed at 13, resumed at 10
-    after = _read(metrics)  # later lines win: the resumed run's steps 11..30
+    after = read_metrics(metrics)  # later lines win: the resumed run's steps 11..30
     for step in range(1, 31):
         for key in ("loss", "lr", "grad_norm", "tokens_seen"):
             assert after[step][key] == reference[step][key], (step, key)

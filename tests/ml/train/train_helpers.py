@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -69,6 +72,38 @@ def train_cli(cfg_path: Path, data: Path, out: Path, metrics: Path) -> list[str]
         "--out", str(out),
         "--metrics-jsonl", str(metrics),
     ]  # fmt: skip
+
+
+def torchrun(args: list[str], timeout: int, nproc: int = 2, **kwargs) -> subprocess.CompletedProcess:
+    """``torchrun --standalone --nproc-per-node nproc *args`` on one thread per rank; output captured."""
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            str(nproc),
+            *args,
+        ],
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **kwargs,
+    )
+
+
+def read_metrics(path: Path) -> dict[int, dict]:
+    """A metrics JSONL file by step (a later line for a step wins, as after a resume)."""
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return {r["step"]: r for r in rows}
+
+
+def copy_checkpoint(src_out: Path, step: int, dst_out: Path) -> Path:
+    """Checkpoint ``step`` of the run in ``src_out`` as the only checkpoint of a new run in ``dst_out``."""
+    name = f"step-{step:08d}"
+    return Path(shutil.copytree(src_out / "checkpoints" / name, dst_out / "checkpoints" / name))
 
 
 def synthetic_docs(n_docs: int, seed: int) -> list[np.ndarray]:
