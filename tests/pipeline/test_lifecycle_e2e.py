@@ -6,26 +6,11 @@ import sys
 
 import pytest
 import yaml
+from test_definitions import LIFECYCLE as ASSETS  # the expected graph, in topological order
 
 from ml.io import read_shards
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("e2e")]
-
-ASSETS = [
-    "raw_crawl",
-    "extracted_docs",
-    "url_deduped",
-    "minhash_deduped",
-    "line_deduped",
-    "filtered_docs",
-    "quality_classifier",
-    "quality_scored",
-    "domain_classified",
-    "curated_corpus",
-    "tokenizer",
-    "token_shards",
-    "pretrained_base",
-]
 
 
 def test_every_asset_materializes_with_gates_passing(home, tmp_path):
