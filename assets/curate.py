@@ -79,26 +79,16 @@ def _finish(
 
 
 def _global_step(
-    context,
-    run_cfg,
-    cfg_cls,
-    upstream: str,
-    fn: Callable[..., StepResult],
-    mlflow,
-    dvc,
-    title: str,
-    extra: Callable[[StepResult, pd.DataFrame], tuple[str, dict]] | None = None,
-    **fn_kwargs,
+    context, run_cfg, cfg_cls, upstream: str, fn: Callable[..., StepResult], mlflow, dvc, title: str
 ):
-    """A step that needs the whole corpus at once (URL dedup, MinHash)."""
+    """A step that needs the whole corpus at once (URL dedup; filters, whose KL reference is the whole corpus)."""
     cfg = resolve_config(cfg_cls, run_cfg)
     src, df = _docs(upstream, context)
     with stage_run(context, mlflow, dvc, cfg, inputs={upstream: src}) as run:
-        result = fn(df, cfg, **fn_kwargs)
+        result = fn(df, cfg)
         with atomic_dir(run.out_dir) as tmp:
             _write_step(tmp, result)
-        extra_md, extra_meta = extra(result, df) if extra else ("", {})
-        return _finish(run, result.summary(), title=title, extra_md=extra_md, metadata=extra_meta)
+        return _finish(run, result.summary(), title=title)
 
 
 def _sharded_step(
