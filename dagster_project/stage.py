@@ -46,7 +46,7 @@ def recorded_md5(path: Path) -> str:
     """The DVC md5 of an artifact (dvc.lock / .dvc file), or a content hash if DVC has none."""
     home = lifecycle_home()
     rel = Path(path).resolve().relative_to(home).as_posix()
-    with contextlib.suppress(Exception):
+    with contextlib.suppress(RuntimeError, FileNotFoundError):  # DVC has no record: hash the content instead
         return dvc_md5(home, rel, DvcResource()._stage_for(home, rel))
     return directory_md5(path)
 
