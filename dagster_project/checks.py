@@ -61,19 +61,11 @@ def mix_hits_target(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResu
 
 @dg.asset_check(asset=tokenizer, blocking=True, partitions_def=SNAPSHOTS)
 def tokenizer_special_tokens(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-    """Every Llama 3 chat special token encodes to a single id."""
-    from ml.tokenizer import load_tokenizer
+    """Every named Llama 3 special token (chat tokens included) encodes to a single id."""
+    from ml.tokenizer import NAMED_SPECIAL_OFFSETS, load_tokenizer
 
     tok = load_tokenizer(_dir(context, "tokenizer"))
-    specials = [
-        "<|begin_of_text|>",
-        "<|end_of_text|>",
-        "<|start_header_id|>",
-        "<|end_header_id|>",
-        "<|eot_id|>",
-        "<|eom_id|>",
-        "<|python_tag|>",
-    ]
+    specials = list(NAMED_SPECIAL_OFFSETS)  # begin/end of text, pad, headers, eom, eot, python_tag
     ids = {s: tok.encode(s, add_special_tokens=False).ids for s in specials}
     bad = {s: i for s, i in ids.items() if len(i) != 1}
     return dg.AssetCheckResult(passed=not bad, metadata={"ids": dg.MetadataValue.json(ids)})

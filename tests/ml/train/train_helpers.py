@@ -14,6 +14,7 @@ import torch
 
 from ml.data.shards import MANIFEST, ShardInfo, ShardManifest
 from ml.io import sha256_file
+from ml.train import report
 from ml.train.loop import TrainConfig, train
 
 REPO = Path(__file__).resolve().parents[3]
@@ -96,8 +97,7 @@ def torchrun(args: list[str], timeout: int, nproc: int = 2, **kwargs) -> subproc
 
 def read_metrics(path: Path) -> dict[int, dict]:
     """A metrics JSONL file by step (a later line for a step wins, as after a resume)."""
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return {r["step"]: r for r in rows}
+    return {r["step"]: r for r in report.read_metrics(path)}
 
 
 def copy_checkpoint(src_out: Path, step: int, dst_out: Path) -> Path:
