@@ -13,6 +13,7 @@ measured in the same run; the same FLOPs/token is credited to every implementati
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import statistics
@@ -24,7 +25,7 @@ import torch
 
 from ml.flops import flops_per_token, mfu, num_params
 from ml.hf import hf_config_dict
-from ml.model import Llama, ModelConfig, compile_blocks
+from ml.model import Llama, ModelConfig, compile_blocks, set_flex_settings
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,8 @@ def build(impl: str, shape: Shape, device: torch.device, compile_model: bool):
         return model, loss_fn
     # ours variants compose by name: "_doc" document mask (FlexAttention), "_varlen" document mask by varlen
     # FlashAttention over packed documents, "_flexcausal" flex with one doc
-    # per row, "_fused" one q|k|v and one gate|up matmul, "_full" whole-model torch.compile (else per block).
+    # per row, "_fused" one q|k|v and one gate|up matmul, "_full" whole-model torch.compile (else per block),
+    # "_max" compile mode max-autotune-no-cudagraphs; "_cdt" and "_tuned" act in row_context.
     parts = set(impl.split("_")[1:])
     cfg = shape.cfg.replace(
         fuse_projections="fused" in parts, attention="varlen" if "varlen" in parts else "auto"
@@ -113,7 +115,8 @@ def build(impl: str, shape: Shape, device: torch.device, compile_model: bool):
     model = Llama.from_config(cfg, device=device)
     run = model
     if compile_model:
-        run = torch.compile(model) if "full" in parts else compile_blocks(model)
+        kwargs = {"mode": "max-autotune-no-cudagraphs"} if "max" in parts else {}
+        run = torch.compile(model, **kwargs) if "full" in parts else compile_blocks(model, **kwargs)
 
     def loss_fn(b):
         doc_ids = (
@@ -126,6 +129,24 @@ def build(impl: str, shape: Shape, device: torch.device, compile_model: bool):
         return run(b["tokens"], doc_ids=doc_ids, labels=b["labels"])
 
     return model, loss_fn
+
+
+@contextlib.contextmanager
+def row_context(impl: str, flex_settings: dict | None):
+    """Process-wide settings of one row, undone after it: "_tuned" runs FlexAttention with ``flex_settings``
+    (benchmarks/flex_tuning.py's winner) instead of ml.model's table; "_cdt" turns on Inductor's coordinate
+    descent tuning of its generated kernels."""
+    parts = set(impl.split("_")[1:])
+    patch = {"coordinate_descent_tuning": True} if "cdt" in parts else {}
+    if "tuned" in parts:
+        if flex_settings is None:
+            raise ValueError(f"{impl}: '_tuned' needs --flex-settings")
+        set_flex_settings(flex_settings)
+    try:
+        with torch._inductor.config.patch(patch):
+            yield
+    finally:
+        set_flex_settings(None)
 
 
 def _timed_steps(
@@ -180,13 +201,15 @@ def bench(
     steps: int,
     compile_model: bool,
     profile: bool = False,
+    flex_settings: dict | None = None,
 ):
     """One row of the table: tokens/s, MFU and peak memory of one implementation at one shape."""
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
     try:
-        dt, warmup_s, loss = _timed_steps(impl, shape, device, warmup, steps, compile_model, profile)
+        with row_context(impl, flex_settings):
+            dt, warmup_s, loss = _timed_steps(impl, shape, device, warmup, steps, compile_model, profile)
         mem = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
     finally:
         gc.collect()
@@ -212,16 +235,16 @@ def bench(
 def print_table(rows: list[dict], peak: float) -> None:
     print(f"\npeak (measured matmul): {peak / 1e12:.1f} TFLOP/s; MFU uses flops_per_token(causal=True)")
     print(
-        f"{'shape':6} {'impl':15} {'B x T':>9} {'step ms':>8} {'tok/s':>10} {'MFU':>6} {'mem GiB':>8} {'vs HF':>6}"
+        f"{'shape':6} {'impl':22} {'B x T':>9} {'step ms':>8} {'tok/s':>10} {'MFU':>6} {'mem GiB':>8} {'vs HF':>6}"
     )
     hf = {r["shape"]: r["tok_s"] for r in rows if r["impl"] == "hf" and "tok_s" in r}
     for r in rows:
         if "error" in r:
-            print(f"{r['shape']:6} {r['impl']:15} ERROR {r['error']}")
+            print(f"{r['shape']:6} {r['impl']:22} ERROR {r['error']}")
             continue
         ratio = f"{r['tok_s'] / hf[r['shape']]:.2f}x" if r["shape"] in hf else "-"
         print(
-            f"{r['shape']:6} {r['impl']:15} {r['batch']:>3}x{r['seq']:<5} {r['step_ms']:8.1f} {r['tok_s']:10.0f} "
+            f"{r['shape']:6} {r['impl']:22} {r['batch']:>3}x{r['seq']:<5} {r['step_ms']:8.1f} {r['tok_s']:10.0f} "
             f"{100 * r['mfu']:5.1f}% {r['peak_mem_gib']:8.1f} {ratio:>6}"
         )
 
@@ -237,12 +260,17 @@ def main() -> None:
     ap.add_argument("--no-compile", action="store_true")
     ap.add_argument("--profile", default="", help="comma list of impls to profile (top CUDA kernels)")
     ap.add_argument("--json", default="", help="append one JSON line per run to this file")
+    ap.add_argument("--flex-settings", default="", help="JSON file of flex settings for '_tuned' rows")
     args = ap.parse_args()
     device = torch.device(args.device)
     torch.backends.cuda.matmul.allow_tf32 = True
     shapes = ["tiny"] if args.tiny else args.shapes.split(",")
     warmup, steps = (1, 2) if args.tiny else (args.warmup, args.steps)
     compile_model = not args.no_compile and device.type == "cuda"
+    flex_settings = None
+    if args.flex_settings:
+        with open(args.flex_settings) as f:
+            flex_settings = json.load(f)
     peak = measure_peak_flops(device)
     print(
         f"device {torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}; torch {torch.__version__}"
@@ -253,7 +281,15 @@ def main() -> None:
         for impl in args.impls.split(","):
             try:
                 r = bench(
-                    impl, shape, device, peak, warmup, steps, compile_model, impl in args.profile.split(",")
+                    impl,
+                    shape,
+                    device,
+                    peak,
+                    warmup,
+                    steps,
+                    compile_model,
+                    impl in args.profile.split(","),
+                    flex_settings,
                 )
             except Exception as exc:  # keep going: one OOM must not lose the other rows
                 traceback.print_exc()

@@ -228,8 +228,11 @@ def _varlen(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, docs: PackedDocs)
 _compiled_create_block_mask = None
 
 
-def doc_block_mask(doc_ids: torch.Tensor) -> BlockMask:
-    """FlexAttention block mask for causal attention within documents; built once per batch."""
+def doc_block_mask(doc_ids: torch.Tensor, block_size: int = 128) -> BlockMask:
+    """FlexAttention block mask for causal attention within documents; built once per batch.
+
+    ``block_size`` is the mask's tile (query and key tokens per block; torch's default 128).
+    """
     global _compiled_create_block_mask
     if create_block_mask is None:
         raise RuntimeError("FlexAttention needs torch >= 2.5 (torch.nn.attention.flex_attention)")
@@ -241,8 +244,36 @@ def doc_block_mask(doc_ids: torch.Tensor) -> BlockMask:
     if doc_ids.is_cuda:
         if _compiled_create_block_mask is None:
             _compiled_create_block_mask = torch.compile(create_block_mask)
-        return _compiled_create_block_mask(mask_mod, B, None, T, T, device=doc_ids.device)
-    return create_block_mask(mask_mod, B, None, T, T, device=doc_ids.device)
+        return _compiled_create_block_mask(
+            mask_mod, B, None, T, T, device=doc_ids.device, BLOCK_SIZE=block_size
+        )
+    return create_block_mask(mask_mod, B, None, T, T, device=doc_ids.device, BLOCK_SIZE=block_size)
+
+
+# FlexAttention settings for the document mask, measured per (GPU compute capability, head dim, dtype) by
+# benchmarks/flex_tuning.py (benchmarks/NOTES.md has the tables): FlexKernelOptions keys (tile sizes, warps,
+# pipeline stages) plus "mask_block_size", the block mask's tile. Shapes with no measurement keep torch's
+# defaults. ``set_flex_settings`` overrides the table (the tuner and the throughput benchmark use it).
+# ROWS_GUARANTEED_SAFE and BLOCKS_ARE_CONTIGUOUS are never set: a document mask breaks both (a row's first
+# visited key block can be all masked; a query block's partially masked key blocks, its document start
+# and the diagonal, are not one contiguous run).
+FLEX_TUNED: dict[tuple[tuple[int, int], int, torch.dtype], dict[str, int]] = {}
+_flex_override: dict[str, int] | None = None
+
+
+def set_flex_settings(settings: dict[str, int] | None) -> None:
+    """Use ``settings`` for every flex call from now on; None goes back to the tuned table."""
+    global _flex_override
+    _flex_override = dict(settings) if settings is not None else None
+
+
+def flex_settings(device: torch.device, head_dim: int, dtype: torch.dtype) -> dict[str, int]:
+    """The override if set, else the tuned entry for this GPU, head dim and dtype ({} if none)."""
+    if _flex_override is not None:
+        return dict(_flex_override)
+    if device.type != "cuda":
+        return {}
+    return dict(FLEX_TUNED.get((torch.cuda.get_device_capability(device), head_dim, dtype), {}))
 
 
 _compiled_flex_attention = None
@@ -253,7 +284,11 @@ def _flex(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_mask: BlockMa
     global _compiled_flex_attention
     if _compiled_flex_attention is None:
         _compiled_flex_attention = torch.compile(flex_attention, dynamic=False)
-    return _compiled_flex_attention(q, k, v, block_mask=block_mask, enable_gqa=True)
+    options = flex_settings(q.device, q.shape[-1], q.dtype)
+    options.pop("mask_block_size", None)
+    return _compiled_flex_attention(
+        q, k, v, block_mask=block_mask, enable_gqa=True, kernel_options=options or None
+    )
 
 
 class Attention(nn.Module):
@@ -473,7 +508,16 @@ class Llama(nn.Module):
         if self.cfg.attention == "varlen" and doc_ids.is_cuda:
             return packed_docs(doc_ids)
         use_flex = self.cfg.attention == "flex" or (self.cfg.attention == "auto" and doc_ids.is_cuda)
-        return doc_block_mask(doc_ids) if use_flex else doc_mask_dense(doc_ids)
+        if not use_flex:
+            return doc_mask_dense(doc_ids)
+        dev = doc_ids.device.type
+        dtype = (
+            torch.get_autocast_dtype(dev)
+            if torch.is_autocast_enabled(dev)
+            else self.embed_tokens.weight.dtype
+        )
+        block = flex_settings(doc_ids.device, self.cfg.head_dim, dtype).get("mask_block_size", 128)
+        return doc_block_mask(doc_ids, block)
 
     def hidden_states(self, tokens: torch.Tensor, doc_ids: torch.Tensor | None = None) -> torch.Tensor:
         """Final-norm hidden states (B, T, D)."""
