@@ -7,12 +7,16 @@ import torch.nn.functional as F
 from ml.config import ConfigError
 from ml.flops import num_params
 from ml.model import (
+    FLEX_TUNED,
     Llama,
     ModelConfig,
     compile_blocks,
+    doc_block_mask,
     doc_mask_dense,
     doc_positions,
+    flex_settings,
     linear_cross_entropy,
+    set_flex_settings,
 )
 
 torch.set_num_threads(1)
@@ -243,3 +247,53 @@ def test_gpu_varlen_document_attention_equals_flex(dtype):
     lb.backward()
     for (n, p), q in zip(flex.named_parameters(), varlen.parameters(), strict=True):
         assert ((p.grad - q.grad).norm() / p.grad.norm()).item() < 5e-2, n
+
+
+def test_flex_settings_override_then_table():
+    assert flex_settings(torch.device("cpu"), 64, torch.bfloat16) == {}  # no table on CPU
+    set_flex_settings({"fwd_BLOCK_M": 64, "mask_block_size": 64})
+    try:
+        assert flex_settings(torch.device("cpu"), 64, torch.bfloat16) == {
+            "fwd_BLOCK_M": 64,
+            "mask_block_size": 64,
+        }
+    finally:
+        set_flex_settings(None)
+    assert flex_settings(torch.device("cpu"), 64, torch.bfloat16) == {}
+    for entry in FLEX_TUNED.values():  # only FlexKernelOptions keys, and never the flags a doc mask breaks
+        assert not {"ROWS_GUARANTEED_SAFE", "BLOCKS_ARE_CONTIGUOUS"} & set(entry)
+
+
+def test_doc_block_mask_block_size():
+    doc_ids = torch.tensor([[0] * 100 + [1] * 156])
+    assert doc_block_mask(doc_ids).BLOCK_SIZE == (128, 128)
+    small = doc_block_mask(doc_ids, 64)
+    assert small.BLOCK_SIZE == (64, 64)
+    assert small.kv_num_blocks.shape == (1, 1, 4)
+
+
+@pytest.mark.gpu
+@gpu
+def test_gpu_tuned_flex_settings_equal_torch_defaults_bf16():
+    """The tuned tiles (FLEX_TUNED, head dim 64) compute the same function as torch's default tiles."""
+    torch.manual_seed(0)
+    cfg = ModelConfig.from_dict(dict(GQA, dim=256, n_heads=4, n_kv_heads=2, max_seq_len=1024))
+    assert cfg.head_dim == 64
+    tuned = compile_blocks(Llama.from_config(cfg, device="cuda"))
+    default = Llama.from_config(cfg, device="cuda")
+    default.load_state_dict(tuned.state_dict())
+    tokens = torch.randint(0, 256, (2, 1024), device="cuda")
+    doc_ids = _random_docs(2, 1024, seed=2).cuda()
+    labels = torch.randint(0, 256, (2, 1024), device="cuda")
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        loss = tuned(tokens, doc_ids=doc_ids, labels=labels)
+        set_flex_settings({})
+        try:
+            ref_loss = default(tokens, doc_ids=doc_ids, labels=labels)
+        finally:
+            set_flex_settings(None)
+    assert abs(loss.item() - ref_loss.item()) < 1e-2
+    loss.backward()
+    ref_loss.backward()
+    for (n, p), q in zip(tuned.named_parameters(), default.parameters(), strict=True):
+        assert ((p.grad - q.grad).norm() / q.grad.norm()).item() < 5e-2, n
