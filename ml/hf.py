@@ -16,6 +16,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from ml.config import ConfigError
 from ml.io import atomic_dir
 from ml.model import Llama, ModelConfig
 
@@ -42,8 +43,11 @@ def hf_config_dict(cfg: ModelConfig, dtype: torch.dtype = torch.float32) -> dict
         "vocab_size": cfg.vocab_size,
         "max_position_embeddings": cfg.max_seq_len,
         "rope_theta": cfg.rope_theta,
-        "rope_scaling": None,
-        "rope_parameters": {"rope_type": "default", "rope_theta": cfg.rope_theta},
+        "rope_scaling": _hf_rope_scaling(cfg),
+        "rope_parameters": {
+            "rope_theta": cfg.rope_theta,
+            **(_hf_rope_scaling(cfg) or {"rope_type": "default"}),
+        },
         "rms_norm_eps": cfg.norm_eps,
         "tie_word_embeddings": cfg.tie_embeddings,
         "hidden_act": "silu",
@@ -54,6 +58,21 @@ def hf_config_dict(cfg: ModelConfig, dtype: torch.dtype = torch.float32) -> dict
         "torch_dtype": str(dtype).removeprefix("torch."),
     }
 
+
+def _hf_rope_scaling(cfg: ModelConfig) -> dict[str, Any] | None:
+    """HF's ``rope_scaling`` for Llama 3.1 frequency scaling, None when it is off."""
+    if cfg.rope_scale_factor == 1.0:
+        return None
+    return {
+        "rope_type": "llama3",
+        "factor": cfg.rope_scale_factor,
+        "low_freq_factor": cfg.rope_low_freq_factor,
+        "high_freq_factor": cfg.rope_high_freq_factor,
+        "original_max_position_embeddings": cfg.rope_original_max_seq_len,
+    }
+
+
+_LLAMA3_ROPE_KEYS = ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
 
 _REQUIRED = (
     "hidden_size",
@@ -82,9 +101,21 @@ def config_from_hf(d: dict[str, Any], where: str = "config") -> ModelConfig:
             raise CheckpointError(f"{where}: {key}=true is not supported (Llama has no biases)")
     rope = d.get("rope_parameters") or d.get("rope_scaling") or {}
     rope_type = rope.get("rope_type", rope.get("type", "default"))
-    if rope_type != "default":
+    scaling: dict[str, Any] = {}
+    if rope_type == "llama3":
+        missing_rope = [k for k in _LLAMA3_ROPE_KEYS if k not in rope]
+        if missing_rope:
+            raise CheckpointError(f"{where}: llama3 rope scaling lacks {', '.join(missing_rope)}")
+        scaling = dict(
+            rope_scale_factor=float(rope["factor"]),
+            rope_low_freq_factor=float(rope["low_freq_factor"]),
+            rope_high_freq_factor=float(rope["high_freq_factor"]),
+            rope_original_max_seq_len=int(rope["original_max_position_embeddings"]),
+        )
+    elif rope_type != "default":
         raise CheckpointError(
-            f"{where}: rope type {rope_type!r} is not supported, only plain RoPE ('default')"
+            f"{where}: rope type {rope_type!r} is not supported, only plain RoPE ('default') and Llama 3.1 "
+            "scaling ('llama3')"
         )
     theta = rope.get("rope_theta", d.get("rope_theta", 10000.0))
     n_heads = d["num_attention_heads"]
@@ -93,19 +124,23 @@ def config_from_hf(d: dict[str, Any], where: str = "config") -> ModelConfig:
         raise CheckpointError(
             f"{where}: head_dim={head_dim} * num_attention_heads={n_heads} != hidden_size={d['hidden_size']}"
         )
-    return ModelConfig(
-        dim=d["hidden_size"],
-        n_layers=d["num_hidden_layers"],
-        n_heads=n_heads,
-        n_kv_heads=d.get("num_key_value_heads") or n_heads,
-        ffn_dim=d["intermediate_size"],
-        vocab_size=d["vocab_size"],
-        max_seq_len=d["max_position_embeddings"],
-        rope_theta=float(theta),
-        norm_eps=float(d["rms_norm_eps"]),
-        tie_embeddings=bool(d.get("tie_word_embeddings", False)),
-        init_std=float(d.get("initializer_range", 0.02)),
-    )
+    try:
+        return ModelConfig(
+            dim=d["hidden_size"],
+            n_layers=d["num_hidden_layers"],
+            n_heads=n_heads,
+            n_kv_heads=d.get("num_key_value_heads") or n_heads,
+            ffn_dim=d["intermediate_size"],
+            vocab_size=d["vocab_size"],
+            max_seq_len=d["max_position_embeddings"],
+            rope_theta=float(theta),
+            norm_eps=float(d["rms_norm_eps"]),
+            tie_embeddings=bool(d.get("tie_word_embeddings", False)),
+            init_std=float(d.get("initializer_range", 0.02)),
+            **scaling,
+        )
+    except ConfigError as exc:  # e.g. llama3 scaling with low_freq_factor >= high_freq_factor
+        raise CheckpointError(f"{where}: {exc}") from exc
 
 
 def to_hf_state_dict(model: Llama) -> dict[str, torch.Tensor]:

@@ -54,6 +54,12 @@ class ModelConfig(StageConfig):
     vocab_size: int = 128256  # 100K tiktoken + 28K multilingual (paper)
     max_seq_len: int = 8192  # pre-training context (paper); sizes the RoPE table
     rope_theta: float = 500000.0  # paper
+    # Llama 3.1 RoPE frequency scaling (released checkpoints, not the paper): 1.0 = off; Llama 3.1 uses
+    # factor 8, Llama 3.2 factor 32, both low 1 / high 4 over an original 8192-token context.
+    rope_scale_factor: float = 1.0
+    rope_low_freq_factor: float = 1.0
+    rope_high_freq_factor: float = 4.0
+    rope_original_max_seq_len: int = 8192
     norm_eps: float = 1e-5  # chosen: Meta's released Llama 3 configs
     tie_embeddings: bool = False  # paper sizes are untied; Llama-3.2-1B ties
     init_std: float = 0.02  # chosen: GPT-2/HF initializer_range
@@ -113,6 +119,18 @@ class ModelConfig(StageConfig):
             raise ConfigError(f"{name}.attention must be auto|sdpa|flex|varlen, got {self.attention!r}")
         if self.doc_positions not in ("restart", "global"):
             raise ConfigError(f"{name}.doc_positions must be restart|global, got {self.doc_positions!r}")
+        if self.rope_scale_factor < 1.0:
+            raise ConfigError(
+                f"{name}.rope_scale_factor must be >= 1 (1 = off), got {self.rope_scale_factor}"
+            )
+        if self.rope_scale_factor != 1.0 and not (
+            0 < self.rope_low_freq_factor < self.rope_high_freq_factor and self.rope_original_max_seq_len > 0
+        ):
+            raise ConfigError(
+                f"{name}: RoPE scaling needs 0 < rope_low_freq_factor ({self.rope_low_freq_factor}) < "
+                f"rope_high_freq_factor ({self.rope_high_freq_factor}) and rope_original_max_seq_len > 0 "
+                f"({self.rope_original_max_seq_len})"
+            )
         if self.loss_chunk_tokens <= 0:
             raise ConfigError(f"{name}.loss_chunk_tokens must be > 0, got {self.loss_chunk_tokens}")
 
@@ -151,14 +169,27 @@ class RMSNorm(nn.Module):
         return self.weight * x.to(dtype)
 
 
-def rope_table(
-    head_dim: int, max_seq_len: int, theta: float, device: torch.device | None = None
-) -> torch.Tensor:
+def rope_frequencies(cfg: ModelConfig, device: torch.device | None = None) -> torch.Tensor:
+    """Inverse frequencies (Hd/2,) fp32: theta^(-2i/Hd), with Llama 3.1 scaling when rope_scale_factor > 1.
+
+    Scaling leaves short wavelengths (< original context / high_freq_factor) alone, divides long ones
+    (> original context / low_freq_factor) by the factor, and blends linearly in 1/wavelength between.
+    """
+    Hd = cfg.head_dim
+    inv_freq = 1.0 / cfg.rope_theta ** (torch.arange(0, Hd, 2, dtype=torch.int64, device=device).float() / Hd)
+    if cfg.rope_scale_factor == 1.0:
+        return inv_freq
+    factor, low, high = cfg.rope_scale_factor, cfg.rope_low_freq_factor, cfg.rope_high_freq_factor
+    wavelen = 2 * math.pi / inv_freq
+    # smooth = 1 at wavelen = original/high (keep), 0 at original/low (divide by factor)
+    smooth = ((cfg.rope_original_max_seq_len / wavelen - low) / (high - low)).clamp(0.0, 1.0)
+    return (1 - smooth) * inv_freq / factor + smooth * inv_freq
+
+
+def rope_table(cfg: ModelConfig, device: torch.device | None = None) -> torch.Tensor:
     """cos and sin of every position's rotation angles, stacked: [2, max_seq_len, head_dim] fp32."""
-    inv_freq = 1.0 / theta ** (
-        torch.arange(0, head_dim, 2, dtype=torch.int64, device=device).float() / head_dim
-    )
-    pos = torch.arange(max_seq_len, dtype=torch.int64, device=device).float()
+    inv_freq = rope_frequencies(cfg, device)
+    pos = torch.arange(cfg.max_seq_len, dtype=torch.int64, device=device).float()
     angles = torch.outer(pos, inv_freq)  # (T, Hd/2)
     angles = torch.cat((angles, angles), dim=-1)  # (T, Hd): HF layout, halves share frequencies
     return torch.stack((angles.cos(), angles.sin()))
@@ -497,9 +528,7 @@ class Llama(nn.Module):
         if cfg.tie_embeddings:
             self.lm_head.weight = self.embed_tokens.weight
         # (2, max_seq_len, Hd) fp32; not saved in checkpoints, recomputed by init_weights()
-        self.register_buffer(
-            "rope", rope_table(cfg.head_dim, cfg.max_seq_len, cfg.rope_theta), persistent=False
-        )
+        self.register_buffer("rope", rope_table(cfg), persistent=False)
 
     @classmethod
     def from_config(cls, cfg: ModelConfig, device: str | torch.device = "cpu") -> Llama:
@@ -531,7 +560,7 @@ class Llama(nn.Module):
             nn.init.ones_(block.input_layernorm.weight)
             nn.init.ones_(block.post_attention_layernorm.weight)
         nn.init.ones_(self.norm.weight)
-        self.rope = rope_table(cfg.head_dim, cfg.max_seq_len, cfg.rope_theta, device=self.rope.device)
+        self.rope = rope_table(cfg, device=self.rope.device)
 
     def _attention_mask(self, doc_ids: torch.Tensor | None) -> torch.Tensor | BlockMask | PackedDocs | None:
         if doc_ids is None:

@@ -1,13 +1,14 @@
 """ml/hf.py: HF <-> ours conversion both ways, save/load round trip, clear errors on bad checkpoints."""
 
 import json
+import math
 
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
 from ml.hf import CheckpointError, config_from_hf, from_hf_state_dict, hf_config_dict, load_hf, save_hf
-from ml.model import Llama, ModelConfig
+from ml.model import Llama, ModelConfig, rope_frequencies
 
 transformers = pytest.importorskip("transformers")
 torch.set_num_threads(1)
@@ -105,7 +106,51 @@ def test_bad_config_keys_are_named(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(d))
     with pytest.raises(CheckpointError, match=r"config\.json: missing HF Llama key\(s\) intermediate_size"):
         load_hf(tmp_path)
-    with pytest.raises(CheckpointError, match="rope type 'llama3'"):
+    with pytest.raises(CheckpointError, match="rope type 'yarn' is not supported"):
+        config_from_hf({**hf_config_dict(CFG), "rope_parameters": {"rope_type": "yarn", "factor": 4.0}})
+    with pytest.raises(CheckpointError, match="llama3 rope scaling lacks low_freq_factor, high_freq_factor"):
         config_from_hf({**hf_config_dict(CFG), "rope_parameters": {"rope_type": "llama3", "factor": 32.0}})
+    bad = dict(LLAMA3_ROPE, rope_type="llama3", low_freq_factor=4.0, high_freq_factor=1.0)
+    with pytest.raises(
+        CheckpointError, match=r"config: .*rope_low_freq_factor \(4.0\) < rope_high_freq_factor"
+    ):
+        config_from_hf({**hf_config_dict(CFG), "rope_parameters": bad})
     with pytest.raises(CheckpointError, match="model_type='mistral'"):
         config_from_hf({**hf_config_dict(CFG), "model_type": "mistral"})
+
+
+# Llama 3.1 frequency scaling over a 16-token "original" context: with head dim 16 and theta 500000 the
+# wavelengths run from 2*pi to ~6e5, so some frequencies are kept (< 16/4 = 4: none here, the shortest is
+# 6.28 > 4), some blended (4..16) and most divided by the factor (> 16).
+LLAMA3_ROPE = dict(factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0, original_max_position_embeddings=16)
+SCALED = CFG.replace(rope_scale_factor=8.0, rope_original_max_seq_len=16)
+
+
+def test_llama3_rope_frequencies_by_hand():
+    inv = rope_frequencies(SCALED)
+    plain = rope_frequencies(CFG)
+    assert torch.equal(plain, 1.0 / 500000.0 ** (torch.arange(0, 16, 2).float() / 16))
+    # i=0: wavelen 2*pi in the blend band: smooth = (16 / (2*pi) - 1) / 3, inv = (1 - smooth)/8 + smooth
+    smooth = (16 / (2 * math.pi) - 1) / 3
+    assert inv[0].item() == pytest.approx((1 - smooth) / 8 + smooth, rel=1e-6)
+    # i>=1: wavelen 2*pi*500000^(2i/16) > 16, divided by 8
+    torch.testing.assert_close(inv[1:], plain[1:] / 8, rtol=0, atol=0)
+
+
+def test_llama3_rope_matches_transformers_both_ways(tmp_path):
+    d = hf_config_dict(SCALED)
+    assert d["rope_parameters"] == {"rope_theta": 500000.0, "rope_type": "llama3", **LLAMA3_ROPE}
+    assert config_from_hf(d) == SCALED
+    torch.manual_seed(2)
+    hf = transformers.LlamaForCausalLM(transformers.LlamaConfig(**d)).eval()
+    ours = from_hf_state_dict(hf.state_dict(), config_from_hf(hf.config.to_dict())).eval()
+    unscaled = from_hf_state_dict(hf.state_dict(), CFG).eval()
+    tokens = torch.randint(0, 256, (2, 64), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        want = hf(input_ids=tokens).logits
+        assert (ours(tokens) - want).abs().max().item() <= 1e-5
+        assert (unscaled(tokens) - want).abs().max().item() > 1e-3  # the scaling is what makes them agree
+    save_hf(ours, tmp_path / "ckpt")  # and ours -> HF: transformers reads the scaling back
+    back = transformers.LlamaForCausalLM.from_pretrained(tmp_path / "ckpt").eval()
+    with torch.no_grad():
+        assert (back(input_ids=tokens).logits - want).abs().max().item() <= 1e-5
