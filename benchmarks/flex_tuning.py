@@ -40,6 +40,9 @@ BWD_GRID = [  # (BLOCK_M1, BLOCK_N1, BLOCK_M2, BLOCK_N2, num_warps, num_stages);
     (64, 64, 64, 64, 4, 3),
     (64, 64, 64, 64, 4, 4),
     (32, 64, 64, 32, 4, 3),
+    (64, 64, 64, 64, 4, 2),  # round 5 candidates around round 4's winner (64x64, 4 warps, 3 stages)
+    (64, 64, 64, 64, 8, 3),
+    (32, 64, 64, 32, 4, 4),
 ]
 
 

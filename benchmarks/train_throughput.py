@@ -108,14 +108,15 @@ def build(impl: str, shape: Shape, device: torch.device, compile_model: bool):
     # ours variants compose by name: "_doc" document mask (FlexAttention), "_varlen" document mask by varlen
     # FlashAttention over packed documents, "_flexcausal" flex with one doc
     # per row, "_fused" one q|k|v and one gate|up matmul, "_full" whole-model torch.compile (else per block),
-    # "_max" compile mode max-autotune-no-cudagraphs, "_chunk16k" 16384 rows per loss chunk; "_cdt" and
-    # "_tuned" act in row_context.
+    # "_max" compile mode max-autotune-no-cudagraphs, "_chunk16k" 16384 rows per loss chunk, "_globalpos" RoPE
+    # at row positions (no per-document cos/sin gather); "_cdt" and "_tuned" act in row_context.
     parts = set(impl.split("_")[1:])
     chunk = next((int(p[5:-1]) * 1024 for p in parts if p.startswith("chunk") and p.endswith("k")), None)
     cfg = shape.cfg.replace(
         fuse_projections="fused" in parts,
         attention="varlen" if "varlen" in parts else "auto",
         loss_chunk_tokens=chunk or shape.cfg.loss_chunk_tokens,
+        doc_positions="global" if "globalpos" in parts else shape.cfg.doc_positions,
     )
     model = Llama.from_config(cfg, device=device)
     run = model

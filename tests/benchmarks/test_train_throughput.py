@@ -16,6 +16,8 @@ CPU = torch.device("cpu")
 def test_variant_names_build_what_they_say():
     model, _ = build("ours_doc_chunk1k_fused", SHAPES["tiny"], CPU, compile_model=False)
     assert model.cfg.loss_chunk_tokens == 1024 and model.cfg.fuse_projections
+    model, _ = build("ours_doc_globalpos", SHAPES["tiny"], CPU, compile_model=False)
+    assert model.cfg.doc_positions == "global" and SHAPES["tiny"].cfg.doc_positions == "restart"
     model, _ = build("ours_varlen", SHAPES["tiny"], CPU, compile_model=False)
     assert (
         model.cfg.attention == "varlen"
