@@ -177,13 +177,15 @@ def test_batch_ramp_grows_grad_accumulation_and_sequence_length(token_shards, tm
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_gpu_bf16_compiled_fused_run_learns(token_shards, tmp_path):
+@pytest.mark.parametrize("scope", ["blocks", "model"])
+def test_gpu_bf16_compiled_fused_run_learns(token_shards, tmp_path, scope):
     cfg = TrainConfig.from_dict(
         {
             **TINY_TRAIN,
             "device": "cuda",
             "precision": "bf16",
             "compile": True,
+            "compile_scope": scope,
             "deterministic": False,
             "steps": 30,
         }
