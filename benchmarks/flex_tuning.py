@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch.nn.attention.flex_attention import flex_attention
 
 from benchmarks.train_throughput import SHAPES, random_doc_ids
-from ml.model import doc_block_mask
+from ml.model import doc_block_mask, split_flex_settings
 
 FWD_GRID = [  # (BLOCK_M, BLOCK_N, num_warps, num_stages); torch's H100 default at head dim 64 is (128, 128, 4, 3)
     (128, 128, 4, 3),
@@ -113,8 +113,8 @@ def main() -> None:
     print(json.dumps(rows[-1]), flush=True)
 
     def flex_fn(settings: dict[str, int]):
-        opts = {k_: v_ for k_, v_ in settings.items() if k_ != "mask_block_size"}
-        bm = masks[settings.get("mask_block_size", 128)]
+        block, opts = split_flex_settings(settings)
+        bm = masks[block]
         torch._dynamo.reset()
 
         def f(q, k, v):

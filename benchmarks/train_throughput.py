@@ -26,7 +26,8 @@ import torch
 
 from ml.flops import flops_per_token, mfu, num_params
 from ml.hf import hf_config_dict
-from ml.model import Llama, ModelConfig, compile_blocks, set_flex_settings
+from ml.model import Llama, ModelConfig, set_flex_settings
+from ml.train.dist import apply_compile
 
 
 @dataclass(frozen=True)
@@ -119,10 +120,9 @@ def build(impl: str, shape: Shape, device: torch.device, compile_model: bool):
         doc_positions="global" if "globalpos" in parts else shape.cfg.doc_positions,
     )
     model = Llama.from_config(cfg, device=device)
-    run = model
     if compile_model:
         kwargs = {"mode": "max-autotune-no-cudagraphs"} if "max" in parts else {}
-        run = torch.compile(model, **kwargs) if "full" in parts else compile_blocks(model, **kwargs)
+        apply_compile(model, "model" if "full" in parts else "blocks", **kwargs)  # in place, as the engine
 
     def loss_fn(b):
         doc_ids = (
@@ -132,7 +132,7 @@ def build(impl: str, shape: Shape, device: torch.device, compile_model: bool):
             if "flexcausal" in parts
             else None
         )
-        return run(b["tokens"], doc_ids=doc_ids, labels=b["labels"])
+        return model(b["tokens"], doc_ids=doc_ids, labels=b["labels"])
 
     return model, loss_fn
 

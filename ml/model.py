@@ -328,6 +328,12 @@ def _cuda_capability(index: int) -> tuple[int, int]:
     return torch.cuda.get_device_capability(index)
 
 
+def split_flex_settings(settings: dict[str, int]) -> tuple[int, dict[str, int]]:
+    """(block mask tile, FlexKernelOptions) of a settings dict; the tile defaults to torch's 128."""
+    options = dict(settings)
+    return options.pop("mask_block_size", 128), options
+
+
 def flex_settings(device: torch.device, head_dim: int, dtype: torch.dtype) -> dict[str, int]:
     """The override if set, else the tuned entry for this GPU, head dim and dtype ({} if none)."""
     if _flex_override is not None:
@@ -346,8 +352,7 @@ def _flex(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_mask: BlockMa
     global _compiled_flex_attention
     if _compiled_flex_attention is None:
         _compiled_flex_attention = torch.compile(flex_attention, dynamic=False)
-    options = flex_settings(q.device, q.shape[-1], q.dtype)
-    options.pop("mask_block_size", None)
+    _, options = split_flex_settings(flex_settings(q.device, q.shape[-1], q.dtype))
     return _compiled_flex_attention(
         q, k, v, block_mask=block_mask, enable_gqa=True, kernel_options=options or None
     )
@@ -576,7 +581,7 @@ class Llama(nn.Module):
             if torch.is_autocast_enabled(dev)
             else self.embed_tokens.weight.dtype
         )
-        block = flex_settings(doc_ids.device, self.cfg.head_dim, dtype).get("mask_block_size", 128)
+        block, _ = split_flex_settings(flex_settings(doc_ids.device, self.cfg.head_dim, dtype))
         return doc_block_mask(doc_ids, block)
 
     def hidden_states(self, tokens: torch.Tensor, doc_ids: torch.Tensor | None = None) -> torch.Tensor:
@@ -608,11 +613,3 @@ class Llama(nn.Module):
         return linear_cross_entropy(
             h.flatten(0, 1), self.lm_head.weight, labels.flatten(), self.cfg.loss_chunk_tokens
         )
-
-
-def compile_blocks(model: Llama, **compile_kwargs: Any) -> Llama:
-    """torch.compile each Block in place (torchtitan style: one graph reused by all layers)."""
-    compile_kwargs.setdefault("fullgraph", True)
-    for block in model.layers:
-        block.compile(**compile_kwargs)
-    return model

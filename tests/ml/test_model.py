@@ -10,7 +10,6 @@ from ml.model import (
     FLEX_TUNED,
     Llama,
     ModelConfig,
-    compile_blocks,
     doc_block_mask,
     doc_mask_dense,
     doc_positions,
@@ -18,6 +17,7 @@ from ml.model import (
     linear_cross_entropy,
     set_flex_settings,
 )
+from ml.train.dist import apply_compile
 
 torch.set_num_threads(1)
 
@@ -191,7 +191,7 @@ def test_gpu_flex_matches_sdpa_reference_bf16_compiled():
     model = Llama.from_config(cfg, device="cuda")
     ref = Llama.from_config(cfg.replace(attention="sdpa"), device="cuda")
     ref.load_state_dict(model.state_dict())
-    compile_blocks(model)
+    apply_compile(model)
     tokens = torch.randint(0, 256, (2, 512), device="cuda")
     doc_ids = _random_docs(2, 512, seed=1).cuda()
     labels = torch.randint(0, 256, (2, 512), device="cuda")
@@ -279,7 +279,7 @@ def test_gpu_tuned_flex_settings_equal_torch_defaults_bf16():
     torch.manual_seed(0)
     cfg = ModelConfig.from_dict(dict(GQA, dim=256, n_heads=4, n_kv_heads=2, max_seq_len=1024))
     assert cfg.head_dim == 64
-    tuned = compile_blocks(Llama.from_config(cfg, device="cuda"))
+    tuned = apply_compile(Llama.from_config(cfg, device="cuda"))
     default = Llama.from_config(cfg, device="cuda")
     default.load_state_dict(tuned.state_dict())
     tokens = torch.randint(0, 256, (2, 1024), device="cuda")
