@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch.nn.attention.flex_attention import flex_attention
 
 from benchmarks.train_throughput import SHAPES, random_doc_ids
-from ml.model import doc_block_mask, split_flex_settings
+from ml.model import doc_block_mask, doc_block_mask_evaluated, split_flex_settings
 
 FWD_GRID = [  # (BLOCK_M, BLOCK_N, num_warps, num_stages); torch's H100 default at head dim 64 is (128, 128, 4, 3)
     (128, 128, 4, 3),
@@ -68,11 +68,26 @@ def mask_density(bm) -> tuple[float, float]:
     return full / total, bm.kv_num_blocks.sum().item() / total
 
 
+def mask_build_times(doc_ids: torch.Tensor, do_bench) -> None:
+    """Time to build one batch's block mask: ml.model's per-block document ranges vs create_block_mask."""
+    builders = {
+        "create_block_mask, compiled (baseline)": doc_block_mask_evaluated,
+        "document ranges, eager": doc_block_mask,
+        "document ranges, compiled": torch.compile(doc_block_mask),
+    }
+    base = None
+    for name, fn in builders.items():
+        ms = do_bench(lambda fn=fn: fn(doc_ids, 128), warmup=10, rep=100, return_mode="median")
+        base = base or ms
+        print(f"mask build {name:40} {ms:8.3f} ms  {base / ms:6.2f}x", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shape", default="small", choices=sorted(SHAPES))
     ap.add_argument("--out", default="", help="write the winning settings here (JSON)")
     ap.add_argument("--quick", action="store_true", help="first two configs of each grid only")
+    ap.add_argument("--mask-only", action="store_true", help="time building the block mask, then stop")
     args = ap.parse_args()
     from triton.testing import do_bench
 
@@ -93,6 +108,9 @@ def main() -> None:
     for size, bm in masks.items():
         full, partial = mask_density(bm)
         print(f"block mask {size}: {100 * full:.1f}% full + {100 * partial:.1f}% partial blocks", flush=True)
+    mask_build_times(doc_ids, do_bench)
+    if args.mask_only:
+        return
     # causal attention FLOPs (fwd 4*B*H*T^2*Hd/2, bwd 2.5x fwd) to express times as TFLOP/s
     causal_fwd = 4 * B * H * T * T * Hd / 2
 

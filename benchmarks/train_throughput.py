@@ -20,10 +20,12 @@ import json
 import statistics
 import time
 import traceback
+import unittest.mock
 from dataclasses import dataclass
 
 import torch
 
+import ml.model
 from ml.flops import flops_per_token, mfu, num_params
 from ml.hf import hf_config_dict
 from ml.model import Llama, ModelConfig, set_flex_settings
@@ -107,10 +109,11 @@ def build(impl: str, shape: Shape, device: torch.device, compile_model: bool):
 
         return model, loss_fn
     # ours variants compose by name: "_doc" document mask (FlexAttention), "_varlen" document mask by varlen
-    # FlashAttention over packed documents, "_flexcausal" flex with one doc
-    # per row, "_fused" one q|k|v and one gate|up matmul, "_full" whole-model torch.compile (else per block),
-    # "_max" compile mode max-autotune-no-cudagraphs, "_chunk16k" 16384 rows per loss chunk, "_globalpos" RoPE
-    # at row positions (no per-document cos/sin gather); "_cdt" and "_tuned" act in row_context.
+    # FlashAttention over packed documents, "_flexcausal" flex with one doc per row, "_fused" one q|k|v and
+    # one gate|up matmul, "_full" whole-model torch.compile (else per block), "_max" compile mode
+    # max-autotune-no-cudagraphs, "_cg" mode reduce-overhead (CUDA graphs), "_chunk16k" 16384 rows per loss
+    # chunk, "_globalpos" RoPE at row positions (no per-document cos/sin gather); "_cdt", "_tuned" and
+    # "_evalmask" act in row_context.
     parts = set(impl.split("_")[1:])
     chunk = next((int(p[5:-1]) * 1024 for p in parts if p.startswith("chunk") and p.endswith("k")), None)
     cfg = shape.cfg.replace(
@@ -121,7 +124,10 @@ def build(impl: str, shape: Shape, device: torch.device, compile_model: bool):
     )
     model = Llama.from_config(cfg, device=device)
     if compile_model:
-        kwargs = {"mode": "max-autotune-no-cudagraphs"} if "max" in parts else {}
+        mode = (
+            "max-autotune-no-cudagraphs" if "max" in parts else "reduce-overhead" if "cg" in parts else None
+        )
+        kwargs = {"mode": mode} if mode else {}
         apply_compile(model, "model" if "full" in parts else "blocks", **kwargs)  # in place, as the engine
 
     def loss_fn(b):
@@ -141,15 +147,21 @@ def build(impl: str, shape: Shape, device: torch.device, compile_model: bool):
 def row_context(impl: str, flex_settings: dict | None):
     """Process-wide settings of one row, undone after it: "_tuned" runs FlexAttention with ``flex_settings``
     (benchmarks/flex_tuning.py's winner) instead of ml.model's table; "_cdt" turns on Inductor's coordinate
-    descent tuning of its generated kernels."""
+    descent tuning of its generated kernels; "_evalmask" builds the block mask with torch's create_block_mask
+    (the mask evaluated at every token pair) instead of ml.model's per-block document ranges."""
     parts = set(impl.split("_")[1:])
     patch = {"coordinate_descent_tuning": True} if "cdt" in parts else {}
     if "tuned" in parts:
         if flex_settings is None:
             raise ValueError(f"{impl}: '_tuned' needs --flex-settings")
         set_flex_settings(flex_settings)
+    mask_builder = (
+        unittest.mock.patch.object(ml.model, "doc_block_mask", ml.model.doc_block_mask_evaluated)
+        if "evalmask" in parts
+        else contextlib.nullcontext()
+    )
     try:
-        with torch._inductor.config.patch(patch):
+        with torch._inductor.config.patch(patch), mask_builder:
             yield
     finally:
         set_flex_settings(None)
@@ -168,6 +180,7 @@ def _timed_steps(
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
 
     def step(i: int) -> torch.Tensor:
+        torch.compiler.cudagraph_mark_step_begin()  # "_cg" rows: a new step may overwrite graph outputs
         with autocast:
             loss = loss_fn(batches[i % len(batches)])
         loss.backward()
@@ -193,7 +206,7 @@ def _timed_steps(
             for i in range(2):
                 step(i)
             _sync(device)
-        table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=12, max_name_column_width=60)
+        table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=25, max_name_column_width=60)
         print(f"--- profile {impl} {shape.name} (2 steps) ---\n{table}", flush=True)
     return dt, warmup_s, loss.item()
 

@@ -32,9 +32,14 @@ from torch import nn
 from ml.config import PRESET_NAMES, ConfigError, StageConfig
 
 try:  # FlexAttention: CUDA document masking; optional so the CPU path never needs it
-    from torch.nn.attention.flex_attention import BlockMask, create_block_mask, flex_attention
+    from torch.nn.attention.flex_attention import (
+        BlockMask,
+        _create_sparse_block_from_block_mask,
+        create_block_mask,
+        flex_attention,
+    )
 except ImportError:  # pragma: no cover - torch < 2.5
-    BlockMask = create_block_mask = flex_attention = None
+    BlockMask = create_block_mask = flex_attention = _create_sparse_block_from_block_mask = None
 
 IGNORE_INDEX = -100
 MODEL_PRESET_NAMES: tuple[str, ...] = (*PRESET_NAMES, "1b")
@@ -264,29 +269,81 @@ def _varlen(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, docs: PackedDocs)
     return varlen_attn(q, k, v, cu, cu, n, n, window_size=(-1, 0))  # (B*T, H, Hd), (-1, 0) = causal
 
 
-_compiled_create_block_mask = None
+_COMPILED: dict = {}
+
+
+def _compiled(fn, **compile_kwargs):
+    """``torch.compile(fn)``, made once, for eager callers; ``fn`` itself while dynamo traces a caller (the
+    outer graph compiles it). A wrapper made during a trace must not be kept: the eager path would later get
+    the plain, uncompiled function (flex attention's unfused fallback)."""
+    if torch.compiler.is_compiling():
+        return fn
+    if fn not in _COMPILED:
+        _COMPILED[fn] = torch.compile(fn, **compile_kwargs)
+    return _COMPILED[fn]
 
 
 def doc_block_mask(doc_ids: torch.Tensor, block_size: int = 128) -> BlockMask:
     """FlexAttention block mask for causal attention within documents; built once per batch.
 
-    ``block_size`` is the mask's tile (query and key tokens per block; torch's default 128).
+    ``block_size`` is the mask's tile (query and key tokens per block; torch's default 128). When T is a
+    multiple of it, the block structure comes from each block's smallest and largest document id
+    (``doc_range_blocks``: O(B (T/block)^2) work) instead of evaluating the mask at all T^2 token pairs as
+    ``create_block_mask`` does; the token-level mask inside partial blocks is the same ``mask_mod``.
     """
-    global _compiled_create_block_mask
     if create_block_mask is None:
         raise RuntimeError("FlexAttention needs torch >= 2.5 (torch.nn.attention.flex_attention)")
+    T = doc_ids.shape[1]
+    if T % block_size:  # a ragged last block: let torch evaluate the mask token by token
+        return doc_block_mask_evaluated(doc_ids, block_size)
+    build = (
+        _compiled(_doc_range_block_mask) if doc_ids.is_cuda else _doc_range_block_mask
+    )  # eager: ~30 kernels
+    return build(doc_ids, block_size)
+
+
+def _doc_range_block_mask(doc_ids: torch.Tensor, block_size: int) -> BlockMask:
+    T = doc_ids.shape[1]
+
+    def mask_mod(b, h, q, kv):
+        return (q >= kv) & (doc_ids[b, q] == doc_ids[b, kv])
+
+    partial, full = doc_range_blocks(doc_ids, block_size)
+    return _create_sparse_block_from_block_mask((partial, full), mask_mod, (T, T), block_size, block_size)
+
+
+def doc_range_blocks(doc_ids: torch.Tensor, block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(partial, full) block masks (B, 1, T/block, T/block), bool, of the causal document mask.
+
+    With lo/hi each block's smallest/largest document id, query block i and key block j <= i are
+    * full when both blocks hold one and the same document and j < i (every pair is allowed);
+    * partial (mask_mod decides per token) otherwise when the id ranges overlap: the diagonal always,
+      and for packed rows (ids non-decreasing) exactly the blocks holding a pair of the same document.
+    For ids in any order, overlap is necessary for a shared document, so no allowed pair is ever skipped.
+    """
+    B, T = doc_ids.shape
+    n = T // block_size
+    blocks = doc_ids.view(B, n, block_size)
+    lo, hi = blocks.amin(dim=-1), blocks.amax(dim=-1)  # (B, n)
+    idx = torch.arange(n, device=doc_ids.device)
+    causal = idx[:, None] >= idx[None, :]  # (n, n): query block i, key block j
+    before = idx[:, None] > idx[None, :]
+    overlap = (hi[:, None, :] >= lo[:, :, None]) & (lo[:, None, :] <= hi[:, :, None])  # (B, n, n)
+    one_doc = lo == hi
+    full = before & one_doc[:, :, None] & one_doc[:, None, :] & (lo[:, :, None] == lo[:, None, :])
+    partial = causal & overlap & ~full
+    return partial[:, None], full[:, None]
+
+
+def doc_block_mask_evaluated(doc_ids: torch.Tensor, block_size: int = 128) -> BlockMask:
+    """The same block mask built by torch's ``create_block_mask`` (the mask evaluated at every token pair)."""
     B, T = doc_ids.shape
 
     def mask_mod(b, h, q, kv):
         return (q >= kv) & (doc_ids[b, q] == doc_ids[b, kv])
 
-    if doc_ids.is_cuda:
-        if _compiled_create_block_mask is None:
-            _compiled_create_block_mask = torch.compile(create_block_mask)
-        return _compiled_create_block_mask(
-            mask_mod, B, None, T, T, device=doc_ids.device, BLOCK_SIZE=block_size
-        )
-    return create_block_mask(mask_mod, B, None, T, T, device=doc_ids.device, BLOCK_SIZE=block_size)
+    build = _compiled(create_block_mask) if doc_ids.is_cuda else create_block_mask
+    return build(mask_mod, B, None, T, T, device=doc_ids.device, BLOCK_SIZE=block_size)
 
 
 # FlexAttention settings for the document mask, measured per (GPU compute capability, head dim, dtype) by
@@ -344,16 +401,10 @@ def flex_settings(device: torch.device, head_dim: int, dtype: torch.dtype) -> di
     return dict(FLEX_TUNED.get((_cuda_capability(index), head_dim, dtype), {}))
 
 
-_compiled_flex_attention = None
-
-
 def _flex(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_mask: BlockMask) -> torch.Tensor:
-    # flex_attention is only fast compiled; inside an already compiled block dynamo inlines this wrapper.
-    global _compiled_flex_attention
-    if _compiled_flex_attention is None:
-        _compiled_flex_attention = torch.compile(flex_attention, dynamic=False)
+    # flex_attention is only fast compiled; inside an already compiled graph dynamo inlines it.
     _, options = split_flex_settings(flex_settings(q.device, q.shape[-1], q.dtype))
-    return _compiled_flex_attention(
+    return _compiled(flex_attention, dynamic=False)(
         q, k, v, block_mask=block_mask, enable_gqa=True, kernel_options=options or None
     )
 
@@ -460,16 +511,8 @@ def _ce_chunk(h: torch.Tensor, w: torch.Tensor, y: torch.Tensor, with_grad: bool
     return loss_sum, g @ w, (g.t() @ h).float()  # (), (c, D), (V, D) fp32
 
 
-_compiled_ce_chunk = None
-
-
 def _ce_chunk_fn(device: torch.device):
-    global _compiled_ce_chunk
-    if device.type != "cuda":
-        return _ce_chunk
-    if _compiled_ce_chunk is None:
-        _compiled_ce_chunk = torch.compile(_ce_chunk, dynamic=False)
-    return _compiled_ce_chunk
+    return _compiled(_ce_chunk, dynamic=False) if device.type == "cuda" else _ce_chunk
 
 
 class LinearCrossEntropy(torch.autograd.Function):

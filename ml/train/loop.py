@@ -96,9 +96,9 @@ class TrainConfig(StageConfig):
     deterministic: bool = False  # torch.use_deterministic_algorithms (bitwise-reproducible runs and resumes)
     precision: str = "fp32"  # fp32 | bf16 (bf16 autocast / FSDP2 mixed precision on GPU only)
     compile: bool = False  # torch.compile (GPU only)
-    # blocks | model | auto (model in one process, blocks under FSDP2). "model" is 2-3 ms/step faster at 125M in
-    # benchmarks/train_throughput.py; the default stays "blocks" until the engine has run it on a GPU.
-    compile_scope: str = "blocks"
+    # auto (model in one process, blocks under FSDP2) | blocks | model. On one H100 the `small` run goes from
+    # ~440K (blocks) to ~500K tokens/s (model), benchmarks/NOTES.md round 5.
+    compile_scope: str = "auto"
     fused_adamw: str = "auto"  # auto (fused on GPU) | on | off
     device: str = "auto"  # auto | cpu | cuda
     doc_mask: bool = True  # attention stays inside documents (paper)
@@ -336,6 +336,10 @@ def _train(
         raise ConfigError(f"TrainConfig.compile_scope: {exc}") from exc
     if cfg.compile and device.type == "cuda":
         apply_compile(model, scope)
+    # Whole-model compile evaluates eagerly (the blocks' flex attention is still compiled): Inductor's no-grad
+    # graph of the whole model fails at run time on torch 2.11 / H100 with "CUDA error: operation not supported
+    # on global/shared address space", whichever block-mask builder (benchmarks/NOTES.md, round 5).
+    eval_eager = cfg.compile and device.type == "cuda" and scope == "model"
     fsdp = info.is_distributed
     mp_policy = mixed_precision(device, cfg.precision) if fsdp else None  # FSDP2 casts params to bf16 itself
     if fsdp:
@@ -476,7 +480,7 @@ def _train(
                     cfg.eval_batches
                 )
                 val_seq = seq_len
-            val = evaluate(model, val_batches, cfg, device, autocast)
+            val = evaluate(model, val_batches, cfg, device, autocast, eager=eval_eager)
             val_losses.append((step, val))
             metrics["val_loss"] = val
             window_t = time.perf_counter()  # validation time is not training throughput
@@ -508,14 +512,19 @@ def evaluate(
     cfg: TrainConfig,
     device: torch.device,
     autocast: contextlib.AbstractContextManager,
+    eager: bool = False,
 ) -> float:
-    """Mean loss over fixed validation micro-batches (the same ones at every evaluation), over all ranks."""
+    """Mean loss over fixed validation micro-batches (the same ones at every evaluation), over all ranks.
+
+    ``eager``: call the module's own forward, not its compiled ``__call__`` (single process only: FSDP2's
+    hooks run in ``__call__``)."""
     model.eval()
+    forward = model.forward if eager else model
     total = torch.zeros((), device=device)
     for inputs, targets, doc_ids in batches:
         inputs, targets, doc_ids = inputs.to(device), targets.to(device), doc_ids.to(device)  # (B_rank, T)
         with autocast:
-            total += model(inputs, doc_ids=doc_ids if cfg.doc_mask else None, labels=targets).float()
+            total += forward(inputs, doc_ids=doc_ids if cfg.doc_mask else None, labels=targets).float()
     model.train()
     return all_reduce_mean(total / len(batches), device)
 

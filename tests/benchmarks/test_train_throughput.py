@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+import ml.model
 from benchmarks.train_throughput import SHAPES, bench, build, row_context
 from ml.model import flex_settings
 
@@ -32,6 +33,12 @@ def test_tuned_rows_need_settings_and_restore_the_table():
     with row_context("ours_doc_tuned", {"fwd_BLOCK_M": 64}):
         assert flex_settings(CPU, 64, torch.bfloat16) == {"fwd_BLOCK_M": 64}
     assert flex_settings(CPU, 64, torch.bfloat16) == {}
+
+
+def test_evalmask_rows_build_the_mask_with_torch_and_restore_ours():
+    with row_context("ours_doc_full_evalmask", None):
+        assert ml.model.doc_block_mask is ml.model.doc_block_mask_evaluated
+    assert ml.model.doc_block_mask is not ml.model.doc_block_mask_evaluated
 
 
 @pytest.mark.parametrize("impl", ["hf", "ours_doc"])

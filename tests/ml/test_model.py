@@ -11,8 +11,10 @@ from ml.model import (
     Llama,
     ModelConfig,
     doc_block_mask,
+    doc_block_mask_evaluated,
     doc_mask_dense,
     doc_positions,
+    doc_range_blocks,
     flex_settings,
     linear_cross_entropy,
     set_flex_settings,
@@ -272,6 +274,58 @@ def test_doc_block_mask_block_size():
     assert small.kv_num_blocks.shape == (1, 1, 4)
 
 
+_BLOCK_MASK_FIELDS = (
+    "kv_num_blocks",
+    "kv_indices",
+    "full_kv_num_blocks",
+    "full_kv_indices",
+    "q_num_blocks",
+    "q_indices",
+    "full_q_num_blocks",
+    "full_q_indices",
+)
+
+
+def _packed_doc_ids(lengths_per_row: list[list[int]]) -> torch.Tensor:
+    return torch.tensor([[d for d, n in enumerate(row) for _ in range(n)] for row in lengths_per_row])
+
+
+@pytest.mark.parametrize("block", [128, 64, 16])
+def test_doc_block_mask_from_document_ranges_equals_torch_evaluating_every_pair(block):
+    """Packed rows: the per-block id-range construction gives torch's create_block_mask exactly."""
+    gen = torch.Generator().manual_seed(0)
+    rows = [[256], [1] * 256, [200, 56], [128, 128], [127, 2, 127]]  # one doc, all 1-token docs, edges
+    for _ in range(3):
+        lengths = (torch.rand(40, generator=gen) * 30).long().clamp(min=1).tolist()
+        rows.append(lengths)
+    rows = [r if sum(r) >= 256 else r + [256 - sum(r)] for r in rows]
+    doc_ids = torch.stack([_packed_doc_ids([r])[0, :256] for r in rows])
+    ours, torchs = doc_block_mask(doc_ids, block), doc_block_mask_evaluated(doc_ids, block)
+    for field in _BLOCK_MASK_FIELDS:
+        assert torch.equal(getattr(ours, field), getattr(torchs, field)), field
+    # rows [128, 128] at block 128: query block 1 sees key block 0 not at all, itself partially
+    if block == 128:
+        assert ours.kv_num_blocks[3, 0].tolist() == [1, 1] and ours.full_kv_num_blocks[3, 0].tolist() == [
+            0,
+            0,
+        ]
+        assert ours.full_kv_num_blocks[0, 0].tolist() == [0, 1]  # one doc: block (1, 0) is full
+
+
+def test_doc_block_mask_never_skips_an_allowed_pair_for_unsorted_ids():
+    """Ids out of order (not packed rows): full blocks are truly full, every allowed pair is visited."""
+    doc_ids = torch.tensor([[0, 1] * 64 + [2] * 64 + [1] * 64, [3] * 96 + [0] * 32 + [3] * 128])
+    block = 32
+    partial, full = doc_range_blocks(doc_ids, block)
+    allowed = doc_mask_dense(doc_ids)[:, 0]  # (B, T, T)
+    n = doc_ids.shape[1] // block
+    tiles = allowed.view(2, n, block, n, block).transpose(2, 3)  # (B, n, n, block, block)
+    truly_full, non_empty = tiles.all(-1).all(-1), tiles.any(-1).any(-1)
+    assert not (full[:, 0] & ~truly_full).any()
+    assert not (non_empty & ~(partial[:, 0] | full[:, 0])).any()
+    assert full[1, 0, 7, 4] and not full[1, 0, 4, 3]  # doc 3 both sides vs a block holding doc 0
+
+
 @pytest.mark.gpu
 @gpu
 def test_gpu_tuned_flex_settings_equal_torch_defaults_bf16():
@@ -297,3 +351,21 @@ def test_gpu_tuned_flex_settings_equal_torch_defaults_bf16():
     ref_loss.backward()
     for (n, p), q in zip(tuned.named_parameters(), default.parameters(), strict=True):
         assert ((p.grad - q.grad).norm() / q.grad.norm()).item() < 5e-2, n
+
+
+def test_compiled_wrappers_are_made_outside_traces_only():
+    """A compile wrapper asked for while dynamo traces is the plain function, and is not kept for eager calls."""
+    from ml import model as model_mod
+
+    def plus_one(x):
+        return x + 1
+
+    @torch.compile(backend="eager", fullgraph=True)
+    def outer(x):
+        return model_mod._compiled(plus_one)(x) * (2 if model_mod._compiled(plus_one) is plus_one else 3)
+
+    assert outer(torch.ones(2)).tolist() == [4.0, 4.0]
+    assert plus_one not in model_mod._COMPILED
+    eager = model_mod._compiled(plus_one)
+    assert eager is not plus_one and model_mod._compiled(plus_one) is eager
+    model_mod._COMPILED.pop(plus_one)

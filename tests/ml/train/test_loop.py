@@ -17,8 +17,9 @@ from train_helpers import TINY_TRAIN
 
 from ml.config import ConfigError
 from ml.hf import load_hf
+from ml.model import Llama, ModelConfig
 from ml.train.checkpoint import CheckpointError
-from ml.train.loop import TrainConfig, autocast_context, train
+from ml.train.loop import TrainConfig, autocast_context, evaluate, train
 from ml.train.schedule import lr_at
 
 GOLDEN = Path(__file__).parent / "golden" / "tiny_loss.json"
@@ -200,3 +201,26 @@ def test_gpu_bf16_compiled_fused_run_learns(token_shards, tmp_path, scope):
     assert (
         load_hf(result.hf_dir).state_dict()["embed_tokens.weight"].dtype == torch.float32
     )  # fp32 master weights
+
+
+def test_evaluate_eager_bypasses_a_whole_model_compile():
+    """eager=True runs module.forward (the engine's choice under whole-model compile), never the compiled call."""
+
+    def refuse(gm, example_inputs):
+        raise AssertionError("compiled graph used")
+
+    torch.manual_seed(0)
+    model = Llama.from_config(
+        ModelConfig.from_dict(
+            dict(dim=32, n_layers=1, n_heads=2, n_kv_heads=1, ffn_dim=64, vocab_size=64, max_seq_len=16)
+        )
+    )
+    tokens = torch.randint(0, 64, (2, 16))
+    batches = [(tokens, tokens, torch.zeros_like(tokens))]
+    cfg = TrainConfig.from_dict(TINY_TRAIN)
+    expected = evaluate(model, batches, cfg, torch.device("cpu"), torch.autocast("cpu", enabled=False))
+    model.compile(backend=refuse)
+    with pytest.raises(Exception, match="compiled graph used"):
+        evaluate(model, batches, cfg, torch.device("cpu"), torch.autocast("cpu", enabled=False))
+    got = evaluate(model, batches, cfg, torch.device("cpu"), torch.autocast("cpu", enabled=False), eager=True)
+    assert got == expected and model.training
