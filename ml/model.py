@@ -304,12 +304,19 @@ def doc_block_mask(doc_ids: torch.Tensor, block_size: int = 128) -> BlockMask:
 
 def _doc_range_block_mask(doc_ids: torch.Tensor, block_size: int) -> BlockMask:
     T = doc_ids.shape[1]
+    partial, full = doc_range_blocks(doc_ids, block_size)
+    return _create_sparse_block_from_block_mask(
+        (partial, full), _doc_mask_mod(doc_ids), (T, T), block_size, block_size
+    )
+
+
+def _doc_mask_mod(doc_ids: torch.Tensor):
+    """FlexAttention mask_mod: query q may attend key kv of row b when kv <= q in the same document."""
 
     def mask_mod(b, h, q, kv):
         return (q >= kv) & (doc_ids[b, q] == doc_ids[b, kv])
 
-    partial, full = doc_range_blocks(doc_ids, block_size)
-    return _create_sparse_block_from_block_mask((partial, full), mask_mod, (T, T), block_size, block_size)
+    return mask_mod
 
 
 def doc_range_blocks(doc_ids: torch.Tensor, block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -338,12 +345,8 @@ def doc_range_blocks(doc_ids: torch.Tensor, block_size: int) -> tuple[torch.Tens
 def doc_block_mask_evaluated(doc_ids: torch.Tensor, block_size: int = 128) -> BlockMask:
     """The same block mask built by torch's ``create_block_mask`` (the mask evaluated at every token pair)."""
     B, T = doc_ids.shape
-
-    def mask_mod(b, h, q, kv):
-        return (q >= kv) & (doc_ids[b, q] == doc_ids[b, kv])
-
     build = _compiled(create_block_mask) if doc_ids.is_cuda else create_block_mask
-    return build(mask_mod, B, None, T, T, device=doc_ids.device, BLOCK_SIZE=block_size)
+    return build(_doc_mask_mod(doc_ids), B, None, T, T, device=doc_ids.device, BLOCK_SIZE=block_size)
 
 
 # FlexAttention settings for the document mask, measured per (GPU compute capability, head dim, dtype) by
