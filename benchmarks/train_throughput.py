@@ -147,10 +147,13 @@ def build(impl: str, shape: Shape, device: torch.device, compile_model: bool):
 def row_context(impl: str, flex_settings: dict | None):
     """Process-wide settings of one row, undone after it: "_tuned" runs FlexAttention with ``flex_settings``
     (benchmarks/flex_tuning.py's winner) instead of ml.model's table; "_cdt" turns on Inductor's coordinate
-    descent tuning of its generated kernels; "_evalmask" builds the block mask with torch's create_block_mask
-    (the mask evaluated at every token pair) instead of ml.model's per-block document ranges."""
+    descent tuning of its generated kernels; "_flexat" autotunes FlexAttention's tiles (GEMMs stay on cuBLAS,
+    one choice each, so nothing else is benchmarked); "_evalmask" builds the block mask with torch's
+    create_block_mask (the mask evaluated at every token pair) instead of ml.model's per-block document ranges."""
     parts = set(impl.split("_")[1:])
     patch = {"coordinate_descent_tuning": True} if "cdt" in parts else {}
+    if "flexat" in parts:  # Inductor's autotuning, but cuBLAS alone for GEMMs: in effect FlexAttention only
+        patch.update(max_autotune=True, max_autotune_gemm_backends="ATEN")
     if "tuned" in parts:
         if flex_settings is None:
             raise ValueError(f"{impl}: '_tuned' needs --flex-settings")

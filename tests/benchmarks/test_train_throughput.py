@@ -35,6 +35,13 @@ def test_tuned_rows_need_settings_and_restore_the_table():
     assert flex_settings(CPU, 64, torch.bfloat16) == {}
 
 
+def test_flexat_rows_autotune_flex_only_and_restore_the_config():
+    with row_context("ours_doc_full_flexat", None):
+        assert torch._inductor.config.max_autotune
+        assert torch._inductor.config.max_autotune_gemm_backends == "ATEN"
+    assert not torch._inductor.config.max_autotune
+
+
 def test_evalmask_rows_build_the_mask_with_torch_and_restore_ours():
     with row_context("ours_doc_full_evalmask", None):
         assert ml.model.doc_block_mask is ml.model.doc_block_mask_evaluated
