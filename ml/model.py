@@ -296,9 +296,8 @@ def doc_block_mask(doc_ids: torch.Tensor, block_size: int = 128) -> BlockMask:
     T = doc_ids.shape[1]
     if T % block_size:  # a ragged last block: let torch evaluate the mask token by token
         return doc_block_mask_evaluated(doc_ids, block_size)
-    build = (
-        _compiled(_doc_range_block_mask) if doc_ids.is_cuda else _doc_range_block_mask
-    )  # eager: ~30 kernels
+    # on CUDA compiled (0.07 ms at B16 x T2048 on an H100; eager launches ~30 small kernels, 2.2 ms)
+    build = _compiled(_doc_range_block_mask) if doc_ids.is_cuda else _doc_range_block_mask
     return build(doc_ids, block_size)
 
 
