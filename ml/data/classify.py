@@ -165,9 +165,20 @@ class TrainConfig:
     class_weight: str | None = "balanced"  # small classes (math, teacher positives) are not swamped
 
 
+@dataclass(frozen=True)
 class LinearStudentFields:
-    """Mixin for stage configs whose student fields (``log2_buckets, word_ngrams, char_ngrams, max_chars, c,
-    max_iter``) build the featurizer and fit settings of a ``LinearTextClassifier``."""
+    """Student settings shared by the stage configs that train a ``LinearTextClassifier`` (quality, domain):
+    featurizer and fit settings, the held-out split, the seed and the scoring batch."""
+
+    log2_buckets: int = 18
+    word_ngrams: tuple[int, int] = (1, 2)
+    char_ngrams: tuple[int, int] = (3, 5)
+    max_chars: int = 8000
+    c: float = 4.0
+    max_iter: int = 300
+    held_out_fraction: float = 0.2
+    seed: int = 0
+    batch_size: int = 1024
 
     @property
     def featurizer(self) -> FeaturizerConfig:

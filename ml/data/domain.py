@@ -78,15 +78,7 @@ class DomainConfig(LinearStudentFields, StageConfig):
     max_lines: int = 400  # the teacher reads the first N non-empty lines
     # student
     max_train_docs: int = 20000  # seeded sample of documents labelled by the teacher for training
-    log2_buckets: int = 18
-    word_ngrams: tuple[int, int] = (1, 2)
-    char_ngrams: tuple[int, int] = (3, 5)
-    max_chars: int = 8000
-    c: float = 4.0
-    max_iter: int = 300
-    held_out_fraction: float = 0.2
-    seed: int = 0
-    batch_size: int = 1024
+    # other student settings (log2_buckets, n-grams, c, max_iter, split, seed, batch): LinearStudentFields
 
     def __post_init__(self) -> None:
         for name in ("code_threshold", "math_threshold", "symbol_density"):

@@ -93,16 +93,7 @@ class QualityConfig(LinearStudentFields, StageConfig):
     positive_fraction: float = 0.3  # chosen: top/bottom 30% leaves a clear margin between the classes
     negative_fraction: float = 0.3
     max_teacher_docs: int = 20000  # seeded sample of eligible documents the teacher scores
-    # student: hashed n-grams → logistic regression
-    log2_buckets: int = 18
-    word_ngrams: tuple[int, int] = (1, 2)
-    char_ngrams: tuple[int, int] = (3, 5)
-    max_chars: int = 8000
-    c: float = 4.0
-    max_iter: int = 300
-    held_out_fraction: float = 0.2
-    seed: int = 0
-    batch_size: int = 1024
+    # student settings (log2_buckets, n-grams, c, max_iter, split, seed, batch): LinearStudentFields
     # scoring
     mode: str = "filter"  # "filter": drop in-scope docs below threshold; "weight": add quality_weight
     threshold: float = 0.3  # chosen: on a sample of local man pages, READMEs and HTML docs 0.3 drops 28% of
