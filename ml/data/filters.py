@@ -12,7 +12,7 @@ import abc
 import math
 import re
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cache, cached_property
 from pathlib import Path
@@ -118,6 +118,16 @@ class Doc:
         return [s for s in (line.strip() for line in self.text.split("\n")) if s]
 
 
+def _above(value: float, limit: float, reason: str) -> tuple[str, str] | None:
+    """``(reason, "value > limit")`` when a score exceeds its limit, else None."""
+    return (reason, f"{value:.3f} > {limit}") if value > limit else None
+
+
+def _line_frac(doc: Doc, hit: Callable[[str], bool]) -> float:
+    """Share of the document's lines for which ``hit`` holds (0 for no lines)."""
+    return sum(1 for line in doc.lines if hit(line)) / len(doc.lines) if doc.lines else 0.0
+
+
 class HeuristicFilter(abc.ABC):
     """A rule: ``scores(doc)`` → named numbers (kept as columns), ``check(scores)`` → (reason, detail) or None."""
 
@@ -193,37 +203,27 @@ class SymbolRatioFilter(HeuristicFilter):
         return {"symbol_word_ratio": max(hashes, ellipses) / n}
 
     def check(self, s: Mapping[str, float], doc: Doc) -> tuple[str, str] | None:
-        if s["symbol_word_ratio"] > self.config.max_symbol_word_ratio:
-            return "symbol_ratio", f"{s['symbol_word_ratio']:.3f} > {self.config.max_symbol_word_ratio}"
-        return None
+        return _above(s["symbol_word_ratio"], self.config.max_symbol_word_ratio, "symbol_ratio")
 
 
 class EllipsisLinesFilter(HeuristicFilter):
     name = "ellipsis_lines"
 
     def scores(self, doc: Doc) -> dict[str, float]:
-        n = len(doc.lines)
-        hits = sum(1 for line in doc.lines if line.endswith(_ELLIPSES))
-        return {"ellipsis_line_frac": hits / n if n else 0.0}
+        return {"ellipsis_line_frac": _line_frac(doc, lambda line: line.endswith(_ELLIPSES))}
 
     def check(self, s: Mapping[str, float], doc: Doc) -> tuple[str, str] | None:
-        if s["ellipsis_line_frac"] > self.config.max_ellipsis_line_frac:
-            return "ellipsis_lines", f"{s['ellipsis_line_frac']:.3f} > {self.config.max_ellipsis_line_frac}"
-        return None
+        return _above(s["ellipsis_line_frac"], self.config.max_ellipsis_line_frac, "ellipsis_lines")
 
 
 class BulletLinesFilter(HeuristicFilter):
     name = "bullet_lines"
 
     def scores(self, doc: Doc) -> dict[str, float]:
-        n = len(doc.lines)
-        hits = sum(1 for line in doc.lines if line.startswith(_BULLETS))
-        return {"bullet_line_frac": hits / n if n else 0.0}
+        return {"bullet_line_frac": _line_frac(doc, lambda line: line.startswith(_BULLETS))}
 
     def check(self, s: Mapping[str, float], doc: Doc) -> tuple[str, str] | None:
-        if s["bullet_line_frac"] > self.config.max_bullet_line_frac:
-            return "bullet_lines", f"{s['bullet_line_frac']:.3f} > {self.config.max_bullet_line_frac}"
-        return None
+        return _above(s["bullet_line_frac"], self.config.max_bullet_line_frac, "bullet_lines")
 
 
 class DupLinesFilter(HeuristicFilter):
