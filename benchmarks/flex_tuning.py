@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch.nn.attention.flex_attention import flex_attention
 
 from benchmarks.train_throughput import SHAPES, random_doc_ids
-from ml.model import doc_block_mask, doc_block_mask_evaluated, split_flex_settings
+from ml.model import doc_block_mask, doc_block_mask_evaluated, offer_flex_bwd_tiles, split_flex_settings
 
 FWD_GRID = [  # (BLOCK_M, BLOCK_N, num_warps, num_stages); torch's H100 default at head dim 64 is (128, 128, 4, 3)
     (128, 128, 4, 3),
@@ -132,6 +132,7 @@ def main() -> None:
 
     def flex_fn(settings: dict[str, int]):
         block, opts = split_flex_settings(settings)
+        offer_flex_bwd_tiles(settings)
         bm = masks[block]
         torch._dynamo.reset()
 

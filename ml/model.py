@@ -356,11 +356,13 @@ def doc_block_mask_evaluated(doc_ids: torch.Tensor, block_size: int = 128) -> Bl
 # visited key block can be all masked; a query block's partially masked key blocks, its document start
 # and the diagonal, are not one contiguous run).
 FLEX_TUNED: dict[tuple[tuple[int, int], int, torch.dtype], dict[str, int]] = {
-    # H100 SXM, head dim 64, bf16 (the small and 1b presets): fwd+bwd 0.917 ms vs 1.137 ms with torch's
-    # defaults at B=16, T=2048, 12/4 heads (NOTES.md round 4). The backward's 64x64 tiles at 4 warps are
-    # the gain; torch's sm90 default there is 64x128/128x64 at 8 warps.
+    # H100 SXM, head dim 64, bf16 (the small and 1b presets), B=16, T=2048, 12/4 heads, one layer fwd+bwd:
+    # 0.763 ms against 1.144 ms with torch's defaults (NOTES.md round 6). A 64-token mask visits 15% less
+    # of the T x T plane than torch's 128 (partial blocks 7.4% instead of 14.0%), and its 64x64 tiles at 4
+    # warps are also round 4's best backward; Inductor lowers it via offer_flex_bwd_tiles.
     ((9, 0), 64, torch.bfloat16): {
-        "fwd_BLOCK_M": 128,
+        "mask_block_size": 64,
+        "fwd_BLOCK_M": 64,
         "fwd_BLOCK_N": 64,
         "fwd_num_warps": 4,
         "fwd_num_stages": 3,
@@ -379,6 +381,8 @@ def set_flex_settings(settings: dict[str, int] | None) -> None:
     """Use ``settings`` for every flex call from now on; None goes back to the tuned table."""
     global _flex_override
     _flex_override = dict(settings) if settings is not None else None
+    if settings is not None:
+        offer_flex_bwd_tiles(settings)
 
 
 @torch.compiler.assume_constant_result
@@ -401,6 +405,63 @@ def flex_settings(device: torch.device, head_dim: int, dtype: torch.dtype) -> di
         return {}
     index = device.index if device.index is not None else 0
     return dict(FLEX_TUNED.get((_cuda_capability(index), head_dim, dtype), {}))
+
+
+_BWD_TILES = ("block_m1", "block_n1", "block_m2", "block_n2")
+_bwd_offers: dict[int, dict[str, int]] = {}  # block mask tile -> the backward tiles/warps/stages to offer for it
+
+
+def _fits(conf: Any, block: int) -> bool:
+    return all(block % getattr(conf, t) == 0 for t in _BWD_TILES)
+
+
+def _offered_bwd_configs(configs: list[Any]) -> list[Any]:
+    """``configs`` plus, for each registered mask tile that none of them divides, the registered config."""
+    out = list(configs)
+    for block, opts in _bwd_offers.items():
+        if out and not any(_fits(c, block) for c in out):
+            tiles = {t: opts[f"bwd_{t.upper()}"] for t in _BWD_TILES}
+            extra = {k: opts[f"bwd_{k}"] for k in ("num_warps", "num_stages") if f"bwd_{k}" in opts}
+            out.append(dataclasses.replace(out[-1], **tiles, **extra))
+    return out
+
+
+def offer_flex_bwd_tiles(settings: dict[str, int]) -> None:
+    """Let Inductor lower FlexAttention's backward on a block mask smaller than its default tiles.
+
+    ``settings`` is a flex settings dict; nothing happens unless its "mask_block_size" is under 128 and it
+    names backward tiles. Inductor (torch 2.11 to 2.13) drops every backward config whose tiles do not divide
+    the mask's tile, and it does so before ``kernel_options`` replace the tiles; its H100 default at head dim
+    64 is 64x128/128x64, so a 64-token mask leaves no config (NoValidChoicesError) even when the options ask
+    for 64x64. This adds the asked-for config to the list Inductor's choices return, only where no default
+    fits. It wraps the class method rather than installing a choices handler: the backward is compiled
+    lazily in autograd's device thread, which never sees a handler set in the calling thread (handlers are
+    thread-local). Call it before tracing (``set_flex_settings`` and import do): it is a side effect."""
+    block, options = split_flex_settings(settings)
+    if block >= 128 or not any(k.startswith("bwd_") for k in options):
+        return
+    missing = [f"bwd_{t.upper()}" for t in _BWD_TILES if f"bwd_{t.upper()}" not in options]
+    if missing:
+        raise ValueError(f"flex settings {settings}: a {block}-token block mask needs {missing} as well")
+    _bwd_offers[block] = options
+    from torch._inductor.choices import InductorChoices
+
+    original = InductorChoices.get_flex_attention_bwd_configs
+    if getattr(original, "_offers_tiles", False):
+        return
+
+    def get_flex_attention_bwd_configs(self, head_dim, dtype, device_type="cuda"):
+        return _offered_bwd_configs(original(self, head_dim, dtype, device_type))
+
+    get_flex_attention_bwd_configs._offers_tiles = True
+    InductorChoices.get_flex_attention_bwd_configs = get_flex_attention_bwd_configs
+
+
+def offer_tuned_flex_tiles() -> None:
+    """offer_flex_bwd_tiles for every FLEX_TUNED entry; a Llama built where CUDA exists calls it (it imports
+    Inductor, seconds, so it is not done at import or on CPU-only machines)."""
+    for settings in FLEX_TUNED.values():
+        offer_flex_bwd_tiles(settings)
 
 
 def _flex(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_mask: BlockMask) -> torch.Tensor:
@@ -579,6 +640,8 @@ class Llama(nn.Module):
             self.lm_head.weight = self.embed_tokens.weight
         # (2, max_seq_len, Hd) fp32; not saved in checkpoints, recomputed by init_weights()
         self.register_buffer("rope", rope_table(cfg), persistent=False)
+        if cfg.attention in ("auto", "flex") and torch.cuda.is_available():
+            offer_tuned_flex_tiles()  # never traced, and before any compile of this model
 
     @classmethod
     def from_config(cls, cfg: ModelConfig, device: str | torch.device = "cpu") -> Llama:

@@ -326,10 +326,57 @@ def test_doc_block_mask_never_skips_an_allowed_pair_for_unsorted_ids():
     assert full[1, 0, 7, 4] and not full[1, 0, 4, 3]  # doc 3 both sides vs a block holding doc 0
 
 
+MASK64 = {
+    "mask_block_size": 64,
+    **{f"fwd_{k}": v for k, v in dict(BLOCK_M=64, BLOCK_N=64, num_warps=4, num_stages=3).items()},
+    **{f"bwd_BLOCK_{t}": 64 for t in ("M1", "N1", "M2", "N2")},
+    "bwd_num_warps": 4,
+    "bwd_num_stages": 3,
+}
+
+
+def test_offered_backward_config_only_where_no_default_fits_the_mask(monkeypatch):
+    """A 64-token mask with 64x64 backward tiles: Inductor's H100 default (64x128/128x64) gets the asked-for
+    config beside it; a list that already holds a fitting config, or a 128-token mask, is left alone."""
+    from torch._inductor.choices import InductorChoices
+    from torch._inductor.template_heuristics.triton import FlexBwDConfig
+
+    from ml import model as model_mod
+
+    monkeypatch.setattr(model_mod, "_bwd_offers", {})
+    h100_default = FlexBwDConfig(64, 128, 128, 64, 3, 8)
+    model_mod.offer_flex_bwd_tiles({**MASK64, "mask_block_size": 128})  # 128: torch's default fits
+    assert model_mod._offered_bwd_configs([h100_default]) == [h100_default]
+    set_flex_settings(MASK64)
+    set_flex_settings(None)
+    assert model_mod._offered_bwd_configs([h100_default]) == [h100_default, FlexBwDConfig(64, 64, 64, 64, 3, 4)]
+    fits = FlexBwDConfig(32, 64, 64, 32, 2, 4)
+    assert model_mod._offered_bwd_configs([h100_default, fits]) == [h100_default, fits]
+
+    class H100Heuristics:  # what Inductor's CUDA heuristics return at head dim 64 on sm90
+        def get_flex_attn_bwd_configs(self, head_dim, dtype):
+            return [h100_default]
+
+    monkeypatch.setattr(InductorChoices, "get_config_heuristics", lambda self, device_type: H100Heuristics())
+    configs = InductorChoices().get_flex_attention_bwd_configs(64, torch.bfloat16, "cuda")
+    assert [(c.block_m1, c.block_n1, c.block_m2, c.block_n2) for c in configs] == [(64, 128, 128, 64), (64,) * 4]
+    with pytest.raises(ValueError, match=r"64-token block mask needs \['bwd_BLOCK_N2'\]"):
+        model_mod.offer_flex_bwd_tiles({k: v for k, v in MASK64.items() if k != "bwd_BLOCK_N2"})
+    monkeypatch.setattr(model_mod, "_bwd_offers", {})
+    _model()  # no CUDA: nothing registered (Inductor is not imported for CPU-only models)
+    assert model_mod._bwd_offers == {}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    _model()  # where CUDA exists, building a model registers the tuned table's small-mask tiles
+    small = {s["mask_block_size"] for s in FLEX_TUNED.values() if s.get("mask_block_size", 128) < 128}
+    assert set(model_mod._bwd_offers) == small and small == {64}
+
+
 @pytest.mark.gpu
 @gpu
-def test_gpu_tuned_flex_settings_equal_torch_defaults_bf16():
-    """The tuned tiles (FLEX_TUNED, head dim 64) compute the same function as torch's default tiles."""
+@pytest.mark.parametrize("settings", [None, MASK64], ids=["table", "mask64"])
+def test_gpu_tuned_flex_settings_equal_torch_defaults_bf16(settings):
+    """The tuned tiles (FLEX_TUNED, head dim 64), and a 64-token mask with 64x64 tiles, compute the same
+    function as torch's default tiles on a 128-token mask."""
     torch.manual_seed(0)
     cfg = ModelConfig.from_dict(dict(GQA, dim=256, n_heads=4, n_kv_heads=2, max_seq_len=1024))
     assert cfg.head_dim == 64
@@ -340,14 +387,15 @@ def test_gpu_tuned_flex_settings_equal_torch_defaults_bf16():
     doc_ids = _random_docs(2, 1024, seed=2).cuda()
     labels = torch.randint(0, 256, (2, 1024), device="cuda")
     with torch.autocast("cuda", dtype=torch.bfloat16):
-        loss = tuned(tokens, doc_ids=doc_ids, labels=labels)
-        set_flex_settings({})
+        set_flex_settings(settings)
         try:
+            loss = tuned(tokens, doc_ids=doc_ids, labels=labels)
+            set_flex_settings({})
             ref_loss = default(tokens, doc_ids=doc_ids, labels=labels)
         finally:
             set_flex_settings(None)
     assert abs(loss.item() - ref_loss.item()) < 1e-2
-    loss.backward()
+    loss.backward()  # compiled now, in autograd's thread: the 64-token mask needs the offered config here
     ref_loss.backward()
     for (n, p), q in zip(tuned.named_parameters(), default.parameters(), strict=True):
         assert ((p.grad - q.grad).norm() / q.grad.norm()).item() < 5e-2, n
