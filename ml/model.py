@@ -209,12 +209,11 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     """Rotate x (B, n, T, Hd) by cos/sin of shape (T, Hd) or (B, T, Hd); fp32 math, x's dtype out."""
     if cos.dim() == 3:
         cos, sin = cos[:, None], sin[:, None]  # (B, 1, T, Hd)
-    xf = x.float()
-    return (xf * cos + rotate_half(xf) * sin).to(x.dtype)
+    return _rope_rows(x, cos, sin)
 
 
 def _rope_rows(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """apply_rope for x laid out (B, T, n, Hd) with cos/sin already broadcastable to it."""
+    """The rotation for any layout of x, e.g. (B, T, n, Hd), with cos/sin already broadcastable to it."""
     xf = x.float()
     return (xf * cos + rotate_half(xf) * sin).to(x.dtype)
 
@@ -407,8 +406,10 @@ def flex_settings(device: torch.device, head_dim: int, dtype: torch.dtype) -> di
     return dict(FLEX_TUNED.get((_cuda_capability(index), head_dim, dtype), {}))
 
 
-_BWD_TILES = ("block_m1", "block_n1", "block_m2", "block_n2")
-_bwd_offers: dict[int, dict[str, int]] = {}  # block mask tile -> the backward tiles/warps/stages to offer for it
+# FlexBwDConfig field -> its FlexKernelOptions key in a settings dict
+_BWD_TILES = {t: f"bwd_{t.upper()}" for t in ("block_m1", "block_n1", "block_m2", "block_n2")}
+# block mask tile -> the settings (backward tiles, warps, stages) whose config Inductor is offered for it
+_bwd_offers: dict[int, dict[str, int]] = {}
 
 
 def _fits(conf: Any, block: int) -> bool:
@@ -420,7 +421,7 @@ def _offered_bwd_configs(configs: list[Any]) -> list[Any]:
     out = list(configs)
     for block, opts in _bwd_offers.items():
         if out and not any(_fits(c, block) for c in out):
-            tiles = {t: opts[f"bwd_{t.upper()}"] for t in _BWD_TILES}
+            tiles = {t: opts[key] for t, key in _BWD_TILES.items()}
             extra = {k: opts[f"bwd_{k}"] for k in ("num_warps", "num_stages") if f"bwd_{k}" in opts}
             out.append(dataclasses.replace(out[-1], **tiles, **extra))
     return out
@@ -436,11 +437,12 @@ def offer_flex_bwd_tiles(settings: dict[str, int]) -> None:
     for 64x64. This adds the asked-for config to the list Inductor's choices return, only where no default
     fits. It wraps the class method rather than installing a choices handler: the backward is compiled
     lazily in autograd's device thread, which never sees a handler set in the calling thread (handlers are
-    thread-local). Call it before tracing (``set_flex_settings`` and import do): it is a side effect."""
+    thread-local). Call it before tracing, as ``set_flex_settings`` and ``Llama.__init__`` (through
+    ``offer_tuned_flex_tiles``) do: it is a side effect dynamo must not see."""
     block, options = split_flex_settings(settings)
     if block >= 128 or not any(k.startswith("bwd_") for k in options):
         return
-    missing = [f"bwd_{t.upper()}" for t in _BWD_TILES if f"bwd_{t.upper()}" not in options]
+    missing = [key for key in _BWD_TILES.values() if key not in options]
     if missing:
         raise ValueError(f"flex settings {settings}: a {block}-token block mask needs {missing} as well")
     _bwd_offers[block] = options

@@ -349,7 +349,10 @@ def test_offered_backward_config_only_where_no_default_fits_the_mask(monkeypatch
     assert model_mod._offered_bwd_configs([h100_default]) == [h100_default]
     set_flex_settings(MASK64)
     set_flex_settings(None)
-    assert model_mod._offered_bwd_configs([h100_default]) == [h100_default, FlexBwDConfig(64, 64, 64, 64, 3, 4)]
+    assert model_mod._offered_bwd_configs([h100_default]) == [
+        h100_default,
+        FlexBwDConfig(64, 64, 64, 64, 3, 4),
+    ]
     fits = FlexBwDConfig(32, 64, 64, 32, 2, 4)
     assert model_mod._offered_bwd_configs([h100_default, fits]) == [h100_default, fits]
 
@@ -359,7 +362,10 @@ def test_offered_backward_config_only_where_no_default_fits_the_mask(monkeypatch
 
     monkeypatch.setattr(InductorChoices, "get_config_heuristics", lambda self, device_type: H100Heuristics())
     configs = InductorChoices().get_flex_attention_bwd_configs(64, torch.bfloat16, "cuda")
-    assert [(c.block_m1, c.block_n1, c.block_m2, c.block_n2) for c in configs] == [(64, 128, 128, 64), (64,) * 4]
+    assert [(c.block_m1, c.block_n1, c.block_m2, c.block_n2) for c in configs] == [
+        (64, 128, 128, 64),
+        (64,) * 4,
+    ]
     with pytest.raises(ValueError, match=r"64-token block mask needs \['bwd_BLOCK_N2'\]"):
         model_mod.offer_flex_bwd_tiles({k: v for k, v in MASK64.items() if k != "bwd_BLOCK_N2"})
     monkeypatch.setattr(model_mod, "_bwd_offers", {})
