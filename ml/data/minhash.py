@@ -42,9 +42,10 @@ exactly as datasketch draws them, and the arithmetic replicates its two schemes:
 
 from __future__ import annotations
 
+import functools
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -701,9 +702,15 @@ def exact_jaccard(texts: Sequence[str], pairs: np.ndarray, cfg: MinHashConfig) -
     pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
     if len(pairs) == 0:
         return np.zeros(0, dtype=np.float64)
-    docs = np.unique(pairs)
+    return _exact_jaccard_among(texts, np.unique(pairs), cfg)(pairs)
+
+
+def _exact_jaccard_among(
+    texts: Sequence[str], docs: np.ndarray, cfg: MinHashConfig
+) -> Callable[[np.ndarray], np.ndarray]:
+    """Exact Jaccard of pairs of rows among ``docs`` (sorted, unique), their shingle sets hashed once."""
     values, offsets = shingle_sets([texts[i] for i in docs.tolist()], cfg)
-    return set_jaccard(values, offsets, np.searchsorted(docs, pairs), cfg)
+    return lambda pairs: set_jaccard(values, offsets, np.searchsorted(docs, pairs), cfg)
 
 
 def candidate_probability(jaccard: float, bands: int, rows: int) -> float:
@@ -848,17 +855,11 @@ def minhash_dedup(df: pd.DataFrame, cfg: MinHashConfig) -> StepResult:
         if cfg.lsh_storage == "redis":
             _drop_redis_index(cfg, basename)
     pairs = rows[local] if len(local) else local
-    if cfg.verify == "exact":  # hash the candidate docs once; every pair below is among them
-        docs = np.unique(pairs)
-        values, offsets = shingle_sets([texts[i] for i in docs.tolist()], cfg)
-
-        def similarity(p: np.ndarray) -> np.ndarray:
-            return set_jaccard(values, offsets, np.searchsorted(docs, p), cfg)
-    else:
-
-        def similarity(p: np.ndarray) -> np.ndarray:
-            return estimated_jaccard(sigs, p)
-
+    similarity = (  # exact: the candidate docs hashed once; every pair measured below is among them
+        _exact_jaccard_among(texts, np.unique(pairs), cfg)
+        if cfg.verify == "exact"
+        else functools.partial(estimated_jaccard, sigs)
+    )
     jac = similarity(pairs)
     labels = connected_components(len(df), pairs[jac >= cfg.threshold])
 
