@@ -42,9 +42,8 @@ def pretrained_base(
     with stage_run(context, mlflow, dvc, cfg, inputs={"token_shards": shards, "tokenizer": tok_dir}) as run:
         # Checkpoints live in a work dir outside the artifact so a failed run resumes where it stopped; the dir
         # is keyed by the inputs' DVC md5s and the config, so new data or a new config starts a fresh run.
-        key = hashlib.sha256(json.dumps([run.input_md5, cfg.to_dict()], sort_keys=True).encode()).hexdigest()[
-            :12
-        ]
+        fingerprint = json.dumps([run.input_md5, cfg.to_dict()], sort_keys=True).encode()
+        key = hashlib.sha256(fingerprint).hexdigest()[:12]
         work_root = lifecycle_home() / "data" / "_work" / run.asset / (run.partition or "all")
         work = work_root / key
         work.mkdir(parents=True, exist_ok=True)

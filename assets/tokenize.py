@@ -75,9 +75,8 @@ def token_shards(
     df = read_shards(corpus / "docs")
     tok = load_tokenizer(tok_dir)
     with stage_run(context, mlflow, dvc, cfg, inputs={"curated_corpus": corpus, "tokenizer": tok_dir}) as run:
-        manifest = write_token_shards(
-            df, tok, run.out_dir, cfg, class_col="domain"
-        )  # replaces the dir atomically
+        # replaces the dir atomically
+        manifest = write_token_shards(df, tok, run.out_dir, cfg, class_col="domain")
         stats = manifest.to_stats()
         run.log_metrics(stats)
         run.log.log_artifact(run.out_dir / "manifest.json")

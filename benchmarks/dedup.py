@@ -218,9 +218,7 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3, help="runs per method; the fastest run's times count")
     args = ap.parse_args()
 
-    cfg = MinHashConfig(
-        threshold=args.threshold
-    )  # defaults: 128 permutations, 21 bands x 6 rows, exact check
+    cfg = MinHashConfig(threshold=args.threshold)  # defaults: 128 permutations, 21 bands x 6 rows, exact
     bands, rows = cfg.bands, cfg.rows
     print(f"LSH S-curve P(candidate | J={cfg.threshold}) = 1 - (1 - J^r)^b at num_perm={cfg.num_perm}:")
     for b, r in ((16, 8), (18, 7), (bands, rows), (25, 5), (32, 4)):

@@ -22,9 +22,8 @@ def _instance():
     dagster_home = Path(os.environ.setdefault("DAGSTER_HOME", str(lifecycle_home() / ".dagster")))
     dagster_home.mkdir(parents=True, exist_ok=True)
     settings = dagster_home / "dagster.yaml"
-    if (
-        not settings.exists()
-    ):  # offline machines: no telemetry; sqlite storage under DAGSTER_HOME (the default)
+    # offline machines: no telemetry; sqlite storage under DAGSTER_HOME (the default)
+    if not settings.exists():
         settings.write_text("telemetry:\n  enabled: false\n")
     return dg.DagsterInstance.get()
 
