@@ -1,4 +1,4 @@
-"""MinHash near-dedup benchmark on ONE core: datasketch vs ours (ml.data.minhash) vs rensa (Rust reference).
+"""MinHash near-dedup benchmark on ONE core: datasketch vs ours (ml.curate.minhash) vs rensa (Rust reference).
 
     python benchmarks/dedup.py [--docs N] [--threshold 0.8] [--dup-fraction 0.4]
 
@@ -13,7 +13,7 @@ query, ``MinHash.jaccard`` check) with its default SHA1 hash -- THE baseline of 
 context, ``xxh32`` (fastest C hash) and ``shingle_hash32`` (ours, so its signatures must equal ours bit for
 bit); then ours with exact verification (the default), ours with the MinHash estimate, ours on the numpy
 engine (the pre-numba code path), then rensa ``RMinHash`` + ``RMinHashLSH``. Every row uses the same
-shingles (``ml.data.minhash.shingles``), num_perm, seed, threshold and LSH bands x rows (rensa needs
+shingles (``ml.curate.minhash.shingles``), num_perm, seed, threshold and LSH bands x rows (rensa needs
 num_perm % bands == 0, so it gets 32 x 4). ``sig/s`` and ``ns/shingle`` count text -> signature (tokenizing
 and shingling included); ``e2e docs/s`` adds LSH insert + query, the Jaccard check and union-find; both are
 the fastest of ``--repeat`` runs (the machine is shared). The numba kernels are compiled (or loaded from
@@ -42,7 +42,7 @@ import scipy.sparse as sp  # noqa: E402
 import xxhash  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from ml.data.minhash import (  # noqa: E402
+from ml.curate.minhash import (  # noqa: E402
     MinHashConfig,
     candidate_probability,
     connected_components,
@@ -181,7 +181,7 @@ def run_datasketch(texts, cfg, lsh_params, hashfunc):
 
 
 def run_ours(texts, cfg):
-    """ml.data.minhash: batched signatures, MinHashLSH, candidate check by ``cfg.verify``, union-find."""
+    """ml.curate.minhash: batched signatures, MinHashLSH, candidate check by ``cfg.verify``, union-find."""
     t0 = time.perf_counter()
     sigs = signatures(texts, cfg)
     t_sig = time.perf_counter() - t0

@@ -6,7 +6,7 @@ Search, coordinate-wise so it fits one device call: (1) forward tiles/warps/stag
 defaults, timed forward only; (2) backward tiles/warps/stages with the best forward, timed forward+backward;
 (3) a 64-token block mask with tiles that fit it. Every candidate's output and gradients are compared with
 torch's defaults (bf16: max |diff| must stay under 2e-2 of the reference scale) so a wrong config cannot win.
-The winner is written as JSON (``--out``), the settings dict ``ml.model.set_flex_settings`` takes.
+The winner is written as JSON (``--out``), the settings dict ``ml.model.llama.set_flex_settings`` takes.
 
     PYTHONPATH=. python3 benchmarks/flex_tuning.py --shape small --out /tmp/flex_best.json
 """
@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch.nn.attention.flex_attention import flex_attention
 
 from benchmarks.train_throughput import SHAPES, random_doc_ids
-from ml.model import doc_block_mask, doc_block_mask_evaluated, offer_flex_bwd_tiles, split_flex_settings
+from ml.model.llama import doc_block_mask, doc_block_mask_evaluated, offer_flex_bwd_tiles, split_flex_settings
 
 FWD_GRID = [  # (BLOCK_M, BLOCK_N, num_warps, num_stages); torch's H100 default at head dim 64 is (128, 128, 4, 3)
     (128, 128, 4, 3),
@@ -69,7 +69,7 @@ def mask_density(bm) -> tuple[float, float]:
 
 
 def mask_build_times(doc_ids: torch.Tensor, do_bench) -> None:
-    """Time to build one batch's block mask: ml.model's per-block document ranges vs create_block_mask."""
+    """Time to build one batch's block mask: ml.model.llama's per-block document ranges vs create_block_mask."""
     builders = {
         "create_block_mask, compiled (baseline)": doc_block_mask_evaluated,
         "document ranges, eager": doc_block_mask,

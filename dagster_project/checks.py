@@ -4,11 +4,11 @@ import json
 
 import dagster as dg
 
-from assets.crawl import extracted_docs, raw_crawl
-from assets.curate import curated_corpus
-from assets.partitions import SNAPSHOTS
-from assets.tokenize import token_shards, tokenizer
+from assets.data.crawl import extracted_docs, raw_crawl
+from assets.data.curate import curated_corpus
+from assets.tokens.tokenize import token_shards, tokenizer
 from dagster_project.home import artifact_dir
+from dagster_project.partitions import SNAPSHOTS
 from ml.io import DOC_COLUMNS, read_shards
 
 
@@ -62,7 +62,7 @@ def mix_hits_target(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResu
 @dg.asset_check(asset=tokenizer, blocking=True, partitions_def=SNAPSHOTS)
 def tokenizer_special_tokens(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
     """Every named Llama 3 special token (chat tokens included) encodes to a single id."""
-    from ml.tokenizer import NAMED_SPECIAL_OFFSETS, load_tokenizer
+    from ml.tokens.tokenizer import NAMED_SPECIAL_OFFSETS, load_tokenizer
 
     tok = load_tokenizer(_dir(context, "tokenizer"))
     specials = list(NAMED_SPECIAL_OFFSETS)  # begin/end of text, pad, headers, eom, eot, python_tag
@@ -74,7 +74,7 @@ def tokenizer_special_tokens(context: dg.AssetCheckExecutionContext) -> dg.Asset
 @dg.asset_check(asset=token_shards, blocking=True, partitions_def=SNAPSHOTS)
 def token_shards_verify(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
     """Every shard's size and sha256 match the manifest."""
-    from ml.data.shards import read_manifest
+    from ml.tokens.shards import read_manifest
 
     try:
         manifest = read_manifest(_dir(context, "token_shards"))

@@ -31,8 +31,8 @@ def _instance():
 def materialize(selection: list[str] | None, partition: str) -> bool:
     import dagster as dg
 
-    from assets.partitions import SNAPSHOTS
     from dagster_project.definitions import defs
+    from dagster_project.partitions import SNAPSHOTS
 
     instance = _instance()
     if not instance.has_dynamic_partition(SNAPSHOTS.name, partition):

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import dagster as dg
 
-from assets import crawl, curate, pretrain, tokenize
-from assets.partitions import SNAPSHOTS
+from assets.data import crawl, curate
+from assets.pretrain import pretrain
+from assets.tokens import tokenize
 from dagster_project import checks
+from dagster_project.partitions import SNAPSHOTS
 
 ASSET_MODULES = [crawl, curate, tokenize, pretrain]
 ALL_ASSETS = dg.load_assets_from_modules(ASSET_MODULES)

@@ -286,7 +286,8 @@ class LocalWebResource(dg.ConfigurableResource):
 
     @contextlib.contextmanager
     def serving(self, site_dir: Path, config) -> Iterator[tuple[str, Any]]:
-        from ml.data.localweb import build_site, serve_site
+        from dagster_project.services.local_web_server import serve_site
+        from ml.sources.localweb import build_site
 
         manifest = build_site(site_dir, config)
         with serve_site(site_dir, host=self.host, port=self.port) as base_url:
@@ -308,7 +309,7 @@ class RedisResource(dg.ConfigurableResource):
         elif self.mode == "external":
             yield (self.host, self.port)
         elif self.mode == "local":
-            from ml.data.redis_server import redis_server
+            from dagster_project.services.redis_server import redis_server
 
             with redis_server() as hp:
                 yield hp
@@ -334,7 +335,7 @@ class DaskResource(dg.ConfigurableResource):
         elif self.n_workers <= 0:
             yield None
         else:
-            from ml.data.parallel import local_cluster
+            from dagster_project.services.dask_cluster import local_cluster
 
             with local_cluster(self.n_workers, self.threads_per_worker) as c:
                 yield c

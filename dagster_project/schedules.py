@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import dagster as dg
 
-from assets.partitions import DEFAULT_SNAPSHOT
 from dagster_project.jobs import data_job
+from dagster_project.partitions import DEFAULT_SNAPSHOT
 
 
 @dg.schedule(job=data_job, cron_schedule="0 3 * * 1", default_status=dg.DefaultScheduleStatus.STOPPED)

@@ -28,7 +28,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from ml.data.shards import open_index, open_shard, read_manifest
+from ml.tokens.shards import open_index, open_shard, read_manifest
 
 IGNORE_INDEX = -100
 

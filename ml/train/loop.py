@@ -27,9 +27,9 @@ import torch.distributed as dist
 from torch.distributed.tensor import DTensor
 
 from ml.config import ConfigError, StageConfig
-from ml.flops import flops_per_token
-from ml.hf import save_hf
-from ml.model import Llama, ModelConfig
+from ml.model.flops import flops_per_token
+from ml.model.hf import save_hf
+from ml.model.llama import Llama, ModelConfig
 from ml.train import checkpoint as ckpt
 from ml.train.dist import (
     COMPILE_SCOPES,

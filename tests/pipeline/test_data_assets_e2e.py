@@ -34,9 +34,9 @@ def small_web_yaml(tmp_path):
 
 
 def _run(selection, run_config, partition="snap-1"):
-    from assets.partitions import SNAPSHOTS
     from dagster_project.cli import _instance
     from dagster_project.definitions import defs
+    from dagster_project.partitions import SNAPSHOTS
 
     instance = _instance()
     if not instance.has_dynamic_partition(SNAPSHOTS.name, partition):

@@ -14,9 +14,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("e2e")]
 
 
 def test_every_asset_materializes_with_gates_passing(home, tmp_path):
-    from assets.partitions import SNAPSHOTS
     from dagster_project.cli import _instance
     from dagster_project.definitions import defs
+    from dagster_project.partitions import SNAPSHOTS
 
     web = tmp_path / "web.yaml"
     web.write_text(

@@ -5,8 +5,8 @@ import json
 import pandas as pd
 import pytest
 
-from ml.data.shards import ShardConfig, write_token_shards
-from ml.tokenizer import TokenizerConfig, save_tokenizer, train_tokenizer
+from ml.tokens.shards import ShardConfig, write_token_shards
+from ml.tokens.tokenizer import TokenizerConfig, save_tokenizer, train_tokenizer
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("e2e")]
 
@@ -42,9 +42,9 @@ def _write_upstream(home, n_texts: int):
 def test_pretrain_runs_under_torchrun_through_pipes(upstream):
     import dagster as dg
 
-    from assets.partitions import SNAPSHOTS
     from dagster_project.cli import _instance
     from dagster_project.definitions import defs
+    from dagster_project.partitions import SNAPSHOTS
 
     instance = _instance()
     instance.add_dynamic_partitions(SNAPSHOTS.name, ["snap-1"])

@@ -12,7 +12,7 @@ import torch
 from train_helpers import TINY_OVERRIDES
 
 from ml.io import sha256_file
-from ml.model import Llama, ModelConfig
+from ml.model.llama import Llama, ModelConfig
 from ml.train import checkpoint as ckpt
 from ml.train.checkpoint import CheckpointError
 

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 import torch
 
-from ml.data.shards import ShardConfig, open_shard, read_manifest, write_token_shards
-from ml.tokenizer import byte_tokenizer
+from ml.tokens.shards import ShardConfig, open_shard, read_manifest, write_token_shards
+from ml.tokens.tokenizer import byte_tokenizer
 from ml.train.data import IGNORE_INDEX, TokenLoader, TokenStream
 
 BOS, EOS = 256, 257  # byte_tokenizer(16)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from ml.config import ConfigError
-from ml.model import Llama, ModelConfig
+from ml.model.llama import Llama, ModelConfig
 from ml.train.dist import apply_compile, compile_scope
 from ml.train.loop import TrainConfig
 

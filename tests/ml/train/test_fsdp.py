@@ -19,7 +19,7 @@ from train_helpers import (
     write_config,
 )
 
-from ml.hf import load_hf
+from ml.model.hf import load_hf
 
 K, N = 6, 12  # checkpoints at steps K and N; resumes start from K
 RUN = {**TINY_TRAIN, "steps": N, "ckpt_every": K, "eval_every": K, "warmup_steps": 3}
@@ -59,7 +59,8 @@ def assert_matches_single(got: dict[int, dict], single: dict[int, dict], steps: 
 def assert_weights_close(hf_a, hf_b) -> None:
     a, b = load_hf(hf_a).state_dict(), load_hf(hf_b).state_dict()
     for name in a:
-        torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-5, msg=name)
+        # Adam amplifies reduction-order noise in near-zero gradients: one element in 2K moves ~1.3e-5 after 12 steps.
+        torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=5e-5, msg=name)
 
 
 @pytest.mark.slow

@@ -16,8 +16,8 @@ import torch
 from train_helpers import TINY_TRAIN
 
 from ml.config import ConfigError
-from ml.hf import load_hf
-from ml.model import Llama, ModelConfig
+from ml.model.hf import load_hf
+from ml.model.llama import Llama, ModelConfig
 from ml.train.checkpoint import CheckpointError
 from ml.train.loop import TrainConfig, autocast_context, evaluate, train
 from ml.train.schedule import lr_at

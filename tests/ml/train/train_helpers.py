@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ml.data.shards import MANIFEST, ShardInfo, ShardManifest
 from ml.io import sha256_file
+from ml.tokens.shards import MANIFEST, ShardInfo, ShardManifest
 from ml.train import report
 from ml.train.loop import TrainConfig, train
 

@@ -1,0 +1,83 @@
+"""Pre-training: the training engine (``ml.train``) launched under torchrun through Dagster Pipes."""
+
+import hashlib
+import json
+import shutil
+
+import dagster as dg
+
+from assets.tokens.tokenize import token_shards, tokenizer
+from dagster_project.configs import dagster_config_for, resolve_config
+from dagster_project.home import lifecycle_home
+from dagster_project.partitions import SNAPSHOTS
+from dagster_project.resources import DvcResource, MlflowResource, TorchrunResource
+from dagster_project.stage import md_table, stage_run, upstream_dir
+from ml.io import atomic_dir, atomic_write_bytes, atomic_write_text
+from ml.train.loop import TrainConfig
+from ml.train.report import loss_curve_png, read_metrics
+
+TrainRun = dagster_config_for(TrainConfig)
+
+
+@dg.asset(
+    partitions_def=SNAPSHOTS, group_name="pretraining", deps=[token_shards, tokenizer], kinds={"pytorch"}
+)
+def pretrained_base(
+    context: dg.AssetExecutionContext,
+    config: TrainRun,
+    mlflow: MlflowResource,
+    dvc: DvcResource,
+    torchrun: TorchrunResource,
+):
+    """Initial pre-training stage: AdamW with warmup + cosine LR, document-masked attention, periodic
+    validation loss, DCP checkpoints (resumed automatically after an interruption). Runs as
+    ``torchrun --nproc-per-node N`` (gloo on CPU, NCCL + FSDP2 on GPU) through Dagster Pipes; rank 0
+    streams metrics back. The artifact is the final model in HF Llama format plus the metrics log."""
+    cfg = resolve_config(TrainConfig, config)
+    shards = upstream_dir("token_shards", context)
+    tok_dir = upstream_dir("tokenizer", context)
+    vocab = json.loads((shards / "manifest.json").read_text())["vocab_size"]
+    if "vocab_size" not in cfg.model_overrides:  # the model's embedding follows the tokenizer it trains on
+        cfg = cfg.replace(model_overrides={**cfg.model_overrides, "vocab_size": int(vocab)})
+    with stage_run(context, mlflow, dvc, cfg, inputs={"token_shards": shards, "tokenizer": tok_dir}) as run:
+        # Checkpoints live in a work dir outside the artifact so a failed run resumes where it stopped; the dir
+        # is keyed by the inputs' DVC md5s and the config, so new data or a new config starts a fresh run.
+        fingerprint = json.dumps([run.input_md5, cfg.to_dict()], sort_keys=True).encode()
+        key = hashlib.sha256(fingerprint).hexdigest()[:12]
+        work_root = lifecycle_home() / "data" / "_work" / run.asset / (run.partition or "all")
+        work = work_root / key
+        work.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(work / "train_config.yaml", cfg.to_yaml())
+        pipes = torchrun.launch(
+            context, ["--config", str(work / "train_config.yaml"), "--data", str(shards), "--out", str(work)]
+        )
+        reported = pipes.get_materialize_result().metadata
+        metrics = read_metrics(work / "metrics.jsonl")
+        run.log.log_metric_series([(m["step"], {k: v for k, v in m.items() if k != "step"}) for m in metrics])
+        hf_dir = work / "hf"
+        with atomic_dir(run.out_dir) as tmp:
+            shutil.copytree(hf_dir, tmp / "hf")
+            for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+                if (tok_dir / name).exists():
+                    shutil.copy2(tok_dir / name, tmp / "hf" / name)
+            shutil.copy2(work / "metrics.jsonl", tmp / "metrics.jsonl")
+            atomic_write_bytes(tmp / "loss.png", loss_curve_png(metrics))
+            atomic_write_text(
+                tmp / "pipes_report.json",
+                json.dumps({k: getattr(v, "value", v) for k, v in reported.items()}, default=str, indent=2),
+            )
+        for stale in work_root.iterdir():  # finished: checkpoints of other inputs/configs are not needed
+            if stale != work:
+                shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
+        run.log_png(run.out_dir / "loss.png", "loss curve")
+        final = {k: getattr(v, "value", v) for k, v in reported.items() if k != "hf_export"}
+        run.log_metrics({k: v for k, v in final.items() if isinstance(v, int | float)})
+        summary = "**Pre-training** (rank 0 report through Pipes)\n\n" + md_table(final, ("metric", "value"))
+        return run.result(
+            num_records=int(final.get("tokens_seen", 0)),
+            summary=summary,
+            metadata={
+                **{k: v for k, v in final.items() if isinstance(v, int | float)},
+                "nproc_per_node": torchrun.nproc_per_node,
+            },
+        )

@@ -1,0 +1,494 @@
+"""Heuristic quality filters (paper: duplicated n-gram coverage, dirty-word counting, token-distribution KL).
+
+datatrove-style: one class per rule with ``filter(doc) -> bool | (False, reason)``; ``heuristic_filter`` runs
+them in order over a DataFrame (a doc is dropped by the first rule it fails, every rule's score is kept as
+a column on kept docs). The paper publishes no thresholds; the defaults below follow the Gopher rules
+(Rae et al. 2021, "Scaling Language Models", appendix A) where a rule exists there, else say "chosen".
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+import re
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import cache, cached_property
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+
+from ml.config import ConfigError, StageConfig
+from ml.curate.steps import StepResult, empty_dropped
+
+WORDLIST_DIR = Path(__file__).resolve().parent.parent / "resources" / "wordlists"
+FILTER_ORDER: tuple[str, ...] = (
+    "length", "alpha_ratio", "mean_word_length", "symbol_ratio", "ellipsis_lines", "bullet_lines",
+    "dup_lines", "dup_ngram_coverage", "dirty_words", "kl_outlier",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class FilterConfig(StageConfig):
+    """Thresholds of the heuristic filters; a doc failing any enabled rule is dropped."""
+
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        # tiny: the local web's man pages and READMEs are short; Gopher's 50-word floor would drop most.
+        "tiny": {"min_words": 20, "kl_min_docs": 10},
+        "small": {},
+        "8b": {},
+        "70b": {},
+        "405b": {},
+    }
+
+    enabled: tuple[str, ...] = FILTER_ORDER  # rules run in this order; the first failing one is the reason
+    min_words: int = 50  # Gopher: 50 <= words <= 100,000
+    max_words: int = 100_000  # Gopher
+    min_mean_word_length: float = 3.0  # Gopher: mean word length in [3, 10] characters
+    max_mean_word_length: float = 10.0  # Gopher
+    min_alpha_word_frac: float = 0.8  # Gopher: >= 80% of words contain an alphabetic character
+    max_symbol_word_ratio: float = 0.1  # Gopher: '#' or ellipsis to word ratio <= 0.1
+    max_ellipsis_line_frac: float = 0.3  # Gopher: <= 30% of lines end with an ellipsis
+    max_bullet_line_frac: float = 0.9  # Gopher: <= 90% of lines start with a bullet
+    max_dup_line_frac: float = 0.3  # Gopher: duplicate lines <= 30% of lines
+    max_dup_line_char_frac: float = 0.2  # Gopher: chars in duplicate lines <= 20%
+    max_top_ngram_frac: tuple[float, ...] = (0.20, 0.18, 0.16)  # Gopher: top 2-, 3-, 4-gram char coverage
+    max_dup_ngram_frac: tuple[float, ...] = (0.15, 0.14, 0.13, 0.12, 0.11, 0.10)  # Gopher: dup 5..10-grams
+    max_dirty_word_ratio: float = 0.01  # chosen: > 1 listed word per 100 words is adult/spam, not prose
+    min_dirty_words: int = 3  # chosen: one or two swear words in an essay or a quote never drop it
+    wordlist_dir: str = ""  # "" = ml/resources/wordlists (<lang>.txt); languages without a list: no penalty
+    kl_unit: str = "char"  # chosen: character unigrams are stable on short docs (word unigrams are sparse)
+    max_kl: float = 1.0  # chosen: nats; prose sits at 0.02-0.3 vs its language, dumps/tables/base64 > 1
+    kl_top_fraction: float = 0.0  # chosen: 0 = absolute threshold only; e.g. 0.01 also drops the top 1%/lang
+    kl_min_docs: int = 20  # chosen: a language needs this many docs for a reference; fewer → not scored
+    kl_smoothing: float = 0.5  # chosen: additive smoothing of the reference counts (Jeffreys prior)
+
+    def __post_init__(self) -> None:
+        unknown = [f for f in self.enabled if f not in FILTER_ORDER]
+        if unknown:
+            raise ConfigError(
+                f"FilterConfig.enabled: unknown filter(s) {unknown}; valid: {', '.join(FILTER_ORDER)}"
+            )
+        if len(self.max_top_ngram_frac) != 3:
+            raise ConfigError("FilterConfig.max_top_ngram_frac: needs 3 values (n = 2, 3, 4)")
+        if len(self.max_dup_ngram_frac) != 6:
+            raise ConfigError("FilterConfig.max_dup_ngram_frac: needs 6 values (n = 5..10)")
+        if self.kl_unit not in ("char", "word"):
+            raise ConfigError(f"FilterConfig.kl_unit: {self.kl_unit!r} is not 'char' or 'word'")
+        if not 0.0 <= self.kl_top_fraction < 1.0:
+            raise ConfigError(f"FilterConfig.kl_top_fraction: {self.kl_top_fraction} is not in [0, 1)")
+
+
+# ---------------------------------------------------------------------------------------------- documents
+
+_TOKEN = re.compile(r"\w+")
+_BULLETS = ("•", "‣", "◦", "▪", "▫", "●", "○", "■", "□", "–", "-", "*", "·", "⁃")
+_ELLIPSES = ("...", "…")
+_EDGE_PUNCT = "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~«»“”„‘’…"
+
+
+class Doc:
+    """Lazily tokenised view of one document (shared by every filter so each split happens once)."""
+
+    def __init__(self, text: str, lang: str = "und"):
+        self.text = text
+        self.lang = lang
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Doc:
+        return cls(str(row["text"]), str(row.get("lang", "und")))
+
+    @cached_property
+    def words(self) -> list[str]:  # Gopher's words: whitespace-separated
+        return self.text.split()
+
+    @cached_property
+    def ngram_words(self) -> list[str]:  # words lowercased, edge punctuation stripped: the n-gram units
+        return [s for s in (w.lower().strip(_EDGE_PUNCT) for w in self.words) if s]
+
+    @cached_property
+    def tokens(self) -> list[str]:  # lowercased \w+ tokens for word lists and word-KL
+        return _TOKEN.findall(self.text.lower())
+
+    @cached_property
+    def lines(self) -> list[str]:  # non-empty lines, stripped
+        return [s for s in (line.strip() for line in self.text.split("\n")) if s]
+
+
+def _above(value: float, limit: float, reason: str) -> tuple[str, str] | None:
+    """``(reason, "value > limit")`` when a score exceeds its limit, else None."""
+    return (reason, f"{value:.3f} > {limit}") if value > limit else None
+
+
+def _line_frac(doc: Doc, hit: Callable[[str], bool]) -> float:
+    """Share of the document's lines for which ``hit`` holds (0 for no lines)."""
+    return sum(1 for line in doc.lines if hit(line)) / len(doc.lines) if doc.lines else 0.0
+
+
+class HeuristicFilter(abc.ABC):
+    """A rule: ``scores(doc)`` → named numbers (kept as columns), ``check(scores)`` → (reason, detail) or None."""
+
+    name: ClassVar[str]
+
+    def __init__(self, config: FilterConfig):
+        self.config = config
+
+    @abc.abstractmethod
+    def scores(self, doc: Doc) -> dict[str, float]:
+        """The rule's measurements of ``doc`` (kept as columns on kept documents)."""
+
+    @abc.abstractmethod
+    def check(self, scores: Mapping[str, float], doc: Doc) -> tuple[str, str] | None:
+        """``(reason, detail)`` when the document fails the rule, else None."""
+
+    def filter(self, doc: Doc | Mapping[str, Any]) -> bool | tuple[bool, str]:
+        """datatrove protocol: True to keep, ``(False, reason)`` to drop."""
+        doc = doc if isinstance(doc, Doc) else Doc.from_row(doc)
+        verdict = self.check(self.scores(doc), doc)
+        return True if verdict is None else (False, verdict[0])
+
+
+class LengthFilter(HeuristicFilter):
+    name = "length"
+
+    def scores(self, doc: Doc) -> dict[str, float]:
+        return {"n_words": len(doc.words)}
+
+    def check(self, s: Mapping[str, float], doc: Doc) -> tuple[str, str] | None:
+        if s["n_words"] < self.config.min_words:
+            return "too_short", f"{int(s['n_words'])} words < {self.config.min_words}"
+        if s["n_words"] > self.config.max_words:
+            return "too_long", f"{int(s['n_words'])} words > {self.config.max_words}"
+        return None
+
+
+class AlphaRatioFilter(HeuristicFilter):
+    name = "alpha_ratio"
+
+    def scores(self, doc: Doc) -> dict[str, float]:
+        n = len(doc.words)
+        alpha = sum(1 for w in doc.words if any(ch.isalpha() for ch in w))
+        return {"alpha_word_frac": alpha / n if n else 0.0}
+
+    def check(self, s: Mapping[str, float], doc: Doc) -> tuple[str, str] | None:
+        if s["alpha_word_frac"] < self.config.min_alpha_word_frac:
+            return "alpha_ratio", f"{s['alpha_word_frac']:.3f} < {self.config.min_alpha_word_frac}"
+        return None
+
+
+class MeanWordLengthFilter(HeuristicFilter):
+    name = "mean_word_length"
+
+    def scores(self, doc: Doc) -> dict[str, float]:
+        n = len(doc.words)
+        return {"mean_word_length": sum(len(w) for w in doc.words) / n if n else 0.0}
+
+    def check(self, s: Mapping[str, float], doc: Doc) -> tuple[str, str] | None:
+        m, c = s["mean_word_length"], self.config
+        if not c.min_mean_word_length <= m <= c.max_mean_word_length:
+            return "mean_word_length", f"{m:.2f} not in [{c.min_mean_word_length}, {c.max_mean_word_length}]"
+        return None
+
+
+class SymbolRatioFilter(HeuristicFilter):
+    name = "symbol_ratio"
+
+    def scores(self, doc: Doc) -> dict[str, float]:
+        n = max(len(doc.words), 1)
+        hashes = doc.text.count("#")
+        ellipses = sum(doc.text.count(e) for e in _ELLIPSES)
+        return {"symbol_word_ratio": max(hashes, ellipses) / n}
+
+    def check(self, s: Mapping[str, float], doc: Doc) -> tuple[str, str] | None:
+        return _above(s["symbol_word_ratio"], self.config.max_symbol_word_ratio, "symbol_ratio")
+
+
+class EllipsisLinesFilter(HeuristicFilter):
+    name = "ellipsis_lines"
+
+    def scores(self, doc: Doc) -> dict[str, float]:
+        return {"ellipsis_line_frac": _line_frac(doc, lambda line: line.endswith(_ELLIPSES))}
+
+    def check(self, s: Mapping[str, float], doc: Doc) -> tuple[str, str] | None:
+        return _above(s["ellipsis_line_frac"], self.config.max_ellipsis_line_frac, "ellipsis_lines")
+
+
+class BulletLinesFilter(HeuristicFilter):
+    name = "bullet_lines"
+
+    def scores(self, doc: Doc) -> dict[str, float]:
+        return {"bullet_line_frac": _line_frac(doc, lambda line: line.startswith(_BULLETS))}
+
+    def check(self, s: Mapping[str, float], doc: Doc) -> tuple[str, str] | None:
+        return _above(s["bullet_line_frac"], self.config.max_bullet_line_frac, "bullet_lines")
+
+
+class DupLinesFilter(HeuristicFilter):
+    """Gopher: fraction of lines (and of their chars) that repeat an earlier line of the same doc."""
+
+    name = "dup_lines"
+
+    def scores(self, doc: Doc) -> dict[str, float]:
+        seen: set[str] = set()
+        dup_lines = dup_chars = 0
+        for line in doc.lines:
+            if line in seen:
+                dup_lines += 1
+                dup_chars += len(line)
+            seen.add(line)
+        total_chars = sum(len(line) for line in doc.lines)
+        return {
+            "dup_line_frac": dup_lines / len(doc.lines) if doc.lines else 0.0,
+            "dup_line_char_frac": dup_chars / total_chars if total_chars else 0.0,
+        }
+
+    def check(self, s: Mapping[str, float], doc: Doc) -> tuple[str, str] | None:
+        c = self.config
+        if s["dup_line_frac"] > c.max_dup_line_frac:
+            return "dup_lines", f"dup_line_frac={s['dup_line_frac']:.3f} > {c.max_dup_line_frac}"
+        if s["dup_line_char_frac"] > c.max_dup_line_char_frac:
+            return (
+                "dup_lines",
+                f"dup_line_char_frac={s['dup_line_char_frac']:.3f} > {c.max_dup_line_char_frac}",
+            )
+        return None
+
+
+def ngram_coverage(tokens: list[str], n: int, top_only: bool) -> float:
+    """Fraction of token characters covered by repeated n-grams (Gopher; overlapping occurrences count once).
+
+    ``top_only``: only the most frequent n-gram (ties: the first to appear), counted when it occurs > 1 time.
+    Otherwise every n-gram occurring more than once.
+    """
+    if len(tokens) < n:
+        return 0.0
+    lengths = np.fromiter((len(t) for t in tokens), dtype=np.int64, count=len(tokens))
+    total = int(lengths.sum())
+    ids: dict[tuple[str, ...], int] = {}
+    seq = np.fromiter(
+        (ids.setdefault(tuple(tokens[i : i + n]), len(ids)) for i in range(len(tokens) - n + 1)),
+        dtype=np.int64,
+        count=len(tokens) - n + 1,
+    )  # (n_windows,) n-gram id per start position; ids in first-appearance order
+    counts = np.bincount(seq)
+    if top_only:
+        top = int(counts.argmax())  # argmax returns the first max → first-appearing n-gram among ties
+        if counts[top] < 2:
+            return 0.0
+        starts = np.flatnonzero(seq == top)
+    else:
+        starts = np.flatnonzero(counts[seq] >= 2)
+    if starts.size == 0:
+        return 0.0
+    cover = np.zeros(len(tokens) + 1, dtype=np.int64)
+    np.add.at(cover, starts, 1)
+    np.add.at(cover, starts + n, -1)
+    covered = np.cumsum(cover)[:-1] > 0  # (n_tokens,) token inside some counted occurrence
+    return float(lengths[covered].sum() / total) if total else 0.0
+
+
+class DupNgramFilter(HeuristicFilter):
+    name = "dup_ngram_coverage"
+
+    def scores(self, doc: Doc) -> dict[str, float]:
+        out = {f"top{n}gram_frac": ngram_coverage(doc.ngram_words, n, top_only=True) for n in (2, 3, 4)}
+        out.update(
+            {f"dup{n}gram_frac": ngram_coverage(doc.ngram_words, n, top_only=False) for n in range(5, 11)}
+        )
+        return out
+
+    def check(self, s: Mapping[str, float], doc: Doc) -> tuple[str, str] | None:
+        limits = {
+            f"top{n}gram_frac": t for n, t in zip((2, 3, 4), self.config.max_top_ngram_frac, strict=True)
+        }
+        limits.update(
+            {f"dup{n}gram_frac": t for n, t in zip(range(5, 11), self.config.max_dup_ngram_frac, strict=True)}
+        )
+        for key, limit in limits.items():
+            if s[key] > limit:
+                return "dup_ngram_coverage", f"{key}={s[key]:.3f} > {limit}"
+        return None
+
+
+@cache
+def load_wordlist(lang: str, directory: str = "") -> frozenset[str]:
+    """Words of ``<directory>/<lang>.txt`` (one per line, ``#`` comments), casefolded; empty if no list."""
+    path = Path(directory or WORDLIST_DIR) / f"{lang}.txt"
+    if not re.fullmatch(r"[a-z]{2,3}(-[A-Za-z]+)?", lang) or not path.is_file():
+        return frozenset()
+    words = (
+        line.split("#", 1)[0].strip().casefold() for line in path.read_text(encoding="utf-8").splitlines()
+    )
+    return frozenset(w for w in words if w)
+
+
+class DirtyWordsFilter(HeuristicFilter):
+    """Share of tokens found in the doc language's word list; languages without a list are not penalised."""
+
+    name = "dirty_words"
+
+    def scores(self, doc: Doc) -> dict[str, float]:
+        words = load_wordlist(doc.lang, self.config.wordlist_dir)
+        if not words or not doc.tokens:
+            return {"dirty_word_count": 0, "dirty_word_ratio": 0.0}
+        count = sum(1 for t in doc.tokens if t in words)
+        return {"dirty_word_count": count, "dirty_word_ratio": count / len(doc.tokens)}
+
+    def check(self, s: Mapping[str, float], doc: Doc) -> tuple[str, str] | None:
+        c = self.config
+        if s["dirty_word_count"] >= c.min_dirty_words and s["dirty_word_ratio"] > c.max_dirty_word_ratio:
+            return "dirty_words", f"{int(s['dirty_word_count'])} words, ratio {s['dirty_word_ratio']:.3f}"
+        return None
+
+
+# ---------------------------------------------------------------------------------------------- KL divergence
+
+
+def _units(doc: Doc, unit: str) -> list[str]:
+    return doc.tokens if unit == "word" else [ch for ch in doc.text if not ch.isspace()]
+
+
+@dataclass(frozen=True)
+class UnigramReference:
+    """Corpus unigram counts of one language (characters or words)."""
+
+    counts: Mapping[str, int]
+    total: int
+    n_docs: int
+
+    def log_prob(self, unit: str, smoothing: float) -> float:
+        v = len(self.counts) + 1  # +1: one bucket for units never seen in the corpus
+        return math.log((self.counts.get(unit, 0) + smoothing) / (self.total + smoothing * v))
+
+
+def fit_kl_reference(df: pd.DataFrame, config: FilterConfig) -> dict[str, UnigramReference]:
+    """Per-language unigram references from ``df`` (``text``, ``lang``); languages under ``kl_min_docs`` left out."""
+    counts: dict[str, Counter[str]] = {}
+    n_docs: Counter[str] = Counter()
+    langs = df["lang"].astype(str) if "lang" in df.columns else pd.Series(["und"] * len(df))
+    for text, lang in zip(df["text"].astype(str), langs, strict=True):
+        counts.setdefault(lang, Counter()).update(_units(Doc(text, lang), config.kl_unit))
+        n_docs[lang] += 1
+    return {
+        lang: UnigramReference(counts=dict(c), total=sum(c.values()), n_docs=n_docs[lang])
+        for lang, c in sorted(counts.items())
+        if n_docs[lang] >= config.kl_min_docs
+    }
+
+
+def kl_divergence(doc: Doc, ref: UnigramReference, unit: str, smoothing: float) -> float:
+    """KL(P_doc || Q_corpus) in nats over unigrams; P is the doc's empirical distribution."""
+    c = Counter(_units(doc, unit))
+    n = sum(c.values())
+    if n == 0:
+        return 0.0
+    return float(sum((k / n) * (math.log(k / n) - ref.log_prob(u, smoothing)) for u, k in c.items()))
+
+
+class KLOutlierFilter(HeuristicFilter):
+    """Docs whose unigram distribution is far from their language's corpus distribution (outlier tokens)."""
+
+    name = "kl_outlier"
+
+    def __init__(self, config: FilterConfig, reference: Mapping[str, UnigramReference],
+                 top_thresholds: Mapping[str, float] | None = None):  # fmt: skip
+        super().__init__(config)
+        self.reference = reference
+        self.top_thresholds = dict(top_thresholds or {})
+
+    def scores(self, doc: Doc) -> dict[str, float]:
+        ref = self.reference.get(doc.lang)
+        if ref is None:
+            return {"kl_div": float("nan")}
+        return {"kl_div": kl_divergence(doc, ref, self.config.kl_unit, self.config.kl_smoothing)}
+
+    def check(self, s: Mapping[str, float], doc: Doc) -> tuple[str, str] | None:
+        kl = s["kl_div"]
+        if math.isnan(kl):
+            return None
+        if kl > self.config.max_kl:
+            return "kl_outlier", f"kl={kl:.3f} > {self.config.max_kl}"
+        top = self.top_thresholds.get(doc.lang)
+        if top is not None and kl > top:
+            return "kl_outlier", f"kl={kl:.3f} > top-{self.config.kl_top_fraction} threshold {top:.3f}"
+        return None
+
+
+# ---------------------------------------------------------------------------------------------- the step
+
+_SIMPLE: dict[str, type[HeuristicFilter]] = {
+    f.name: f
+    for f in (LengthFilter, AlphaRatioFilter, MeanWordLengthFilter, SymbolRatioFilter, EllipsisLinesFilter,
+              BulletLinesFilter, DupLinesFilter, DupNgramFilter, DirtyWordsFilter)
+}  # fmt: skip
+
+
+def build_filters(
+    config: FilterConfig, reference: Mapping[str, UnigramReference] | None = None
+) -> list[HeuristicFilter]:
+    """Enabled filters in ``config.enabled`` order (the KL filter needs a reference; empty if None)."""
+    return [
+        KLOutlierFilter(config, reference or {}) if name == "kl_outlier" else _SIMPLE[name](config)
+        for name in config.enabled
+    ]
+
+
+def heuristic_filter(
+    df: pd.DataFrame, config: FilterConfig, reference: Mapping[str, UnigramReference] | None = None
+) -> StepResult:
+    """Score every doc with every enabled rule, drop it on the first failing rule (reason + detail).
+
+    ``reference``: per-language unigram counts for the KL rule; fitted on ``df`` when None (pass one fitted
+    on the whole corpus when running shard by shard). Stats: ``fails/<reason>`` counts every rule a doc
+    fails (a doc can fail several), drops are counted once under the first reason.
+    """
+    for col in ("id", "url", "text"):
+        if col not in df.columns:
+            raise KeyError(f"heuristic_filter: input lacks column {col!r}; has {', '.join(df.columns)}")
+    if reference is None and "kl_outlier" in config.enabled:
+        reference = fit_kl_reference(df, config)
+    filters = build_filters(config, reference)
+    langs = df["lang"].astype(str).tolist() if "lang" in df.columns else ["und"] * len(df)
+    docs = [Doc(t, lang) for t, lang in zip(df["text"].astype(str), langs, strict=True)]
+    scores = [{k: v for f in filters for k, v in f.scores(d).items()} for d in docs]
+
+    kl = next((f for f in filters if isinstance(f, KLOutlierFilter)), None)
+    if kl is not None and config.kl_top_fraction > 0:
+        by_lang: dict[str, list[float]] = {}
+        for d, s in zip(docs, scores, strict=True):
+            if not math.isnan(s["kl_div"]):
+                by_lang.setdefault(d.lang, []).append(s["kl_div"])
+        kl.top_thresholds = {
+            lang: float(np.quantile(v, 1.0 - config.kl_top_fraction)) for lang, v in sorted(by_lang.items())
+        }
+
+    fails: Counter[str] = Counter()
+    verdicts: list[tuple[str, str] | None] = []
+    for d, s in zip(docs, scores, strict=True):
+        first = None
+        for f in filters:
+            v = f.check(s, d)
+            if v is not None:
+                fails[v[0]] += 1
+                first = first or v
+        verdicts.append(first)
+
+    drop = np.array([v is not None for v in verdicts], dtype=bool)
+    score_frame = pd.DataFrame(scores, index=df.index)
+    kept = df.drop(columns=[c for c in score_frame.columns if c in df.columns]).join(score_frame)[~drop]
+    kept = kept.reset_index(drop=True)
+    if drop.any():
+        rows = df[drop]
+        dropped = pd.DataFrame({
+            "id": rows["id"].to_numpy(), "url": rows["url"].to_numpy(),
+            "reason": [v[0] for v in verdicts if v is not None],
+            "detail": [v[1] for v in verdicts if v is not None],
+        })  # fmt: skip
+    else:
+        dropped = empty_dropped()
+    stats: dict[str, float | int] = {f"fails/{r}": n for r, n in sorted(fails.items())}
+    stats["kl_reference_langs"] = len(reference or {})
+    return StepResult(kept=kept, dropped=dropped, stats=stats)

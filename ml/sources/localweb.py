@@ -1,0 +1,761 @@
+"""The offline default web: a static site of real documentation, served over loopback.
+
+Every machine has, after install, text that nobody in this project wrote: the system manual pages (in
+many languages under ``/usr/share/man/<lang>``), HTML docs shipped by packages, the long descriptions
+of installed Python packages (dist-info ``METADATA``) and ``/usr/share/doc/*/copyright`` files.
+:func:`build_site` turns them into a static site with paginated index pages, cross-links between
+manual pages and a robots.txt that disallows one real section; :func:`serve_site` serves it over HTTP
+so the crawler fetches it like any other site. Duplicates stay as they are: ``.so``/symlink aliases of
+one manual page and identical license texts under different packages are the same text at several URLs.
+
+Manual pages are rendered with ``groff -mandoc -Tutf8`` (groff-base has no HTML device) and the
+overstruck terminal output is turned into HTML (bold → ``<b>``, underline → ``<i>``, section headings
+→ ``<h2>``, ``name(section)`` references → links).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email.parser
+import email.policy
+import gzip
+import hashlib
+import html
+import json
+import multiprocessing
+import os
+import re
+import shutil
+import site
+import subprocess
+import time
+import zlib
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any, ClassVar
+from urllib.parse import quote
+
+from ml.config import ConfigError, StageConfig
+
+SOURCES: tuple[str, ...] = ("man", "html_docs", "metadata", "copyright")
+BUILD_MANIFEST = "build_manifest.json"
+_FORMAT_VERSION = 1  # bump when the site layout or rendering changes, to invalidate cached builds
+_MAN_NAME = re.compile(r"^(?P<name>.+)\.(?P<ext>[0-9][A-Za-z0-9_+-]*)(?:\.gz)?$")
+_XREF = re.compile(r"(<[bi]>)?([A-Za-z0-9_][\w.:+@-]*)(</[bi]>)?\(([1-9][a-z]*)\)")
+
+
+@dataclass(frozen=True)
+class LocalWebConfig(StageConfig):
+    """Which local documentation goes into the site, and how much of it."""
+
+    sources: tuple[str, ...] = SOURCES
+    man_root: str = "/usr/share/man"
+    doc_root: str = "/usr/share/doc"
+    site_packages: tuple[str, ...] = ()  # empty: the running interpreter's site-packages
+    max_man_pages_per_lang: int = 150  # translated languages (de, fr, ja, ...)
+    max_man_pages_en: int = 1000  # English sections man1..man8
+    max_html_docs: int = 400
+    max_html_doc_bytes: int = 4 << 20  # chosen: skip bundled JS apps; a few large docs stay to test caps
+    max_metadata: int = 400
+    max_copyright: int = 1000
+    index_page_size: int = 100  # links per index page
+    private_man_section: str = "man8"  # this English section is served under robots_disallow_prefix
+    robots_disallow_prefix: str = "/private/"
+    render_workers: int = 2
+    render_timeout_s: float = 30.0
+
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        # chosen: ~2,300 manual pages (~1,300 translated in 25 languages) + ~900 other pages; builds in
+        # well under 2 minutes on 2 cores and yields ~3,000 crawlable HTML pages.
+        "tiny": {},
+        # Everything installed (22k English manual pages): a bigger, slower build for one-GPU runs.
+        "small": {
+            "max_man_pages_per_lang": 100_000,
+            "max_man_pages_en": 100_000,
+            "max_html_docs": 100_000,
+            "max_metadata": 100_000,
+            "max_copyright": 100_000,
+            "render_workers": 8,
+        },
+    }
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.sources) - set(SOURCES))
+        if unknown:
+            raise ConfigError(
+                f"LocalWebConfig.sources: unknown source(s) {unknown}; choose from {list(SOURCES)}"
+            )
+        if not (self.robots_disallow_prefix.startswith("/") and self.robots_disallow_prefix.endswith("/")):
+            raise ConfigError(
+                f"LocalWebConfig.robots_disallow_prefix must start and end with '/', got {self.robots_disallow_prefix!r}"
+            )
+        if self.index_page_size <= 0 or self.render_workers <= 0:
+            raise ConfigError("LocalWebConfig.index_page_size and render_workers must be > 0")
+
+    def site_package_dirs(self) -> tuple[str, ...]:
+        return self.site_packages or tuple(sorted(set(site.getsitepackages())))
+
+
+@dataclass
+class SiteManifest:
+    """What :func:`build_site` wrote; saved as ``build_manifest.json`` in the site directory."""
+
+    site_dir: str
+    config_hash: str
+    pages_written: int  # HTML + text pages, index pages included (robots.txt excluded)
+    html_pages: int
+    text_pages: int
+    index_pages: int
+    by_source: dict[str, int]
+    by_language: dict[str, int]  # manual pages per language (aliases included, private included)
+    private_pages: int  # content pages under the robots-disallowed prefix
+    man_aliases: int  # manual pages that are .so/symlink aliases of another page (same text, other URL)
+    render_failures: int
+    failures_by_reason: dict[str, int] = field(default_factory=dict)
+    build_s: float = 0.0
+    cached: bool = False
+
+    def to_stats(self) -> dict[str, float | int]:
+        out: dict[str, float | int] = {
+            "pages_written": self.pages_written,
+            "html_pages": self.html_pages,
+            "text_pages": self.text_pages,
+            "index_pages": self.index_pages,
+            "private_pages": self.private_pages,
+            "man_aliases": self.man_aliases,
+            "languages": len(self.by_language),
+            "render_failures": self.render_failures,
+            "build_s": round(self.build_s, 3),
+            "cached": int(self.cached),
+        }
+        out.update({f"source/{k}": v for k, v in sorted(self.by_source.items())})
+        out.update({f"lang/{k}": v for k, v in sorted(self.by_language.items())})
+        out.update({f"render_failures/{k}": v for k, v in sorted(self.failures_by_reason.items())})
+        return out
+
+
+# ---------------------------------------------------------------------------------------- helpers
+
+
+def _stable_order(items: list[str]) -> list[str]:
+    """A deterministic shuffle: capped selections spread over the alphabet instead of taking a-b."""
+    return sorted(items, key=lambda s: (hashlib.sha1(s.encode()).hexdigest(), s))
+
+
+def _decode(data: bytes) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("latin-1")
+
+
+def _href(path: str) -> str:
+    return quote(path, safe="/")
+
+
+def _html_page(title: str, body: str, lang: str = "en", crumbs: list[tuple[str, str]] | None = None) -> str:
+    nav = " › ".join(
+        f'<a href="{_href(h)}">{html.escape(t)}</a>' for h, t in [("/", "Home"), *(crumbs or [])]
+    )
+    return (
+        f'<!DOCTYPE html>\n<html lang="{lang.replace("_", "-")}">\n<head><meta charset="utf-8">'
+        f"<title>{html.escape(title)}</title></head>\n<body>\n<nav>{nav}</nav>\n{body}\n</body>\n</html>\n"
+    )
+
+
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+
+
+# ------------------------------------------------------------------------------------ manual pages
+
+
+@dataclass(frozen=True)
+class _ManPage:
+    lang: str
+    section_dir: str  # "man1"
+    file: Path  # as listed (may be an alias)
+    name: str  # "ls"
+    ext: str  # "1", "3pm"
+
+    @property
+    def url(self) -> str:
+        return f"/man/{self.lang}/{self.section_dir}/{self.name}.{self.ext}.html"
+
+
+def _lang_roots(man_root: Path) -> dict[str, Path]:
+    """``{lang: root}``: English is ``man_root`` itself (man1..man8), translations ``man_root/<lang>``."""
+    roots: dict[str, Path] = {}
+    if any(p.is_dir() and p.name.startswith("man") for p in man_root.iterdir()):
+        roots["en"] = man_root
+    for p in sorted(man_root.iterdir()):
+        if p.is_dir() and not p.name.startswith("man") and re.fullmatch(r"[a-z]{2,3}(_[A-Z]{2})?", p.name):
+            roots[p.name] = p
+    return roots
+
+
+def _list_man_pages(lang: str, root: Path) -> list[_ManPage]:
+    pages = []
+    for sec in sorted(p for p in root.iterdir() if p.is_dir() and re.fullmatch(r"man[0-9n][a-z]*", p.name)):
+        for f in sorted(sec.iterdir()):
+            m = _MAN_NAME.match(f.name)
+            if m and (f.is_file() or f.is_symlink()):
+                pages.append(_ManPage(lang, sec.name, f, m["name"], m["ext"]))
+    return pages
+
+
+def _read_man_source(path: Path) -> bytes:
+    data = path.read_bytes()
+    return gzip.decompress(data) if path.name.endswith(".gz") else data
+
+
+def _resolve_alias(page_file: Path, lang_root: Path, man_root: Path) -> tuple[Path | None, bool]:
+    """Follow symlinks and ``.so`` redirect pages to the file holding the text: ``(target, is_alias)``."""
+    current, alias = page_file, False
+    for _ in range(4):
+        if current.is_symlink():
+            current, alias = Path(os.path.realpath(current)), True
+        if not current.is_file():
+            return None, alias
+        try:
+            head = _read_man_source(current)[:512]
+        except (OSError, EOFError, gzip.BadGzipFile):
+            return current, alias  # the renderer reports the failure
+        first = head.split(b"\n", 1)[0].strip()
+        if not first.startswith(b".so "):
+            return current, alias
+        rel = _decode(first[4:]).strip()
+        candidates = [lang_root / rel, lang_root / (rel + ".gz"), man_root / rel, man_root / (rel + ".gz")]
+        nxt = next((c for c in candidates if c.exists()), None)
+        if nxt is None:
+            return None, True
+        current, alias = nxt, True
+    return None, alias
+
+
+def _overstrike_line(line: str) -> tuple[str, bool]:
+    """grotty overstrike (``X\\bX`` bold, ``_\\bX`` underline) → HTML; also says if it is all bold."""
+    out: list[str] = []
+    style, run = "", []
+    bold_chars = plain_chars = 0
+
+    def flush() -> None:
+        if run:
+            text = html.escape("".join(run), quote=False)
+            out.append(f"<{style}>{text}</{style}>" if style else text)
+            run.clear()
+
+    i, n = 0, len(line)
+    while i < n:
+        if i + 2 < n and line[i + 1] == "\b":
+            a, ch = line[i], line[i + 2]
+            s = "i" if a == "_" and ch != "_" else "b"
+            i += 3
+            while i + 1 < n and line[i] == "\b":  # repeated overstrike
+                i += 2
+        else:
+            ch, s = line[i], ""
+            i += 1
+        if ch.strip():
+            if s == "b":
+                bold_chars += 1
+            else:
+                plain_chars += 1
+        if s != style:
+            flush()
+            style = s
+        run.append(ch)
+    flush()
+    return "".join(out), bold_chars > 0 and plain_chars == 0
+
+
+def _terminal_to_html(text: str) -> tuple[str, str]:
+    """Rendered manual page → ``(title line, body HTML)``; headings become ``<h2>``, the rest ``<pre>``."""
+    lines = text.rstrip("\n").split("\n")
+    nonblank = [i for i, ln in enumerate(lines) if ln.strip()]
+    if len(nonblank) >= 2:  # drop the running header and footer lines
+        lines = lines[nonblank[0] + 1 : nonblank[-1]]
+    parts: list[str] = []
+    block: list[str] = []
+    title = ""
+    sections = 0
+
+    def flush() -> None:
+        while block and not block[-1].strip():
+            block.pop()
+        while block and not block[0].strip():
+            block.pop(0)
+        if block:
+            parts.append("<pre>" + "\n".join(block) + "</pre>")
+        block.clear()
+
+    for line in lines:
+        converted, all_bold = _overstrike_line(line)
+        if line and not line[0].isspace() and all_bold:
+            flush()
+            sections += 1
+            parts.append(f"<h2>{re.sub(r'</?[bi]>', '', converted).strip()}</h2>")
+            continue
+        if sections == 1 and not title and line.strip():
+            title = re.sub(r"<[^>]+>", "", converted).strip()
+        if not line.strip() and block and not block[-1].strip():
+            continue  # collapse runs of blank lines
+        block.append(converted)
+    flush()
+    return html.unescape(title), "\n".join(parts)
+
+
+def _render_man(path: str, cwd: str, timeout_s: float) -> tuple[str, str, str]:
+    """Render one manual page (runs in a worker process): ``(title, body HTML, failure reason)``."""
+    try:
+        source = _read_man_source(Path(path))
+    except (OSError, EOFError, gzip.BadGzipFile, zlib.error):
+        return "", "", "unreadable"
+    text = _decode(source)
+    cmd = ["groff", "-mandoc", "-Tutf8", "-Kutf8", "-P-c", "-rHY=0"]
+    first = text.split("\n", 1)[0]
+    if first.startswith("'\\\"") or first.startswith('.\\"'):
+        preprocessors = first[3:].strip()
+        cmd += [flag for letter, flag in (("t", "-t"), ("e", "-e"), ("p", "-p")) if letter in preprocessors]
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C.UTF-8"}
+    try:
+        proc = subprocess.run(
+            cmd,
+            input=text.encode("utf-8"),
+            capture_output=True,
+            cwd=cwd,
+            env=env,
+            timeout=timeout_s,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return "", "", "timeout"
+    except OSError:
+        return "", "", "groff_missing"
+    out = proc.stdout.decode("utf-8", errors="replace")
+    if proc.returncode != 0 or not out.strip():
+        return "", "", "groff_failed"
+    title, body = _terminal_to_html(out)
+    if not body:
+        return "", "", "empty"
+    return title, body, ""
+
+
+def _linkify(body: str, lang: str, known: dict[tuple[str, str, str], str]) -> str:
+    """Turn ``name(sec)`` references into links to pages of the same language (English as fallback)."""
+
+    def sub(m: re.Match) -> str:
+        name, sec = m.group(2), m.group(4)
+        url = known.get((lang, name, sec)) or known.get(("en", name, sec))
+        if url is None:
+            return m.group(0)
+        inner = f"{m.group(1) or ''}{name}{m.group(3) or ''}({sec})"
+        return f'<a href="{_href(url)}">{inner}</a>'
+
+    return _XREF.sub(sub, body)
+
+
+def _build_man(cfg: LocalWebConfig, out: Path, stats: _Stats) -> list[tuple[str, str, str, str]]:
+    """Render the selected manual pages; returns ``(lang, section_dir, url, label)`` per page written."""
+    man_root = Path(cfg.man_root)
+    if not man_root.is_dir():
+        raise FileNotFoundError(f"LocalWebConfig.man_root {man_root} is not a directory")
+    roots = _lang_roots(man_root)
+    selected: list[_ManPage] = []
+    for lang, root in roots.items():
+        pages = _list_man_pages(lang, root)
+        cap = cfg.max_man_pages_en if lang == "en" else cfg.max_man_pages_per_lang
+        by_key = {str(p.file): p for p in pages}
+        keep = set(_stable_order(list(by_key))[:cap])
+        selected += [p for p in pages if str(p.file) in keep]
+    # Resolve aliases; render each distinct target once.
+    targets: dict[_ManPage, Path] = {}
+    aliases: set[_ManPage] = set()
+    for page in selected:
+        target, is_alias = _resolve_alias(page.file, roots[page.lang], man_root)
+        if target is None:
+            stats.failures["broken_alias"] += 1
+            continue
+        targets[page] = target
+        if is_alias:
+            aliases.add(page)
+    unique = sorted({(str(t), str(roots[p.lang])) for p, t in targets.items()})
+    render = partial(_render_man, timeout_s=cfg.render_timeout_s)
+    ctx = multiprocessing.get_context("spawn")  # no fork of a possibly threaded parent (Dagster, servers)
+    with ProcessPoolExecutor(max_workers=cfg.render_workers, mp_context=ctx) as pool:
+        results = dict(
+            zip(
+                unique,
+                pool.map(render, [u[0] for u in unique], [u[1] for u in unique], chunksize=16),
+                strict=True,
+            )
+        )
+    rendered: dict[_ManPage, tuple[str, str]] = {}
+    for page, target in targets.items():
+        title, body, failure = results[(str(target), str(roots[page.lang]))]
+        if failure:
+            stats.failures[failure] += 1
+        else:
+            rendered[page] = (title, body)
+    known = {(p.lang, p.name, p.ext): _public_url(cfg, p) for p in rendered}
+    written: list[tuple[str, str, str, str]] = []
+    for page in sorted(rendered, key=lambda p: (p.lang, p.section_dir, p.name, p.ext)):
+        title, body = rendered[page]
+        url = _public_url(cfg, page)
+        heading = f"{page.name}({page.ext})"
+        crumbs = [("/man/", "Manual pages"), (f"/man/{page.lang}/", page.lang)]
+        doc = _html_page(
+            f"{heading} — {title}" if title else heading,
+            f"<h1>{html.escape(heading)}</h1>\n{_linkify(body, page.lang, known)}",
+            page.lang,
+            crumbs,
+        )
+        _write(out / url.lstrip("/"), doc)
+        stats.by_language[page.lang] += 1
+        stats.man_aliases += int(page in aliases)
+        stats.count_page("man", url, cfg)
+        written.append((page.lang, page.section_dir, url, f"{heading} — {title}" if title else heading))
+    return written
+
+
+def _public_url(cfg: LocalWebConfig, page: _ManPage) -> str:
+    url = page.url
+    if page.lang == "en" and page.section_dir == cfg.private_man_section:
+        url = cfg.robots_disallow_prefix.rstrip("/") + url
+    return url
+
+
+# ------------------------------------------------------------------------------- other sources
+
+
+def _walk_files(root: Path, suffixes: tuple[str, ...]) -> list[Path]:
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):  # symlinked dirs not followed: no loops
+        dirnames.sort()
+        for name in sorted(filenames):
+            if name.lower().endswith(suffixes):
+                p = Path(dirpath) / name
+                if p.is_file():
+                    found.append(p)
+    return found
+
+
+def _doc_roots(cfg: LocalWebConfig) -> list[tuple[str, Path]]:
+    roots = [("usr-share-doc", Path(cfg.doc_root))]
+    sps = cfg.site_package_dirs()
+    for i, sp in enumerate(sps):
+        roots.append(("site-packages" if len(sps) == 1 else f"site-packages-{i}", Path(sp)))
+    return [(label, p) for label, p in roots if p.is_dir()]
+
+
+def _build_html_docs(cfg: LocalWebConfig, out: Path, stats: _Stats) -> list[tuple[str, str]]:
+    candidates: dict[str, Path] = {}
+    for label, root in _doc_roots(cfg):
+        for p in _walk_files(root, (".html", ".htm")):
+            if p.stat().st_size <= cfg.max_html_doc_bytes:
+                candidates[f"/docs/{label}/{p.relative_to(root).as_posix()}"] = p
+            else:
+                stats.skipped["html_doc_too_big"] += 1
+    written = []
+    for url in sorted(_stable_order(list(candidates))[: cfg.max_html_docs]):
+        _write(out / url.lstrip("/"), _decode(candidates[url].read_bytes()))
+        stats.count_page("html_docs", url, cfg)
+        written.append((url, url.removeprefix("/docs/")))
+    return written
+
+
+_MD_LINK = re.compile(r"!?\[([^\]]*)\]\(([^)\s]+)(?:\s+&quot;[^)]*&quot;)?\)")
+
+
+def _md_inline(text: str) -> str:
+    text = html.escape(text, quote=True)
+    codes: list[str] = []
+
+    def keep_code(m: re.Match) -> str:
+        codes.append(f"<code>{m.group(1)}</code>")
+        return f"\x00{len(codes) - 1}\x00"
+
+    text = re.sub(r"`([^`]+)`", keep_code, text)
+
+    def link(m: re.Match) -> str:
+        label, url = m.group(1), m.group(2)
+        if m.group(0).startswith("!"):
+            return f'<img alt="{label}" src="{url}">'
+        return f'<a href="{url}">{label}</a>'
+
+    text = _MD_LINK.sub(link, text)
+    text = re.sub(r"&lt;(https?://[^\s&]+)&gt;", r'<a href="\1">\1</a>', text)
+    text = re.sub(
+        r"\*\*([^*]+)\*\*|__([^_]+)__", lambda m: f"<strong>{m.group(1) or m.group(2)}</strong>", text
+    )
+    text = re.sub(r"(?<![\w*])\*([^*\s][^*]*)\*(?!\w)", r"<em>\1</em>", text)
+    return re.sub("\x00(\\d+)\x00", lambda m: codes[int(m.group(1))], text)
+
+
+def markdown_to_html(md: str) -> str:
+    """A small Markdown subset → HTML: headings, fenced code, lists, quotes, rules, paragraphs, inline."""
+    out: list[str] = []
+    para: list[str] = []
+    list_tag = ""
+    lines = md.replace("\r\n", "\n").split("\n")
+
+    def end_para() -> None:
+        if para:
+            out.append(f"<p>{_md_inline(' '.join(s.strip() for s in para))}</p>")
+            para.clear()
+
+    def end_list() -> None:
+        nonlocal list_tag
+        if list_tag:
+            out.append(f"</{list_tag}>")
+            list_tag = ""
+
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        fence = re.match(r"^\s*(```|~~~)", line)
+        if fence:
+            end_para()
+            end_list()
+            code = []
+            i += 1
+            while i < len(lines) and not lines[i].strip().startswith(fence.group(1)):
+                code.append(lines[i])
+                i += 1
+            out.append("<pre><code>" + html.escape("\n".join(code), quote=False) + "</code></pre>")
+            i += 1
+            continue
+        heading = re.match(r"^(#{1,6})\s+(.*?)\s*#*\s*$", line)
+        item = re.match(r"^\s*([-*+]|\d+[.)])\s+(.*)$", line)
+        if heading:
+            end_para()
+            end_list()
+            n = len(heading.group(1))
+            out.append(f"<h{n}>{_md_inline(heading.group(2))}</h{n}>")
+        elif re.match(r"^\s*([-*_])(\s*\1){2,}\s*$", line):
+            end_para()
+            end_list()
+            out.append("<hr>")
+        elif item:
+            end_para()
+            tag = "ol" if item.group(1)[0].isdigit() else "ul"
+            if tag != list_tag:
+                end_list()
+                out.append(f"<{tag}>")
+                list_tag = tag
+            out.append(f"<li>{_md_inline(item.group(2))}</li>")
+        elif line.startswith(">"):
+            end_para()
+            end_list()
+            out.append(f"<blockquote><p>{_md_inline(line.lstrip('> '))}</p></blockquote>")
+        elif not line.strip():
+            end_para()
+            end_list()
+        else:
+            if list_tag and line.startswith((" ", "\t")) and not para:
+                out[-1] = out[-1][: -len("</li>")] + " " + _md_inline(line.strip()) + "</li>"
+            else:
+                end_list()
+                para.append(line)
+        i += 1
+    end_para()
+    end_list()
+    return "\n".join(out)
+
+
+def _build_metadata(cfg: LocalWebConfig, out: Path, stats: _Stats) -> list[tuple[str, str]]:
+    parser = email.parser.Parser(policy=email.policy.compat32)
+    pages: dict[str, tuple[str, str]] = {}
+    for sp in cfg.site_package_dirs():
+        sp_path = Path(sp)
+        if not sp_path.is_dir():
+            continue
+        for meta in sorted(sp_path.glob("*.dist-info/METADATA")):
+            msg = parser.parsestr(_decode(meta.read_bytes()))
+            name = (msg.get("Name") or "").strip()
+            description = msg.get_payload() if not msg.is_multipart() else ""
+            description = (description or msg.get("Description") or "").strip()
+            if not name or not description:
+                stats.skipped["metadata_without_description"] += 1
+                continue
+            slug = re.sub(r"[-_.]+", "-", name).lower()
+            url = f"/pypi/{slug}/"
+            if url in pages:
+                continue
+            version, summary = msg.get("Version") or "", msg.get("Summary") or ""
+            ctype = (msg.get("Description-Content-Type") or "").lower()
+            if ctype.startswith("text/markdown"):
+                body = markdown_to_html(description)
+            else:  # reStructuredText and plain text keep their layout
+                body = f"<pre>{html.escape(description, quote=False)}</pre>"
+            head = f"<h1>{html.escape(name)} {html.escape(version)}</h1>\n<p>{html.escape(summary)}</p>\n"
+            pages[url] = (
+                name,
+                _html_page(f"{name} {version}", head + body, "en", [("/pypi/", "Python packages")]),
+            )
+    written = []
+    for url in sorted(_stable_order(list(pages))[: cfg.max_metadata]):
+        name, doc = pages[url]
+        _write(out / url.lstrip("/") / "index.html", doc)
+        stats.count_page("metadata", url, cfg)
+        written.append((url, name))
+    return written
+
+
+def _build_copyright(cfg: LocalWebConfig, out: Path, stats: _Stats) -> list[tuple[str, str]]:
+    root = Path(cfg.doc_root)
+    found = sorted(p for p in root.glob("*/copyright") if p.is_file()) if root.is_dir() else []
+    written = []
+    for path in found[: cfg.max_copyright]:
+        url = f"/copyright/{path.parent.name}.txt"
+        _write(out / url.lstrip("/"), _decode(path.read_bytes()))
+        stats.count_page("copyright", url, cfg, html_page=False)
+        written.append((url, path.parent.name))
+    return written
+
+
+# --------------------------------------------------------------------------------------- indexes
+
+
+@dataclass
+class _Stats:
+    by_source: Counter = field(default_factory=Counter)
+    by_language: Counter = field(default_factory=Counter)
+    failures: Counter = field(default_factory=Counter)
+    skipped: Counter = field(default_factory=Counter)
+    html_pages: int = 0
+    text_pages: int = 0
+    index_pages: int = 0
+    private_pages: int = 0
+    man_aliases: int = 0
+
+    def count_page(self, source: str, url: str, cfg: LocalWebConfig, html_page: bool = True) -> None:
+        self.by_source[source] += 1
+        if html_page:
+            self.html_pages += 1
+        else:
+            self.text_pages += 1
+        self.private_pages += int(url.startswith(cfg.robots_disallow_prefix))
+
+
+def _write_index(
+    out: Path,
+    base: str,
+    title: str,
+    entries: list[tuple[str, str]],
+    cfg: LocalWebConfig,
+    stats: _Stats,
+    lang="en",
+) -> None:
+    """Paginated list of links at ``base`` (``index.html``, ``index-2.html``, ...); every page links all."""
+    size = cfg.index_page_size
+    n_pages = max(1, -(-len(entries) // size))
+    page_urls = [base if i == 0 else f"{base}index-{i + 1}.html" for i in range(n_pages)]
+    for i in range(n_pages):
+        items = "\n".join(
+            f'<li><a href="{_href(url)}">{html.escape(label)}</a></li>'
+            for url, label in entries[i * size : (i + 1) * size]
+        )
+        pager = " ".join(
+            f"<b>{j + 1}</b>" if j == i else f'<a href="{_href(u)}">{j + 1}</a>'
+            for j, u in enumerate(page_urls)
+        )
+        body = f"<h1>{html.escape(title)}</h1>\n<p>Page {pager}</p>\n<ul>\n{items}\n</ul>"
+        name = "index.html" if i == 0 else f"index-{i + 1}.html"
+        _write(out / base.lstrip("/") / name, _html_page(f"{title} ({i + 1}/{n_pages})", body, lang))
+        stats.index_pages += 1
+        stats.html_pages += 1
+
+
+def _config_hash(cfg: LocalWebConfig) -> str:
+    """Config + the source directories' mtimes (a package install changes them) + format version."""
+    fingerprint: list[tuple[str, int]] = []
+    dirs = [Path(cfg.man_root), Path(cfg.doc_root), *(Path(p) for p in cfg.site_package_dirs())]
+    man_root = Path(cfg.man_root)
+    if man_root.is_dir():
+        dirs += sorted(p for p in man_root.glob("*/") if p.is_dir())
+        dirs += sorted(p for p in man_root.glob("*/man*/") if p.is_dir())
+    for d in dirs:
+        with contextlib.suppress(OSError):
+            fingerprint.append((str(d), d.stat().st_mtime_ns))
+    payload = {"config": cfg.to_dict(), "site_packages": cfg.site_package_dirs(), "fp": fingerprint}
+    payload["version"] = _FORMAT_VERSION
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def load_site_manifest(site_dir: Path) -> SiteManifest:
+    path = Path(site_dir) / BUILD_MANIFEST
+    try:
+        return SiteManifest(**json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError) as exc:
+        raise ValueError(f"{path}: not a readable site build manifest ({exc})") from exc
+
+
+def build_site(site_dir: Path, config: LocalWebConfig) -> SiteManifest:
+    """Build (or reuse, if ``site_dir`` holds a build with the same config hash) the local web."""
+    from ml.io import atomic_dir  # here, not at module top: render workers import this module, lean
+
+    site_dir = Path(site_dir)
+    digest = _config_hash(config)
+    if (site_dir / BUILD_MANIFEST).is_file():
+        with contextlib.suppress(ValueError):
+            old = load_site_manifest(site_dir)
+            if old.config_hash == digest:
+                old.cached = True
+                old.site_dir = str(site_dir)
+                return old
+    if shutil.which("groff") is None and "man" in config.sources:
+        raise FileNotFoundError("LocalWebConfig.sources includes 'man' but groff is not installed")
+    start = time.monotonic()
+    stats = _Stats()
+    with atomic_dir(site_dir) as out:
+        sections: list[tuple[str, str]] = []
+        if "man" in config.sources:
+            man = _build_man(config, out, stats)
+            langs = sorted({lang for lang, *_ in man})
+            private_base = config.robots_disallow_prefix + f"man/en/{config.private_man_section}/"
+            for lang in langs:
+                entries = [
+                    (u, label) for lg, _, u, label in man if lg == lang and not u.startswith(private_base)
+                ]
+                _write_index(out, f"/man/{lang}/", f"Manual pages: {lang}", entries, config, stats, lang)
+            lang_entries = [(f"/man/{lg}/", f"{lg} ({stats.by_language[lg]} pages)") for lg in langs]
+            private = [(u, label) for *_, u, label in man if u.startswith(private_base)]
+            if private:
+                title = f"Manual section {config.private_man_section} (en)"
+                _write_index(out, private_base, title, private, config, stats)
+                lang_entries.append((private_base, title))
+            _write_index(out, "/man/", "Manual pages by language", lang_entries, config, stats)
+            sections.append(("/man/", "Manual pages"))
+        for source, builder, base, title in (
+            ("html_docs", _build_html_docs, "/docs/", "Package documentation"),
+            ("metadata", _build_metadata, "/pypi/", "Python packages"),
+            ("copyright", _build_copyright, "/copyright/", "Copyright and license files"),
+        ):
+            if source in config.sources:
+                entries = builder(config, out, stats)
+                _write_index(out, base, title, entries, config, stats)
+                sections.append((base, title))
+        _write_index(out, "/", "Local documentation web", sections, config, stats)
+        (out / "robots.txt").write_text(f"User-agent: *\nDisallow: {config.robots_disallow_prefix}\n")
+        manifest = SiteManifest(
+            site_dir=str(site_dir),
+            config_hash=digest,
+            pages_written=stats.html_pages + stats.text_pages,
+            html_pages=stats.html_pages,
+            text_pages=stats.text_pages,
+            index_pages=stats.index_pages,
+            by_source=dict(sorted(stats.by_source.items())),
+            by_language=dict(sorted(stats.by_language.items())),
+            private_pages=stats.private_pages,
+            man_aliases=stats.man_aliases,
+            render_failures=sum(stats.failures.values()),
+            failures_by_reason=dict(sorted(stats.failures.items())),
+            build_s=time.monotonic() - start,
+        )
+        (out / BUILD_MANIFEST).write_text(json.dumps(asdict(manifest), indent=1, sort_keys=True))
+    return manifest

@@ -1,0 +1,354 @@
+"""WARC/WET I/O: read records back as :class:`WebRecord`, write crawl output with :class:`WarcSink`.
+
+Reading uses ``warcio.ArchiveIterator`` (gzip or plain WARC, Common Crawl WET included). A fault
+(truncated gzip, malformed header, short record) becomes a :class:`WarcFormatError` that names the file
+and the byte offset of the record where reading stopped. Writing produces rotated gzip WARC files, one
+gzip member per record, with a warcinfo record at the head of each file.
+"""
+
+from __future__ import annotations
+
+import bisect
+import glob
+import io
+import threading
+import zlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from warcio.archiveiterator import ArchiveIterator
+from warcio.exceptions import ArchiveLoadFailed
+from warcio.statusandheaders import StatusAndHeaders, StatusAndHeadersParserException
+from warcio.warcwriter import WARCWriter
+
+from ml.sources.records import WebRecord
+
+# Record types handed to extraction; request/metadata/warcinfo/revisit are skipped.
+_TEXT_RECORD_TYPES = ("response", "conversion", "resource")
+_READ_CHUNK = 1 << 16
+
+
+class WarcFormatError(ValueError):
+    """A WARC/WET file is malformed; ``path`` and ``offset`` locate the record where reading failed."""
+
+    def __init__(self, path: Path | str, offset: int, detail: str):
+        self.path = Path(path)
+        self.offset = int(offset)
+        self.detail = detail
+        super().__init__(f"{path}: malformed WARC record at byte offset {offset}: {detail}")
+
+
+def _read_block(record, path: Path, offset: int) -> None:
+    """Consume the raw record block, checking that it holds the full declared Content-Length."""
+    stream = record.raw_stream
+    while stream.read(_READ_CHUNK):
+        pass
+    remaining = getattr(stream, "limit", 0)
+    if remaining:
+        raise WarcFormatError(path, offset, f"record truncated: {remaining} byte(s) of its block are missing")
+
+
+def _to_web_record(record, path: Path, offset: int) -> WebRecord | None:
+    headers = record.rec_headers
+    rec_type = headers.get_header("WARC-Type")
+    length = headers.get_header("Content-Length")
+    if not rec_type:
+        raise WarcFormatError(path, offset, "record has no WARC-Type header")
+    if length is None or not length.strip().isdigit():
+        raise WarcFormatError(
+            path, offset, f"record has a missing or non-numeric Content-Length ({length!r})"
+        )
+    if rec_type not in _TEXT_RECORD_TYPES or (rec_type == "response" and record.http_headers is None):
+        _read_block(record, path, offset)  # skipped records are still checked for truncation
+        return None
+    if rec_type == "response":
+        status_code = record.http_headers.get_statuscode() or ""
+        if not status_code.isdigit():
+            raise WarcFormatError(
+                path, offset, f"HTTP status line {record.http_headers.statusline!r} has no status code"
+            )
+        status: int | None = int(status_code)
+        content_type = record.http_headers.get_header("Content-Type") or ""
+        payload = record.content_stream().read()  # de-chunked, Content-Encoding removed
+    else:
+        status = None
+        content_type = "text/plain" if rec_type == "conversion" else (record.content_type or "")
+        payload = record.raw_stream.read()
+    _read_block(record, path, offset)
+    return WebRecord(
+        url=headers.get_header("WARC-Target-URI") or "",
+        fetch_time=headers.get_header("WARC-Date") or "",
+        record_type=rec_type,
+        content_type=content_type,
+        http_status=status,
+        payload=payload,
+        warc_file=str(path),
+        offset=offset,
+        record_id=headers.get_header("WARC-Record-ID") or "",
+    )
+
+
+class _GzipMemberReader:
+    """Decompress a multi-member gzip file strictly, remembering where each member starts.
+
+    warcio's own gzip reader tolerates truncated or corrupt members (it logs to stderr and returns less
+    data); here either fault raises :class:`WarcFormatError` at the compressed offset of the member.
+    """
+
+    def __init__(self, fh, path: Path):
+        self.fh = fh
+        self.path = path
+        self.members: list[tuple[int, int]] = []  # (uncompressed start, compressed start)
+        self._decomp = None
+        self._member_start = 0
+        self._fed = 0  # compressed bytes consumed so far
+        self._out = 0  # uncompressed bytes produced so far
+        self._pending = b""
+        self._buf = b""
+        self._eof = False
+
+    def _fill(self) -> None:
+        if self._decomp is None:
+            data = self._pending or self.fh.read(_READ_CHUNK)
+            self._pending = b""
+            if not data:
+                self._eof = True
+                return
+            self._member_start = self._fed
+            self.members.append((self._out, self._fed))
+            self._decomp = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        else:
+            data = self.fh.read(_READ_CHUNK)
+            if not data:
+                raise WarcFormatError(
+                    self.path, self._member_start, "truncated gzip member (unexpected end of file)"
+                )
+        try:
+            out = self._decomp.decompress(data)
+        except zlib.error as exc:
+            raise WarcFormatError(self.path, self._member_start, f"corrupt gzip data ({exc})") from exc
+        if self._decomp.eof:
+            self._pending = self._decomp.unused_data
+            self._fed += len(data) - len(self._pending)
+            self._decomp = None
+        else:
+            self._fed += len(data)
+        self._out += len(out)
+        self._buf += out
+
+    def read(self, size: int = -1) -> bytes:
+        while not self._buf and not self._eof:
+            self._fill()
+        if size is None or size < 0:
+            size = len(self._buf)
+        out, self._buf = self._buf[:size], self._buf[size:]
+        return out
+
+    def tell(self) -> int:
+        return self._out - len(self._buf)
+
+    def compressed_offset(self, offset: int) -> int:
+        """Compressed offset of the member holding uncompressed ``offset``."""
+        i = bisect.bisect_right([u for u, _ in self.members], offset) - 1
+        return self.members[i][1] if i >= 0 else 0
+
+
+_PARSE_ERRORS = (
+    WarcFormatError,
+    ArchiveLoadFailed,
+    StatusAndHeadersParserException,
+    EOFError,
+    OSError,
+    ValueError,
+    UnicodeDecodeError,
+)
+
+
+def _as_format_error(exc: Exception, path: Path, offset: int) -> WarcFormatError:
+    if isinstance(exc, WarcFormatError):
+        return exc
+    return WarcFormatError(path, offset, f"{type(exc).__name__}: {exc}".strip())
+
+
+def iter_records(path: Path | str) -> Iterator[WebRecord]:
+    """Yield the response / WET conversion / resource records of one WARC or WET file (gzip or not).
+
+    Raises :class:`WarcFormatError` (file + byte offset) on the first malformed record; records before
+    it have already been yielded. Offsets are byte offsets in the file as stored (the gzip member start
+    for ``.warc.gz``), the same numbers :class:`WarcSink` returns.
+    """
+    path = Path(path)
+    try:
+        fh = open(path, "rb")
+    except OSError as exc:
+        raise WarcFormatError(path, 0, f"cannot open file ({exc})") from exc
+    try:
+        gz = _GzipMemberReader(fh, path) if fh.read(2) == b"\x1f\x8b" else None
+        fh.seek(0)
+        it = ArchiveIterator(gz if gz is not None else fh)
+
+        def where() -> int:
+            return gz.compressed_offset(it.offset) if gz is not None else it.offset
+
+        while True:
+            offset = where()
+            try:
+                record = next(it, None)
+                if record is None:
+                    return
+                offset = where()
+                web = _to_web_record(record, path, offset)
+            except _PARSE_ERRORS as exc:
+                raise _as_format_error(exc, path, offset) from exc
+            if web is not None:
+                yield web
+            try:  # advance now, so a fault in the next record reports that record's offset
+                it.read_to_end()
+            except _PARSE_ERRORS as exc:
+                raise _as_format_error(exc, path, where()) from exc
+    finally:
+        fh.close()
+
+
+def iter_many(paths: Sequence[Path | str], errors: list[WarcFormatError]) -> Iterator[WebRecord]:
+    """Stream every file's records; a bad file costs only its records from the fault on, appended to ``errors``.
+
+    Memory stays bounded by one record, so multi-GB Common Crawl files can be ingested.
+    """
+    for p in paths:
+        try:
+            yield from iter_records(p)
+        except WarcFormatError as exc:
+            errors.append(exc)
+
+
+def read_many(paths: Sequence[Path | str]) -> tuple[list[WebRecord], list[WarcFormatError]]:
+    """Read every file into memory (small inputs and tests); see ``iter_many`` for streaming."""
+    errors: list[WarcFormatError] = []
+    return list(iter_many(paths, errors)), errors
+
+
+def expand_warc_paths(patterns: Sequence[str | Path]) -> list[Path]:
+    """Expand file paths and glob patterns into a sorted, de-duplicated list of existing files."""
+    out: set[Path] = set()
+    for pattern in patterns:
+        pattern = str(pattern)
+        matches = [Path(m) for m in glob.glob(pattern, recursive=True)]
+        matches = [m for m in matches if m.is_file()]
+        if not matches:
+            raise FileNotFoundError(f"WARC input pattern {pattern!r} matches no file")
+        out.update(matches)
+    return sorted(out)
+
+
+@dataclass(frozen=True)
+class FetchedResponse:
+    """One HTTP exchange as the crawler saw it, ready to be archived."""
+
+    url: str
+    request_line: str  # "GET /path HTTP/1.1"
+    request_headers: list[tuple[str, str]]
+    status_line: str  # "200 OK"
+    protocol: str  # "HTTP/1.1"
+    response_headers: list[tuple[str, str]]
+    body: bytes  # entity body as received (Content-Encoding kept)
+    peer_ip: str
+    fetch_ms: int
+    depth: int
+    outlinks: int
+    robots: str  # "allowed" | "disallowed"
+
+
+class WarcSink:
+    """Thread-safe writer of rotated gzip WARC files ``<prefix>-00000.warc.gz`` under ``out_dir``.
+
+    Each :meth:`write` appends request, response and metadata records linked by WARC-Concurrent-To and
+    returns ``(warc_file, offset)`` of the response record. A file is closed and the next one started once
+    it reaches ``max_file_bytes``.
+    """
+
+    def __init__(
+        self, out_dir: Path, prefix: str = "crawl", max_file_bytes: int = 1 << 30, software: str = ""
+    ):
+        if max_file_bytes <= 0:
+            raise ValueError(f"WarcSink: max_file_bytes must be > 0, got {max_file_bytes}")
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.prefix = prefix
+        self.max_file_bytes = max_file_bytes
+        self.software = software or "llama-lifecycle ml.sources.warc"
+        self.files: list[Path] = []
+        self._fh: io.BufferedWriter | None = None
+        self._writer: WARCWriter | None = None
+        self._lock = threading.Lock()
+
+    def _open_next(self) -> None:
+        self._close_current()
+        path = self.out_dir / f"{self.prefix}-{len(self.files):05d}.warc.gz"
+        self._fh = open(path, "wb")
+        self._writer = WARCWriter(self._fh, gzip=True)
+        info = {"software": self.software, "format": "WARC File Format 1.0", "robots": "classic"}
+        self._writer.write_record(self._writer.create_warcinfo_record(path.name, info))
+        self.files.append(path)
+
+    def _close_current(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+        self._fh = None
+        self._writer = None
+
+    def write(self, fetched: FetchedResponse) -> tuple[str, int]:
+        with self._lock:
+            if self._fh is None or self._fh.tell() >= self.max_file_bytes:
+                self._open_next()
+            assert self._writer is not None and self._fh is not None
+            w = self._writer
+            http_resp = StatusAndHeaders(
+                fetched.status_line, fetched.response_headers, protocol=fetched.protocol
+            )
+            resp = w.create_warc_record(
+                fetched.url,
+                "response",
+                payload=io.BytesIO(fetched.body),
+                length=len(fetched.body),
+                http_headers=http_resp,
+                warc_headers_dict={"WARC-IP-Address": fetched.peer_ip},
+            )
+            resp_id = resp.rec_headers.get_header("WARC-Record-ID")
+            date = resp.rec_headers.get_header("WARC-Date")
+            method, _, rest = fetched.request_line.partition(" ")
+            target, _, proto = rest.rpartition(" ")
+            req = w.create_warc_record(
+                fetched.url,
+                "request",
+                http_headers=StatusAndHeaders(f"{method} {target}", fetched.request_headers, protocol=proto),
+                warc_headers_dict={"WARC-Concurrent-To": resp_id, "WARC-Date": date},
+            )
+            fields = (
+                f"fetchTimeMs: {fetched.fetch_ms}\r\ndepth: {fetched.depth}\r\n"
+                f"outlinks: {fetched.outlinks}\r\nrobots: {fetched.robots}\r\n"
+            ).encode()
+            meta = w.create_warc_record(
+                fetched.url,
+                "metadata",
+                payload=io.BytesIO(fields),
+                length=len(fields),
+                warc_content_type="application/warc-fields",
+                warc_headers_dict={"WARC-Concurrent-To": resp_id, "WARC-Date": date},
+            )
+            w.write_record(req)
+            offset = self._fh.tell()
+            w.write_record(resp)
+            w.write_record(meta)
+            return str(self.files[-1]), offset
+
+    def close(self) -> None:
+        with self._lock:
+            self._close_current()
+
+    def __enter__(self) -> WarcSink:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,131 @@
+import math
+
+import pandas as pd
+import pytest
+
+from ml.config import ConfigError
+from ml.curate.filters import (
+    FILTER_ORDER,
+    AlphaRatioFilter,
+    Doc,
+    DupLinesFilter,
+    FilterConfig,
+    LengthFilter,
+    fit_kl_reference,
+    heuristic_filter,
+    load_wordlist,
+    ngram_coverage,
+)
+
+SENTENCES = [
+    "The river town grew slowly around a wooden bridge that farmers used to bring grain to the market.",
+    "Over two centuries the bridge was rebuilt in stone, and merchants opened shops along both banks.",
+    "Today the old mill houses a small museum where visitors can see how flour was ground by water power.",
+    "Children from nearby schools come every spring to learn about the history of their region.",
+    "In the evening, people walk along the quiet river path and watch herons fishing in the shallow water.",
+]
+PROSE = " ".join(SENTENCES)  # 86 words, passes every Gopher rule
+LINES = "\n".join(SENTENCES)
+CFG = FilterConfig.from_preset("small", enabled=tuple(f for f in FILTER_ORDER if f != "kl_outlier"))
+
+
+def _frame(docs: dict[str, str], lang: str = "en") -> pd.DataFrame:
+    return pd.DataFrame({"id": list(docs), "url": [f"http://h/{k}" for k in docs], "text": list(docs.values()),
+                         "lang": lang})  # fmt: skip
+
+
+BAD_DOCS = {
+    "too_short": "A short note about the river town.",
+    "alpha_ratio": PROSE + " " + " ".join(str(1000 + 7 * i) for i in range(40)),  # 86 alpha words of 126
+    "mean_word_length": " ".join(
+        f"extraordinarilylongword{chr(97 + i % 26)}{chr(97 + i // 26)}" for i in range(60)
+    ),
+    "symbol_ratio": PROSE + " " + " ".join(f"#tag{chr(97 + i)}" for i in range(10)),  # 10 '#' / 96 words
+    "ellipsis_lines": "\n".join(s[:-1] + "..." if i < 2 else s for i, s in enumerate(SENTENCES)),  # 2/5 lines
+    "bullet_lines": "\n".join("- " + s for s in SENTENCES),
+    "dup_lines": LINES + "\n" + "\n".join([SENTENCES[0]] * 3),  # 3 of 8 lines repeat an earlier one
+    "dup_ngram_coverage": PROSE + " " + "buy cheap watches online today " * 5,
+    "dirty_words": PROSE + " fuck this shit and the porn spam",
+}
+
+
+def test_every_rule_drops_its_doc_and_keeps_prose():
+    res = heuristic_filter(_frame({"good": PROSE, **BAD_DOCS}), CFG)
+    assert res.kept["id"].tolist() == ["good"]
+    assert dict(zip(res.dropped["id"], res.dropped["reason"], strict=True)) == {k: k for k in BAD_DOCS}
+    details = dict(zip(res.dropped["id"], res.dropped["detail"], strict=True))
+    assert details["too_short"] == "7 words < 50"
+    assert details["symbol_ratio"] == "0.104 > 0.1"
+    assert details["ellipsis_lines"] == "0.400 > 0.3"
+    assert details["dup_lines"] == "dup_line_frac=0.375 > 0.3"
+    assert details["dirty_words"] == "3 words, ratio 0.032"
+    # spam phrase x5 = 130 token chars, prose 396: top 4-gram "buy cheap watches online" covers 5 * 21 / 526
+    assert details["dup_ngram_coverage"] == "top4gram_frac=0.200 > 0.16"
+    good = res.kept.iloc[0]
+    assert good["n_words"] == 86 and good["alpha_word_frac"] == 1.0 and good["dup5gram_frac"] == 0.0
+    assert res.stats["fails/too_short"] == 1
+
+
+def test_too_long_and_datatrove_protocol():
+    f = LengthFilter(FilterConfig(max_words=80))
+    assert f.filter({"text": PROSE, "lang": "en"}) == (False, "too_long")
+    assert LengthFilter(FilterConfig()).filter(Doc(PROSE)) is True
+    assert AlphaRatioFilter(FilterConfig()).filter(Doc(BAD_DOCS["alpha_ratio"])) == (False, "alpha_ratio")
+    scores = DupLinesFilter(FilterConfig()).scores(Doc(BAD_DOCS["dup_lines"]))
+    assert scores["dup_line_frac"] == 3 / 8
+    assert scores["dup_line_char_frac"] == 3 * len(SENTENCES[0]) / (
+        len(LINES.replace("\n", "")) + 3 * len(SENTENCES[0])
+    )
+
+
+def test_ngram_coverage_by_hand():
+    tokens = ["a", "b", "a", "b", "a", "b", "c"]
+    assert ngram_coverage(tokens, 2, top_only=True) == 6 / 7  # "a b" at 0, 2, 4 covers tokens 0..5
+    assert ngram_coverage(tokens, 3, top_only=True) == 5 / 7  # "a b a" (first of the tied tops) at 0, 2
+    assert ngram_coverage(tokens, 3, top_only=False) == 6 / 7  # "a b a" and "b a b" together cover 0..5
+    assert ngram_coverage(["x", "y", "z"], 2, top_only=True) == 0.0  # nothing repeats
+    assert ngram_coverage(["x"], 5, top_only=False) == 0.0
+
+
+def test_dirty_words_need_a_list_and_a_minimum_count():
+    docs = {"dirty": BAD_DOCS["dirty_words"], "two": PROSE + " this shit and the porn spam"}
+    res = heuristic_filter(_frame(docs), CFG)
+    assert res.dropped["id"].tolist() == ["dirty"] and res.kept["id"].tolist() == ["two"]
+    assert res.kept["dirty_word_count"].tolist() == [2]
+    res_ja = heuristic_filter(_frame(docs, lang="ja"), CFG)  # no ja.txt: not penalised
+    assert res_ja.dropped.empty and res_ja.kept["dirty_word_count"].tolist() == [0, 0]
+
+
+def test_wordlists_ship_for_ten_languages():
+    for lang in ("en", "de", "fr", "es", "it", "pt", "nl", "ru", "pl", "sv"):
+        assert len(load_wordlist(lang)) >= 15, lang
+    assert "блять" in load_wordlist("ru") and "kurwa" in load_wordlist("pl")
+    assert load_wordlist("xx") == frozenset() and load_wordlist("../etc") == frozenset()
+
+
+def test_kl_outlier_against_the_corpus_distribution():
+    docs = {f"n{i}": " ".join(SENTENCES[i % 5 :] + SENTENCES[: i % 5]) for i in range(12)}
+    docs["hex"] = " ".join(f"0x{(37 * i) % 256:02X}{(91 * i) % 256:02X}" for i in range(80))
+    cfg = FilterConfig(enabled=("kl_outlier",), kl_min_docs=10)
+    res = heuristic_filter(_frame(docs), cfg)
+    assert res.dropped["id"].tolist() == ["hex"] and res.dropped["reason"].tolist() == ["kl_outlier"]
+    assert res.kept["kl_div"].max() < 0.1  # rotations of the same prose match the corpus closely
+    assert res.stats["kl_reference_langs"] == 1
+    # a language with fewer than kl_min_docs docs has no reference: its docs are not scored
+    mixed = _frame(docs)
+    mixed.loc[mixed["id"] == "hex", "lang"] = "de"
+    res2 = heuristic_filter(mixed, cfg)
+    assert res2.dropped.empty and math.isnan(res2.kept.set_index("id").loc["hex", "kl_div"])
+    # top-fraction mode drops the highest-KL doc of each language even under max_kl
+    res3 = heuristic_filter(_frame(docs), cfg.replace(max_kl=100.0, kl_top_fraction=0.05))
+    assert res3.dropped["id"].tolist() == ["hex"]
+    ref = fit_kl_reference(_frame(docs), cfg)
+    assert ref["en"].n_docs == 13 and ref["en"].total == sum(len(t.replace(" ", "")) for t in docs.values())
+
+
+def test_config_validation():
+    with pytest.raises(ConfigError, match="unknown filter"):
+        FilterConfig(enabled=("length", "nope"))
+    with pytest.raises(ConfigError, match="n = 2, 3, 4"):
+        FilterConfig(max_top_ngram_frac=(0.2,))
+    assert FilterConfig.from_preset("tiny").min_words == 20

@@ -1,0 +1,213 @@
+from __future__ import annotations
+
+import gzip
+import re
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from dagster_project.services.local_web_server import serve_site
+from ml.config import ConfigError
+from ml.sources.crawl import CrawlConfig, crawl
+from ml.sources.localweb import LocalWebConfig, build_site, load_site_manifest, markdown_to_html
+
+FOO_EN = """.TH FOO 1 "2024" "fixture" "User Commands"
+.SH NAME
+foo \\- frobnicate the bar
+.SH DESCRIPTION
+.B foo
+reads input.
+See also
+.BR bar (1)
+and
+.BR adm (8).
+"""
+FOO_DE = """.TH FOO 1 "2024" "fixture" "Benutzerbefehle"
+.SH BEZEICHNUNG
+foo \\- frobniziert Grüße
+.SH BESCHREIBUNG
+Siehe
+.BR adm (8).
+"""
+ADM_EN = """.TH ADM 8 "2024" "fixture" "System Administration"
+.SH NAME
+adm \\- administer the fixture
+.SH DESCRIPTION
+Admin only.
+"""
+METADATA = """Metadata-Version: 2.1
+Name: Demo_Pkg
+Version: 1.0
+Summary: A demo package
+Description-Content-Type: text/markdown
+
+# Demo
+
+Some **bold** text and `code` and a [link](https://example.org).
+
+- one
+- two
+"""
+LICENSE = "Permission is hereby granted, free of charge, to any person obtaining a copy.\n"
+
+
+@pytest.fixture
+def source_tree(tmp_path: Path) -> LocalWebConfig:
+    man = tmp_path / "man"
+    for d in ("man1", "man8", "de/man1"):
+        (man / d).mkdir(parents=True)
+    (man / "man1/foo.1").write_text(FOO_EN)
+    (man / "man1/bar.1.gz").write_bytes(gzip.compress(b".so man1/foo.1\n"))  # an alias page
+    (man / "man1/ghost.1").write_text(".so man1/missing.1\n")  # alias to nothing: a counted failure
+    (man / "man1/broken.1.gz").write_bytes(b"\x1f\x8bnot gzip")  # unreadable: a counted failure
+    (man / "man8/adm.8").write_text(ADM_EN)
+    (man / "de/man1/foo.1.gz").write_bytes(gzip.compress(FOO_DE.encode()))
+    doc = tmp_path / "doc"
+    (doc / "pkg/html").mkdir(parents=True)
+    (doc / "pkg/html/guide.html").write_text(
+        '<html><body><p>Guide</p><a href="other.html">next</a></body></html>'
+    )
+    for pkg in ("pkga", "pkgb"):
+        (doc / pkg).mkdir(exist_ok=True)
+        (doc / pkg / "copyright").write_text(LICENSE)
+    sp = tmp_path / "site-packages"
+    (sp / "Demo_Pkg-1.0.dist-info").mkdir(parents=True)
+    (sp / "Demo_Pkg-1.0.dist-info/METADATA").write_text(METADATA)
+    return LocalWebConfig(man_root=str(man), doc_root=str(doc), site_packages=(str(sp),), render_workers=1)
+
+
+def links(path: Path) -> list[str]:
+    return re.findall(r'href="([^"]+)"', path.read_text())
+
+
+def test_build_site_from_fixture_tree(source_tree, tmp_path):
+    site = tmp_path / "site"
+    m = build_site(site, source_tree)
+    assert m.by_source == {"copyright": 2, "html_docs": 1, "man": 4, "metadata": 1}
+    assert m.by_language == {"de": 1, "en": 3}
+    assert (m.man_aliases, m.private_pages, m.render_failures) == (1, 1, 2)
+    assert m.failures_by_reason == {"broken_alias": 1, "unreadable": 1}
+    # index pages: /, /man/, /man/de/, /man/en/, /private/man/en/man8/, /docs/, /pypi/, /copyright/
+    assert (m.index_pages, m.html_pages, m.text_pages, m.pages_written) == (8, 14, 2, 16)
+    assert m.cached is False
+    assert m.to_stats()["languages"] == 2 and m.to_stats()["source/man"] == 4
+
+    assert (site / "robots.txt").read_text() == "User-agent: *\nDisallow: /private/\n"
+    assert links(site / "index.html") == ["/", "/man/", "/docs/", "/pypi/", "/copyright/"]
+    assert links(site / "man/index.html") == ["/", "/man/de/", "/man/en/", "/private/man/en/man8/"]
+    assert links(site / "man/en/index.html") == ["/", "/man/en/man1/bar.1.html", "/man/en/man1/foo.1.html"]
+    assert links(site / "private/man/en/man8/index.html") == ["/", "/private/man/en/man8/adm.8.html"]
+    assert links(site / "copyright/index.html") == ["/", "/copyright/pkga.txt", "/copyright/pkgb.txt"]
+    assert links(site / "pypi/index.html") == ["/", "/pypi/demo-pkg/"]
+    assert links(site / "docs/index.html") == ["/", "/docs/usr-share-doc/pkg/html/guide.html"]
+
+    foo = (site / "man/en/man1/foo.1.html").read_text()
+    assert "<h2>NAME</h2>" in foo and "<title>foo(1) — foo - frobnicate the bar</title>" in foo
+    assert '<a href="/man/en/man1/bar.1.html"><b>bar</b>(1)</a>' in foo
+    assert '<a href="/private/man/en/man8/adm.8.html"><b>adm</b>(8)</a>' in foo
+    # The alias serves the same text under another URL (a real duplicate).
+    bar = (site / "man/en/man1/bar.1.html").read_text()
+    assert bar.split("<h2>", 1)[1] == foo.split("<h2>", 1)[1]
+    de = (site / "man/de/man1/foo.1.html").read_text()
+    assert '<html lang="de">' in de and "frobniziert Grüße" in de
+    assert '<a href="/private/man/en/man8/adm.8.html"><b>adm</b>(8)</a>' in de  # English fallback
+    assert (site / "copyright/pkga.txt").read_text() == (site / "copyright/pkgb.txt").read_text() == LICENSE
+    pypi = (site / "pypi/demo-pkg/index.html").read_text()
+    assert "<h1>Demo_Pkg 1.0</h1>" in pypi and "<li>one</li>" in pypi
+    assert load_site_manifest(site).pages_written == 16
+
+
+def test_build_site_is_cached_by_config_hash(source_tree, tmp_path):
+    site = tmp_path / "site"
+    first = build_site(site, source_tree)
+    again = build_site(site, source_tree)
+    assert again.cached is True and again.config_hash == first.config_hash
+    changed = build_site(site, source_tree.replace(sources=("man", "copyright")))
+    assert changed.cached is False and changed.by_source == {"copyright": 2, "man": 4}
+    assert not (site / "pypi").exists()
+
+
+def test_serve_site(source_tree, tmp_path):
+    site = tmp_path / "site"
+    build_site(site, source_tree)
+    with serve_site(site) as base:
+        assert re.fullmatch(r"http://127\.0\.0\.1:\d+/", base)
+        with urllib.request.urlopen(base + "man/en/man1/foo.1.html") as r:
+            assert r.headers["Content-Type"] == "text/html; charset=utf-8"
+            assert b"frobnicate" in r.read()
+        with urllib.request.urlopen(base + "copyright/pkga.txt") as r:
+            assert r.headers["Content-Type"] == "text/plain; charset=utf-8"
+        with urllib.request.urlopen(base + "robots.txt") as r:
+            assert r.read() == b"User-agent: *\nDisallow: /private/\n"
+        with urllib.request.urlopen(base + "man/") as r:  # a directory serves its index.html
+            assert b"Manual pages by language" in r.read()
+        for missing in ("nope.html", "man/en/man1/"):  # no file; a directory without index: no listing
+            with pytest.raises(urllib.error.HTTPError) as exc:
+                urllib.request.urlopen(base + missing)
+            assert exc.value.code == 404
+    with pytest.raises(OSError):  # stopped on exit
+        urllib.request.urlopen(base, timeout=2)
+
+
+def test_crawl_fixture_site(source_tree, tmp_path):
+    site = tmp_path / "site"
+    build_site(site, source_tree)
+    with serve_site(site) as base:
+        cfg = CrawlConfig.from_preset("tiny", seeds=(base,), concurrency=2)
+        report = crawl(cfg, tmp_path / "crawl")
+    m = pd.read_parquet(report.manifest_path)
+    # 7 index pages + foo, bar, foo(de), guide, pypi page (HTML) + 2 copyright files (text).
+    assert report.pages_fetched == 14
+    assert report.robots_refusals == 2  # the private index and adm.8 (linked from the manual pages)
+    assert report.errors_by_kind == {"http_4xx": 1}  # guide.html links to a page that does not exist
+    assert sorted(m.loc[m["robots"] == "disallowed", "url"].str.removeprefix(base)) == [
+        "private/man/en/man8/",
+        "private/man/en/man8/adm.8.html",
+    ]
+
+
+def test_markdown_to_html():
+    md = "# Title\n\nText with **bold**, *em*, `a<b`, [x](http://e.org).\ncontinued\n\n```\ncode <here>\n```\n1. a\n2. b\n"
+    assert markdown_to_html(md) == (
+        "<h1>Title</h1>\n"
+        '<p>Text with <strong>bold</strong>, <em>em</em>, <code>a&lt;b</code>, <a href="http://e.org">x</a>. '
+        "continued</p>\n"
+        "<pre><code>code &lt;here&gt;</code></pre>\n"
+        "<ol>\n<li>a</li>\n<li>b</li>\n</ol>"
+    )
+
+
+def test_config_validation():
+    with pytest.raises(ConfigError, match="unknown source"):
+        LocalWebConfig(sources=("man", "wikipedia"))
+    with pytest.raises(ConfigError, match="robots_disallow_prefix"):
+        LocalWebConfig(robots_disallow_prefix="private")
+    assert LocalWebConfig.from_preset("small").max_man_pages_en == 100_000
+
+
+@pytest.mark.slow
+def test_build_and_crawl_real_system_sources(tmp_path):
+    if not Path("/usr/share/man").is_dir():
+        pytest.skip("no /usr/share/man on this machine")
+    cfg = LocalWebConfig.from_preset(
+        "tiny",
+        max_man_pages_per_lang=3,
+        max_man_pages_en=20,
+        max_html_docs=5,
+        max_metadata=5,
+        max_copyright=5,
+    )
+    m = build_site(tmp_path / "site", cfg)
+    assert m.by_source["man"] >= 20 and len(m.by_language) >= 12
+    assert m.render_failures <= m.by_source["man"] // 10
+    assert build_site(tmp_path / "site", cfg).cached is True
+    with serve_site(tmp_path / "site") as base:
+        report = crawl(CrawlConfig.from_preset("tiny", seeds=(base,)), tmp_path / "crawl")
+    man = pd.read_parquet(report.manifest_path)
+    fetched = man[man["warc_file"] != ""]
+    langs = set(fetched["url"].str.extract(r"/man/([A-Za-z_]+)/man")[0].dropna())
+    assert len(langs) >= 12
+    assert report.pages_fetched >= m.pages_written - m.private_pages - 1

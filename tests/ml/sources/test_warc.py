@@ -1,0 +1,166 @@
+from __future__ import annotations
+
+import gzip
+import io
+from pathlib import Path
+
+import pytest
+from warcio.archiveiterator import ArchiveIterator
+from warcio.warcwriter import WARCWriter
+
+from ml.sources.warc import (
+    FetchedResponse,
+    WarcFormatError,
+    WarcSink,
+    expand_warc_paths,
+    iter_records,
+    read_many,
+)
+
+
+def fetched(i: int, body: bytes, encoding: str = "") -> FetchedResponse:
+    headers = [("Content-Type", "text/html; charset=utf-8"), ("Content-Length", str(len(body)))]
+    if encoding:
+        headers.append(("Content-Encoding", encoding))
+    return FetchedResponse(
+        url=f"http://site.test/{i}.html",
+        request_line=f"GET /{i}.html HTTP/1.1",
+        request_headers=[("Host", "site.test"), ("User-Agent", "test")],
+        status_line="200 OK",
+        protocol="HTTP/1.1",
+        response_headers=headers,
+        body=body,
+        peer_ip="192.0.2.1",
+        fetch_ms=7,
+        depth=1,
+        outlinks=3,
+        robots="allowed",
+    )
+
+
+def write_warc(out_dir: Path, n: int = 3, max_file_bytes: int = 1 << 20) -> tuple[WarcSink, list]:
+    with WarcSink(out_dir, prefix="t", max_file_bytes=max_file_bytes) as sink:
+        locs = [sink.write(fetched(i, f"<p>page {i}</p>".encode())) for i in range(n)]
+    return sink, locs
+
+
+def test_sink_round_trip_and_record_layout(tmp_path):
+    sink, locs = write_warc(tmp_path)
+    assert [p.name for p in sink.files] == ["t-00000.warc.gz"]
+    records = list(iter_records(sink.files[0]))
+    assert [(r.url, r.http_status, r.content_type, r.payload, r.record_type) for r in records] == [
+        (
+            f"http://site.test/{i}.html",
+            200,
+            "text/html; charset=utf-8",
+            f"<p>page {i}</p>".encode(),
+            "response",
+        )
+        for i in range(3)
+    ]
+    assert [(r.warc_file, r.offset) for r in records] == locs
+    with open(sink.files[0], "rb") as fh:
+        recs = [
+            (r.rec_type, dict(r.rec_headers.headers), r.content_stream().read()) for r in ArchiveIterator(fh)
+        ]
+    assert [t for t, _, _ in recs] == ["warcinfo"] + ["request", "response", "metadata"] * 3
+    _, req, _ = recs[1]
+    _, resp, _ = recs[2]
+    _, meta, meta_body = recs[3]
+    assert req["WARC-Concurrent-To"] == resp["WARC-Record-ID"] == meta["WARC-Concurrent-To"]
+    assert resp["WARC-Payload-Digest"].startswith("sha1:") and resp["WARC-Block-Digest"].startswith("sha1:")
+    assert meta_body == b"fetchTimeMs: 7\r\ndepth: 1\r\noutlinks: 3\r\nrobots: allowed\r\n"
+
+
+def test_payload_is_decoded_entity_body(tmp_path):
+    with WarcSink(tmp_path) as sink:
+        sink.write(fetched(0, gzip.compress(b"<p>zipped</p>"), encoding="gzip"))
+    (rec,) = iter_records(sink.files[0])
+    assert rec.payload == b"<p>zipped</p>"
+
+
+def test_sink_rotates_files(tmp_path):
+    sink, locs = write_warc(tmp_path, n=3, max_file_bytes=1)
+    assert [p.name for p in sink.files] == ["t-00000.warc.gz", "t-00001.warc.gz", "t-00002.warc.gz"]
+    assert [Path(f).name for f, _ in locs] == [p.name for p in sink.files]
+    for path in sink.files:
+        with open(path, "rb") as fh:
+            assert next(iter(ArchiveIterator(fh))).rec_type == "warcinfo"
+
+
+def test_wet_conversion_records(tmp_path):
+    path = tmp_path / "x.warc.wet.gz"
+    with open(path, "wb") as fh:
+        w = WARCWriter(fh, gzip=True)
+        w.write_record(w.create_warcinfo_record(path.name, {"software": "test"}))
+        for i, text in enumerate([b"first doc\n", "zweites Dokument \u00fc\n".encode()]):
+            rec = w.create_warc_record(
+                f"http://x.test/{i}", "conversion", payload=io.BytesIO(text), warc_content_type="text/plain"
+            )
+            w.write_record(rec)
+    got = [(r.url, r.record_type, r.content_type, r.http_status, r.payload) for r in iter_records(path)]
+    assert got == [
+        ("http://x.test/0", "conversion", "text/plain", None, b"first doc\n"),
+        ("http://x.test/1", "conversion", "text/plain", None, "zweites Dokument \u00fc\n".encode()),
+    ]
+
+
+def test_truncated_gzip_names_file_and_offset_and_keeps_good_files(tmp_path):
+    sink, locs = write_warc(tmp_path / "a")
+    data = sink.files[0].read_bytes()
+    bad = tmp_path / "bad.warc.gz"
+    cut = locs[2][1] + 40  # inside the third response's gzip member
+    bad.write_bytes(data[:cut])
+    with pytest.raises(WarcFormatError) as exc:
+        list(iter_records(bad))
+    assert exc.value.path == bad and exc.value.offset == locs[2][1]
+    assert str(bad) in str(exc.value) and f"offset {locs[2][1]}" in str(exc.value)
+
+    good_sink, _ = write_warc(tmp_path / "b", n=2)
+    records, errors = read_many([bad, good_sink.files[0]])
+    assert [e.path for e in errors] == [bad]
+    # The two records before the fault in the bad file, then both records of the good file.
+    assert [(Path(r.warc_file).name, r.url) for r in records] == [
+        ("bad.warc.gz", "http://site.test/0.html"),
+        ("bad.warc.gz", "http://site.test/1.html"),
+        ("t-00000.warc.gz", "http://site.test/0.html"),
+        ("t-00000.warc.gz", "http://site.test/1.html"),
+    ]
+
+
+def test_malformed_header_names_file_and_offset(tmp_path):
+    sink, _ = write_warc(tmp_path / "a", n=2)
+    raw = gzip.decompress(sink.files[0].read_bytes())  # an uncompressed WARC: offsets are plain bytes
+    first_resp = raw.index(b"WARC-Type: response")
+    start = raw.rindex(b"WARC/1.0", 0, first_resp)
+    for broken, detail in [
+        (raw[:start] + b"WARX/1.0" + raw[start + 8 :], "first line: WARX/1.0"),
+        (raw[:first_resp] + b"WARC-Type response" + raw[first_resp + 19 :], "no WARC-Type header"),
+    ]:
+        path = tmp_path / "broken.warc"
+        path.write_bytes(broken)
+        with pytest.raises(WarcFormatError, match=detail) as exc:
+            list(iter_records(path))
+        assert (exc.value.path, exc.value.offset) == (path, start)
+        assert f"{path}: malformed WARC record at byte offset {start}" in str(exc.value)
+
+
+def test_garbage_and_missing_file(tmp_path):
+    junk = tmp_path / "junk.warc.gz"
+    junk.write_bytes(b"\x1f\x8b\x08\x00garbage-not-deflate")
+    records, errors = read_many([junk, tmp_path / "absent.warc.gz"])
+    assert records == [] and [(e.path.name, e.offset) for e in errors] == [
+        ("junk.warc.gz", 0),
+        ("absent.warc.gz", 0),
+    ]
+
+
+def test_expand_warc_paths(tmp_path):
+    for name in ["b.warc.gz", "a.warc.gz", "c.wet.gz"]:
+        (tmp_path / name).write_bytes(b"")
+    got = expand_warc_paths(
+        [str(tmp_path / "*.warc.gz"), str(tmp_path / "c.wet.gz"), str(tmp_path / "a.warc.gz")]
+    )
+    assert [p.name for p in got] == ["a.warc.gz", "b.warc.gz", "c.wet.gz"]
+    with pytest.raises(FileNotFoundError, match=r"nothing-\*\.warc"):
+        expand_warc_paths([str(tmp_path / "nothing-*.warc")])
