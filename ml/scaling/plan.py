@@ -1,0 +1,160 @@
+"""The IsoFLOP sweep's grid: for each compute budget C and model size, the tokens D = C / FLOPs-per-token.
+
+FLOPs per token are the training FLOPs of ``ml.model.flops.flops_per_token`` at the sweep's sequence
+length: 6 x every matmul weight (all block projections and the LM head; the embedding lookup is not a
+matmul) plus causal attention. Attention and the LM head are counted because at the sizes a CPU sweep
+affords they are a large share of the compute; leaving them out would make small models look cheaper
+than they run. The fit itself is over training tokens (as the Llama 3 paper §3.2.1 fits D*(C)); each
+cell also records total and non-embedding parameter counts so N*(C) can be read off the same grid.
+
+Tokens are rounded to whole optimizer steps of ``batch_tokens``; the cell records the FLOPs it really
+trains for. A cell with fewer than ``min_steps`` steps is refused, naming the cell: such a run would be
+all warmup.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, ClassVar
+
+from ml.config import ConfigError, StageConfig
+from ml.model.flops import flops_per_token, num_params
+from ml.model.llama import ModelConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepSize:
+    """One model size of the grid: a name and the ModelConfig fields that differ from the base shape."""
+
+    name: str
+    dim: int
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    ffn_dim: int
+    lr: float
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepCell:
+    budget: float  # FLOPs asked for
+    size: str
+    model: dict[str, Any]  # ModelConfig fields
+    lr: float
+    flops_per_token: int
+    params: int
+    non_embedding_params: int
+    steps: int
+    tokens: int
+    flops: float  # FLOPs actually trained: steps * batch_tokens * flops_per_token
+
+    @property
+    def key(self) -> str:
+        return cell_key(self.budget, self.size)
+
+
+def budget_key(budget: float) -> str:
+    """A partition-friendly budget name: 3e11 -> '3e11', 1.5e12 -> '1.5e12'."""
+    mantissa, exponent = f"{budget:.6e}".split("e")
+    return f"{float(mantissa):g}e{int(exponent)}"
+
+
+def cell_key(budget: float, size: str) -> str:
+    return f"{budget_key(budget)}|{size}"
+
+
+def _sizes(*rows: tuple) -> tuple[tuple[Any, ...], ...]:
+    return tuple(rows)
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepConfig(StageConfig):
+    """The IsoFLOP grid and the recipe every cell trains with (Llama 3 paper §3.2.1)."""
+
+    budgets: tuple[float, ...] = (1e11, 3e11, 1e12)
+    # (name, dim, n_layers, n_heads, n_kv_heads, ffn_dim, peak lr)
+    sizes: tuple[tuple[Any, ...], ...] = ()
+    seq_len: int = 128
+    batch_tokens: int = 1024  # tokens per optimizer step, fixed across the grid (chosen)
+    warmup_frac: float = 0.1  # warmup as a share of each cell's steps (paper: 2,000 steps at its scale)
+    min_lr_ratio: float = 0.1  # cosine to 0.1x peak (paper)
+    weight_decay: float = 0.1  # paper: 0.1x LR, applied as AdamW's decoupled decay
+    min_steps: int = 20
+    eval_tokens: int = 16384  # the fixed validation budget every cell is scored on
+    target_budget: float = 0.0  # budget of the forecast / flagship; 0 = 3x the largest swept budget
+    seed: int = 1337
+
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {"tiny": {}}
+
+    def __post_init__(self) -> None:
+        if len(self.budgets) < 2 or any(b <= 0 for b in self.budgets):
+            raise ConfigError(f"SweepConfig.budgets must hold >= 2 positive FLOP counts, got {self.budgets}")
+        for row in self.sizes:
+            if len(row) != 7:
+                raise ConfigError(
+                    f"SweepConfig.sizes: each row is (name, dim, n_layers, n_heads, n_kv_heads, ffn_dim, lr), got {row}"
+                )
+        for name in ("seq_len", "batch_tokens", "min_steps", "eval_tokens"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"SweepConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.batch_tokens % self.seq_len:
+            raise ConfigError(
+                f"SweepConfig.batch_tokens={self.batch_tokens} is not a multiple of seq_len={self.seq_len}"
+            )
+
+    @property
+    def size_list(self) -> list[SweepSize]:
+        return [SweepSize(str(r[0]), *(int(v) for v in r[1:6]), float(r[6])) for r in self.sizes]
+
+    @property
+    def forecast_budget(self) -> float:
+        return self.target_budget or 3.0 * max(self.budgets)
+
+
+def model_for(size: SweepSize, vocab_size: int, seq_len: int) -> ModelConfig:
+    return ModelConfig(
+        dim=size.dim,
+        n_layers=size.n_layers,
+        n_heads=size.n_heads,
+        n_kv_heads=size.n_kv_heads,
+        ffn_dim=size.ffn_dim,
+        vocab_size=vocab_size,
+        max_seq_len=seq_len,
+    )
+
+
+def plan_cell(cfg: SweepConfig, budget: float, size: SweepSize, vocab_size: int) -> SweepCell:
+    model = model_for(size, vocab_size, cfg.seq_len)
+    fpt = flops_per_token(model, cfg.seq_len)
+    steps = int(round(budget / fpt / cfg.batch_tokens))
+    if steps < cfg.min_steps:
+        raise ConfigError(
+            f"sweep cell {cell_key(budget, size.name)}: {budget:.3g} FLOPs buy {steps} steps of "
+            f"{cfg.batch_tokens} tokens at {fpt:,} FLOPs/token (< min_steps={cfg.min_steps})"
+        )
+    tokens = steps * cfg.batch_tokens
+    fields = {f.name: getattr(model, f.name) for f in dataclasses.fields(model)}
+    return SweepCell(
+        budget=float(budget),
+        size=size.name,
+        model=fields,
+        lr=size.lr,
+        flops_per_token=fpt,
+        params=num_params(model),
+        non_embedding_params=num_params(model, exclude_embeddings=True),
+        steps=steps,
+        tokens=tokens,
+        flops=float(tokens) * fpt,
+    )
+
+
+def plan_sweep(cfg: SweepConfig, vocab_size: int) -> list[SweepCell]:
+    """Every (budget, size) cell of the grid, budgets ascending, sizes in config order."""
+    if not cfg.sizes:
+        raise ConfigError("SweepConfig.sizes is empty: the grid needs model sizes")
+    return [plan_cell(cfg, b, s, vocab_size) for b in sorted(cfg.budgets) for s in cfg.size_list]
+
+
+def warmup_steps(cfg: SweepConfig, steps: int) -> int:
+    return max(1, math.ceil(cfg.warmup_frac * steps))

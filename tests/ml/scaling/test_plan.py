@@ -1,0 +1,67 @@
+"""The sweep grid: FLOPs per token of the paper's shapes by hand, tokens per cell, refused cells."""
+
+import pytest
+
+from ml.config import ConfigError
+from ml.model.flops import flops_per_token, num_params
+from ml.model.llama import ModelConfig
+from ml.scaling.plan import SweepConfig, budget_key, cell_key, plan_sweep
+
+# Hand-computed at seq 8,192: 6 x (layers x (q,o: 2*D*D + k,v: 2*D*8*128 + ffn: 3*D*F) + LM head V*D)
+# + causal attention 6 x layers x D x T (Table 3 shapes, V = 128,256).
+PAPER_FLOPS_PER_TOKEN = {
+    # 6*(32*(2*4096*4096 + 2*4096*1024 + 3*4096*14336) + 128256*4096) + 6*32*4096*8192
+    "8b": 45_027_950_592 + 6_442_450_944,
+    # 6*(80*(2*8192*8192 + 2*8192*1024 + 3*8192*28672) + 128256*8192) + 6*80*8192*8192
+    "70b": 417_010_286_592 + 32_212_254_720,
+    # 6*(126*(2*16384**2 + 2*16384*1024 + 3*16384*53248) + 128256*16384) + 6*126*16384*8192
+    "405b": 2_422_487_384_064 + 101_468_602_368,
+}
+
+
+@pytest.mark.parametrize("preset", ["8b", "70b", "405b"])
+def test_paper_shapes_flops_per_token_equal_hand_computed(preset):
+    assert flops_per_token(ModelConfig.from_preset(preset), 8192) == PAPER_FLOPS_PER_TOKEN[preset]
+
+
+def test_405b_has_405_9b_parameters():
+    # embedding + LM head 2 x 128256*16384, 126 layers of 3,187,671,040 matmul weights + 2 norms, final norm
+    assert num_params(ModelConfig.from_preset("405b")) == 405_853_388_800
+
+
+def grid(**kw) -> SweepConfig:
+    sizes = (("a", 64, 2, 4, 2, 192, 2e-3), ("b", 96, 4, 4, 2, 256, 1.5e-3))
+    return SweepConfig(
+        **{"budgets": (2e11, 2e12), "sizes": sizes, "seq_len": 128, "batch_tokens": 1024, **kw}
+    )
+
+
+def test_cells_train_for_the_budget_in_whole_steps():
+    cells = plan_sweep(grid(), vocab_size=4096)
+    assert [c.key for c in cells] == ["2e11|a", "2e11|b", "2e12|a", "2e12|b"]
+    for c in cells:
+        model = ModelConfig(**c.model)
+        assert c.flops_per_token == flops_per_token(model, 128)
+        assert c.steps == round(c.budget / c.flops_per_token / 1024)
+        assert c.tokens == c.steps * 1024
+        assert abs(c.flops - c.budget) <= 0.5 * 1024 * c.flops_per_token  # within half a step
+        assert c.params == num_params(model) and c.non_embedding_params < c.params
+
+
+def test_a_cell_too_small_to_train_is_refused_by_name():
+    with pytest.raises(ConfigError, match=r"sweep cell 2e11\|b: .* \(< min_steps=60\)"):
+        plan_sweep(grid(min_steps=60), vocab_size=4096)
+
+
+def test_keys_and_forecast_budget():
+    assert budget_key(3e11) == "3e11" and budget_key(1.5e12) == "1.5e12"
+    assert cell_key(2e12, "d64") == "2e12|d64"
+    assert grid().forecast_budget == 6e12
+    assert grid(target_budget=5e12).forecast_budget == 5e12
+
+
+def test_bad_grid_rows_are_named():
+    with pytest.raises(ConfigError, match="each row is"):
+        SweepConfig(sizes=(("a", 64, 2),))
+    with pytest.raises(ConfigError, match="not a multiple of seq_len"):
+        grid(batch_tokens=1000)
