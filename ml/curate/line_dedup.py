@@ -86,7 +86,7 @@ def _doc_hashes(text: str, min_chars: int) -> np.ndarray:
     return hashes
 
 
-def line_dedup(df: pd.DataFrame, config: LineDedupConfig) -> StepResult:
+def line_dedup(df: pd.DataFrame, cfg: LineDedupConfig) -> StepResult:
     """Remove lines seen more than ``max_occurrences`` times per bucket; adds ``lines_removed``.
 
     Updates ``text`` (and ``n_chars``/``n_words`` when present). Documents left with fewer than
@@ -99,13 +99,13 @@ def line_dedup(df: pd.DataFrame, config: LineDedupConfig) -> StepResult:
     new_texts: list[str] = []
     removed_counts = np.zeros(len(texts), dtype=np.int64)
     lines_in = 0
-    for start in range(0, len(texts), config.bucket_size):
+    for start in range(0, len(texts), cfg.bucket_size):
         # pass 1: 8-byte hashes per line, counted over the bucket
-        bucket = [_doc_hashes(t, config.min_line_chars) for t in texts[start : start + config.bucket_size]]
+        bucket = [_doc_hashes(t, cfg.min_line_chars) for t in texts[start : start + cfg.bucket_size]]
         all_hashes = np.concatenate(bucket) if bucket else np.zeros(0, np.uint64)
         lines_in += int(all_hashes.size)
         uniq, counts = np.unique(all_hashes[all_hashes != 0], return_counts=True)
-        frequent = uniq[counts > config.max_occurrences]
+        frequent = uniq[counts > cfg.max_occurrences]
         del all_hashes, uniq, counts
         # pass 2: re-split each text and drop its frequent lines
         for j, hashes in enumerate(bucket):
@@ -126,7 +126,7 @@ def line_dedup(df: pd.DataFrame, config: LineDedupConfig) -> StepResult:
         out["n_chars"] = np.array([len(t) for t in new_texts], dtype=np.int64)
     if "n_words" in out.columns:
         out["n_words"] = np.array([len(t.split()) for t in new_texts], dtype=np.int64)
-    short = np.array([len(t) < config.min_doc_chars for t in new_texts], dtype=bool)
+    short = np.array([len(t) < cfg.min_doc_chars for t in new_texts], dtype=bool)
     kept = out[~short].reset_index(drop=True)
     dropped = (
         make_dropped(
@@ -145,6 +145,6 @@ def line_dedup(df: pd.DataFrame, config: LineDedupConfig) -> StepResult:
         "chars_in": chars_in,
         "chars_removed": chars_in - chars_out,
         "fraction_chars_removed": (chars_in - chars_out) / chars_in if chars_in else 0.0,
-        "buckets": -(-len(texts) // config.bucket_size),
+        "buckets": -(-len(texts) // cfg.bucket_size),
     }
     return StepResult(kept=kept, dropped=dropped, stats=stats)

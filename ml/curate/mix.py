@@ -57,14 +57,14 @@ class MixConfig(StageConfig):
             raise ConfigError(f"MixConfig.max_upsample: {self.max_upsample} must be >= 1")
 
 
-def doc_units(df: pd.DataFrame, config: MixConfig) -> np.ndarray:
+def doc_units(df: pd.DataFrame, cfg: MixConfig) -> np.ndarray:
     """Size of each doc in the mix unit: 1 per doc, or ``n_chars / chars_per_token`` tokens."""
-    if config.unit == "docs":
+    if cfg.unit == "docs":
         return np.ones(len(df), dtype=np.float64)
     chars = (
         df["n_chars"].to_numpy() if "n_chars" in df.columns else df["text"].astype(str).str.len().to_numpy()
     )
-    return chars.astype(np.float64) / config.chars_per_token
+    return chars.astype(np.float64) / cfg.chars_per_token
 
 
 def _take(units: np.ndarray, target: float, rng: np.random.Generator) -> np.ndarray:
@@ -81,8 +81,8 @@ def _take(units: np.ndarray, target: float, rng: np.random.Generator) -> np.ndar
     return np.sort(order[:n])
 
 
-def realize_mix(df: pd.DataFrame, class_col: str, config: MixConfig) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Sample/repeat docs per class to hit ``config.targets``; returns (mixed frame, report).
+def realize_mix(df: pd.DataFrame, class_col: str, cfg: MixConfig) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Sample/repeat docs per class to hit ``cfg.targets``; returns (mixed frame, report).
 
     The mixed frame has the input's columns plus ``repeat`` (0 for a doc's first copy), rows ordered by
     input position then repeat. Report: ``classes`` → {target, available, selected, realized, weight,
@@ -92,23 +92,19 @@ def realize_mix(df: pd.DataFrame, class_col: str, config: MixConfig) -> tuple[pd
     """
     if class_col not in df.columns:
         raise KeyError(f"realize_mix: no class column {class_col!r}; has {', '.join(df.columns)}")
-    units = doc_units(df, config)
+    units = doc_units(df, cfg)
     labels = df[class_col].astype(str).to_numpy()
-    available = {c: float(units[labels == c].sum()) for c in config.targets}
-    empty = [c for c, a in available.items() if a <= 0 and config.targets[c] > 0]
-    live = {c: t for c, t in config.targets.items() if c not in empty and t > 0}
+    available = {c: float(units[labels == c].sum()) for c in cfg.targets}
+    empty = [c for c, a in available.items() if a <= 0 and cfg.targets[c] > 0]
+    live = {c: t for c, t in cfg.targets.items() if c not in empty and t > 0}
     if not live:
-        raise ValueError(
-            f"realize_mix: no documents in any target class {list(config.targets)} ({class_col!r})"
-        )
-    total = float(config.total_units) if config.total_units is not None else float(units.sum())
+        raise ValueError(f"realize_mix: no documents in any target class {list(cfg.targets)} ({class_col!r})")
+    total = float(cfg.total_units) if cfg.total_units is not None else float(units.sum())
     insufficient: list[str] = []
     while True:  # drop classes too small to fill min_fill of their (re-normalized) share, until stable
         norm = sum(live.values())
         short = [
-            c
-            for c, t in live.items()
-            if config.max_upsample * available[c] < config.min_fill * (t / norm) * total
+            c for c, t in live.items() if cfg.max_upsample * available[c] < cfg.min_fill * (t / norm) * total
         ]
         if not short or len(short) == len(live):
             break
@@ -116,16 +112,16 @@ def realize_mix(df: pd.DataFrame, class_col: str, config: MixConfig) -> tuple[pd
         live = {c: t for c, t in live.items() if c not in short}
     norm = sum(live.values())
     targets = {c: t / norm for c, t in live.items()}
-    untargeted = sorted(set(labels) - set(config.targets))
+    untargeted = sorted(set(labels) - set(cfg.targets))
 
-    cap_total = min(config.max_upsample * available[c] / t for c, t in targets.items())
+    cap_total = min(cfg.max_upsample * available[c] / t for c, t in targets.items())
     capped = cap_total < total
     total = min(total, cap_total)
 
-    rng = np.random.default_rng(config.seed)
+    rng = np.random.default_rng(cfg.seed)
     picks: list[tuple[np.ndarray, np.ndarray]] = []  # (input positions, repeat index)
     classes: dict[str, dict[str, float]] = {}
-    for c in config.targets:  # fixed order → deterministic RNG stream
+    for c in cfg.targets:  # fixed order → deterministic RNG stream
         pos = np.flatnonzero(labels == c)
         want = targets.get(c, 0.0) * total
         full = int(want // available[c]) if available[c] > 0 else 0
@@ -146,7 +142,7 @@ def realize_mix(df: pd.DataFrame, class_col: str, config: MixConfig) -> tuple[pd
     mixed = df.iloc[idx[order]].reset_index(drop=True)
     mixed["repeat"] = rep[order]
     report = {
-        "unit": config.unit,
+        "unit": cfg.unit,
         "total_units": grand,
         "capped": bool(capped),
         "empty_classes": empty,

@@ -695,12 +695,12 @@ def load_site_manifest(site_dir: Path) -> SiteManifest:
         raise ValueError(f"{path}: not a readable site build manifest ({exc})") from exc
 
 
-def build_site(site_dir: Path, config: LocalWebConfig) -> SiteManifest:
+def build_site(site_dir: Path, cfg: LocalWebConfig) -> SiteManifest:
     """Build (or reuse, if ``site_dir`` holds a build with the same config hash) the local web."""
     from ml.io import atomic_dir  # here, not at module top: render workers import this module, lean
 
     site_dir = Path(site_dir)
-    digest = _config_hash(config)
+    digest = _config_hash(cfg)
     if (site_dir / BUILD_MANIFEST).is_file():
         with contextlib.suppress(ValueError):
             old = load_site_manifest(site_dir)
@@ -708,40 +708,40 @@ def build_site(site_dir: Path, config: LocalWebConfig) -> SiteManifest:
                 old.cached = True
                 old.site_dir = str(site_dir)
                 return old
-    if shutil.which("groff") is None and "man" in config.sources:
+    if shutil.which("groff") is None and "man" in cfg.sources:
         raise FileNotFoundError("LocalWebConfig.sources includes 'man' but groff is not installed")
     start = time.monotonic()
     stats = _Stats()
     with atomic_dir(site_dir) as out:
         sections: list[tuple[str, str]] = []
-        if "man" in config.sources:
-            man = _build_man(config, out, stats)
+        if "man" in cfg.sources:
+            man = _build_man(cfg, out, stats)
             langs = sorted({lang for lang, *_ in man})
-            private_base = config.robots_disallow_prefix + f"man/en/{config.private_man_section}/"
+            private_base = cfg.robots_disallow_prefix + f"man/en/{cfg.private_man_section}/"
             for lang in langs:
                 entries = [
                     (u, label) for lg, _, u, label in man if lg == lang and not u.startswith(private_base)
                 ]
-                _write_index(out, f"/man/{lang}/", f"Manual pages: {lang}", entries, config, stats, lang)
+                _write_index(out, f"/man/{lang}/", f"Manual pages: {lang}", entries, cfg, stats, lang)
             lang_entries = [(f"/man/{lg}/", f"{lg} ({stats.by_language[lg]} pages)") for lg in langs]
             private = [(u, label) for *_, u, label in man if u.startswith(private_base)]
             if private:
-                title = f"Manual section {config.private_man_section} (en)"
-                _write_index(out, private_base, title, private, config, stats)
+                title = f"Manual section {cfg.private_man_section} (en)"
+                _write_index(out, private_base, title, private, cfg, stats)
                 lang_entries.append((private_base, title))
-            _write_index(out, "/man/", "Manual pages by language", lang_entries, config, stats)
+            _write_index(out, "/man/", "Manual pages by language", lang_entries, cfg, stats)
             sections.append(("/man/", "Manual pages"))
         for source, builder, base, title in (
             ("html_docs", _build_html_docs, "/docs/", "Package documentation"),
             ("metadata", _build_metadata, "/pypi/", "Python packages"),
             ("copyright", _build_copyright, "/copyright/", "Copyright and license files"),
         ):
-            if source in config.sources:
-                entries = builder(config, out, stats)
-                _write_index(out, base, title, entries, config, stats)
+            if source in cfg.sources:
+                entries = builder(cfg, out, stats)
+                _write_index(out, base, title, entries, cfg, stats)
                 sections.append((base, title))
-        _write_index(out, "/", "Local documentation web", sections, config, stats)
-        (out / "robots.txt").write_text(f"User-agent: *\nDisallow: {config.robots_disallow_prefix}\n")
+        _write_index(out, "/", "Local documentation web", sections, cfg, stats)
+        (out / "robots.txt").write_text(f"User-agent: *\nDisallow: {cfg.robots_disallow_prefix}\n")
         manifest = SiteManifest(
             site_dir=str(site_dir),
             config_hash=digest,
