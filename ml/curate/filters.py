@@ -1,4 +1,5 @@
-"""Heuristic quality filters (paper: duplicated n-gram coverage, dirty-word counting, token-distribution KL).
+"""Heuristic quality filters (Llama 3 paper §3.1.1: duplicated n-gram coverage, dirty-word counting,
+token-distribution KL).
 
 datatrove-style: one class per rule with ``filter(doc) -> bool | (False, reason)``; ``heuristic_filter`` runs
 them in order over a DataFrame (a doc is dropped by the first rule it fails, every rule's score is kept as

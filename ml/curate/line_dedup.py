@@ -1,4 +1,5 @@
-"""Line-level dedup à la ccNet (paper: remove lines appearing more than 6 times in each bucket of 30M docs).
+"""Line-level dedup à la ccNet (Llama 3 paper §3.1.1: remove lines appearing more than 6 times
+in each bucket of 30M docs).
 
 Documents are taken in order and cut into buckets of ``bucket_size`` consecutive documents. In a bucket every
 line is normalised (lowercase, digits → 0, Unicode punctuation and control characters removed, whitespace
@@ -32,13 +33,13 @@ class LineDedupConfig(StageConfig):
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "tiny": {"bucket_size": 2_000},  # chosen: the tiny crawl fits in one bucket
         "small": {"bucket_size": 200_000},  # chosen: one bucket per ~1 GB of text on one machine
-        "8b": {"bucket_size": 30_000_000},  # paper
-        "70b": {"bucket_size": 30_000_000},  # paper
-        "405b": {"bucket_size": 30_000_000},  # paper
+        "8b": {"bucket_size": 30_000_000},  # Llama 3 paper §3.1.1
+        "70b": {"bucket_size": 30_000_000},  # Llama 3 paper §3.1.1
+        "405b": {"bucket_size": 30_000_000},  # Llama 3 paper §3.1.1
     }
 
-    max_occurrences: int = 6  # paper: lines appearing more than 6 times in a bucket are removed
-    bucket_size: int = 30_000_000  # paper: buckets of 30M documents
+    max_occurrences: int = 6  # §3.1.1: lines appearing more than 6 times in a bucket are removed
+    bucket_size: int = 30_000_000  # §3.1.1: buckets of 30M documents
     min_line_chars: int = 1  # ccNet: every non-empty normalised line counts (raise to spare short lines)
     min_doc_chars: int = 1  # chosen: only docs left with no text are dropped; later filters judge length
 

@@ -1,6 +1,6 @@
 """Realise a data mix: re-weight document classes so the corpus hits target proportions.
 
-Paper: final pre-training mix ≈ 50% general knowledge, 25% math & reasoning, 17% code, 8% multilingual
+Llama 3 paper §3.1.2: final pre-training mix ≈ 50% general knowledge, 25% math & reasoning, 17% code, 8% multilingual
 tokens. Each class c with ``a_c`` units available gets ``s_c = t_c · T`` units, where ``T`` is the corpus
 size (by default the size of the input, so the mix re-weights without growing or shrinking the corpus),
 reduced when some class would need more than ``max_upsample`` copies of its data. A class is down-sampled by
@@ -28,7 +28,9 @@ class MixConfig(StageConfig):
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {"tiny": {}, "small": {}, "8b": {}, "70b": {}, "405b": {}}
 
-    targets: dict[str, float] = field(default_factory=lambda: dict(PAPER_MIX))  # paper: 50/25/17/8
+    targets: dict[str, float] = field(
+        default_factory=lambda: dict(PAPER_MIX)
+    )  # Llama 3 paper §3.1.2: 50/25/17/8
     unit: str = "tokens"  # "tokens" (≈ chars / chars_per_token) or "docs"
     chars_per_token: float = 4.0  # chosen: ~4 chars per BPE token for English web text
     total_units: float | None = None  # None: the input's size; else the mixed corpus size (same unit)

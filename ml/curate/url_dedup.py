@@ -1,4 +1,5 @@
-"""URL-level dedup: one document per normalised URL, the most recent fetch wins (paper: "keep the most recent").
+"""URL-level dedup: one document per normalised URL, the most recent fetch wins
+(Llama 3 paper §3.1.1: "keep the most recent").
 
 Normalisation (``normalize_url``) makes URLs that a server treats as the same page compare equal:
 

@@ -1,7 +1,7 @@
 """A polite breadth-first HTTP crawler that archives what it fetches as WARC.
 
 One code path for every target: an ``https://`` seed on the internet and the loopback local web
-(ml/data/localweb.py) go through the same checks. Per URL, in order: scheme (http/https only), scope,
+(ml/sources/localweb.py) go through the same checks. Per URL, in order: scheme (http/https only), scope,
 address (the host is resolved and loopback/private/link-local/multicast/reserved addresses are refused
 unless allow-listed; the crawler then connects to that checked IP, so DNS cannot change the answer
 between check and connect), robots.txt, per-host politeness (concurrency + minimum interval), fetch with
@@ -75,7 +75,7 @@ _RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 
 @dataclass(frozen=True)
 class CrawlConfig(StageConfig):
-    """Crawler budgets, politeness and safety limits. The paper publishes none of these numbers."""
+    """Crawler budgets, politeness and safety limits. The Llama 3 paper (§3.1.1) publishes none of these numbers."""
 
     seeds: tuple[str, ...] = ()
     scope: str = (

@@ -1,8 +1,8 @@
 """HTML → main text, charset detection and language id: the first curation step after the crawl.
 
 ``extract_documents`` turns :class:`~ml.sources.records.WebRecord` objects (WARC responses or WET conversions)
-into the document table. HTML goes through trafilatura with code blocks and math kept (the paper's parser
-"keeps math and code structure" and drops markdown markers); pages where trafilatura finds nothing but the
+into the document table. HTML goes through trafilatura with code blocks and math kept (Llama 3 paper §3.1.1:
+the parser "keeps math and code structure" and drops markdown markers); pages where trafilatura finds nothing but the
 HTML has text (e.g. groff-rendered man pages, bare directory listings) fall back to a plain lxml text walk,
 and the ``extractor`` column says which one produced the text. WET ``text/plain`` records pass through.
 Every record that does not become a document is in ``dropped`` with a reason.
@@ -50,12 +50,14 @@ class ExtractConfig(StageConfig):
     }
 
     extractor: str = "trafilatura"  # "trafilatura" (main-content extraction) | "lxml" (plain text walk)
-    min_chars: int = 200  # chosen: below ~200 chars a page is navigation/stub text (not in the paper)
+    min_chars: int = 200  # chosen: below ~200 chars a page is navigation/stub text (the paper gives none)
     min_words: int = 30  # chosen: same reason, counted on whitespace-split words
     include_tables: bool = True  # chosen: tables carry facts (man-page option lists, API tables)
-    include_code: bool = True  # paper: the parser keeps code structure (<pre>/<code> blocks with newlines)
-    include_math: bool = True  # paper: keeps math; MathML/MathJax/KaTeX become their TeX source
-    markdown_markers: bool = False  # paper: "markdown markers removed" → plain text, no '#', '```', '**'
+    include_code: bool = (
+        True  # Llama 3 paper §3.1.1: the parser keeps code structure (<pre>/<code> blocks with newlines)
+    )
+    include_math: bool = True  # §3.1.1: keeps math; MathML/MathJax/KaTeX become their TeX source
+    markdown_markers: bool = False  # §3.1.1: "markdown markers removed" → plain text, no '#', '```', '**'
     favor_recall: bool = True  # chosen: documentation pages are short; recall over precision
     fallback_to_lxml: bool = True  # use the lxml walk when trafilatura returns nothing for a page with text
     lang_min_score: float = 0.5  # ccNet keeps docs whose language-id confidence is >= 0.5

@@ -157,7 +157,7 @@ def assign_split(ids: pd.Series, val_fraction: float, seed: int) -> np.ndarray:
 
 
 def _copy_index(df: pd.DataFrame) -> np.ndarray:
-    """Column ``repeat`` (ml/data/mix.py: 0 for a document's first copy, k for its (k+1)-th), else zeros."""
+    """Column ``repeat`` (ml/curate/mix.py: 0 for a document's first copy, k for its (k+1)-th), else zeros."""
     if "repeat" not in df.columns:
         return np.zeros(len(df), dtype=np.int64)
     rep = pd.to_numeric(df["repeat"], errors="coerce")
@@ -226,7 +226,7 @@ def write_token_shards(
 ) -> ShardManifest:
     """Tokenize ``df.text`` into train/val shards under ``out_dir`` (replaced atomically).
 
-    Rows repeating an ``id`` are up-sampled copies (ml/data/mix.py); they share a split, train keeps
+    Rows repeating an ``id`` are up-sampled copies (ml/curate/mix.py); they share a split, train keeps
     them all (ordered by the ``repeat`` copy index when present), val keeps one. Optional columns:
     ``source``, ``lang`` and ``class_col`` give token counts per group; ``weight`` (float) is recorded
     as the target mix weight of each class (token-weighted mean).
