@@ -87,16 +87,9 @@ def _doc_hashes(text: str, min_chars: int) -> np.ndarray:
     return hashes
 
 
-def line_dedup(df: pd.DataFrame, cfg: LineDedupConfig) -> StepResult:
-    """Remove lines seen more than ``max_occurrences`` times per bucket; adds ``lines_removed``.
-
-    Updates ``text`` (and ``n_chars``/``n_words`` when present). Documents left with fewer than
-    ``min_doc_chars`` characters are dropped with reason ``empty_after_line_dedup``.
-    """
-    for col in ("id", "url", "text"):
-        if col not in df.columns:
-            raise KeyError(f"line_dedup: input lacks column {col!r}; has {', '.join(df.columns)}")
-    texts = df["text"].astype(str).tolist()
+def _remove_frequent_lines(texts: list[str], cfg: LineDedupConfig) -> tuple[list[str], np.ndarray, int]:
+    """``(new texts, lines removed per doc, lines seen)``: per bucket of ``cfg.bucket_size`` docs, lines
+    whose hash occurs more than ``cfg.max_occurrences`` times are cut."""
     new_texts: list[str] = []
     removed_counts = np.zeros(len(texts), dtype=np.int64)
     lines_in = 0
@@ -117,6 +110,20 @@ def line_dedup(df: pd.DataFrame, cfg: LineDedupConfig) -> StepResult:
                 text = "\n".join(line for line, d in zip(lines, drop, strict=True) if not d).strip()
             removed_counts[start + j] = int(drop.sum())
             new_texts.append(text)
+    return new_texts, removed_counts, lines_in
+
+
+def line_dedup(df: pd.DataFrame, cfg: LineDedupConfig) -> StepResult:
+    """Remove lines seen more than ``max_occurrences`` times per bucket; adds ``lines_removed``.
+
+    Updates ``text`` (and ``n_chars``/``n_words`` when present). Documents left with fewer than
+    ``min_doc_chars`` characters are dropped with reason ``empty_after_line_dedup``.
+    """
+    for col in ("id", "url", "text"):
+        if col not in df.columns:
+            raise KeyError(f"line_dedup: input lacks column {col!r}; has {', '.join(df.columns)}")
+    texts = df["text"].astype(str).tolist()
+    new_texts, removed_counts, lines_in = _remove_frequent_lines(texts, cfg)
 
     out = df.copy()
     out["text"] = new_texts

@@ -83,6 +83,52 @@ def _take(units: np.ndarray, target: float, rng: np.random.Generator) -> np.ndar
     return np.sort(order[:n])
 
 
+def _fillable_targets(
+    live: dict[str, float], available: dict[str, float], total: float, cfg: MixConfig
+) -> tuple[dict[str, float], list[str]]:
+    """``(targets normalised to 1, insufficient classes)``: classes too small to fill ``min_fill`` of
+    their re-normalised share at ``max_upsample`` are left out, repeatedly, until the set is stable."""
+    insufficient: list[str] = []
+    while True:
+        norm = sum(live.values())
+        short = [
+            c for c, t in live.items() if cfg.max_upsample * available[c] < cfg.min_fill * (t / norm) * total
+        ]
+        if not short or len(short) == len(live):
+            break
+        insufficient += short
+        live = {c: t for c, t in live.items() if c not in short}
+    norm = sum(live.values())
+    return {c: t / norm for c, t in live.items()}, insufficient
+
+
+def _select(
+    labels: np.ndarray,
+    units: np.ndarray,
+    available: dict[str, float],
+    targets: dict[str, float],
+    total: float,
+    cfg: MixConfig,
+) -> tuple[list[tuple[np.ndarray, np.ndarray]], dict[str, dict[str, float]]]:
+    """Per class: whole repeats of every doc plus a seeded random subset for the fraction. Returns
+    ``(input positions, repeat index)`` per class and the per-class report (without ``realized``)."""
+    rng = np.random.default_rng(cfg.seed)
+    picks: list[tuple[np.ndarray, np.ndarray]] = []  # (input positions, repeat index)
+    classes: dict[str, dict[str, float]] = {}
+    for c in cfg.targets:  # fixed order → deterministic RNG stream
+        pos = np.flatnonzero(labels == c)
+        want = targets.get(c, 0.0) * total
+        full = int(want // available[c]) if available[c] > 0 else 0
+        extra = pos[_take(units[pos], want - full * available[c], rng)]
+        idx = np.concatenate([np.tile(pos, full), extra])
+        rep = np.concatenate([np.repeat(np.arange(full), pos.size), np.full(extra.size, full)])
+        picks.append((idx, rep))
+        selected = float(units[idx].sum())
+        classes[c] = {"target": targets.get(c, 0.0), "available": available[c], "selected": selected,
+                      "weight": selected / available[c] if available[c] else 0.0, "repeats": full + (extra.size > 0)}  # fmt: skip
+    return picks, classes
+
+
 def realize_mix(df: pd.DataFrame, class_col: str, cfg: MixConfig) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Sample/repeat docs per class to hit ``cfg.targets``; returns (mixed frame, report).
 
@@ -102,38 +148,14 @@ def realize_mix(df: pd.DataFrame, class_col: str, cfg: MixConfig) -> tuple[pd.Da
     if not live:
         raise ValueError(f"realize_mix: no documents in any target class {list(cfg.targets)} ({class_col!r})")
     total = float(cfg.total_units) if cfg.total_units is not None else float(units.sum())
-    insufficient: list[str] = []
-    while True:  # drop classes too small to fill min_fill of their (re-normalized) share, until stable
-        norm = sum(live.values())
-        short = [
-            c for c, t in live.items() if cfg.max_upsample * available[c] < cfg.min_fill * (t / norm) * total
-        ]
-        if not short or len(short) == len(live):
-            break
-        insufficient += short
-        live = {c: t for c, t in live.items() if c not in short}
-    norm = sum(live.values())
-    targets = {c: t / norm for c, t in live.items()}
+    targets, insufficient = _fillable_targets(live, available, total, cfg)
     untargeted = sorted(set(labels) - set(cfg.targets))
 
     cap_total = min(cfg.max_upsample * available[c] / t for c, t in targets.items())
     capped = cap_total < total
     total = min(total, cap_total)
 
-    rng = np.random.default_rng(cfg.seed)
-    picks: list[tuple[np.ndarray, np.ndarray]] = []  # (input positions, repeat index)
-    classes: dict[str, dict[str, float]] = {}
-    for c in cfg.targets:  # fixed order → deterministic RNG stream
-        pos = np.flatnonzero(labels == c)
-        want = targets.get(c, 0.0) * total
-        full = int(want // available[c]) if available[c] > 0 else 0
-        extra = pos[_take(units[pos], want - full * available[c], rng)]
-        idx = np.concatenate([np.tile(pos, full), extra])
-        rep = np.concatenate([np.repeat(np.arange(full), pos.size), np.full(extra.size, full)])
-        picks.append((idx, rep))
-        selected = float(units[idx].sum())
-        classes[c] = {"target": targets.get(c, 0.0), "available": available[c], "selected": selected,
-                      "weight": selected / available[c] if available[c] else 0.0, "repeats": full + (extra.size > 0)}  # fmt: skip
+    picks, classes = _select(labels, units, available, targets, total, cfg)
     grand = sum(v["selected"] for v in classes.values())
     for v in classes.values():
         v["realized"] = v["selected"] / grand if grand else 0.0
