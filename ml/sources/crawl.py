@@ -40,19 +40,6 @@ from ml.config import ConfigError, StageConfig
 from ml.io import write_parquet
 from ml.sources.warc import FetchedResponse, WarcSink
 
-ERROR_KINDS: tuple[str, ...] = (
-    "timeout",
-    "connection",
-    "too_large",
-    "bad_content_type",
-    "http_4xx",
-    "http_5xx",
-    "refused_scheme",
-    "refused_address",
-    "out_of_scope",
-    "redirect_limit",
-    "decompression_bomb",
-)
 MANIFEST_COLUMNS: tuple[str, ...] = (
     "url",
     "final_url",
