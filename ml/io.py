@@ -20,7 +20,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 DOC_COLUMNS: tuple[str, ...] = ("id", "url", "text", "lang", "fetch_time", "source")
-DROPPED_COLUMNS: tuple[str, ...] = ("id", "url", "reason")
 
 
 class ShardError(ValueError):

@@ -1,10 +1,15 @@
-"""ml/ is a plain library: nothing under it imports dagster, mlflow or dvc."""
+"""ml/ is a plain library: nothing under it imports dagster, mlflow, dvc, `assets` or `dagster_project`,
+and nothing under it starts a service (redis-server, a Dask LocalCluster, an HTTP server): those are
+started by resources in dagster_project/services, and ml/ receives clients and URLs."""
 
 import ast
 from pathlib import Path
 
-FORBIDDEN = {"dagster", "mlflow", "dvc"}
+FORBIDDEN = {"dagster", "mlflow", "dvc", "assets", "dagster_project"}
 ML = Path(__file__).resolve().parent.parent / "ml"
+# names whose use means "this module runs a server", and programs it must not launch
+SERVICE_NAMES = {"LocalCluster", "ThreadingHTTPServer", "HTTPServer"}
+SERVICE_PROGRAMS = ("redis-server",)
 
 
 def _imports(path: Path) -> set[str]:
@@ -18,6 +23,29 @@ def _imports(path: Path) -> set[str]:
     return names
 
 
+def _service_starts(path: Path) -> list[str]:
+    """``line: what`` for each use of a server class and each string naming a server program
+    (docstrings and other bare string statements are not code and are skipped)."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    prose = {
+        id(n.value) for n in ast.walk(tree) if isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant)
+    }
+    found = []
+    for node in ast.walk(tree):
+        name = None
+        if isinstance(node, ast.Name):
+            name = node.id
+        elif isinstance(node, ast.Attribute):
+            name = node.attr
+        elif isinstance(node, ast.alias):
+            name = node.name.split(".")[-1]
+        if name in SERVICE_NAMES:
+            found.append(f"{node.lineno}: {name}")
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in prose:
+            found += [f"{node.lineno}: {p}" for p in SERVICE_PROGRAMS if p in node.value]
+    return sorted(set(found), key=lambda s: (int(s.split(":")[0]), s))
+
+
 def test_ml_never_imports_orchestration_or_tracking():
     files = sorted(ML.rglob("*.py"))
     assert len(files) > 5
@@ -29,3 +57,30 @@ def test_layering_check_catches_a_violation(tmp_path):
     bad = tmp_path / "bad.py"
     bad.write_text("import os\nfrom mlflow import log_metric\n")
     assert _imports(bad) & FORBIDDEN == {"mlflow"}
+
+
+def test_layering_check_catches_imports_of_the_orchestration_packages(tmp_path):
+    bad = tmp_path / "bad.py"
+    bad.write_text(
+        "from dagster_project.resources import X\nimport assets.data\nfrom ml.io import atomic_dir\n"
+    )
+    assert _imports(bad) & FORBIDDEN == {"dagster_project", "assets"}
+
+
+def test_ml_starts_no_service():
+    offenders = {str(p.relative_to(ML.parent)): _service_starts(p) for p in sorted(ML.rglob("*.py"))}
+    assert {k: v for k, v in offenders.items() if v} == {}
+
+
+def test_service_check_catches_a_server_start(tmp_path):
+    bad = tmp_path / "bad.py"
+    bad.write_text(
+        '"""Mentions redis-server and LocalCluster in prose only."""\n'
+        "import subprocess\n"
+        "from dask.distributed import LocalCluster\n"
+        "from http import server\n"
+        "subprocess.Popen(['redis-server', '--port', '0'])\n"
+        "srv = server.ThreadingHTTPServer(('127.0.0.1', 0), None)\n"
+        "subprocess.run(['groff', '-mandoc'])\n"
+    )
+    assert _service_starts(bad) == ["3: LocalCluster", "5: redis-server", "6: ThreadingHTTPServer"]

@@ -1,4 +1,5 @@
-"""Domain classifier: ``general`` / ``code`` / ``math_reasoning`` / ``multilingual`` (the paper's mix classes).
+"""Domain classifier: ``general`` / ``code`` / ``math_reasoning`` / ``multilingual`` (the mix classes of
+Llama 3 paper §3.1.2).
 
 Teacher (stated rules, offline). A document is
 

@@ -1,4 +1,5 @@
-"""Heuristic quality filters (paper: duplicated n-gram coverage, dirty-word counting, token-distribution KL).
+"""Heuristic quality filters (Llama 3 paper §3.1.1: duplicated n-gram coverage, dirty-word counting,
+token-distribution KL).
 
 datatrove-style: one class per rule with ``filter(doc) -> bool | (False, reason)``; ``heuristic_filter`` runs
 them in order over a DataFrame (a doc is dropped by the first rule it fails, every rule's score is kept as
@@ -133,8 +134,8 @@ class HeuristicFilter(abc.ABC):
 
     name: ClassVar[str]
 
-    def __init__(self, config: FilterConfig):
-        self.config = config
+    def __init__(self, cfg: FilterConfig):
+        self.cfg = cfg
 
     @abc.abstractmethod
     def scores(self, doc: Doc) -> dict[str, float]:
@@ -158,10 +159,10 @@ class LengthFilter(HeuristicFilter):
         return {"n_words": len(doc.words)}
 
     def check(self, s: Mapping[str, float], doc: Doc) -> tuple[str, str] | None:
-        if s["n_words"] < self.config.min_words:
-            return "too_short", f"{int(s['n_words'])} words < {self.config.min_words}"
-        if s["n_words"] > self.config.max_words:
-            return "too_long", f"{int(s['n_words'])} words > {self.config.max_words}"
+        if s["n_words"] < self.cfg.min_words:
+            return "too_short", f"{int(s['n_words'])} words < {self.cfg.min_words}"
+        if s["n_words"] > self.cfg.max_words:
+            return "too_long", f"{int(s['n_words'])} words > {self.cfg.max_words}"
         return None
 
 
@@ -174,8 +175,8 @@ class AlphaRatioFilter(HeuristicFilter):
         return {"alpha_word_frac": alpha / n if n else 0.0}
 
     def check(self, s: Mapping[str, float], doc: Doc) -> tuple[str, str] | None:
-        if s["alpha_word_frac"] < self.config.min_alpha_word_frac:
-            return "alpha_ratio", f"{s['alpha_word_frac']:.3f} < {self.config.min_alpha_word_frac}"
+        if s["alpha_word_frac"] < self.cfg.min_alpha_word_frac:
+            return "alpha_ratio", f"{s['alpha_word_frac']:.3f} < {self.cfg.min_alpha_word_frac}"
         return None
 
 
@@ -187,9 +188,12 @@ class MeanWordLengthFilter(HeuristicFilter):
         return {"mean_word_length": sum(len(w) for w in doc.words) / n if n else 0.0}
 
     def check(self, s: Mapping[str, float], doc: Doc) -> tuple[str, str] | None:
-        m, c = s["mean_word_length"], self.config
-        if not c.min_mean_word_length <= m <= c.max_mean_word_length:
-            return "mean_word_length", f"{m:.2f} not in [{c.min_mean_word_length}, {c.max_mean_word_length}]"
+        m, cfg = s["mean_word_length"], self.cfg
+        if not cfg.min_mean_word_length <= m <= cfg.max_mean_word_length:
+            return (
+                "mean_word_length",
+                f"{m:.2f} not in [{cfg.min_mean_word_length}, {cfg.max_mean_word_length}]",
+            )
         return None
 
 
@@ -203,7 +207,7 @@ class SymbolRatioFilter(HeuristicFilter):
         return {"symbol_word_ratio": max(hashes, ellipses) / n}
 
     def check(self, s: Mapping[str, float], doc: Doc) -> tuple[str, str] | None:
-        return _above(s["symbol_word_ratio"], self.config.max_symbol_word_ratio, "symbol_ratio")
+        return _above(s["symbol_word_ratio"], self.cfg.max_symbol_word_ratio, "symbol_ratio")
 
 
 class EllipsisLinesFilter(HeuristicFilter):
@@ -213,7 +217,7 @@ class EllipsisLinesFilter(HeuristicFilter):
         return {"ellipsis_line_frac": _line_frac(doc, lambda line: line.endswith(_ELLIPSES))}
 
     def check(self, s: Mapping[str, float], doc: Doc) -> tuple[str, str] | None:
-        return _above(s["ellipsis_line_frac"], self.config.max_ellipsis_line_frac, "ellipsis_lines")
+        return _above(s["ellipsis_line_frac"], self.cfg.max_ellipsis_line_frac, "ellipsis_lines")
 
 
 class BulletLinesFilter(HeuristicFilter):
@@ -223,7 +227,7 @@ class BulletLinesFilter(HeuristicFilter):
         return {"bullet_line_frac": _line_frac(doc, lambda line: line.startswith(_BULLETS))}
 
     def check(self, s: Mapping[str, float], doc: Doc) -> tuple[str, str] | None:
-        return _above(s["bullet_line_frac"], self.config.max_bullet_line_frac, "bullet_lines")
+        return _above(s["bullet_line_frac"], self.cfg.max_bullet_line_frac, "bullet_lines")
 
 
 class DupLinesFilter(HeuristicFilter):
@@ -246,13 +250,13 @@ class DupLinesFilter(HeuristicFilter):
         }
 
     def check(self, s: Mapping[str, float], doc: Doc) -> tuple[str, str] | None:
-        c = self.config
-        if s["dup_line_frac"] > c.max_dup_line_frac:
-            return "dup_lines", f"dup_line_frac={s['dup_line_frac']:.3f} > {c.max_dup_line_frac}"
-        if s["dup_line_char_frac"] > c.max_dup_line_char_frac:
+        cfg = self.cfg
+        if s["dup_line_frac"] > cfg.max_dup_line_frac:
+            return "dup_lines", f"dup_line_frac={s['dup_line_frac']:.3f} > {cfg.max_dup_line_frac}"
+        if s["dup_line_char_frac"] > cfg.max_dup_line_char_frac:
             return (
                 "dup_lines",
-                f"dup_line_char_frac={s['dup_line_char_frac']:.3f} > {c.max_dup_line_char_frac}",
+                f"dup_line_char_frac={s['dup_line_char_frac']:.3f} > {cfg.max_dup_line_char_frac}",
             )
         return None
 
@@ -301,11 +305,9 @@ class DupNgramFilter(HeuristicFilter):
         return out
 
     def check(self, s: Mapping[str, float], doc: Doc) -> tuple[str, str] | None:
-        limits = {
-            f"top{n}gram_frac": t for n, t in zip((2, 3, 4), self.config.max_top_ngram_frac, strict=True)
-        }
+        limits = {f"top{n}gram_frac": t for n, t in zip((2, 3, 4), self.cfg.max_top_ngram_frac, strict=True)}
         limits.update(
-            {f"dup{n}gram_frac": t for n, t in zip(range(5, 11), self.config.max_dup_ngram_frac, strict=True)}
+            {f"dup{n}gram_frac": t for n, t in zip(range(5, 11), self.cfg.max_dup_ngram_frac, strict=True)}
         )
         for key, limit in limits.items():
             if s[key] > limit:
@@ -331,15 +333,15 @@ class DirtyWordsFilter(HeuristicFilter):
     name = "dirty_words"
 
     def scores(self, doc: Doc) -> dict[str, float]:
-        words = load_wordlist(doc.lang, self.config.wordlist_dir)
+        words = load_wordlist(doc.lang, self.cfg.wordlist_dir)
         if not words or not doc.tokens:
             return {"dirty_word_count": 0, "dirty_word_ratio": 0.0}
         count = sum(1 for t in doc.tokens if t in words)
         return {"dirty_word_count": count, "dirty_word_ratio": count / len(doc.tokens)}
 
     def check(self, s: Mapping[str, float], doc: Doc) -> tuple[str, str] | None:
-        c = self.config
-        if s["dirty_word_count"] >= c.min_dirty_words and s["dirty_word_ratio"] > c.max_dirty_word_ratio:
+        cfg = self.cfg
+        if s["dirty_word_count"] >= cfg.min_dirty_words and s["dirty_word_ratio"] > cfg.max_dirty_word_ratio:
             return "dirty_words", f"{int(s['dirty_word_count'])} words, ratio {s['dirty_word_ratio']:.3f}"
         return None
 
@@ -364,18 +366,18 @@ class UnigramReference:
         return math.log((self.counts.get(unit, 0) + smoothing) / (self.total + smoothing * v))
 
 
-def fit_kl_reference(df: pd.DataFrame, config: FilterConfig) -> dict[str, UnigramReference]:
+def fit_kl_reference(df: pd.DataFrame, cfg: FilterConfig) -> dict[str, UnigramReference]:
     """Per-language unigram references from ``df`` (``text``, ``lang``); languages under ``kl_min_docs`` left out."""
     counts: dict[str, Counter[str]] = {}
     n_docs: Counter[str] = Counter()
     langs = df["lang"].astype(str) if "lang" in df.columns else pd.Series(["und"] * len(df))
     for text, lang in zip(df["text"].astype(str), langs, strict=True):
-        counts.setdefault(lang, Counter()).update(_units(Doc(text, lang), config.kl_unit))
+        counts.setdefault(lang, Counter()).update(_units(Doc(text, lang), cfg.kl_unit))
         n_docs[lang] += 1
     return {
         lang: UnigramReference(counts=dict(c), total=sum(c.values()), n_docs=n_docs[lang])
         for lang, c in sorted(counts.items())
-        if n_docs[lang] >= config.kl_min_docs
+        if n_docs[lang] >= cfg.kl_min_docs
     }
 
 
@@ -393,9 +395,9 @@ class KLOutlierFilter(HeuristicFilter):
 
     name = "kl_outlier"
 
-    def __init__(self, config: FilterConfig, reference: Mapping[str, UnigramReference],
+    def __init__(self, cfg: FilterConfig, reference: Mapping[str, UnigramReference],
                  top_thresholds: Mapping[str, float] | None = None):  # fmt: skip
-        super().__init__(config)
+        super().__init__(cfg)
         self.reference = reference
         self.top_thresholds = dict(top_thresholds or {})
 
@@ -403,17 +405,17 @@ class KLOutlierFilter(HeuristicFilter):
         ref = self.reference.get(doc.lang)
         if ref is None:
             return {"kl_div": float("nan")}
-        return {"kl_div": kl_divergence(doc, ref, self.config.kl_unit, self.config.kl_smoothing)}
+        return {"kl_div": kl_divergence(doc, ref, self.cfg.kl_unit, self.cfg.kl_smoothing)}
 
     def check(self, s: Mapping[str, float], doc: Doc) -> tuple[str, str] | None:
         kl = s["kl_div"]
         if math.isnan(kl):
             return None
-        if kl > self.config.max_kl:
-            return "kl_outlier", f"kl={kl:.3f} > {self.config.max_kl}"
+        if kl > self.cfg.max_kl:
+            return "kl_outlier", f"kl={kl:.3f} > {self.cfg.max_kl}"
         top = self.top_thresholds.get(doc.lang)
         if top is not None and kl > top:
-            return "kl_outlier", f"kl={kl:.3f} > top-{self.config.kl_top_fraction} threshold {top:.3f}"
+            return "kl_outlier", f"kl={kl:.3f} > top-{self.cfg.kl_top_fraction} threshold {top:.3f}"
         return None
 
 
@@ -427,17 +429,17 @@ _SIMPLE: dict[str, type[HeuristicFilter]] = {
 
 
 def build_filters(
-    config: FilterConfig, reference: Mapping[str, UnigramReference] | None = None
+    cfg: FilterConfig, reference: Mapping[str, UnigramReference] | None = None
 ) -> list[HeuristicFilter]:
-    """Enabled filters in ``config.enabled`` order (the KL filter needs a reference; empty if None)."""
+    """Enabled filters in ``cfg.enabled`` order (the KL filter needs a reference; empty if None)."""
     return [
-        KLOutlierFilter(config, reference or {}) if name == "kl_outlier" else _SIMPLE[name](config)
-        for name in config.enabled
+        KLOutlierFilter(cfg, reference or {}) if name == "kl_outlier" else _SIMPLE[name](cfg)
+        for name in cfg.enabled
     ]
 
 
 def heuristic_filter(
-    df: pd.DataFrame, config: FilterConfig, reference: Mapping[str, UnigramReference] | None = None
+    df: pd.DataFrame, cfg: FilterConfig, reference: Mapping[str, UnigramReference] | None = None
 ) -> StepResult:
     """Score every doc with every enabled rule, drop it on the first failing rule (reason + detail).
 
@@ -448,21 +450,21 @@ def heuristic_filter(
     for col in ("id", "url", "text"):
         if col not in df.columns:
             raise KeyError(f"heuristic_filter: input lacks column {col!r}; has {', '.join(df.columns)}")
-    if reference is None and "kl_outlier" in config.enabled:
-        reference = fit_kl_reference(df, config)
-    filters = build_filters(config, reference)
+    if reference is None and "kl_outlier" in cfg.enabled:
+        reference = fit_kl_reference(df, cfg)
+    filters = build_filters(cfg, reference)
     langs = df["lang"].astype(str).tolist() if "lang" in df.columns else ["und"] * len(df)
     docs = [Doc(t, lang) for t, lang in zip(df["text"].astype(str), langs, strict=True)]
     scores = [{k: v for f in filters for k, v in f.scores(d).items()} for d in docs]
 
     kl = next((f for f in filters if isinstance(f, KLOutlierFilter)), None)
-    if kl is not None and config.kl_top_fraction > 0:
+    if kl is not None and cfg.kl_top_fraction > 0:
         by_lang: dict[str, list[float]] = {}
         for d, s in zip(docs, scores, strict=True):
             if not math.isnan(s["kl_div"]):
                 by_lang.setdefault(d.lang, []).append(s["kl_div"])
         kl.top_thresholds = {
-            lang: float(np.quantile(v, 1.0 - config.kl_top_fraction)) for lang, v in sorted(by_lang.items())
+            lang: float(np.quantile(v, 1.0 - cfg.kl_top_fraction)) for lang, v in sorted(by_lang.items())
         }
 
     fails: Counter[str] = Counter()

@@ -1,4 +1,5 @@
-"""Line-level dedup à la ccNet (paper: remove lines appearing more than 6 times in each bucket of 30M docs).
+"""Line-level dedup à la ccNet (Llama 3 paper §3.1.1: remove lines appearing more than 6 times
+in each bucket of 30M docs).
 
 Documents are taken in order and cut into buckets of ``bucket_size`` consecutive documents. In a bucket every
 line is normalised (lowercase, digits → 0, Unicode punctuation and control characters removed, whitespace
@@ -32,13 +33,13 @@ class LineDedupConfig(StageConfig):
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "tiny": {"bucket_size": 2_000},  # chosen: the tiny crawl fits in one bucket
         "small": {"bucket_size": 200_000},  # chosen: one bucket per ~1 GB of text on one machine
-        "8b": {"bucket_size": 30_000_000},  # paper
-        "70b": {"bucket_size": 30_000_000},  # paper
-        "405b": {"bucket_size": 30_000_000},  # paper
+        "8b": {"bucket_size": 30_000_000},  # Llama 3 paper §3.1.1
+        "70b": {"bucket_size": 30_000_000},  # Llama 3 paper §3.1.1
+        "405b": {"bucket_size": 30_000_000},  # Llama 3 paper §3.1.1
     }
 
-    max_occurrences: int = 6  # paper: lines appearing more than 6 times in a bucket are removed
-    bucket_size: int = 30_000_000  # paper: buckets of 30M documents
+    max_occurrences: int = 6  # §3.1.1: lines appearing more than 6 times in a bucket are removed
+    bucket_size: int = 30_000_000  # §3.1.1: buckets of 30M documents
     min_line_chars: int = 1  # ccNet: every non-empty normalised line counts (raise to spare short lines)
     min_doc_chars: int = 1  # chosen: only docs left with no text are dropped; later filters judge length
 
@@ -86,26 +87,19 @@ def _doc_hashes(text: str, min_chars: int) -> np.ndarray:
     return hashes
 
 
-def line_dedup(df: pd.DataFrame, config: LineDedupConfig) -> StepResult:
-    """Remove lines seen more than ``max_occurrences`` times per bucket; adds ``lines_removed``.
-
-    Updates ``text`` (and ``n_chars``/``n_words`` when present). Documents left with fewer than
-    ``min_doc_chars`` characters are dropped with reason ``empty_after_line_dedup``.
-    """
-    for col in ("id", "url", "text"):
-        if col not in df.columns:
-            raise KeyError(f"line_dedup: input lacks column {col!r}; has {', '.join(df.columns)}")
-    texts = df["text"].astype(str).tolist()
+def _remove_frequent_lines(texts: list[str], cfg: LineDedupConfig) -> tuple[list[str], np.ndarray, int]:
+    """``(new texts, lines removed per doc, lines seen)``: per bucket of ``cfg.bucket_size`` docs, lines
+    whose hash occurs more than ``cfg.max_occurrences`` times are cut."""
     new_texts: list[str] = []
     removed_counts = np.zeros(len(texts), dtype=np.int64)
     lines_in = 0
-    for start in range(0, len(texts), config.bucket_size):
+    for start in range(0, len(texts), cfg.bucket_size):
         # pass 1: 8-byte hashes per line, counted over the bucket
-        bucket = [_doc_hashes(t, config.min_line_chars) for t in texts[start : start + config.bucket_size]]
+        bucket = [_doc_hashes(t, cfg.min_line_chars) for t in texts[start : start + cfg.bucket_size]]
         all_hashes = np.concatenate(bucket) if bucket else np.zeros(0, np.uint64)
         lines_in += int(all_hashes.size)
         uniq, counts = np.unique(all_hashes[all_hashes != 0], return_counts=True)
-        frequent = uniq[counts > config.max_occurrences]
+        frequent = uniq[counts > cfg.max_occurrences]
         del all_hashes, uniq, counts
         # pass 2: re-split each text and drop its frequent lines
         for j, hashes in enumerate(bucket):
@@ -116,6 +110,20 @@ def line_dedup(df: pd.DataFrame, config: LineDedupConfig) -> StepResult:
                 text = "\n".join(line for line, d in zip(lines, drop, strict=True) if not d).strip()
             removed_counts[start + j] = int(drop.sum())
             new_texts.append(text)
+    return new_texts, removed_counts, lines_in
+
+
+def line_dedup(df: pd.DataFrame, cfg: LineDedupConfig) -> StepResult:
+    """Remove lines seen more than ``max_occurrences`` times per bucket; adds ``lines_removed``.
+
+    Updates ``text`` (and ``n_chars``/``n_words`` when present). Documents left with fewer than
+    ``min_doc_chars`` characters are dropped with reason ``empty_after_line_dedup``.
+    """
+    for col in ("id", "url", "text"):
+        if col not in df.columns:
+            raise KeyError(f"line_dedup: input lacks column {col!r}; has {', '.join(df.columns)}")
+    texts = df["text"].astype(str).tolist()
+    new_texts, removed_counts, lines_in = _remove_frequent_lines(texts, cfg)
 
     out = df.copy()
     out["text"] = new_texts
@@ -126,7 +134,7 @@ def line_dedup(df: pd.DataFrame, config: LineDedupConfig) -> StepResult:
         out["n_chars"] = np.array([len(t) for t in new_texts], dtype=np.int64)
     if "n_words" in out.columns:
         out["n_words"] = np.array([len(t.split()) for t in new_texts], dtype=np.int64)
-    short = np.array([len(t) < config.min_doc_chars for t in new_texts], dtype=bool)
+    short = np.array([len(t) < cfg.min_doc_chars for t in new_texts], dtype=bool)
     kept = out[~short].reset_index(drop=True)
     dropped = (
         make_dropped(
@@ -145,6 +153,6 @@ def line_dedup(df: pd.DataFrame, config: LineDedupConfig) -> StepResult:
         "chars_in": chars_in,
         "chars_removed": chars_in - chars_out,
         "fraction_chars_removed": (chars_in - chars_out) / chars_in if chars_in else 0.0,
-        "buckets": -(-len(texts) // config.bucket_size),
+        "buckets": -(-len(texts) // cfg.bucket_size),
     }
     return StepResult(kept=kept, dropped=dropped, stats=stats)

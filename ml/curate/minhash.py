@@ -1,4 +1,5 @@
-"""Document-level MinHash near-duplicate removal (paper: "global document-level MinHash", no parameters given).
+"""Document-level MinHash near-duplicate removal (Llama 3 paper §3.1.1: "global document-level MinHash",
+no parameters given).
 
 Pipeline: text -> word n-gram shingles -> one hash per shingle -> MinHash signature (``num_perm`` values) ->
 LSH candidates (datasketch ``MinHashLSH``, in memory or in Redis) -> candidate pairs whose Jaccard is >=
@@ -825,6 +826,37 @@ def minhash_dedup(df: pd.DataFrame, cfg: MinHashConfig) -> StepResult:
     detail = id of the kept doc, and ``minhash_jaccard`` = Jaccard to it, measured as ``verify`` says (below
     ``threshold`` only when joined through a chain).
     """
+    df, ids, texts = _checked_input(df, cfg)
+    sigs, counts = signatures_and_counts(texts, cfg)
+    pairs, lsh = _candidate_pairs(ids, sigs, counts, cfg)
+    similarity = (  # exact: the candidate docs hashed once; every pair measured below is among them
+        _exact_jaccard_among(texts, np.unique(pairs), cfg)
+        if cfg.verify == "exact"
+        else functools.partial(estimated_jaccard, sigs)
+    )
+    jac = similarity(pairs)
+    labels = connected_components(len(df), pairs[jac >= cfg.threshold])
+    kept, dropped = _keep_one_per_cluster(df, ids, labels, similarity, cfg.keep)
+    sizes = np.bincount(labels)
+    cluster_sizes = sizes[sizes > 1]  # docs per cluster of 2+ docs, in label order
+    stats: dict[str, float | int] = {
+        "docs_removed": int(len(dropped)),
+        "clusters": int(len(cluster_sizes)),
+        "largest_cluster": int(cluster_sizes.max()) if len(cluster_sizes) else 1,
+        "docs_without_shingles": int((counts == 0).sum()),
+        "candidate_pairs": int(len(pairs)),
+        "duplicate_pairs": int((jac >= cfg.threshold).sum()),
+        "lsh_bands": int(lsh.b),
+        "lsh_rows": int(lsh.r),
+        "lsh_candidate_probability_at_threshold": candidate_probability(cfg.threshold, lsh.b, lsh.r),
+        **_size_histogram(cluster_sizes),
+    }
+    return StepResult(kept=kept, dropped=dropped, stats=stats)
+
+
+def _checked_input(df: pd.DataFrame, cfg: MinHashConfig) -> tuple[pd.DataFrame, pd.Series, list[str]]:
+    """``(df with a fresh index, ids as str, texts with None as "")``; raises on missing columns, repeated
+    ids or a non-string text."""
     need = ("id", "url", "text") + (("fetch_time",) if cfg.keep == "newest" else ())
     missing = [c for c in need if c not in df.columns]
     if missing:
@@ -836,17 +868,22 @@ def minhash_dedup(df: pd.DataFrame, cfg: MinHashConfig) -> StepResult:
     if ids.duplicated().any():
         dup = ids[ids.duplicated()].iloc[0]
         raise ValueError(f"minhash_dedup: column 'id' must be unique; {dup!r} appears more than once")
-
     texts = df["text"].where(df["text"].notna(), "").tolist()
     bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
     if bad is not None:
         raise ValueError(
             f"minhash_dedup: column 'text' row {bad} (id {ids[bad]!r}) is {type(texts[bad]).__name__}"
         )
-    sigs, counts = signatures_and_counts(texts, cfg)
+    return df, ids, texts
+
+
+def _candidate_pairs(
+    ids: pd.Series, sigs: np.ndarray, counts: np.ndarray, cfg: MinHashConfig
+) -> tuple[np.ndarray, MinHashLSH]:
+    """LSH candidate pairs ``(M, 2)`` of row numbers, from a fresh index that is removed afterwards."""
     rows = np.flatnonzero(counts > 0)  # docs without words are never near-duplicates
     keys = ids.to_numpy()[rows].tolist()
-    basename = f"{cfg.redis_prefix}:{uuid.uuid4().hex[:12]}"  # fresh index per call; removed afterwards
+    basename = f"{cfg.redis_prefix}:{uuid.uuid4().hex[:12]}"
     lsh = make_lsh(cfg, basename)
     try:
         index_signatures(lsh, keys, sigs[rows], cfg)
@@ -854,17 +891,18 @@ def minhash_dedup(df: pd.DataFrame, cfg: MinHashConfig) -> StepResult:
     finally:
         if cfg.lsh_storage == "redis":
             _drop_redis_index(cfg, basename)
-    pairs = rows[local] if len(local) else local
-    similarity = (  # exact: the candidate docs hashed once; every pair measured below is among them
-        _exact_jaccard_among(texts, np.unique(pairs), cfg)
-        if cfg.verify == "exact"
-        else functools.partial(estimated_jaccard, sigs)
-    )
-    jac = similarity(pairs)
-    labels = connected_components(len(df), pairs[jac >= cfg.threshold])
+    return (rows[local] if len(local) else local), lsh
 
-    # The kept doc of each component: smallest rank under the keep rule.
-    rank = _keep_order(df, cfg.keep)
+
+def _keep_one_per_cluster(
+    df: pd.DataFrame,
+    ids: pd.Series,
+    labels: np.ndarray,
+    similarity: Callable[[np.ndarray], np.ndarray],
+    keep: str,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(kept, dropped)``: the doc of smallest rank under ``keep`` stays in each component ``labels``."""
+    rank = _keep_order(df, keep)
     best = pd.Series(rank).groupby(labels).idxmin()  # component label -> row of the kept doc
     kept_row = best.loc[labels].to_numpy()  # (N,)
     size = np.bincount(labels, minlength=len(df))[labels]
@@ -886,25 +924,18 @@ def minhash_dedup(df: pd.DataFrame, cfg: MinHashConfig) -> StepResult:
         dropped = empty_dropped()
         dropped["minhash_jaccard"] = pd.Series(dtype=np.float64)
         dropped["minhash_cluster"] = pd.Series(dtype=np.int64)
+    return kept.reset_index(drop=True), dropped
 
-    cluster_sizes = np.bincount(labels)[multi] if len(multi) else np.zeros(0, dtype=np.int64)
-    stats: dict[str, float | int] = {
-        "docs_removed": int(len(gone)),
-        "clusters": int(len(multi)),
-        "largest_cluster": int(cluster_sizes.max()) if len(cluster_sizes) else 1,
-        "docs_without_shingles": int((counts == 0).sum()),
-        "candidate_pairs": int(len(pairs)),
-        "duplicate_pairs": int((jac >= cfg.threshold).sum()),
-        "lsh_bands": int(lsh.b),
-        "lsh_rows": int(lsh.r),
-        "lsh_candidate_probability_at_threshold": candidate_probability(cfg.threshold, lsh.b, lsh.r),
-    }
+
+def _size_histogram(cluster_sizes: np.ndarray) -> dict[str, int]:
+    """How many clusters fall in each bin of ``_SIZE_BINS`` (``cluster_size/2``, ``cluster_size/3-5``, ...)."""
+    stats = {}
     for lo, hi in _SIZE_BINS:
         name = (
             f"cluster_size/{lo}" if lo == hi else f"cluster_size/{lo}-{hi}" if hi else f"cluster_size/{lo}+"
         )
         stats[name] = int(((cluster_sizes >= lo) & (cluster_sizes <= (hi or np.inf))).sum())
-    return StepResult(kept=kept.reset_index(drop=True), dropped=dropped, stats=stats)
+    return stats
 
 
 def _drop_redis_index(cfg: MinHashConfig, basename: str) -> None:

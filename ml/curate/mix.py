@@ -1,6 +1,6 @@
 """Realise a data mix: re-weight document classes so the corpus hits target proportions.
 
-Paper: final pre-training mix ≈ 50% general knowledge, 25% math & reasoning, 17% code, 8% multilingual
+Llama 3 paper §3.1.2: final pre-training mix ≈ 50% general knowledge, 25% math & reasoning, 17% code, 8% multilingual
 tokens. Each class c with ``a_c`` units available gets ``s_c = t_c · T`` units, where ``T`` is the corpus
 size (by default the size of the input, so the mix re-weights without growing or shrinking the corpus),
 reduced when some class would need more than ``max_upsample`` copies of its data. A class is down-sampled by
@@ -28,7 +28,9 @@ class MixConfig(StageConfig):
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {"tiny": {}, "small": {}, "8b": {}, "70b": {}, "405b": {}}
 
-    targets: dict[str, float] = field(default_factory=lambda: dict(PAPER_MIX))  # paper: 50/25/17/8
+    targets: dict[str, float] = field(
+        default_factory=lambda: dict(PAPER_MIX)
+    )  # Llama 3 paper §3.1.2: 50/25/17/8
     unit: str = "tokens"  # "tokens" (≈ chars / chars_per_token) or "docs"
     chars_per_token: float = 4.0  # chosen: ~4 chars per BPE token for English web text
     total_units: float | None = None  # None: the input's size; else the mixed corpus size (same unit)
@@ -57,14 +59,14 @@ class MixConfig(StageConfig):
             raise ConfigError(f"MixConfig.max_upsample: {self.max_upsample} must be >= 1")
 
 
-def doc_units(df: pd.DataFrame, config: MixConfig) -> np.ndarray:
+def doc_units(df: pd.DataFrame, cfg: MixConfig) -> np.ndarray:
     """Size of each doc in the mix unit: 1 per doc, or ``n_chars / chars_per_token`` tokens."""
-    if config.unit == "docs":
+    if cfg.unit == "docs":
         return np.ones(len(df), dtype=np.float64)
     chars = (
         df["n_chars"].to_numpy() if "n_chars" in df.columns else df["text"].astype(str).str.len().to_numpy()
     )
-    return chars.astype(np.float64) / config.chars_per_token
+    return chars.astype(np.float64) / cfg.chars_per_token
 
 
 def _take(units: np.ndarray, target: float, rng: np.random.Generator) -> np.ndarray:
@@ -81,51 +83,39 @@ def _take(units: np.ndarray, target: float, rng: np.random.Generator) -> np.ndar
     return np.sort(order[:n])
 
 
-def realize_mix(df: pd.DataFrame, class_col: str, config: MixConfig) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Sample/repeat docs per class to hit ``config.targets``; returns (mixed frame, report).
-
-    The mixed frame has the input's columns plus ``repeat`` (0 for a doc's first copy), rows ordered by
-    input position then repeat. Report: ``classes`` → {target, available, selected, realized, weight,
-    repeats}, plus ``total_units``, ``unit``, ``empty_classes`` (targets renormalised over the rest),
-    ``untargeted_classes`` (present in df, no target: dropped), ``insufficient_classes`` (too small to fill
-    ``min_fill`` of their share at ``max_upsample``: left out, share re-normalized) and ``capped`` (T lowered by max_upsample).
-    """
-    if class_col not in df.columns:
-        raise KeyError(f"realize_mix: no class column {class_col!r}; has {', '.join(df.columns)}")
-    units = doc_units(df, config)
-    labels = df[class_col].astype(str).to_numpy()
-    available = {c: float(units[labels == c].sum()) for c in config.targets}
-    empty = [c for c, a in available.items() if a <= 0 and config.targets[c] > 0]
-    live = {c: t for c, t in config.targets.items() if c not in empty and t > 0}
-    if not live:
-        raise ValueError(
-            f"realize_mix: no documents in any target class {list(config.targets)} ({class_col!r})"
-        )
-    total = float(config.total_units) if config.total_units is not None else float(units.sum())
+def _fillable_targets(
+    live: dict[str, float], available: dict[str, float], total: float, cfg: MixConfig
+) -> tuple[dict[str, float], list[str]]:
+    """``(targets normalised to 1, insufficient classes)``: classes too small to fill ``min_fill`` of
+    their re-normalised share at ``max_upsample`` are left out, repeatedly, until the set is stable."""
     insufficient: list[str] = []
-    while True:  # drop classes too small to fill min_fill of their (re-normalized) share, until stable
+    while True:
         norm = sum(live.values())
         short = [
-            c
-            for c, t in live.items()
-            if config.max_upsample * available[c] < config.min_fill * (t / norm) * total
+            c for c, t in live.items() if cfg.max_upsample * available[c] < cfg.min_fill * (t / norm) * total
         ]
         if not short or len(short) == len(live):
             break
         insufficient += short
         live = {c: t for c, t in live.items() if c not in short}
     norm = sum(live.values())
-    targets = {c: t / norm for c, t in live.items()}
-    untargeted = sorted(set(labels) - set(config.targets))
+    return {c: t / norm for c, t in live.items()}, insufficient
 
-    cap_total = min(config.max_upsample * available[c] / t for c, t in targets.items())
-    capped = cap_total < total
-    total = min(total, cap_total)
 
-    rng = np.random.default_rng(config.seed)
+def _select(
+    labels: np.ndarray,
+    units: np.ndarray,
+    available: dict[str, float],
+    targets: dict[str, float],
+    total: float,
+    cfg: MixConfig,
+) -> tuple[list[tuple[np.ndarray, np.ndarray]], dict[str, dict[str, float]]]:
+    """Per class: whole repeats of every doc plus a seeded random subset for the fraction. Returns
+    ``(input positions, repeat index)`` per class and the per-class report (without ``realized``)."""
+    rng = np.random.default_rng(cfg.seed)
     picks: list[tuple[np.ndarray, np.ndarray]] = []  # (input positions, repeat index)
     classes: dict[str, dict[str, float]] = {}
-    for c in config.targets:  # fixed order → deterministic RNG stream
+    for c in cfg.targets:  # fixed order → deterministic RNG stream
         pos = np.flatnonzero(labels == c)
         want = targets.get(c, 0.0) * total
         full = int(want // available[c]) if available[c] > 0 else 0
@@ -136,6 +126,36 @@ def realize_mix(df: pd.DataFrame, class_col: str, config: MixConfig) -> tuple[pd
         selected = float(units[idx].sum())
         classes[c] = {"target": targets.get(c, 0.0), "available": available[c], "selected": selected,
                       "weight": selected / available[c] if available[c] else 0.0, "repeats": full + (extra.size > 0)}  # fmt: skip
+    return picks, classes
+
+
+def realize_mix(df: pd.DataFrame, class_col: str, cfg: MixConfig) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Sample/repeat docs per class to hit ``cfg.targets``; returns (mixed frame, report).
+
+    The mixed frame has the input's columns plus ``repeat`` (0 for a doc's first copy), rows ordered by
+    input position then repeat. Report: ``classes`` → {target, available, selected, realized, weight,
+    repeats}, plus ``total_units``, ``unit``, ``empty_classes`` (targets renormalised over the rest),
+    ``untargeted_classes`` (present in df, no target: dropped), ``insufficient_classes`` (too small to fill
+    ``min_fill`` of their share at ``max_upsample``: left out, share re-normalized) and ``capped`` (T lowered by max_upsample).
+    """
+    if class_col not in df.columns:
+        raise KeyError(f"realize_mix: no class column {class_col!r}; has {', '.join(df.columns)}")
+    units = doc_units(df, cfg)
+    labels = df[class_col].astype(str).to_numpy()
+    available = {c: float(units[labels == c].sum()) for c in cfg.targets}
+    empty = [c for c, a in available.items() if a <= 0 and cfg.targets[c] > 0]
+    live = {c: t for c, t in cfg.targets.items() if c not in empty and t > 0}
+    if not live:
+        raise ValueError(f"realize_mix: no documents in any target class {list(cfg.targets)} ({class_col!r})")
+    total = float(cfg.total_units) if cfg.total_units is not None else float(units.sum())
+    targets, insufficient = _fillable_targets(live, available, total, cfg)
+    untargeted = sorted(set(labels) - set(cfg.targets))
+
+    cap_total = min(cfg.max_upsample * available[c] / t for c, t in targets.items())
+    capped = cap_total < total
+    total = min(total, cap_total)
+
+    picks, classes = _select(labels, units, available, targets, total, cfg)
     grand = sum(v["selected"] for v in classes.values())
     for v in classes.values():
         v["realized"] = v["selected"] / grand if grand else 0.0
@@ -146,7 +166,7 @@ def realize_mix(df: pd.DataFrame, class_col: str, config: MixConfig) -> tuple[pd
     mixed = df.iloc[idx[order]].reset_index(drop=True)
     mixed["repeat"] = rep[order]
     report = {
-        "unit": config.unit,
+        "unit": cfg.unit,
         "total_units": grand,
         "capped": bool(capped),
         "empty_classes": empty,

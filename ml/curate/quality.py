@@ -12,14 +12,14 @@ The teacher scores a document by its per-token perplexity over its first ``teach
 Among teacher-eligible documents (``lang`` in ``teacher_langs``, by default English only, and at least
 ``teacher_min_tokens`` tokens) the ``positive_fraction`` with the lowest perplexity are labelled
 positive (reads like curated reference prose) and the ``negative_fraction`` with the highest are
-labelled negative; the middle is not used for training. This mirrors the paper's "would this be
-referenced by Wikipedia?" fastText classifier, with the Python reference standing in for Wikipedia.
+labelled negative; the middle is not used for training. This mirrors the "would this be referenced by
+Wikipedia?" fastText classifier of Llama 3 paper §3.1.1, with the Python reference standing in for Wikipedia.
 
 Language choice: an English LM says nothing about the fluency of German or Japanese text, so the
 teacher labels English documents only. The student (the hashed-n-gram logistic regression of
 :mod:`ml.curate.classify`) still gives every document a ``quality_score``, but only documents whose
 ``lang`` is in ``scope_langs`` (English by default) can be dropped or down-weighted; the rest keep
-weight 1.0 and are counted as out of scope (the paper filters each language with its own models).
+weight 1.0 and are counted as out of scope (§3.1.1 filters each language with its own models).
 
 Student: P(positive) from the classifier is ``quality_score``; it is cheap at scale (one sparse mat-vec
 per document) where the teacher is not. The training report gives held-out precision/recall/F1/AUC

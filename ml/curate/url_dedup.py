@@ -1,4 +1,5 @@
-"""URL-level dedup: one document per normalised URL, the most recent fetch wins (paper: "keep the most recent").
+"""URL-level dedup: one document per normalised URL, the most recent fetch wins
+(Llama 3 paper §3.1.1: "keep the most recent").
 
 Normalisation (``normalize_url``) makes URLs that a server treats as the same page compare equal:
 
@@ -55,9 +56,9 @@ def _remove_dot_segments(path: str) -> str:
     return "/".join(out)
 
 
-def normalize_url(url: str, config: UrlDedupConfig | None = None) -> str:
+def normalize_url(url: str, cfg: UrlDedupConfig | None = None) -> str:
     """Canonical form of ``url`` for dedup (rules in the module docstring); ValueError if it has no host."""
-    cfg = config or UrlDedupConfig()
+    cfg = cfg or UrlDedupConfig()
     parts = urlsplit(url.strip())
     scheme = parts.scheme.lower()
     host = (parts.hostname or "").rstrip(".")
@@ -91,7 +92,7 @@ def normalize_url(url: str, config: UrlDedupConfig | None = None) -> str:
     return urlunsplit((scheme, netloc, path, query, ""))
 
 
-def url_dedup(df: pd.DataFrame, config: UrlDedupConfig) -> StepResult:
+def url_dedup(df: pd.DataFrame, cfg: UrlDedupConfig) -> StepResult:
     """Keep the most recent ``fetch_time`` per normalised URL (ties: smallest id); adds column ``url_norm``.
 
     Dropped rows: ``duplicate_url`` (detail = id of the kept copy) and ``invalid_url`` (no scheme/host).
@@ -107,7 +108,7 @@ def url_dedup(df: pd.DataFrame, config: UrlDedupConfig) -> StepResult:
     norm: list[str | None] = []
     for u in df["url"]:
         try:
-            norm.append(normalize_url(str(u), config))
+            norm.append(normalize_url(str(u), cfg))
         except ValueError:
             norm.append(None)
     work = pd.DataFrame(

@@ -1,7 +1,7 @@
 """A polite breadth-first HTTP crawler that archives what it fetches as WARC.
 
 One code path for every target: an ``https://`` seed on the internet and the loopback local web
-(ml/data/localweb.py) go through the same checks. Per URL, in order: scheme (http/https only), scope,
+(ml/sources/localweb.py) go through the same checks. Per URL, in order: scheme (http/https only), scope,
 address (the host is resolved and loopback/private/link-local/multicast/reserved addresses are refused
 unless allow-listed; the crawler then connects to that checked IP, so DNS cannot change the answer
 between check and connect), robots.txt, per-host politeness (concurrency + minimum interval), fetch with
@@ -40,19 +40,6 @@ from ml.config import ConfigError, StageConfig
 from ml.io import write_parquet
 from ml.sources.warc import FetchedResponse, WarcSink
 
-ERROR_KINDS: tuple[str, ...] = (
-    "timeout",
-    "connection",
-    "too_large",
-    "bad_content_type",
-    "http_4xx",
-    "http_5xx",
-    "refused_scheme",
-    "refused_address",
-    "out_of_scope",
-    "redirect_limit",
-    "decompression_bomb",
-)
 MANIFEST_COLUMNS: tuple[str, ...] = (
     "url",
     "final_url",
@@ -75,7 +62,7 @@ _RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 
 @dataclass(frozen=True)
 class CrawlConfig(StageConfig):
-    """Crawler budgets, politeness and safety limits. The paper publishes none of these numbers."""
+    """Crawler budgets, politeness and safety limits. The Llama 3 paper (§3.1.1) publishes none of these numbers."""
 
     seeds: tuple[str, ...] = ()
     scope: str = (
@@ -400,6 +387,22 @@ def _media_type(content_type: str) -> str:
     return content_type.split(";", 1)[0].strip().lower()
 
 
+def _recorded_headers(headers: urllib3.HTTPHeaderDict, body_len: int) -> list[tuple[str, str]]:
+    """Response headers as stored in the WARC record: the stored body is de-chunked, so the wire's
+    Transfer-Encoding and a Content-Length that no longer matches are kept under X-Crawler- names."""
+    out: list[tuple[str, str]] = []
+    for name, value in headers.items():
+        low = name.lower()
+        if low == "transfer-encoding":  # urllib3 de-chunked the body
+            out.append(("X-Crawler-Transfer-Encoding", value))
+        elif low == "content-length" and value != str(body_len):
+            out.append(("X-Crawler-Content-Length", value))
+        elif low != "content-length":
+            out.append((name, value))
+    out.append(("Content-Length", str(body_len)))
+    return out
+
+
 def _charset(content_type: str) -> str:
     m = re.search(r"charset=[\"']?([\w.:-]+)", content_type, re.I)
     return m.group(1) if m else "utf-8"
@@ -408,13 +411,11 @@ def _charset(content_type: str) -> str:
 class Crawler:
     """State of one crawl: frontier, seen-set, host gates, robots cache, connection pools, WARC sink."""
 
-    def __init__(self, config: CrawlConfig, out_dir: Path):
-        self.cfg = config
+    def __init__(self, cfg: CrawlConfig, out_dir: Path):
+        self.cfg = cfg
         self.out_dir = Path(out_dir)
-        self.guard = AddressGuard(config.allow_private_hosts)
-        self.sink = WarcSink(
-            self.out_dir, config.warc_prefix, config.max_warc_file_bytes, software=config.user_agent
-        )
+        self.guard = AddressGuard(cfg.allow_private_hosts)
+        self.sink = WarcSink(self.out_dir, cfg.warc_prefix, cfg.max_warc_file_bytes, software=cfg.user_agent)
         self.rows: list[dict[str, Any]] = []
         self._lock = threading.Condition()
         self._frontier: list[_Task] = []
@@ -428,7 +429,7 @@ class Crawler:
         self._pools: dict[tuple[str, str, int, str], urllib3.HTTPConnectionPool] = {}
         self._scope_netlocs: set[str] = set()
         self._failure: BaseException | None = None
-        self._timeout = urllib3.Timeout(connect=config.timeout_s, read=config.timeout_s)
+        self._timeout = urllib3.Timeout(connect=cfg.timeout_s, read=cfg.timeout_s)
 
     # --- scope, gates, pools -------------------------------------------------------------------
 
@@ -546,52 +547,21 @@ class Crawler:
             peer_ip = resp.connection.sock.getpeername()[0]
         keep = False
         try:
-            if 300 <= resp.status < 400 and resp.headers.get("Location"):
-                hop.location = resp.headers["Location"]
-                return hop
-            if resp.status >= 400:
-                hop.error = "http_5xx" if resp.status >= 500 else "http_4xx"
-                return hop
-            if want_body_types is not None and _media_type(hop.content_type) not in want_body_types:
-                hop.error = "bad_content_type"
-                return hop
-            length = resp.headers.get("Content-Length", "")
-            if length.isdigit() and int(length) > self.cfg.max_response_bytes:
-                hop.error = "too_large"
-                return hop
-            encoding = resp.headers.get("Content-Encoding", "").strip().lower()
-            if encoding not in ("", "identity", "gzip", "x-gzip", "deflate"):
-                hop.error = "bad_content_type"
-                return hop
-            try:
-                hop.body, hop.decoded = self._read_body(resp, encoding)
-            except _BodyTooBig as exc:
-                hop.error = exc.kind
-                return hop
-            keep = True
+            keep = self._read_response(resp, hop, want_body_types)
         finally:
             if keep:
                 resp.release_conn()
             else:
                 resp.close()
-        out_headers: list[tuple[str, str]] = []
-        for name, value in resp.headers.items():
-            low = name.lower()
-            if low == "transfer-encoding":  # urllib3 de-chunked the body
-                out_headers.append(("X-Crawler-Transfer-Encoding", value))
-            elif low == "content-length" and value != str(len(hop.body)):
-                out_headers.append(("X-Crawler-Content-Length", value))
-            elif low != "content-length":
-                out_headers.append((name, value))
-        out_headers.append(("Content-Length", str(len(hop.body))))
-        version = {10: "HTTP/1.0", 11: "HTTP/1.1", 20: "HTTP/2"}.get(resp.version, "HTTP/1.1")
+        if not keep:
+            return hop
         hop.response = FetchedResponse(
             url=url,
             request_line=f"GET {target} HTTP/1.1",
             request_headers=list(headers.items()),
             status_line=f"{resp.status} {resp.reason or ''}".strip(),
-            protocol=version,
-            response_headers=out_headers,
+            protocol={10: "HTTP/1.0", 11: "HTTP/1.1", 20: "HTTP/2"}.get(resp.version, "HTTP/1.1"),
+            response_headers=_recorded_headers(resp.headers, len(hop.body)),
             body=hop.body,
             peer_ip=peer_ip,
             fetch_ms=int((time.monotonic() - start) * 1000),
@@ -600,6 +570,34 @@ class Crawler:
             robots="allowed",
         )
         return hop
+
+    def _read_response(
+        self, resp: urllib3.BaseHTTPResponse, hop: _Hop, want_body_types: tuple[str, ...] | None
+    ) -> bool:
+        """Fill ``hop`` from ``resp``: a redirect target, an error kind, or the body. True if a body was read."""
+        if 300 <= resp.status < 400 and resp.headers.get("Location"):
+            hop.location = resp.headers["Location"]
+            return False
+        if resp.status >= 400:
+            hop.error = "http_5xx" if resp.status >= 500 else "http_4xx"
+            return False
+        if want_body_types is not None and _media_type(hop.content_type) not in want_body_types:
+            hop.error = "bad_content_type"
+            return False
+        length = resp.headers.get("Content-Length", "")
+        if length.isdigit() and int(length) > self.cfg.max_response_bytes:
+            hop.error = "too_large"
+            return False
+        encoding = resp.headers.get("Content-Encoding", "").strip().lower()
+        if encoding not in ("", "identity", "gzip", "x-gzip", "deflate"):
+            hop.error = "bad_content_type"
+            return False
+        try:
+            hop.body, hop.decoded = self._read_body(resp, encoding)
+        except _BodyTooBig as exc:
+            hop.error = exc.kind
+            return False
+        return True
 
     def _fetch_once_with_retries(self, url: str, ips: list[str], want: tuple[str, ...] | None) -> _Hop:
         host = urlsplit(url).hostname or ""
@@ -798,14 +796,14 @@ class Crawler:
         )
 
 
-def crawl(config: CrawlConfig, out_dir: Path) -> CrawlReport:
-    """Crawl from ``config.seeds`` into ``out_dir`` (WARC files + ``manifest.parquet``)."""
+def crawl(cfg: CrawlConfig, out_dir: Path) -> CrawlReport:
+    """Crawl from ``cfg.seeds`` into ``out_dir`` (WARC files + ``manifest.parquet``)."""
     out_dir = Path(out_dir)
-    if not config.seeds:
+    if not cfg.seeds:
         raise ConfigError("CrawlConfig.seeds is empty: give at least one seed URL")
-    existing = sorted(out_dir.glob(f"{config.warc_prefix}-*.warc.gz")) if out_dir.is_dir() else []
+    existing = sorted(out_dir.glob(f"{cfg.warc_prefix}-*.warc.gz")) if out_dir.is_dir() else []
     if existing:
         raise FileExistsError(
             f"{out_dir}: already holds crawl output ({existing[0].name}); use a fresh directory"
         )
-    return Crawler(config, out_dir).run()
+    return Crawler(cfg, out_dir).run()

@@ -1,8 +1,8 @@
 """HTML → main text, charset detection and language id: the first curation step after the crawl.
 
 ``extract_documents`` turns :class:`~ml.sources.records.WebRecord` objects (WARC responses or WET conversions)
-into the document table. HTML goes through trafilatura with code blocks and math kept (the paper's parser
-"keeps math and code structure" and drops markdown markers); pages where trafilatura finds nothing but the
+into the document table. HTML goes through trafilatura with code blocks and math kept (Llama 3 paper §3.1.1:
+the parser "keeps math and code structure" and drops markdown markers); pages where trafilatura finds nothing but the
 HTML has text (e.g. groff-rendered man pages, bare directory listings) fall back to a plain lxml text walk,
 and the ``extractor`` column says which one produced the text. WET ``text/plain`` records pass through.
 Every record that does not become a document is in ``dropped`` with a reason.
@@ -50,12 +50,14 @@ class ExtractConfig(StageConfig):
     }
 
     extractor: str = "trafilatura"  # "trafilatura" (main-content extraction) | "lxml" (plain text walk)
-    min_chars: int = 200  # chosen: below ~200 chars a page is navigation/stub text (not in the paper)
+    min_chars: int = 200  # chosen: below ~200 chars a page is navigation/stub text (the paper gives none)
     min_words: int = 30  # chosen: same reason, counted on whitespace-split words
     include_tables: bool = True  # chosen: tables carry facts (man-page option lists, API tables)
-    include_code: bool = True  # paper: the parser keeps code structure (<pre>/<code> blocks with newlines)
-    include_math: bool = True  # paper: keeps math; MathML/MathJax/KaTeX become their TeX source
-    markdown_markers: bool = False  # paper: "markdown markers removed" → plain text, no '#', '```', '**'
+    include_code: bool = (
+        True  # Llama 3 paper §3.1.1: the parser keeps code structure (<pre>/<code> blocks with newlines)
+    )
+    include_math: bool = True  # §3.1.1: keeps math; MathML/MathJax/KaTeX become their TeX source
+    markdown_markers: bool = False  # §3.1.1: "markdown markers removed" → plain text, no '#', '```', '**'
     favor_recall: bool = True  # chosen: documentation pages are short; recall over precision
     fallback_to_lxml: bool = True  # use the lxml walk when trafilatura returns nothing for a page with text
     lang_min_score: float = 0.5  # ccNet keeps docs whose language-id confidence is >= 0.5
@@ -281,33 +283,33 @@ def tidy_table_rows(text: str) -> str:
     return "\n".join(out)
 
 
-def extract_html(html: str, config: ExtractConfig, url: str | None = None) -> tuple[str, str]:
+def extract_html(html: str, cfg: ExtractConfig, url: str | None = None) -> tuple[str, str]:
     """Main text of one HTML page; returns ``(text, extractor)`` (text may be empty)."""
     tree = parse_html(html)
     if tree is None:
-        return "", config.extractor
-    prepare_tree(tree, include_math=config.include_math, include_code=config.include_code)
-    if config.extractor == "trafilatura":
+        return "", cfg.extractor
+    prepare_tree(tree, include_math=cfg.include_math, include_code=cfg.include_code)
+    if cfg.extractor == "trafilatura":
         try:
             text = trafilatura.extract(
                 copy.deepcopy(tree),  # trafilatura prunes the tree it is given; the fallback needs it whole
                 url=url,
-                favor_recall=config.favor_recall,
-                include_tables=config.include_tables,
-                include_formatting=config.markdown_markers,
+                favor_recall=cfg.favor_recall,
+                include_tables=cfg.include_tables,
+                include_formatting=cfg.markdown_markers,
                 include_comments=False,
                 include_images=False,
                 include_links=False,
                 deduplicate=False,  # its LRU cache would make output depend on record order
                 with_metadata=False,
-                output_format="markdown" if config.markdown_markers else "txt",
+                output_format="markdown" if cfg.markdown_markers else "txt",
             )
         except Exception:  # a parser bug on one odd page must not stop the crawl's extraction
             text = None
         text = (text or "").strip()
-        if not config.markdown_markers:
+        if not cfg.markdown_markers:
             text = tidy_table_rows(text)
-        if len(text) >= config.min_chars or not config.fallback_to_lxml:
+        if len(text) >= cfg.min_chars or not cfg.fallback_to_lxml:
             return text, "trafilatura"
         walked = lxml_text(tree)
         return (walked, "lxml") if len(walked) > len(text) else (text, "trafilatura")
@@ -338,9 +340,7 @@ def _empty_kept() -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series(dtype=dtypes.get(c, object)) for c in KEPT_COLUMNS})
 
 
-def _extract_one(
-    rec: WebRecord, config: ExtractConfig
-) -> tuple[dict[str, Any] | None, tuple[str, str] | None]:
+def _extract_one(rec: WebRecord, cfg: ExtractConfig) -> tuple[dict[str, Any] | None, tuple[str, str] | None]:
     """One record → (kept row, None) or (None, (reason, detail))."""
     if rec.record_type not in ("response", "conversion", "resource"):
         return None, ("not_response", f"record_type={rec.record_type}")
@@ -352,42 +352,42 @@ def _extract_one(
     media = _media_type(rec.content_type)
     if not media and rec.payload.lstrip()[:512].lower().startswith((b"<!doctype html", b"<html")):
         media = "text/html"  # no Content-Type header: sniff the obvious HTML case only
-    is_html = media in config.html_types
-    if not is_html and media not in config.text_types:
+    is_html = media in cfg.html_types
+    if not is_html and media not in cfg.text_types:
         return None, ("not_html", f"content_type={rec.content_type or '(none)'}")
     if not rec.payload.strip():
         return None, ("empty", "empty payload")
-    if len(rec.payload) > config.max_payload_bytes:
-        return None, ("too_large", f"{len(rec.payload)} bytes > {config.max_payload_bytes}")
-    decoded = decode_payload(rec.payload, rec.content_type, config.max_control_char_frac)
+    if len(rec.payload) > cfg.max_payload_bytes:
+        return None, ("too_large", f"{len(rec.payload)} bytes > {cfg.max_payload_bytes}")
+    decoded = decode_payload(rec.payload, rec.content_type, cfg.max_control_char_frac)
     if decoded is None:
         return None, ("undecodable", f"no charset gives text (content_type={rec.content_type or '(none)'})")
     raw, _encoding = decoded
     if is_html:
-        text, extractor = extract_html(raw, config, url=rec.url)
+        text, extractor = extract_html(raw, cfg, url=rec.url)
     else:
         text, extractor = raw.replace("\r\n", "\n").strip(), "plain"
     if not text:
         return None, ("empty", f"no text from {extractor}")
     n_chars, n_words = len(text), len(text.split())
-    if n_chars < config.min_chars or n_words < config.min_words:
+    if n_chars < cfg.min_chars or n_words < cfg.min_words:
         return None, ("too_short", f"{n_chars} chars, {n_words} words")
-    lang, score = identify_language(text, config.langid_max_chars)
-    if score < config.lang_min_score:
-        if not config.keep_undetermined_lang:
-            return None, ("lang_undetermined", f"{lang}={score:.3f} < {config.lang_min_score}")
+    lang, score = identify_language(text, cfg.langid_max_chars)
+    if score < cfg.lang_min_score:
+        if not cfg.keep_undetermined_lang:
+            return None, ("lang_undetermined", f"{lang}={score:.3f} < {cfg.lang_min_score}")
         lang = UNDETERMINED_LANG
     row = {"text": text, "lang": lang, "lang_score": score, "content_type": media, "extractor": extractor,
            "n_chars": n_chars, "n_words": n_words}  # fmt: skip
     return row, None
 
 
-def _extract_batch(records: list[WebRecord], config: ExtractConfig, source: str) -> StepResult:
+def _extract_batch(records: list[WebRecord], cfg: ExtractConfig, source: str) -> StepResult:
     kept_rows: list[dict[str, Any]] = []
     dropped_rows: list[dict[str, str]] = []
     for rec in records:
         rid = doc_id(rec.url, rec.fetch_time)
-        row, drop = _extract_one(rec, config)
+        row, drop = _extract_one(rec, cfg)
         if drop is not None:
             dropped_rows.append({"id": rid, "url": rec.url, "reason": drop[0], "detail": drop[1]})
             continue
@@ -415,24 +415,24 @@ def _stats(kept: pd.DataFrame, n_records: int) -> dict[str, float | int]:
 
 
 def iter_extract_batches(
-    records: Iterable[WebRecord], config: ExtractConfig, source: str
+    records: Iterable[WebRecord], cfg: ExtractConfig, source: str
 ) -> Iterator[StepResult]:
-    """Extract ``records`` in batches of ``config.batch_size``; one StepResult per batch (one shard each)."""
+    """Extract ``records`` in batches of ``cfg.batch_size``; one StepResult per batch (one shard each)."""
     batch: list[WebRecord] = []
     for rec in records:
         if not isinstance(rec, WebRecord):
             raise TypeError(f"extract_documents: expected WebRecord, got {type(rec).__name__}")
         batch.append(rec)
-        if len(batch) >= config.batch_size:
-            yield _extract_batch(batch, config, source)
+        if len(batch) >= cfg.batch_size:
+            yield _extract_batch(batch, cfg, source)
             batch = []
     if batch:
-        yield _extract_batch(batch, config, source)
+        yield _extract_batch(batch, cfg, source)
 
 
-def extract_documents(records: Iterable[WebRecord], config: ExtractConfig, source: str) -> StepResult:
+def extract_documents(records: Iterable[WebRecord], cfg: ExtractConfig, source: str) -> StepResult:
     """Records → documents (``KEPT_COLUMNS``) and dropped records with a reason; stats per language/extractor."""
-    parts = list(iter_extract_batches(records, config, source))
+    parts = list(iter_extract_batches(records, cfg, source))
     if not parts:
         return StepResult(kept=_empty_kept(), dropped=empty_dropped(), stats=_stats(_empty_kept(), 0))
     kept = pd.concat([p.kept for p in parts], ignore_index=True) if len(parts) > 1 else parts[0].kept

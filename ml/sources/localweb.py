@@ -1,11 +1,12 @@
-"""The offline default web: a static site of real documentation, served over loopback.
+"""The offline default web: a static site of real documentation, built here and served over loopback.
 
 Every machine has, after install, text that nobody in this project wrote: the system manual pages (in
 many languages under ``/usr/share/man/<lang>``), HTML docs shipped by packages, the long descriptions
 of installed Python packages (dist-info ``METADATA``) and ``/usr/share/doc/*/copyright`` files.
 :func:`build_site` turns them into a static site with paginated index pages, cross-links between
-manual pages and a robots.txt that disallows one real section; :func:`serve_site` serves it over HTTP
-so the crawler fetches it like any other site. Duplicates stay as they are: ``.so``/symlink aliases of
+manual pages and a robots.txt that disallows one real section. This module only builds the site; the
+local web server resource (``dagster_project/services/local_web_server.py``) serves it over HTTP so
+the crawler fetches it like any other site. Duplicates stay as they are: ``.so``/symlink aliases of
 one manual page and identical license texts under different packages are the same text at several URLs.
 
 Manual pages are rendered with ``groff -mandoc -Tutf8`` (groff-base has no HTML device) and the
@@ -383,24 +384,7 @@ def _build_man(cfg: LocalWebConfig, out: Path, stats: _Stats) -> list[tuple[str,
         targets[page] = target
         if is_alias:
             aliases.add(page)
-    unique = sorted({(str(t), str(roots[p.lang])) for p, t in targets.items()})
-    render = partial(_render_man, timeout_s=cfg.render_timeout_s)
-    ctx = multiprocessing.get_context("spawn")  # no fork of a possibly threaded parent (Dagster, servers)
-    with ProcessPoolExecutor(max_workers=cfg.render_workers, mp_context=ctx) as pool:
-        results = dict(
-            zip(
-                unique,
-                pool.map(render, [u[0] for u in unique], [u[1] for u in unique], chunksize=16),
-                strict=True,
-            )
-        )
-    rendered: dict[_ManPage, tuple[str, str]] = {}
-    for page, target in targets.items():
-        title, body, failure = results[(str(target), str(roots[page.lang]))]
-        if failure:
-            stats.failures[failure] += 1
-        else:
-            rendered[page] = (title, body)
+    rendered = _render_targets(cfg, targets, roots, stats)
     known = {(p.lang, p.name, p.ext): _public_url(cfg, p) for p in rendered}
     written: list[tuple[str, str, str, str]] = []
     for page in sorted(rendered, key=lambda p: (p.lang, p.section_dir, p.name, p.ext)):
@@ -420,6 +404,32 @@ def _build_man(cfg: LocalWebConfig, out: Path, stats: _Stats) -> list[tuple[str,
         stats.count_page("man", url, cfg)
         written.append((page.lang, page.section_dir, url, f"{heading} — {title}" if title else heading))
     return written
+
+
+def _render_targets(
+    cfg: LocalWebConfig, targets: dict[_ManPage, Path], roots: dict[str, Path], stats: _Stats
+) -> dict[_ManPage, tuple[str, str]]:
+    """``(title, body)`` per page, each distinct target file rendered once in a process pool; failures
+    are counted in ``stats`` and left out."""
+    unique = sorted({(str(t), str(roots[p.lang])) for p, t in targets.items()})
+    render = partial(_render_man, timeout_s=cfg.render_timeout_s)
+    ctx = multiprocessing.get_context("spawn")  # no fork of a possibly threaded parent (Dagster, servers)
+    with ProcessPoolExecutor(max_workers=cfg.render_workers, mp_context=ctx) as pool:
+        results = dict(
+            zip(
+                unique,
+                pool.map(render, [u[0] for u in unique], [u[1] for u in unique], chunksize=16),
+                strict=True,
+            )
+        )
+    rendered: dict[_ManPage, tuple[str, str]] = {}
+    for page, target in targets.items():
+        title, body, failure = results[(str(target), str(roots[page.lang]))]
+        if failure:
+            stats.failures[failure] += 1
+        else:
+            rendered[page] = (title, body)
+    return rendered
 
 
 def _public_url(cfg: LocalWebConfig, page: _ManPage) -> str:
@@ -496,75 +506,80 @@ def _md_inline(text: str) -> str:
     return re.sub("\x00(\\d+)\x00", lambda m: codes[int(m.group(1))], text)
 
 
-def markdown_to_html(md: str) -> str:
-    """A small Markdown subset → HTML: headings, fenced code, lists, quotes, rules, paragraphs, inline."""
-    out: list[str] = []
-    para: list[str] = []
-    list_tag = ""
-    lines = md.replace("\r\n", "\n").split("\n")
+class _MarkdownBlocks:
+    """HTML of a Markdown subset, one non-code line at a time: open paragraph and list are closed when
+    a block of another kind starts."""
 
-    def end_para() -> None:
-        if para:
-            out.append(f"<p>{_md_inline(' '.join(s.strip() for s in para))}</p>")
-            para.clear()
+    def __init__(self) -> None:
+        self.out: list[str] = []
+        self.para: list[str] = []
+        self.list_tag = ""
 
-    def end_list() -> None:
-        nonlocal list_tag
-        if list_tag:
-            out.append(f"</{list_tag}>")
-            list_tag = ""
+    def end_para(self) -> None:
+        if self.para:
+            self.out.append(f"<p>{_md_inline(' '.join(s.strip() for s in self.para))}</p>")
+            self.para.clear()
 
-    i = 0
-    while i < len(lines):
-        line = lines[i]
-        fence = re.match(r"^\s*(```|~~~)", line)
-        if fence:
-            end_para()
-            end_list()
-            code = []
-            i += 1
-            while i < len(lines) and not lines[i].strip().startswith(fence.group(1)):
-                code.append(lines[i])
-                i += 1
-            out.append("<pre><code>" + html.escape("\n".join(code), quote=False) + "</code></pre>")
-            i += 1
-            continue
+    def end_list(self) -> None:
+        if self.list_tag:
+            self.out.append(f"</{self.list_tag}>")
+            self.list_tag = ""
+
+    def end_blocks(self) -> None:
+        self.end_para()
+        self.end_list()
+
+    def add_line(self, line: str) -> None:
         heading = re.match(r"^(#{1,6})\s+(.*?)\s*#*\s*$", line)
         item = re.match(r"^\s*([-*+]|\d+[.)])\s+(.*)$", line)
         if heading:
-            end_para()
-            end_list()
+            self.end_blocks()
             n = len(heading.group(1))
-            out.append(f"<h{n}>{_md_inline(heading.group(2))}</h{n}>")
+            self.out.append(f"<h{n}>{_md_inline(heading.group(2))}</h{n}>")
         elif re.match(r"^\s*([-*_])(\s*\1){2,}\s*$", line):
-            end_para()
-            end_list()
-            out.append("<hr>")
+            self.end_blocks()
+            self.out.append("<hr>")
         elif item:
-            end_para()
+            self.end_para()
             tag = "ol" if item.group(1)[0].isdigit() else "ul"
-            if tag != list_tag:
-                end_list()
-                out.append(f"<{tag}>")
-                list_tag = tag
-            out.append(f"<li>{_md_inline(item.group(2))}</li>")
+            if tag != self.list_tag:
+                self.end_list()
+                self.out.append(f"<{tag}>")
+                self.list_tag = tag
+            self.out.append(f"<li>{_md_inline(item.group(2))}</li>")
         elif line.startswith(">"):
-            end_para()
-            end_list()
-            out.append(f"<blockquote><p>{_md_inline(line.lstrip('> '))}</p></blockquote>")
+            self.end_blocks()
+            self.out.append(f"<blockquote><p>{_md_inline(line.lstrip('> '))}</p></blockquote>")
         elif not line.strip():
-            end_para()
-            end_list()
+            self.end_blocks()
+        elif self.list_tag and line.startswith((" ", "\t")) and not self.para:
+            self.out[-1] = self.out[-1][: -len("</li>")] + " " + _md_inline(line.strip()) + "</li>"
         else:
-            if list_tag and line.startswith((" ", "\t")) and not para:
-                out[-1] = out[-1][: -len("</li>")] + " " + _md_inline(line.strip()) + "</li>"
-            else:
-                end_list()
-                para.append(line)
+            self.end_list()
+            self.para.append(line)
+
+
+def markdown_to_html(md: str) -> str:
+    """A small Markdown subset → HTML: headings, fenced code, lists, quotes, rules, paragraphs, inline."""
+    blocks = _MarkdownBlocks()
+    lines = md.replace("\r\n", "\n").split("\n")
+    i = 0
+    while i < len(lines):
+        fence = re.match(r"^\s*(```|~~~)", lines[i])
+        if not fence:
+            blocks.add_line(lines[i])
+            i += 1
+            continue
+        blocks.end_blocks()
+        code = []
         i += 1
-    end_para()
-    end_list()
-    return "\n".join(out)
+        while i < len(lines) and not lines[i].strip().startswith(fence.group(1)):
+            code.append(lines[i])
+            i += 1
+        blocks.out.append("<pre><code>" + html.escape("\n".join(code), quote=False) + "</code></pre>")
+        i += 1
+    blocks.end_blocks()
+    return "\n".join(blocks.out)
 
 
 def _build_metadata(cfg: LocalWebConfig, out: Path, stats: _Stats) -> list[tuple[str, str]]:
@@ -695,12 +710,30 @@ def load_site_manifest(site_dir: Path) -> SiteManifest:
         raise ValueError(f"{path}: not a readable site build manifest ({exc})") from exc
 
 
-def build_site(site_dir: Path, config: LocalWebConfig) -> SiteManifest:
+def _write_man_indexes(
+    cfg: LocalWebConfig, out: Path, stats: _Stats, man: list[tuple[str, str, str, str]]
+) -> None:
+    """One index per language, one for the robots-disallowed section, and ``/man/`` listing them."""
+    langs = sorted({lang for lang, *_ in man})
+    private_base = cfg.robots_disallow_prefix + f"man/en/{cfg.private_man_section}/"
+    for lang in langs:
+        entries = [(u, label) for lg, _, u, label in man if lg == lang and not u.startswith(private_base)]
+        _write_index(out, f"/man/{lang}/", f"Manual pages: {lang}", entries, cfg, stats, lang)
+    lang_entries = [(f"/man/{lg}/", f"{lg} ({stats.by_language[lg]} pages)") for lg in langs]
+    private = [(u, label) for *_, u, label in man if u.startswith(private_base)]
+    if private:
+        title = f"Manual section {cfg.private_man_section} (en)"
+        _write_index(out, private_base, title, private, cfg, stats)
+        lang_entries.append((private_base, title))
+    _write_index(out, "/man/", "Manual pages by language", lang_entries, cfg, stats)
+
+
+def build_site(site_dir: Path, cfg: LocalWebConfig) -> SiteManifest:
     """Build (or reuse, if ``site_dir`` holds a build with the same config hash) the local web."""
     from ml.io import atomic_dir  # here, not at module top: render workers import this module, lean
 
     site_dir = Path(site_dir)
-    digest = _config_hash(config)
+    digest = _config_hash(cfg)
     if (site_dir / BUILD_MANIFEST).is_file():
         with contextlib.suppress(ValueError):
             old = load_site_manifest(site_dir)
@@ -708,40 +741,26 @@ def build_site(site_dir: Path, config: LocalWebConfig) -> SiteManifest:
                 old.cached = True
                 old.site_dir = str(site_dir)
                 return old
-    if shutil.which("groff") is None and "man" in config.sources:
+    if shutil.which("groff") is None and "man" in cfg.sources:
         raise FileNotFoundError("LocalWebConfig.sources includes 'man' but groff is not installed")
     start = time.monotonic()
     stats = _Stats()
     with atomic_dir(site_dir) as out:
         sections: list[tuple[str, str]] = []
-        if "man" in config.sources:
-            man = _build_man(config, out, stats)
-            langs = sorted({lang for lang, *_ in man})
-            private_base = config.robots_disallow_prefix + f"man/en/{config.private_man_section}/"
-            for lang in langs:
-                entries = [
-                    (u, label) for lg, _, u, label in man if lg == lang and not u.startswith(private_base)
-                ]
-                _write_index(out, f"/man/{lang}/", f"Manual pages: {lang}", entries, config, stats, lang)
-            lang_entries = [(f"/man/{lg}/", f"{lg} ({stats.by_language[lg]} pages)") for lg in langs]
-            private = [(u, label) for *_, u, label in man if u.startswith(private_base)]
-            if private:
-                title = f"Manual section {config.private_man_section} (en)"
-                _write_index(out, private_base, title, private, config, stats)
-                lang_entries.append((private_base, title))
-            _write_index(out, "/man/", "Manual pages by language", lang_entries, config, stats)
+        if "man" in cfg.sources:
+            _write_man_indexes(cfg, out, stats, _build_man(cfg, out, stats))
             sections.append(("/man/", "Manual pages"))
         for source, builder, base, title in (
             ("html_docs", _build_html_docs, "/docs/", "Package documentation"),
             ("metadata", _build_metadata, "/pypi/", "Python packages"),
             ("copyright", _build_copyright, "/copyright/", "Copyright and license files"),
         ):
-            if source in config.sources:
-                entries = builder(config, out, stats)
-                _write_index(out, base, title, entries, config, stats)
+            if source in cfg.sources:
+                entries = builder(cfg, out, stats)
+                _write_index(out, base, title, entries, cfg, stats)
                 sections.append((base, title))
-        _write_index(out, "/", "Local documentation web", sections, config, stats)
-        (out / "robots.txt").write_text(f"User-agent: *\nDisallow: {config.robots_disallow_prefix}\n")
+        _write_index(out, "/", "Local documentation web", sections, cfg, stats)
+        (out / "robots.txt").write_text(f"User-agent: *\nDisallow: {cfg.robots_disallow_prefix}\n")
         manifest = SiteManifest(
             site_dir=str(site_dir),
             config_hash=digest,

@@ -157,7 +157,7 @@ def assign_split(ids: pd.Series, val_fraction: float, seed: int) -> np.ndarray:
 
 
 def _copy_index(df: pd.DataFrame) -> np.ndarray:
-    """Column ``repeat`` (ml/data/mix.py: 0 for a document's first copy, k for its (k+1)-th), else zeros."""
+    """Column ``repeat`` (ml/curate/mix.py: 0 for a document's first copy, k for its (k+1)-th), else zeros."""
     if "repeat" not in df.columns:
         return np.zeros(len(df), dtype=np.int64)
     rep = pd.to_numeric(df["repeat"], errors="coerce")
@@ -221,12 +221,55 @@ def _encode(texts: list[str], tok: Tokenizer, batch_size: int) -> Iterator[list[
             yield enc.ids
 
 
+def _encode_docs(
+    texts: pd.Series, tok: Tokenizer, batch_size: int, bos: int | None, eos: int | None
+) -> list[np.ndarray]:
+    """Token ids (uint32) of each text wrapped in BOS/EOS; a text repeated in ``texts`` (an up-sampled
+    copy) is encoded once."""
+    head, tail = ([bos] if bos is not None else []), ([eos] if eos is not None else [])
+    codes, unique_texts = pd.factorize(texts.astype(str))
+    encoded = [
+        np.array(head + ids + tail, dtype=np.uint32) for ids in _encode(list(unique_texts), tok, batch_size)
+    ]
+    return [encoded[c] for c in codes]
+
+
+def _tokens_per_key(column: pd.Series, rows: np.ndarray, n_tokens: np.ndarray) -> dict[str, int]:
+    """Tokens of ``rows`` summed per value of ``column`` (missing values count as ``unknown``), sorted by key."""
+    keys = column.fillna("unknown").astype(str).to_numpy()[rows]
+    per: dict[str, int] = defaultdict(int)
+    for k, t in zip(keys, n_tokens[rows], strict=True):
+        per[k] += int(t)
+    return dict(sorted(per.items()))
+
+
+def _split_counts(
+    df: pd.DataFrame, order: dict[str, np.ndarray], n_tokens: np.ndarray, class_col: str
+) -> tuple[dict[str, dict[str, int]], dict[str, dict[str, dict[str, int]]]]:
+    """Docs, unique docs and tokens per split; tokens per split per source / lang / class (groups whose
+    column is absent stay empty)."""
+    group_cols = {"source": "source", "lang": "lang", "class": class_col}
+    counts: dict[str, dict[str, dict[str, int]]] = {g: {} for g in group_cols}
+    splits: dict[str, dict[str, int]] = {}
+    for split in SPLITS:
+        sel = order[split]
+        splits[split] = {
+            "docs": int(len(sel)),
+            "unique_docs": int(df["id"].iloc[sel].nunique()),
+            "tokens": int(n_tokens[sel].sum()),
+        }
+        for group, col in group_cols.items():
+            if col in df.columns:
+                counts[group][split] = _tokens_per_key(df[col], sel, n_tokens)
+    return splits, counts
+
+
 def write_token_shards(
     df: pd.DataFrame, tok: Tokenizer, out_dir: Path | str, cfg: ShardConfig, class_col: str = "domain"
 ) -> ShardManifest:
     """Tokenize ``df.text`` into train/val shards under ``out_dir`` (replaced atomically).
 
-    Rows repeating an ``id`` are up-sampled copies (ml/data/mix.py); they share a split, train keeps
+    Rows repeating an ``id`` are up-sampled copies (ml/curate/mix.py); they share a split, train keeps
     them all (ordered by the ``repeat`` copy index when present), val keeps one. Optional columns:
     ``source``, ``lang`` and ``class_col`` give token counts per group; ``weight`` (float) is recorded
     as the target mix weight of each class (token-weighted mean).
@@ -242,22 +285,13 @@ def write_token_shards(
     eos = special_token_id(tok, EOS) if cfg.add_eos else None
     is_val = assign_split(df["id"], cfg.val_fraction, cfg.seed)
 
-    # Encode each document once; wrap in BOS/EOS.
-    head, tail = ([bos] if bos is not None else []), ([eos] if eos is not None else [])
-    codes, unique_texts = pd.factorize(df["text"].astype(str))  # up-sampled copies are encoded once
-    encoded = [
-        np.array(head + ids + tail, dtype=np.uint32)
-        for ids in _encode(list(unique_texts), tok, cfg.encode_batch_size)
-    ]
-    docs = [encoded[c] for c in codes]
+    docs = _encode_docs(df["text"], tok, cfg.encode_batch_size, bos, eos)
     n_tokens = np.array([len(d) for d in docs], dtype=np.int64)
 
     order = _split_order(df, is_val)
     # An empty text without BOS/EOS has no tokens and no place in the stream.
     order = {split: sel[n_tokens[sel] > 0] for split, sel in order.items()}
-    group_cols = {"source": "source", "lang": "lang", "class": class_col}
-    counts: dict[str, dict[str, dict[str, int]]] = {g: {} for g in group_cols}
-    splits: dict[str, dict[str, int]] = {}
+    splits, counts = _split_counts(df, order, n_tokens, class_col)
     shards: dict[str, list[ShardInfo]] = {}
     with atomic_dir(out_dir) as tmp:
         for split in SPLITS:
@@ -266,20 +300,6 @@ def write_token_shards(
                 writer.add(docs[r])
             writer.flush()
             shards[split] = writer.infos
-            sel = order[split]
-            splits[split] = {
-                "docs": int(len(sel)),
-                "unique_docs": int(df["id"].iloc[sel].nunique()),
-                "tokens": int(n_tokens[sel].sum()),
-            }
-            for group, col in group_cols.items():
-                if col not in df.columns:
-                    continue
-                keys = df[col].fillna("unknown").astype(str).to_numpy()[sel]
-                per: dict[str, int] = defaultdict(int)
-                for k, t in zip(keys, n_tokens[sel], strict=True):
-                    per[k] += int(t)
-                counts[group][split] = dict(sorted(per.items()))
         mix = _mix(df, class_col, order["train"], n_tokens)
         manifest = ShardManifest(
             directory=out_dir,

@@ -1,6 +1,6 @@
 """Byte-level BPE tokenizer with Llama 3's split regex, special tokens and chat format.
 
-Llama 3 uses tiktoken's 100K vocabulary plus 28K multilingual tokens (128,256 in all, PAPER.md "Model");
+Llama 3 uses tiktoken's 100K vocabulary plus 28K multilingual tokens (128,256 in all, Llama 3 paper §3.2);
 the last 256 ids are special tokens (``<|begin_of_text|>`` = 128000). We train the same shape with HF
 ``tokenizers``: regex split, byte-level BPE over the 256 byte symbols, special tokens appended at the END
 of the vocabulary, and a post-processor that prepends ``<|begin_of_text|>``.
@@ -52,7 +52,7 @@ NAMED_SPECIAL_OFFSETS: dict[str, int] = {
 }
 CHAT_ROLES: tuple[str, ...] = ("system", "user", "assistant", "ipython")
 
-# Jinja twin of `render_chat` for transformers' `apply_chat_template` (PAPER.md "Chat format").
+# Jinja twin of `render_chat` for transformers' `apply_chat_template` (the dialog format of Llama 3 paper §4.1).
 # A message with a true `tool_call` is an assistant turn holding code to run: <|python_tag|>code<|eom_id|>.
 CHAT_TEMPLATE = (
     "{{ bos_token }}"
@@ -69,16 +69,16 @@ CHAT_TEMPLATE = (
 class TokenizerConfig(StageConfig):
     """Tokenizer training settings.
 
-    vocab_size: total ids incl. special tokens (paper: 128,256 = 100K tiktoken + 28K multilingual;
+    vocab_size: total ids incl. special tokens (Llama 3 paper §3.2: 128,256 = 100K tiktoken + 28K multilingual;
         tiny 4,096 and small 32,768 chosen to fit the model sizes of those presets).
     num_reserved_special_tokens: special ids at the end of the vocabulary, named ones included
         (Llama 3: 256).
-    min_frequency: a pair must occur this often to be merged (paper: not published; chosen 2 so
+    min_frequency: a pair must occur this often to be merged (not published; chosen 2 so
         one-off strings do not take vocabulary slots).
-    max_training_docs / max_training_bytes: cap on the training sample, None = all (paper: not published;
+    max_training_docs / max_training_bytes: cap on the training sample, None = all (not published;
         chosen so tiny trains in seconds on CPU).
     split_pattern: pre-tokenizer regex (Llama 3's, see LLAMA3_SPLIT_PATTERN).
-    model_max_length: written to tokenizer_config.json (paper: 128K context after long-context training).
+    model_max_length: written to tokenizer_config.json (Llama 3 paper §3.4.2: 128K context after long-context training).
     """
 
     vocab_size: int = 4096

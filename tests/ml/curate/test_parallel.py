@@ -26,7 +26,7 @@ def _files(out):
 
 
 def test_in_process_run_writes_one_part_per_shard(tmp_path):
-    res = map_shards(line_dedup, _inputs(tmp_path), tmp_path / "out", config=CFG)
+    res = map_shards(line_dedup, _inputs(tmp_path), tmp_path / "out", cfg=CFG)
     assert [p.name for p in res.kept_paths] == [
         "part-00000.parquet",
         "part-00001.parquet",
@@ -44,21 +44,21 @@ def test_in_process_run_writes_one_part_per_shard(tmp_path):
 
 def test_corrupt_or_empty_shard_is_named_and_outputs_untouched(tmp_path):
     paths = _inputs(tmp_path)
-    map_shards(line_dedup, paths, tmp_path / "out", config=CFG)
+    map_shards(line_dedup, paths, tmp_path / "out", cfg=CFG)
     before = _files(tmp_path / "out")
     paths[1].write_bytes(b"PAR1 this is not parquet")
     with pytest.raises(ShardError, match=r"in-1\.parquet: not a readable Parquet file"):
-        map_shards(line_dedup, paths, tmp_path / "out", config=LineDedupConfig(max_occurrences=5))
+        map_shards(line_dedup, paths, tmp_path / "out", cfg=LineDedupConfig(max_occurrences=5))
     paths[1].write_bytes(b"")
     with pytest.raises(ShardError, match=r"in-1\.parquet: shard file is empty"):
-        map_shards(line_dedup, paths, tmp_path / "out", config=LineDedupConfig(max_occurrences=5))
+        map_shards(line_dedup, paths, tmp_path / "out", cfg=LineDedupConfig(max_occurrences=5))
     assert _files(tmp_path / "out") == before  # no staging leftovers, previous outputs byte-identical
 
 
 def test_step_errors_name_the_shard(tmp_path):
     paths = _inputs(tmp_path)
     with pytest.raises(TypeError) as info:
-        map_shards(line_dedup, paths, tmp_path / "out", cfg=CFG)  # wrong keyword for line_dedup
+        map_shards(line_dedup, paths, tmp_path / "out", config=CFG)  # wrong keyword for line_dedup
     assert any("in-0.parquet" in note for note in info.value.__notes__)
 
 
@@ -72,11 +72,11 @@ def test_merge_summaries_sums_counts_and_weights_fractions():
 @pytest.mark.slow
 def test_dask_local_cluster_matches_in_process(tmp_path):
     paths = _inputs(tmp_path)
-    local = map_shards(line_dedup, paths, tmp_path / "local", config=CFG)
+    local = map_shards(line_dedup, paths, tmp_path / "local", cfg=CFG)
     with local_cluster(n_workers=2, threads_per_worker=1) as client:
-        dask = map_shards(line_dedup, paths, tmp_path / "dask", client=client, config=CFG)
+        dask = map_shards(line_dedup, paths, tmp_path / "dask", client=client, cfg=CFG)
         paths[2].write_bytes(b"")
         with pytest.raises(ShardError, match=r"in-2\.parquet: shard file is empty"):
-            map_shards(line_dedup, paths, tmp_path / "dask", client=client, config=CFG)
+            map_shards(line_dedup, paths, tmp_path / "dask", client=client, cfg=CFG)
     assert _files(tmp_path / "dask") == _files(tmp_path / "local")
     assert dask.summary == local.summary

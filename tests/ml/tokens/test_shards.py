@@ -142,7 +142,7 @@ def test_val_never_empty_by_chance():
 
 
 def test_upsampled_copies_and_weight_column(tok, tmp_path):
-    # ml/data/mix.py's output: copies are extra rows with the same id, `repeat` = copy index.
+    # ml/curate/mix.py's output: copies are extra rows with the same id, `repeat` = copy index.
     df = three_docs()
     df = pd.concat([df.iloc[[0]], df.iloc[[0]], df.iloc[[2]]], ignore_index=True).assign(
         repeat=[0, 1, 0], weight=[0.5, 0.5, 2.0]
