@@ -192,7 +192,7 @@ def line_deduped(
     each shard is a bucket, counted through 8-byte line hashes so memory stays bounded."""
     cfg = resolve_config(LineDedupConfig, config)
     return _sharded_step(
-        context, cfg, "minhash_deduped", line_dedup, mlflow, dvc, dask, "Line dedup", config=cfg
+        context, cfg, "minhash_deduped", line_dedup, mlflow, dvc, dask, "Line dedup", cfg=cfg
     )
 
 
