@@ -203,11 +203,11 @@ def hold_flex_compile_configs(module: torch.nn.Module) -> FlexConfigOffer:
     any later call): kept as ``module.flex_config_offer``, released by ``release_flex_compile_configs`` or
     when the module is garbage-collected. Idempotent per module."""
     offer = module.__dict__.get("flex_config_offer")
-    if offer is None:
-        offer = FlexConfigOffer()
+    if offer is None or not offer.is_open:  # none yet, released, or a deep copy's closed one
+        offer = FlexConfigOffer().open()
         module.__dict__["flex_config_offer"] = offer
         weakref.finalize(module, offer.release)
-    return offer.open()
+    return offer
 
 
 def release_flex_compile_configs(module: torch.nn.Module) -> None:

@@ -8,8 +8,9 @@ Choices the paper does not spell out, stated here once:
 
 * Weight names are HF's without the ``model.`` prefix (``layers.0.self_attn.q_proj.weight``), and RoPE
   uses HF's rotate-half layout, so HF ``LlamaForCausalLM`` weights load with a rename only (ml/model/hf.py).
-* Document masking: with ``doc_ids`` a token attends only to earlier tokens of the same document
-  (ml/model/attention.py holds the mask backends). RoPE positions then restart at 0 at each document start
+* Document masking (the paper's mask against attention across documents): with ``doc_ids`` a token attends
+  only to earlier tokens of the same document (ml/model/attention.py holds the mask backends). How RoPE
+  positions count is ours: they restart at 0 at each document start
   (``doc_positions="restart"``, default), so every document's logits equal running that document alone.
   ``doc_positions="global"`` keeps the row's positions (torchtitan's choice). Both give the same logits up
   to rounding: a RoPE score depends only on the query-key offset and the mask keeps keys inside the

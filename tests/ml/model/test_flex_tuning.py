@@ -128,6 +128,12 @@ def test_apply_compile_holds_the_offer_for_the_model_lifetime():
     assert flex_tuning._open_offers == 1
     release_flex_compile_configs(model)
     assert flex_tuning._open_offers == 0 and _chooser() is original
+    copied = copy.deepcopy(apply_compile(model))  # a copy holds nothing until it is held itself
+    assert flex_tuning._open_offers == 1 and not copied.flex_config_offer.is_open
+    assert hold_flex_compile_configs(copied).is_open and flex_tuning._open_offers == 2
+    release_flex_compile_configs(copied)
+    release_flex_compile_configs(model)
+    assert flex_tuning._open_offers == 0
     other = apply_compile(Llama.from_config(ModelConfig.from_dict(GQA)), "model")
     assert flex_tuning._open_offers == 1
     del other
