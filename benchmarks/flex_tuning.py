@@ -6,7 +6,9 @@ Search, coordinate-wise so it fits one device call: (1) forward tiles/warps/stag
 defaults, timed forward only; (2) backward tiles/warps/stages with the best forward, timed forward+backward;
 (3) a 64-token block mask with tiles that fit it. Every candidate's output and gradients are compared with
 torch's defaults (bf16: max |diff| must stay under 2e-2 of the reference scale) so a wrong config cannot win.
-The winner is written as JSON (``--out``), the settings dict ``ml.model.llama.set_flex_settings`` takes.
+The winner is written as JSON (``--out``), the settings dict ``ml.model.flex_tuning.set_flex_settings`` takes.
+Each candidate is the process-wide override while it compiles and runs, so Inductor is offered its backward
+tiles (``flex_compile_configs`` is held for the whole search).
 
     PYTHONPATH=. python3 benchmarks/flex_tuning.py --shape small --out /tmp/flex_best.json
 """
@@ -22,7 +24,8 @@ import torch.nn.functional as F
 from torch.nn.attention.flex_attention import flex_attention
 
 from benchmarks.train_throughput import SHAPES, random_doc_ids
-from ml.model.llama import doc_block_mask, doc_block_mask_evaluated, offer_flex_bwd_tiles, split_flex_settings
+from ml.model.attention import doc_block_mask, doc_block_mask_evaluated
+from ml.model.flex_tuning import flex_compile_configs, set_flex_settings, split_flex_settings
 
 FWD_GRID = [  # (BLOCK_M, BLOCK_N, num_warps, num_stages); torch's H100 default at head dim 64 is (128, 128, 4, 3)
     (128, 128, 4, 3),
@@ -40,7 +43,7 @@ BWD_GRID = [  # (BLOCK_M1, BLOCK_N1, BLOCK_M2, BLOCK_N2, num_warps, num_stages);
     (64, 64, 64, 64, 4, 3),
     (64, 64, 64, 64, 4, 4),
     (32, 64, 64, 32, 4, 3),
-    (64, 64, 64, 64, 4, 2),  # round 5 candidates around round 4's winner (64x64, 4 warps, 3 stages)
+    (64, 64, 64, 64, 4, 2),  # neighbours of 64x64 at 4 warps, 3 stages
     (64, 64, 64, 64, 8, 3),
     (32, 64, 64, 32, 4, 4),
 ]
@@ -69,7 +72,7 @@ def mask_density(bm) -> tuple[float, float]:
 
 
 def mask_build_times(doc_ids: torch.Tensor, do_bench) -> None:
-    """Time to build one batch's block mask: ml.model.llama's per-block document ranges vs create_block_mask."""
+    """Time to build one batch's block mask: ml.model.attention's per-block document ranges vs create_block_mask."""
     builders = {
         "create_block_mask, compiled (baseline)": doc_block_mask_evaluated,
         "document ranges, eager": doc_block_mask,
@@ -111,6 +114,17 @@ def main() -> None:
     mask_build_times(doc_ids, do_bench)
     if args.mask_only:
         return
+    with flex_compile_configs():
+        try:
+            search(args, q, k, v, dout, masks, do_bench)
+        finally:
+            set_flex_settings(None)
+
+
+def search(args, q, k, v, dout, masks, do_bench) -> None:
+    """Time the reference and every candidate, print the table, write the winner."""
+    B, H, T, Hd = q.shape
+    K = k.shape[1]
     # causal attention FLOPs (fwd 4*B*H*T^2*Hd/2, bwd 2.5x fwd) to express times as TFLOP/s
     causal_fwd = 4 * B * H * T * T * Hd / 2
 
@@ -132,7 +146,7 @@ def main() -> None:
 
     def flex_fn(settings: dict[str, int]):
         block, opts = split_flex_settings(settings)
-        offer_flex_bwd_tiles(settings)
+        set_flex_settings(settings)  # offered to Inductor while this candidate compiles and runs
         bm = masks[block]
         torch._dynamo.reset()
 

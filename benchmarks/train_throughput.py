@@ -2,10 +2,10 @@
 
 One process, one GPU. Both models: fp32 parameters, bf16 autocast, fused AdamW (same hyper-parameters),
 torch.compile. HF uses attn_implementation="sdpa" on plain causal rows; ours runs with document masking
-(FlexAttention block mask with ml.model.llama's tuned tiles, random document lengths of mean T/4), compiled per
+(FlexAttention block mask with ml.model.flex_tuning's tuned tiles, random document lengths of mean T/4), compiled per
 block (`ours_doc`) or as a whole model (`ours_doc_full`); `build` lists the other variants.
 MFU = tokens/s * flops_per_token(cfg, T, causal=True) / peak, where peak is an 8192^3 bf16 matmul
-measured in the same run; the same FLOPs/token is credited to every implementation (ml/flops.py).
+measured in the same run; the same FLOPs/token is credited to every implementation (ml/model/flops.py).
 
     PYTHONPATH=. python3 benchmarks/train_throughput.py                  # H100: small + 1b
     PYTHONPATH=. python3 benchmarks/train_throughput.py --device cpu --tiny   # smoke test, seconds
@@ -25,10 +25,11 @@ from dataclasses import dataclass
 
 import torch
 
-import ml.model.llama
+import ml.model.attention
+from ml.model.flex_tuning import set_flex_settings
 from ml.model.flops import flops_per_token, mfu, num_params
 from ml.model.hf import hf_config_dict
-from ml.model.llama import Llama, ModelConfig, set_flex_settings
+from ml.model.llama import Llama, ModelConfig
 from ml.train.dist import apply_compile
 
 
@@ -146,10 +147,11 @@ def build(impl: str, shape: Shape, device: torch.device, compile_model: bool):
 @contextlib.contextmanager
 def row_context(impl: str, flex_settings: dict | None):
     """Process-wide settings of one row, undone after it: "_tuned" runs FlexAttention with ``flex_settings``
-    (benchmarks/flex_tuning.py's winner) instead of ml.model.llama's table; "_cdt" turns on Inductor's coordinate
+    (benchmarks/flex_tuning.py's winner) instead of ml.model.flex_tuning's table; "_cdt" turns on Inductor's coordinate
     descent tuning of its generated kernels; "_flexat" autotunes FlexAttention's tiles (GEMMs stay on cuBLAS,
     one choice each, so nothing else is benchmarked); "_evalmask" builds the block mask with torch's
-    create_block_mask (the mask evaluated at every token pair) instead of ml.model.llama's per-block document ranges."""
+    create_block_mask (the mask evaluated at every token pair) instead of ml.model.attention's per-block document
+    ranges."""
     parts = set(impl.split("_")[1:])
     patch = {"coordinate_descent_tuning": True} if "cdt" in parts else {}
     if "flexat" in parts:  # Inductor's autotuning, but cuBLAS alone for GEMMs: in effect FlexAttention only
@@ -159,7 +161,9 @@ def row_context(impl: str, flex_settings: dict | None):
             raise ValueError(f"{impl}: '_tuned' needs --flex-settings")
         set_flex_settings(flex_settings)
     mask_builder = (
-        unittest.mock.patch.object(ml.model.llama, "doc_block_mask", ml.model.llama.doc_block_mask_evaluated)
+        unittest.mock.patch.object(
+            ml.model.attention, "doc_block_mask", ml.model.attention.doc_block_mask_evaluated
+        )
         if "evalmask" in parts
         else contextlib.nullcontext()
     )

@@ -132,15 +132,21 @@ def apply_compile(model: nn.Module, scope: str = "blocks", **compile_kwargs: Any
 
     "blocks": each block with ``fullgraph=True``, one graph reused by all layers (what FSDP2 needs).
     "model": the whole forward incl. the loss, which lets Inductor fuse across block boundaries: 2-3 ms/step
-    faster at 125M on an H100 (benchmarks/NOTES.md, rounds 2 and 4).
+    faster at 125M on an H100 (benchmarks/NOTES.md).
+    The tuned FlexAttention backward configs are offered to Inductor for as long as ``model`` lives (it
+    compiles lazily, the backward in autograd's thread at the first backward, and may recompile later);
+    ``ml.model.flex_tuning.release_flex_compile_configs(model)`` ends that early.
     """
+    if scope not in ("blocks", "model"):
+        raise ValueError(f"apply_compile: scope must be blocks | model, got {scope!r}")
+    from ml.model.flex_tuning import hold_flex_compile_configs
+
     if scope == "model":
         model.compile(**compile_kwargs)
-        return model
-    if scope != "blocks":
-        raise ValueError(f"apply_compile: scope must be blocks | model, got {scope!r}")
-    for block in transformer_blocks(model):
-        block.compile(**{"fullgraph": True, **compile_kwargs})
+    else:
+        for block in transformer_blocks(model):
+            block.compile(**{"fullgraph": True, **compile_kwargs})
+    hold_flex_compile_configs(model)  # before the first call, where compiling starts
     return model
 
 

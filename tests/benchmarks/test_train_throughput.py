@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 
-import ml.model.llama
+import ml.model.attention
 from benchmarks.train_throughput import SHAPES, bench, build, row_context
-from ml.model.llama import flex_settings
+from ml.model.flex_tuning import flex_settings
 
 transformers = pytest.importorskip("transformers")
 torch.set_num_threads(1)
@@ -44,8 +44,8 @@ def test_flexat_rows_autotune_flex_only_and_restore_the_config():
 
 def test_evalmask_rows_build_the_mask_with_torch_and_restore_ours():
     with row_context("ours_doc_full_evalmask", None):
-        assert ml.model.llama.doc_block_mask is ml.model.llama.doc_block_mask_evaluated
-    assert ml.model.llama.doc_block_mask is not ml.model.llama.doc_block_mask_evaluated
+        assert ml.model.attention.doc_block_mask is ml.model.attention.doc_block_mask_evaluated
+    assert ml.model.attention.doc_block_mask is not ml.model.attention.doc_block_mask_evaluated
 
 
 @pytest.mark.parametrize("impl", ["hf", "ours_doc"])

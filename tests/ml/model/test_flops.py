@@ -1,4 +1,4 @@
-"""ml/flops.py: closed-form parameter counts and FLOPs per token, checked by hand."""
+"""ml/model/flops.py: closed-form parameter counts and FLOPs per token, checked by hand."""
 
 import pytest
 

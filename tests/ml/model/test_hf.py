@@ -1,4 +1,4 @@
-"""ml/hf.py: HF <-> ours conversion both ways, save/load round trip, clear errors on bad checkpoints."""
+"""ml/model/hf.py: HF <-> ours conversion both ways, save/load round trip, clear errors on bad checkpoints."""
 
 import json
 import math
