@@ -59,7 +59,6 @@ def test_layering_check_catches_a_violation(tmp_path):
     assert _imports(bad) & FORBIDDEN == {"mlflow"}
 
 
-<<<<<<< HEAD
 def test_layering_check_catches_imports_of_the_orchestration_packages(tmp_path):
     bad = tmp_path / "bad.py"
     bad.write_text(
@@ -85,7 +84,8 @@ def test_service_check_catches_a_server_start(tmp_path):
         "subprocess.run(['groff', '-mandoc'])\n"
     )
     assert _service_starts(bad) == ["3: LocalCluster", "5: redis-server", "6: ThreadingHTTPServer"]
-=======
+
+
 def _ml_modules(path: Path, root: Path = ML.parent) -> set[str]:
     """Every ``ml.*`` module a file under ``root`` imports, absolute or relative (``ml.train.dist``, ...)."""
     tree = ast.parse(path.read_text(), filename=str(path))
@@ -123,4 +123,3 @@ def test_model_layering_check_catches_a_violation(tmp_path):
     ]:
         bad.write_text(source)
         assert _training_imports(bad, tmp_path) == found, source
->>>>>>> wt-b
