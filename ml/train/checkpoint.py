@@ -48,6 +48,7 @@ from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
     get_model_state_dict,
     get_state_dict,
+    set_model_state_dict,
     set_state_dict,
 )
 
@@ -336,7 +337,7 @@ def save_checkpoint(
     return final
 
 
-def _verified_manifest(path: Path) -> dict[str, Any]:
+def verified_manifest(path: Path) -> dict[str, Any]:
     """Rank 0 verifies the whole checkpoint, then every rank learns the outcome (same error everywhere)."""
     result: list[Any] = [None, None]
     if _rank() == 0:
@@ -365,7 +366,7 @@ def load_checkpoint(
     model shape before any tensor is read.
     """
     path = Path(path)
-    manifest = _verified_manifest(path)
+    manifest = verified_manifest(path)
     if model_config is not None and manifest.get("model_config") != model_config:
         saved = manifest.get("model_config") or {}
         diff = sorted(k for k in {*saved, *model_config} if saved.get(k) != model_config.get(k))
@@ -408,6 +409,23 @@ def load_checkpoint(
         optim_state_dict={"state": target["optim"]["state"], "param_groups": groups},
     )
     return state
+
+
+def load_model_state(path: Path, model: torch.nn.Module) -> None:
+    """The model weights of checkpoint ``path`` into ``model`` (collective; the optimizer state is not read).
+
+    The caller verifies the checkpoint first (:func:`verified_manifest`)."""
+    reader = SafeFileSystemReader(Path(path) / "dcp")
+    reader.read_metadata()
+    target = {"model": get_model_state_dict(model)}
+    try:
+        with _single_process_ok():
+            dcp.load(target, storage_reader=reader)
+    except CheckpointError:
+        raise
+    except Exception as exc:  # DCP wraps per-rank failures in CheckpointException
+        raise CheckpointError(f"{path / 'dcp'}: cannot load the model state ({exc})") from exc
+    set_model_state_dict(model, target["model"])
 
 
 def config_dict(cfg: Any) -> dict[str, Any]:

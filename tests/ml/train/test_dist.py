@@ -6,7 +6,7 @@ import torch
 from ml.config import ConfigError
 from ml.model.llama import Llama, ModelConfig
 from ml.train.dist import apply_compile, compile_scope
-from ml.train.loop import TrainConfig
+from ml.train.config import TrainConfig
 
 torch.set_num_threads(1)
 
