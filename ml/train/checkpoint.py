@@ -310,31 +310,36 @@ def save_checkpoint(
     _barrier()
 
     if rank == 0:
-        manifest = {
-            "format": FORMAT_VERSION,
-            "step": step,
-            "world_size": world,
-            "created_unix": time.time(),
-            "model_config": model_config,
-            "files": {
-                rel: {"bytes": (tmp / rel).stat().st_size, "sha256": sha256_file(tmp / rel)}
-                for rel in _files(tmp)
-            },
-        }
-        with open(tmp / MANIFEST, "w") as fh:
-            json.dump(manifest, fh, indent=1)
-            fh.flush()
-            os.fsync(fh.fileno())
-        old = root / f".{final.name}.old"
-        if final.exists():  # re-saving a step: move the previous copy aside, never leave a gap
-            final.rename(old)
-        tmp.rename(final)
-        shutil.rmtree(old, ignore_errors=True)
-        complete = list_checkpoints(root)
-        for _, old in complete[: max(0, len(complete) - keep_last)]:
-            shutil.rmtree(old, ignore_errors=True)
+        _publish(tmp, final, {"step": step, "world_size": world, "model_config": model_config}, keep_last)
     _barrier()
     return final
+
+
+def _publish(tmp: Path, final: Path, header: dict[str, Any], keep_last: int) -> None:
+    """Rank 0: write the manifest last, rename ``tmp`` to ``final``, drop all but the newest ``keep_last``."""
+    manifest = {
+        "format": FORMAT_VERSION,
+        "step": header["step"],
+        "world_size": header["world_size"],
+        "created_unix": time.time(),
+        "model_config": header["model_config"],
+        "files": {
+            rel: {"bytes": (tmp / rel).stat().st_size, "sha256": sha256_file(tmp / rel)}
+            for rel in _files(tmp)
+        },
+    }
+    with open(tmp / MANIFEST, "w") as fh:
+        json.dump(manifest, fh, indent=1)
+        fh.flush()
+        os.fsync(fh.fileno())
+    old = final.parent / f".{final.name}.old"
+    if final.exists():  # re-saving a step: move the previous copy aside, never leave a gap
+        final.rename(old)
+    tmp.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+    complete = list_checkpoints(final.parent)
+    for _, stale in complete[: max(0, len(complete) - keep_last)]:
+        shutil.rmtree(stale, ignore_errors=True)
 
 
 def verified_manifest(path: Path) -> dict[str, Any]:

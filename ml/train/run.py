@@ -32,9 +32,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--data", type=Path, required=True, help="the task's data directory (token shards for pretrain)"
     )
     parser.add_argument("--out", type=Path, required=True, help="work directory: checkpoints/, hf/, metrics")
-    parser.add_argument("--init-from", help="start from these weights (HF dir or checkpoint): TrainConfig.init_from")
     parser.add_argument(
-        "--metrics-jsonl", help="rank 0's metrics, one JSON object per line (default WORK/metrics.jsonl; - = stdout)"
+        "--init-from", help="start from these weights (HF dir or checkpoint): TrainConfig.init_from"
+    )
+    parser.add_argument(
+        "--metrics-jsonl",
+        help="rank 0's metrics, one JSON object per line (default WORK/metrics.jsonl; - = stdout)",
     )
     parser.add_argument("--no-resume", action="store_true", help="ignore checkpoints already in --out")
     args = parser.parse_args(argv)

@@ -104,7 +104,9 @@ class PretrainTask(Task):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state["seq_len"] != self.seq_len:
             if not self.cfg.schedule.batch_ramp:
-                raise ValueError(f"saved with seq_len={state['seq_len']}, this run has seq_len={self.seq_len}")
+                raise ValueError(
+                    f"saved with seq_len={state['seq_len']}, this run has seq_len={self.seq_len}"
+                )
             self.seq_len = int(state["seq_len"])  # the ramp stage the checkpoint was in
             self._restart_loader()
         try:

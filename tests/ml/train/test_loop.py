@@ -22,8 +22,8 @@ from ml.train.checkpoint import CheckpointError
 from ml.train.config import TrainConfig
 from ml.train.dist import DistInfo
 from ml.train.engine import autocast_context, evaluate, train
-from ml.train.tasks.pretrain import PretrainTask
 from ml.train.schedule import lr_at
+from ml.train.tasks.pretrain import PretrainTask
 
 GOLDEN = Path(__file__).parent / "golden" / "tiny_loss.json"
 

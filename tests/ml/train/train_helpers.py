@@ -128,7 +128,7 @@ def synthetic_docs(n_docs: int, seed: int) -> list[np.ndarray]:
 def write_synthetic_shards(
     directory: Path, n_train_docs: int = 600, n_val_docs: int = 40, seed: int = 0
 ) -> Path:
-    """A token-shard directory in ml/data/shards.py's format (two train shards, one val shard)."""
+    """A token-shard directory in ml/tokens/shards.py's format (two train shards, one val shard)."""
     directory.mkdir(parents=True, exist_ok=True)
     splits_docs = {"train": synthetic_docs(n_train_docs, seed), "val": synthetic_docs(n_val_docs, seed + 1)}
     shards: dict[str, list[ShardInfo]] = {}
