@@ -1,45 +1,32 @@
 """Process entry for training under torchrun, launched by Dagster Pipes (``TorchrunResource``).
 
-Every rank trains; rank 0 alone talks to the orchestrator: it streams per-step metrics as Pipes log
-messages and to ``metrics.jsonl``, and reports the final figures as the materialization's metadata.
-Kept outside ml/ because it imports ``dagster_pipes``; the science is ``ml.train.loop.train``.
+The arguments and the run are ``ml.train.run``'s (``--config YAML --data DIR --out WORK [--init-from
+DIR]``: WORK/metrics.jsonl, WORK/hf). Rank 0 alone talks to the orchestrator: it streams per-step metrics
+as Pipes log messages and reports the final figures as the materialization's metadata. Kept outside ml/
+because it imports ``dagster_pipes``.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-from pathlib import Path
+
+from ml.train import run
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--config", required=True, help="TrainConfig YAML")
-    parser.add_argument("--data", required=True, help="token_shards artifact directory")
-    parser.add_argument("--out", required=True, help="work directory (checkpoints, HF export, metrics.jsonl)")
-    args = parser.parse_args()
-
-    from ml.train.loop import TrainConfig, train
-
-    cfg = TrainConfig.from_yaml(args.config)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     if int(os.environ.get("RANK", "0")) != 0:
-        train(cfg, Path(args.data), out, on_metrics=None)
+        run.run()
         return
 
     from dagster_pipes import open_dagster_pipes
 
-    with open_dagster_pipes() as pipes, open(out / "metrics.jsonl", "a") as sink:
+    with open_dagster_pipes() as pipes:
 
         def on_metrics(step: int, metrics: dict) -> None:
-            sink.write(json.dumps({"step": step, **metrics}) + "\n")
-            sink.flush()
             shown = " ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, int | float))
             pipes.log.info(f"step {step}: {shown}")
 
-        result = train(cfg, Path(args.data), out, on_metrics=on_metrics)
+        result = run.run(on_metrics=on_metrics)
         pipes.report_asset_materialization(
             metadata={
                 "final_step": result.final_step,

@@ -3,6 +3,22 @@
 Every stage config subclasses :class:`StageConfig` and declares a class-level ``PRESETS`` dict mapping
 preset names (``tiny``, ``small``, ``8b``, ``70b``, ``405b``) to field overrides. Unknown keys are an
 error that names the key and the config, so a typo in YAML or Dagster run config never passes silently.
+
+A field may itself be a StageConfig (``TrainConfig.model`` is a ``ModelConfig``). In a preset, YAML or an
+override such a field is written as
+
+* a preset name of the nested config (``model: tiny``): that preset's values;
+* a mapping of its fields (``model: {vocab_size: 300}``): layered over what the layer below gave the field
+  (the outer preset's value, else the field's default); ``preset`` inside the mapping
+  (``model: {preset: small, vocab_size: 300}``) starts from that preset of the nested config instead;
+* an instance of the nested config: taken as it is.
+
+Unknown nested keys are errors naming the full path (``TrainConfig.model.xyz``).
+
+Precedence, lowest to highest: the field defaults, the preset (``from_preset``; ``LIFECYCLE_PRESET`` when
+none is named), the YAML file (``from_yaml(path, preset=...)``), explicit overrides (keyword arguments of
+``from_preset``, :meth:`StageConfig.override`, Dagster run config). Each layer replaces plain fields and
+merges nested-config mappings key by key, as above.
 """
 
 from __future__ import annotations
@@ -62,9 +78,24 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
     return value
 
 
+def _plain(value: Any) -> Any:
+    """A field value as YAML/JSON data: Paths as strings, tuples (also nested) as lists."""
+    if isinstance(value, StageConfig):
+        return value.to_dict()
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _is_stage_config(annotation: Any) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, StageConfig)
+
+
 @dataclasses.dataclass(frozen=True)
 class StageConfig:
-    """Base for stage configs: presets, strict dict/YAML loading, flat dict for MLflow params."""
+    """Base for stage configs: presets, strict dict/YAML loading, nested configs, flat dict for MLflow."""
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {}
 
@@ -75,24 +106,77 @@ class StageConfig:
             raise ConfigError(
                 f"{cls.__name__}: unknown preset {preset!r}; choose one of {', '.join(PRESET_NAMES)}"
             )
-        values = dict(cls.PRESETS.get(preset, {}))
-        values.update(overrides)
-        return cls.from_dict(values)
+        return cls.from_dict(cls.layer(dict(cls.PRESETS.get(preset, {})), overrides))
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> Self:
+    def nested_fields(cls) -> dict[str, type[StageConfig]]:
+        """Fields whose type is itself a StageConfig, by name."""
+        hints = typing.get_type_hints(cls)
+        return {f.name: hints[f.name] for f in dataclasses.fields(cls) if _is_stage_config(hints[f.name])}
+
+    @classmethod
+    def layer(cls, base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+        """``over`` on top of ``base`` (raw values): plain fields replaced, nested-config mappings merged."""
+        nested = cls.nested_fields()
+        out = dict(base)
+        for key, value in over.items():
+            below = out.get(key)
+            if key in nested and isinstance(value, dict) and "preset" not in value and below is not None:
+                if isinstance(below, str):
+                    below = {"preset": below}
+                elif isinstance(below, StageConfig):
+                    below = below.to_dict()
+                out[key] = nested[key].layer(below, value) if isinstance(below, dict) else value
+            else:
+                out[key] = value
+        return out
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], where: str | None = None) -> Self:
+        """Build from raw values; ``where`` is this config's path in error messages (default: class name)."""
+        where = where or cls.__name__
         fields = {f.name: f for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - set(fields))
         if unknown:
             raise ConfigError(
-                f"{cls.__name__}: unknown key(s) {', '.join(unknown)}; valid keys are {', '.join(sorted(fields))}"
+                f"unknown key(s) {', '.join(f'{where}.{k}' for k in unknown)}; "
+                f"valid keys are {', '.join(sorted(fields))}"
             )
         hints = typing.get_type_hints(cls)
-        kwargs = {k: _coerce(v, hints[k], f"{cls.__name__}.{k}") for k, v in values.items()}
+        kwargs = {}
+        for k, v in values.items():
+            if _is_stage_config(hints[k]):
+                kwargs[k] = hints[k]._nested(v, fields[k], f"{where}.{k}")
+            else:
+                kwargs[k] = _coerce(v, hints[k], f"{where}.{k}")
         try:
             return cls(**kwargs)
         except TypeError as exc:  # missing required field
-            raise ConfigError(f"{cls.__name__}: {exc}") from exc
+            raise ConfigError(f"{where}: {exc}") from exc
+
+    @classmethod
+    def _nested(cls, value: Any, field: dataclasses.Field, where: str) -> Self:
+        """A nested config from a preset name, a mapping of fields (optionally with ``preset``) or an instance."""
+        if isinstance(value, cls):
+            return value
+        if isinstance(value, str):
+            value = {"preset": value}
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a preset name or a mapping, got {type(value).__name__}")
+        values = dict(value)
+        preset = values.pop("preset", None)
+        if preset is not None:
+            try:
+                base = cls.from_preset(preset).to_dict()
+            except ConfigError as exc:
+                raise ConfigError(f"{where}: {exc}") from exc
+        elif field.default is not dataclasses.MISSING:
+            base = field.default.to_dict()
+        elif field.default_factory is not dataclasses.MISSING:
+            base = field.default_factory().to_dict()
+        else:
+            base = {}
+        return cls.from_dict(cls.layer(base, values), where=where)
 
     @classmethod
     def from_yaml(cls, path: str | Path, preset: str | None = None) -> Self:
@@ -106,15 +190,22 @@ class StageConfig:
             raise ConfigError(f"{cls.__name__}: YAML {path} must hold a mapping, got {type(data).__name__}")
         return cls.from_preset(preset, **data) if preset else cls.from_dict(data)
 
+    def override(self, values: dict[str, Any]) -> Self:
+        """This config with ``values`` layered on top (nested-config mappings merged key by key)."""
+        return self.from_dict(self.layer(self.to_dict(), values))
+
     def to_dict(self) -> dict[str, Any]:
+        """Field values as YAML/JSON data; nested configs as mappings (``from_dict`` reads it back)."""
+        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    def to_flat_dict(self) -> dict[str, Any]:
+        """Like ``to_dict`` with nested configs flattened to dotted keys (``model.dim``), e.g. MLflow params."""
         out: dict[str, Any] = {}
-        for f in dataclasses.fields(self):
-            v = getattr(self, f.name)
-            if isinstance(v, Path):
-                v = str(v)
-            elif isinstance(v, tuple):
-                v = list(v)
-            out[f.name] = v
+        for key, value in self.to_dict().items():
+            if isinstance(getattr(self, key), StageConfig):
+                out.update({f"{key}.{k}": v for k, v in getattr(self, key).to_flat_dict().items()})
+            else:
+                out[key] = value
         return out
 
     def to_yaml(self) -> str:

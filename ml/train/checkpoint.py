@@ -48,6 +48,7 @@ from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
     get_model_state_dict,
     get_state_dict,
+    set_model_state_dict,
     set_state_dict,
 )
 
@@ -309,34 +310,39 @@ def save_checkpoint(
     _barrier()
 
     if rank == 0:
-        manifest = {
-            "format": FORMAT_VERSION,
-            "step": step,
-            "world_size": world,
-            "created_unix": time.time(),
-            "model_config": model_config,
-            "files": {
-                rel: {"bytes": (tmp / rel).stat().st_size, "sha256": sha256_file(tmp / rel)}
-                for rel in _files(tmp)
-            },
-        }
-        with open(tmp / MANIFEST, "w") as fh:
-            json.dump(manifest, fh, indent=1)
-            fh.flush()
-            os.fsync(fh.fileno())
-        old = root / f".{final.name}.old"
-        if final.exists():  # re-saving a step: move the previous copy aside, never leave a gap
-            final.rename(old)
-        tmp.rename(final)
-        shutil.rmtree(old, ignore_errors=True)
-        complete = list_checkpoints(root)
-        for _, old in complete[: max(0, len(complete) - keep_last)]:
-            shutil.rmtree(old, ignore_errors=True)
+        _publish(tmp, final, {"step": step, "world_size": world, "model_config": model_config}, keep_last)
     _barrier()
     return final
 
 
-def _verified_manifest(path: Path) -> dict[str, Any]:
+def _publish(tmp: Path, final: Path, header: dict[str, Any], keep_last: int) -> None:
+    """Rank 0: write the manifest last, rename ``tmp`` to ``final``, drop all but the newest ``keep_last``."""
+    manifest = {
+        "format": FORMAT_VERSION,
+        "step": header["step"],
+        "world_size": header["world_size"],
+        "created_unix": time.time(),
+        "model_config": header["model_config"],
+        "files": {
+            rel: {"bytes": (tmp / rel).stat().st_size, "sha256": sha256_file(tmp / rel)}
+            for rel in _files(tmp)
+        },
+    }
+    with open(tmp / MANIFEST, "w") as fh:
+        json.dump(manifest, fh, indent=1)
+        fh.flush()
+        os.fsync(fh.fileno())
+    old = final.parent / f".{final.name}.old"
+    if final.exists():  # re-saving a step: move the previous copy aside, never leave a gap
+        final.rename(old)
+    tmp.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+    complete = list_checkpoints(final.parent)
+    for _, stale in complete[: max(0, len(complete) - keep_last)]:
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def verified_manifest(path: Path) -> dict[str, Any]:
     """Rank 0 verifies the whole checkpoint, then every rank learns the outcome (same error everywhere)."""
     result: list[Any] = [None, None]
     if _rank() == 0:
@@ -365,7 +371,7 @@ def load_checkpoint(
     model shape before any tensor is read.
     """
     path = Path(path)
-    manifest = _verified_manifest(path)
+    manifest = verified_manifest(path)
     if model_config is not None and manifest.get("model_config") != model_config:
         saved = manifest.get("model_config") or {}
         diff = sorted(k for k in {*saved, *model_config} if saved.get(k) != model_config.get(k))
@@ -408,6 +414,23 @@ def load_checkpoint(
         optim_state_dict={"state": target["optim"]["state"], "param_groups": groups},
     )
     return state
+
+
+def load_model_state(path: Path, model: torch.nn.Module) -> None:
+    """The model weights of checkpoint ``path`` into ``model`` (collective; the optimizer state is not read).
+
+    The caller verifies the checkpoint first (:func:`verified_manifest`)."""
+    reader = SafeFileSystemReader(Path(path) / "dcp")
+    reader.read_metadata()
+    target = {"model": get_model_state_dict(model)}
+    try:
+        with _single_process_ok():
+            dcp.load(target, storage_reader=reader)
+    except CheckpointError:
+        raise
+    except Exception as exc:  # DCP wraps per-rank failures in CheckpointException
+        raise CheckpointError(f"{path / 'dcp'}: cannot load the model state ({exc})") from exc
+    set_model_state_dict(model, target["model"])
 
 
 def config_dict(cfg: Any) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Deterministic, resumable loader over the token shards of one split (see ml/data/shards.py).
+"""Deterministic, resumable loader over the token shards of one split (see ml/tokens/shards.py).
 
 Sampling: the split's shards form one token stream of N tokens. Window ``w`` holds tokens
 ``[w*T, w*T + T + 1)`` (stride T, so consecutive windows share one token and every next-token target in

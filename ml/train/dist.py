@@ -70,10 +70,6 @@ def destroy_distributed() -> None:
         dist.destroy_process_group()
 
 
-def is_rank0() -> bool:
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
-
-
 def device_mesh(info: DistInfo) -> DeviceMesh:
     """1-D data-parallel mesh over all ranks."""
     return init_device_mesh(info.device.type, (info.world_size,), mesh_dim_names=("dp",))
@@ -150,23 +146,23 @@ def apply_compile(model: nn.Module, scope: str = "blocks", **compile_kwargs: Any
     return model
 
 
-def _all_reduce(value: float | torch.Tensor, device: torch.device, op: dist.ReduceOp) -> torch.Tensor:
-    dtype = torch.float64 if device.type == "cpu" else torch.float32
-    t = torch.as_tensor(value, device=device).detach().to(dtype).reshape(()).clone()
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        dist.all_reduce(t, op=op)
-    return t
+def _world_size() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
 def all_reduce_mean(value: float | torch.Tensor, device: torch.device) -> float:
     """Mean of a scalar over ranks (the value itself in one process)."""
-    world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-    return float(_all_reduce(value, device, dist.ReduceOp.SUM).item()) / world
+    dtype = torch.float64 if device.type == "cpu" else torch.float32
+    t = torch.as_tensor(value, device=device).detach().to(dtype).reshape(()).clone()
+    if _world_size() > 1:
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return float(t.item()) / _world_size()
 
 
-def all_reduce_sum(value: float | torch.Tensor, device: torch.device) -> float:
-    return float(_all_reduce(value, device, dist.ReduceOp.SUM).item())
-
-
-def all_reduce_max(value: float | torch.Tensor, device: torch.device) -> float:
-    return float(_all_reduce(value, device, dist.ReduceOp.MAX).item())
+def all_reduce_count(value: int, device: torch.device) -> int:
+    """Sum of an integer count over ranks, exact (int64)."""
+    if _world_size() == 1:
+        return int(value)
+    t = torch.tensor(int(value), dtype=torch.int64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return int(t.item())

@@ -1,12 +1,13 @@
-"""Command-line entry for pre-training, plain or under torchrun.
+"""The one command-line entry for training, plain or under torchrun.
 
-    python -m ml.train.run --config cfg.yaml --data SHARDS --out WORK [--metrics-jsonl PATH] [--preset tiny]
+    python -m ml.train.run --config cfg.yaml --data SHARDS --out WORK [--init-from DIR] [--preset tiny]
     torchrun --nproc-per-node 2 -m ml.train.run --config cfg.yaml --data SHARDS --out WORK
 
 Rank 0 writes one JSON line per logged step (``{"step": N, "loss": ..., ...}``) to ``--metrics-jsonl``
-(appended, so a resumed run continues the file) or to stdout, and the run's summary to
-``WORK/train_result.json``. Human-readable logs go to stderr. If a rank dies, torchrun stops the others;
-collectives also time out after ``dist_timeout_s``.
+(default ``WORK/metrics.jsonl``; ``-`` for stdout; appended, so a resumed run continues the file) and the
+run's summary to ``WORK/train_result.json``; the final model is in ``WORK/hf`` (HF Llama format).
+Human-readable logs go to stderr. If a rank dies, torchrun stops the others; collectives also time out
+after ``dist_timeout_s``. Orchestrators wrap :func:`run` (dagster_project/train_entry.py adds Pipes).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ import sys
 from pathlib import Path
 
 from ml.io import atomic_write_text
-from ml.train.loop import TrainConfig, train
+from ml.train.config import TrainConfig
+from ml.train.engine import MetricsSink, TrainResult, train
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -27,11 +29,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--config", type=Path, help="TrainConfig YAML (fields over --preset when given)")
     parser.add_argument("--preset", help="TrainConfig preset: tiny | small | 8b | 70b | 405b")
     parser.add_argument(
-        "--data", type=Path, required=True, help="token shard directory (train and val splits)"
+        "--data", type=Path, required=True, help="the task's data directory (token shards for pretrain)"
     )
-    parser.add_argument("--out", type=Path, required=True, help="work directory: checkpoints/, hf/")
+    parser.add_argument("--out", type=Path, required=True, help="work directory: checkpoints/, hf/, metrics")
     parser.add_argument(
-        "--metrics-jsonl", type=Path, help="rank 0's metrics, one JSON object per line (default: stdout)"
+        "--init-from", help="start from these weights (HF dir or checkpoint): TrainConfig.init_from"
+    )
+    parser.add_argument(
+        "--metrics-jsonl",
+        help="rank 0's metrics, one JSON object per line (default WORK/metrics.jsonl; - = stdout)",
     )
     parser.add_argument("--no-resume", action="store_true", help="ignore checkpoints already in --out")
     args = parser.parse_args(argv)
@@ -40,29 +46,42 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def load_config(args: argparse.Namespace) -> TrainConfig:
+    """Preset, then the YAML file, then ``--init-from``."""
     if args.config is not None:
         cfg = TrainConfig.from_yaml(args.config, preset=args.preset)
     else:
         cfg = TrainConfig.from_preset(args.preset)
+    return cfg.replace(init_from=args.init_from) if args.init_from else cfg
+
+
+def _jsonl_sink(stack: contextlib.ExitStack, target: str, also: MetricsSink | None) -> MetricsSink:
+    if target == "-":
+        out = sys.stdout
+    else:
+        Path(target).parent.mkdir(parents=True, exist_ok=True)
+        out = stack.enter_context(open(target, "a"))
+
+    def sink(step: int, metrics: dict) -> None:
+        out.write(json.dumps({"step": step, **metrics}) + "\n")
+        out.flush()
+        if also is not None:
+            also(step, metrics)
+
+    return sink
+
+
+def run(argv: list[str] | None = None, on_metrics: MetricsSink | None = None) -> TrainResult:
+    """Parse ``argv``, train, write rank 0's metrics and summary; ``on_metrics`` also sees rank 0's metrics."""
+    args = parse_args(argv)
+    cfg = load_config(args)
     rank0 = int(os.environ.get("RANK", "0")) == 0
     args.out.mkdir(parents=True, exist_ok=True)
-
     with contextlib.ExitStack() as stack:
-        on_metrics = None
+        sink = None
         if rank0:
-            if args.metrics_jsonl is not None:
-                args.metrics_jsonl.parent.mkdir(parents=True, exist_ok=True)
-                sink = stack.enter_context(open(args.metrics_jsonl, "a"))
-            else:
-                sink = sys.stdout
-
-            def on_metrics(step: int, metrics: dict) -> None:
-                sink.write(json.dumps({"step": step, **metrics}) + "\n")
-                sink.flush()
-
-        result = train(cfg, args.data, args.out, on_metrics=on_metrics, resume=not args.no_resume)
+            sink = _jsonl_sink(stack, args.metrics_jsonl or str(args.out / "metrics.jsonl"), on_metrics)
+        result = train(cfg, args.data, args.out, on_metrics=sink, resume=not args.no_resume)
     if rank0:
         atomic_write_text(args.out / "train_result.json", json.dumps(result.to_dict(), indent=2))
         print(
@@ -70,6 +89,11 @@ def main(argv: list[str] | None = None) -> int:
             f"{result.wall_time_s:.1f}s, HF export {result.hf_dir}",
             file=sys.stderr,
         )
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    run(argv)
     return 0
 
 

@@ -1,10 +1,10 @@
 """Learning-rate and batch-size schedules as pure functions of the step / tokens seen.
 
-LR: linear warmup, then cosine (pre-training), linear (annealing: to 0) or constant. The 405B recipe of
-PAPER.md: peak 8e-5, 8,000 warmup steps, cosine to 8e-7 (``min_lr_ratio`` 0.01) over 1.2M steps; the
-scaling-law sweep decays to 0.1x peak; annealing decays linearly to 0.
+LR: linear warmup, then cosine (pre-training), linear (annealing: to 0) or constant. The 405B recipe
+(Llama 3 paper §3.4.1): peak 8e-5, 8,000 warmup steps, cosine to 8e-7 (``min_lr_ratio`` 0.01) over 1.2M
+steps; the scaling-law sweep decays to 0.1x peak (§3.2.1); annealing decays linearly to 0 (§3.4.3).
 
-Batch ramp (405B, PAPER.md): 4M tokens at seq 4,096, 8M tokens at seq 8,192 after 252M tokens, 16M
+Batch ramp (405B, §3.4.1): 4M tokens at seq 4,096, 8M tokens at seq 8,192 after 252M tokens, 16M
 tokens after 2.87T tokens.
 """
 
@@ -32,7 +32,7 @@ class LRSchedule:
     peak_lr: float
     warmup_steps: int
     total_steps: int
-    min_lr_ratio: float = 0.1  # scaling sweep: decay to 0.1x peak (PAPER.md)
+    min_lr_ratio: float = 0.1  # scaling sweep: decay to 0.1x peak (Llama 3 paper §3.2.1)
     decay: Decay = "cosine"
 
     def __post_init__(self) -> None:

@@ -10,9 +10,9 @@ import pytest
 import torch
 from train_helpers import (
     REPO,
-    TINY_TRAIN,
     copy_checkpoint,
     read_metrics,
+    tiny_config,
     torchrun,
     train_cli,
     train_in_process,
@@ -22,7 +22,7 @@ from train_helpers import (
 from ml.model.hf import load_hf
 
 K, N = 6, 12  # checkpoints at steps K and N; resumes start from K
-RUN = {**TINY_TRAIN, "steps": N, "ckpt_every": K, "eval_every": K, "warmup_steps": 3}
+RUN = tiny_config(steps=N, ckpt_every=K, eval_every=K, schedule={"warmup_steps": 3})
 LOSS_REL, GRAD_NORM_REL = 1e-4, 1e-3  # 2 ranks vs 1 process: same windows, different reduction order
 
 
@@ -74,13 +74,13 @@ def test_two_process_fsdp_matches_single_process(runs):
     assert sorted(p.name for p in (ckpt / "dcp").glob("*.distcp")) == ["__0_0.distcp", "__1_0.distcp"]
     ranks = [json.loads((ckpt / "train_state" / f"rank-{r:05d}.json").read_text()) for r in range(2)]
     assert (
-        ranks[0]["data"]
-        == ranks[1]["data"]
+        ranks[0]["task"]["data"]
+        == ranks[1]["task"]["data"]
         == {  # world-size independent loader state
-            **ranks[0]["data"],
+            **ranks[0]["task"]["data"],
             "epoch": 0,
-            "windows_consumed": N * RUN["batch_size"],
-            "global_batch_size": RUN["batch_size"],
+            "windows_consumed": N * RUN["data"]["batch_size"],
+            "global_batch_size": RUN["data"]["batch_size"],
         }
     )
     assert_weights_close(runs.fsdp_out / "hf", runs.single_out / "hf")
@@ -115,7 +115,8 @@ DYING_RANK = """
 import json, os, signal, sys, threading, time
 from pathlib import Path
 import torch
-from ml.train.loop import TrainConfig, train
+from ml.train.config import TrainConfig
+from ml.train.engine import train
 
 torch.set_num_threads(1)
 cfg_path, data, out, marker = sys.argv[1:]

@@ -13,14 +13,17 @@ from pathlib import Path
 
 import pytest
 import torch
-from train_helpers import TINY_TRAIN
+from train_helpers import TINY_TRAIN, tiny_config
 
 from ml.config import ConfigError
 from ml.model.hf import load_hf
 from ml.model.llama import Llama, ModelConfig
 from ml.train.checkpoint import CheckpointError
-from ml.train.loop import TrainConfig, autocast_context, evaluate, train
+from ml.train.config import TrainConfig
+from ml.train.dist import DistInfo
+from ml.train.engine import autocast_context, evaluate, train
 from ml.train.schedule import lr_at
+from ml.train.tasks.pretrain import PretrainTask
 
 GOLDEN = Path(__file__).parent / "golden" / "tiny_loss.json"
 
@@ -104,17 +107,19 @@ def test_hf_export_and_checkpoint_hold_the_final_weights(tiny_run, token_shards)
 
 def test_grad_accumulation_equals_the_larger_batch(token_shards, tmp_path):
     """batch 8 x 1 micro-batch == batch 4 x 2 micro-batches: same windows, same mean gradient."""
-    base = {**TINY_TRAIN, "steps": 6, "eval_every": 0, "warmup_steps": 2}
+    base = tiny_config(steps=6, eval_every=0, schedule={"warmup_steps": 2})
     full = train(TrainConfig.from_dict(base), token_shards, tmp_path / "a")
     accum = train(
-        TrainConfig.from_dict({**base, "batch_size": 4, "grad_accum": 2}), token_shards, tmp_path / "b"
+        TrainConfig.from_dict(TrainConfig.layer(base, {"data": {"batch_size": 4, "grad_accum": 2}})),
+        token_shards,
+        tmp_path / "b",
     )
     assert accum.tokens_seen == full.tokens_seen == 6 * 512
     assert accum.losses == pytest.approx(full.losses, rel=1e-5)
 
 
 def test_resume_false_starts_over_and_finished_run_resumes_to_nothing(token_shards, tmp_path):
-    cfg = TrainConfig.from_dict({**TINY_TRAIN, "steps": 3, "eval_every": 0, "warmup_steps": 1})
+    cfg = TrainConfig.from_dict(tiny_config(steps=3, eval_every=0, schedule={"warmup_steps": 1}))
     first = train(cfg, token_shards, tmp_path)
     again = train(cfg, token_shards, tmp_path)  # latest checkpoint is at the last step already
     assert (again.start_step, again.final_step, again.losses) == (3, 3, [])
@@ -123,22 +128,20 @@ def test_resume_false_starts_over_and_finished_run_resumes_to_nothing(token_shar
 
 
 def test_resume_refuses_an_incompatible_checkpoint(token_shards, tmp_path):
-    base = {**TINY_TRAIN, "steps": 2, "eval_every": 0, "warmup_steps": 1}
+    base = tiny_config(steps=2, eval_every=0, schedule={"warmup_steps": 1})
     train(TrainConfig.from_dict(base), token_shards, tmp_path)  # checkpoint at step 2
-    small_dim = {**TINY_TRAIN["model_overrides"], "dim": 32}
     cases = [
-        ({"model_overrides": small_dim}, r"another model shape: dim=64 \(this run: 32\)"),
-        ({"seq_len": 32}, "saved with seq_len=64, this run has seq_len=32"),
-        ({"batch_size": 4}, "global_batch_size=8 but this loader has global_batch_size=4"),
+        ({"model": {"dim": 32}}, r"another model shape: dim=64 \(this run: 32\)"),
+        ({"data": {"seq_len": 32}}, "saved with seq_len=64, this run has seq_len=32"),
+        ({"data": {"batch_size": 4}}, "global_batch_size=8 but this loader has global_batch_size=4"),
     ]
     for change, message in cases:
         with pytest.raises(CheckpointError, match=message):
-            train(TrainConfig.from_dict({**base, **change}), token_shards, tmp_path)
+            train(TrainConfig.from_dict(TrainConfig.layer(base, change)), token_shards, tmp_path)
 
 
 def test_vocab_mismatch_is_a_clear_error(token_shards, tmp_path):
-    small_vocab = {**TINY_TRAIN["model_overrides"], "vocab_size": 128}
-    cfg = TrainConfig.from_dict({**TINY_TRAIN, "model_overrides": small_vocab})
+    cfg = TrainConfig.from_dict(tiny_config(model={"vocab_size": 128}))
     with pytest.raises(ConfigError, match="vocabulary of 256 ids.*vocab_size=128"):
         train(cfg, token_shards, tmp_path)
 
@@ -148,8 +151,10 @@ def test_config_errors_name_the_field():
         TrainConfig.from_dict({"precision": "fp8"})
     with pytest.raises(ConfigError, match="unknown key.*lr_peak"):
         TrainConfig.from_dict({"lr_peak": 1.0})
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) TrainConfig\.optimizer\.lr_peak"):
+        TrainConfig.from_dict({"optimizer": {"lr_peak": 1.0}})
     with pytest.raises(ConfigError, match="warmup_steps=100 exceeds"):
-        TrainConfig.from_dict({"steps": 10, "warmup_steps": 100})
+        TrainConfig.from_dict({"steps": 10, "schedule": {"warmup_steps": 100}})
 
 
 @pytest.mark.parametrize("preset", ["tiny", "small", "8b", "70b", "405b"])
@@ -158,20 +163,20 @@ def test_presets_round_trip_through_yaml(preset):
 
     cfg = TrainConfig.from_preset(preset)
     assert TrainConfig.from_dict(yaml.safe_load(cfg.to_yaml())) == cfg
-    assert cfg.model_config().vocab_size > 0
+    assert cfg.model.vocab_size > 0
 
 
 def test_batch_ramp_grows_grad_accumulation_and_sequence_length(token_shards, tmp_path):
     # 512 tokens/step at seq 32 (batch 8 x 2 micro-batches of 32), then 1,024 tokens/step at seq 64 from 1,024 tokens.
     ramp = [[0, 512, 32], [1024, 1024, 64]]
     cfg = TrainConfig.from_dict(
-        {**TINY_TRAIN, "steps": 4, "eval_every": 0, "warmup_steps": 1, "batch_ramp": ramp}
+        tiny_config(steps=4, eval_every=0, schedule={"warmup_steps": 1, "batch_ramp": ramp})
     )
     rows: dict[int, dict] = {}
     result = train(cfg, token_shards, tmp_path, on_metrics=lambda s, m: rows.update({s: m}))
     assert [rows[s]["batch_tokens"] for s in (1, 2, 3, 4)] == [512, 512, 1024, 1024]
     assert result.tokens_seen == 512 + 512 + 1024 + 1024
-    too_long = TrainConfig.from_dict({**TINY_TRAIN, "batch_ramp": [[0, 512, 32], [10, 1024, 4096]]})
+    too_long = TrainConfig.from_dict(tiny_config(schedule={"batch_ramp": [[0, 512, 32], [10, 1024, 4096]]}))
     with pytest.raises(ConfigError, match="sequence length 4096 exceeds"):
         train(too_long, token_shards, tmp_path / "x")
 
@@ -203,7 +208,7 @@ def test_gpu_bf16_compiled_fused_run_learns(token_shards, tmp_path, scope):
     )  # fp32 master weights
 
 
-def test_evaluate_eager_bypasses_a_whole_model_compile():
+def test_evaluate_eager_bypasses_a_whole_model_compile(token_shards):
     """eager=True runs module.forward (the engine's choice under whole-model compile), never the compiled call."""
 
     def refuse(gm, example_inputs):
@@ -216,11 +221,12 @@ def test_evaluate_eager_bypasses_a_whole_model_compile():
         )
     )
     tokens = torch.randint(0, 64, (2, 16))
-    batches = [(tokens, tokens, torch.zeros_like(tokens))]
-    cfg = TrainConfig.from_dict(TINY_TRAIN)
-    expected = evaluate(model, batches, cfg, torch.device("cpu"), torch.autocast("cpu", enabled=False))
+    batches = [{"inputs": tokens, "targets": tokens, "doc_ids": torch.zeros_like(tokens)}]
+    cpu = torch.device("cpu")
+    task = PretrainTask(TrainConfig.from_dict(TINY_TRAIN), token_shards, DistInfo(0, 1, 0, cpu))
+    expected = evaluate(model, task, batches, cpu, torch.autocast("cpu", enabled=False))
     model.compile(backend=refuse)
     with pytest.raises(Exception, match="compiled graph used"):
-        evaluate(model, batches, cfg, torch.device("cpu"), torch.autocast("cpu", enabled=False))
-    got = evaluate(model, batches, cfg, torch.device("cpu"), torch.autocast("cpu", enabled=False), eager=True)
+        evaluate(model, task, batches, cpu, torch.autocast("cpu", enabled=False))
+    got = evaluate(model, task, batches, cpu, torch.autocast("cpu", enabled=False), eager=True)
     assert got == expected and model.training

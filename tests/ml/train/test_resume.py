@@ -14,15 +14,15 @@ import time
 import pytest
 from train_helpers import (
     REPO,
-    TINY_TRAIN,
     read_metrics,
     subprocess_env,
+    tiny_config,
     train_cli,
     train_in_process,
     write_config,
 )
 
-RUN = {**TINY_TRAIN, "steps": 30, "ckpt_every": 10, "eval_every": 10, "keep_last": 3}
+RUN = tiny_config(steps=30, ckpt_every=10, eval_every=10, keep_last=3)
 
 # The victim: trains, and once step 13 is logged (a checkpoint exists at step 10, and the optimizer, data
 # loader and RNG have moved on past it) it signals the test and waits to be killed.
@@ -31,7 +31,8 @@ VICTIM = textwrap.dedent(
     import json, sys, time
     from pathlib import Path
     import torch
-    from ml.train.loop import TrainConfig, train
+    from ml.train.config import TrainConfig
+    from ml.train.engine import train
 
     torch.set_num_threads(1)
     cfg_path, data, out, metrics, marker = sys.argv[1:]

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from ml.train.loop import TrainConfig
+from ml.train.config import TrainConfig
 from ml.train.schedule import PAPER_405B_RAMP, LRSchedule, batch_schedule, lr_at
 
 COS = LRSchedule(peak_lr=1e-3, warmup_steps=10, total_steps=110, min_lr_ratio=0.1, decay="cosine")

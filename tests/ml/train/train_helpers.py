@@ -15,7 +15,8 @@ import torch
 from ml.io import sha256_file
 from ml.tokens.shards import MANIFEST, ShardInfo, ShardManifest
 from ml.train import report
-from ml.train.loop import TrainConfig, train
+from ml.train.config import TrainConfig
+from ml.train.engine import train
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -27,13 +28,11 @@ TINY_OVERRIDES = dict(
     dim=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=192, vocab_size=VOCAB, max_seq_len=128
 )
 TINY_TRAIN = dict(
-    model="tiny",
-    model_overrides=TINY_OVERRIDES,
-    batch_size=8,
-    seq_len=64,
+    model={"preset": "tiny", **TINY_OVERRIDES},
+    optimizer=dict(lr=3e-3),
+    schedule=dict(warmup_steps=5),
+    data=dict(batch_size=8, seq_len=64),
     steps=50,
-    lr=3e-3,
-    warmup_steps=5,
     eval_every=25,
     eval_batches=2,
     ckpt_every=0,
@@ -43,6 +42,11 @@ TINY_TRAIN = dict(
     precision="fp32",
     device="cpu",
 )
+
+
+def tiny_config(**over) -> dict:
+    """TINY_TRAIN with ``over`` layered on top (nested configs merged key by key), as a raw config dict."""
+    return TrainConfig.layer(TINY_TRAIN, over)
 
 
 def train_in_process(run: dict, data: Path, out: Path) -> dict[int, dict]:
@@ -124,7 +128,7 @@ def synthetic_docs(n_docs: int, seed: int) -> list[np.ndarray]:
 def write_synthetic_shards(
     directory: Path, n_train_docs: int = 600, n_val_docs: int = 40, seed: int = 0
 ) -> Path:
-    """A token-shard directory in ml/data/shards.py's format (two train shards, one val shard)."""
+    """A token-shard directory in ml/tokens/shards.py's format (two train shards, one val shard)."""
     directory.mkdir(parents=True, exist_ok=True)
     splits_docs = {"train": synthetic_docs(n_train_docs, seed), "val": synthetic_docs(n_val_docs, seed + 1)}
     shards: dict[str, list[ShardInfo]] = {}
