@@ -23,9 +23,10 @@ def _ce_chunk(h: torch.Tensor, w: torch.Tensor, y: torch.Tensor, with_grad: bool
     loss_sum = torch.where(valid, lse - target, torch.zeros_like(lse)).sum()
     if not with_grad:
         return loss_sum, None, None
-    g = torch.exp(logits - lse[:, None])  # softmax (c, V)
-    onehot = torch.arange(w.shape[0], device=y.device)[None, :] == y0[:, None]
-    g = torch.where(valid[:, None], g - onehot.float(), torch.zeros_like(g)).to(h.dtype)  # (c, V)
+    # softmax - onehot, in place in the logits' buffer: no second (c, V) tensor, no (c, V) one-hot
+    g = logits.sub_(lse[:, None]).exp_()  # softmax (c, V)
+    g.scatter_add_(1, y0[:, None], torch.full_like(lse[:, None], -1.0))
+    g = g.masked_fill_(~valid[:, None], 0.0).to(h.dtype)  # (c, V)
     return loss_sum, g @ w, (g.t() @ h).float()  # (), (c, D), (V, D) fp32
 
 
