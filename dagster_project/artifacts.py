@@ -28,7 +28,7 @@ import pandas as pd
 
 from dagster_project.home import artifact_dir, lifecycle_home
 from dagster_project.resources import DvcResource, directory_md5, dvc_md5
-from ml.io import read_shards, shard_paths
+from ml.io import DOC_COLUMNS, read_shards, shard_paths
 
 
 def recorded_md5(path: Path) -> str:
@@ -81,8 +81,9 @@ class DocShards(Artifact):
     def docs_dir(self) -> Path:
         return self.path / "docs"
 
-    def read(self, columns: list[str] | None = None) -> pd.DataFrame:
-        return read_shards(self.docs_dir, columns)
+    def read(self, required: tuple[str, ...] = DOC_COLUMNS) -> pd.DataFrame:
+        """Every kept document; fails naming the shard if one is corrupt or lacks a ``required`` column."""
+        return read_shards(self.docs_dir, required)
 
     def shard_paths(self) -> list[Path]:
         return shard_paths(self.docs_dir)
@@ -131,10 +132,6 @@ class HFCheckpoint(Artifact):
     @property
     def hf_dir(self) -> Path:
         return self.path / "hf"
-
-    @property
-    def metrics_path(self) -> Path:
-        return self.path / "metrics.jsonl"
 
 
 def handle_type(annotation: Any) -> tuple[type[Artifact], bool]:

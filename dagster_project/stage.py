@@ -1,6 +1,6 @@
 """The one pattern every asset body follows.
 
-    @dg.asset(partitions_def=SNAPSHOTS, group_name="data")
+    @dg.asset(partitions_def=SNAPSHOTS)
     def url_deduped(context, config: UrlRun, extracted_docs: DocShards, mlflow, dvc) -> dg.Output[DocShards]:
         cfg = resolve_config(UrlDedupConfig, config)
         with stage_run(context, mlflow, dvc, cfg, extracted_docs) as run:

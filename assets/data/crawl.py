@@ -100,6 +100,18 @@ def _crawl_result(run, report) -> dg.Output[RawCrawl]:
     )
 
 
+MANIFEST_COLUMNS = (
+    "url",
+    "status",
+    "bytes",
+    "content_type",
+    "fetch_time",
+    "warc_file",
+    "warc_offset",
+    "record_type",
+)
+
+
 def _ingest_warcs(context, cfg: CrawlConfig, patterns: list[str], mlflow, dvc) -> dg.Output[RawCrawl]:
     """Copy existing WARC/WET files (e.g. Common Crawl) into the artifact after checking they read."""
     import shutil
@@ -120,19 +132,7 @@ def _ingest_warcs(context, cfg: CrawlConfig, patterns: list[str], mlflow, dvc) -
             )
             for r in iter_many(paths, errors)
         ]
-        manifest = pd.DataFrame(
-            rows,
-            columns=[
-                "url",
-                "status",
-                "bytes",
-                "content_type",
-                "fetch_time",
-                "warc_file",
-                "warc_offset",
-                "record_type",
-            ],
-        )
+        manifest = pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS))
         with atomic_dir(run.out_dir) as tmp:
             for p in paths:
                 shutil.copy2(p, tmp / Path(p).name)

@@ -7,7 +7,7 @@ from dagster_project.configs import dagster_config_for, resolve_config
 from dagster_project.partitions import SNAPSHOTS
 from dagster_project.resources import DvcResource, MlflowResource
 from dagster_project.stage import md_table, stage_run
-from ml.io import DOC_COLUMNS, atomic_dir, write_shards
+from ml.io import atomic_dir, write_shards
 from ml.sources.extract import ExtractConfig, extract_documents
 from ml.sources.warc import iter_many
 
@@ -63,7 +63,7 @@ def extracted_docs(
 @dg.asset_check(asset=extracted_docs, blocking=True, partitions_def=SNAPSHOTS)
 def extracted_docs_contract(extracted_docs: DocShards) -> dg.AssetCheckResult:
     """Every document has the contract columns, a unique id and non-empty text."""
-    df = extracted_docs.read(DOC_COLUMNS)
+    df = extracted_docs.read()
     empty = int((df["text"].str.strip() == "").sum())
     dup_ids = int(df["id"].duplicated().sum())
     return dg.AssetCheckResult(
