@@ -158,13 +158,14 @@ class ArtifactIOManager(dg.ConfigurableIOManager):
             missing = sorted(str(k) for k in keys if not artifact_dir(asset, k).exists())
             if missing:
                 raise dg.Failure(
-                    description=f"Upstream artifact {asset} is missing for partition(s) {', '.join(missing)}: "
-                    f"materialize them first (input {context.name}).",
+                    description=f"Upstream artifact {asset} is missing for partition(s) "
+                    f"{', '.join(missing)}: materialize them first (input {context.name}).",
                     metadata={"asset": asset, "missing_partitions": dg.MetadataValue.json(missing)},
                 )
             return {str(k): cls.at(asset, k) for k in keys}
         if len(keys) != 1:
             raise dg.Failure(
-                f"input {context.name} maps {len(keys)} partitions of {asset}: type it dict[str, {cls.__name__}]"
+                f"input {context.name} maps {len(keys)} partitions of {asset}: "
+                f"type it dict[str, {cls.__name__}]"
             )
         return cls.at(asset, keys[0])

@@ -10,6 +10,8 @@ import dagster as dg
 warnings.filterwarnings(
     "ignore", message="Specifying a partitions_def on an AssetCheckSpec", category=dg.PreviewWarning
 )
+# An asset's output carries its DVC md5 as the data version (a Dagster "beta" parameter of dg.Output).
+warnings.filterwarnings("ignore", message="Parameter `data_version`", category=dg.BetaWarning)
 
 from dagster_project.artifacts import ArtifactIOManager  # noqa: E402 (after the warnings filter)
 from dagster_project.discovery import ASSETS, CHECKS  # noqa: E402 (after the warnings filter)

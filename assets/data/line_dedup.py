@@ -21,8 +21,8 @@ def line_deduped(
     dvc: DvcResource,
     dask: DaskResource,
 ) -> dg.Output[DocShards]:
-    """ccNet-style line dedup (paper: drop lines seen more than 6 times in each bucket of 30M documents);
-    each shard is a bucket, counted through 8-byte line hashes so memory stays bounded."""
+    """ccNet-style line dedup (Llama 3 paper §3.1.1: drop lines seen more than 6 times in each bucket of
+    30M documents); each shard is a bucket, counted through 8-byte line hashes so memory stays bounded."""
     cfg = resolve_config(LineDedupConfig, config)
     return sharded_step(
         context, cfg, minhash_deduped, line_dedup, mlflow, dvc, dask, "Line dedup", config=cfg

@@ -23,8 +23,8 @@ def curated_corpus(
     mlflow: MlflowResource,
     dvc: DvcResource,
 ) -> dg.Output[CuratedCorpus]:
-    """The data mix: per-class up/down-sampling to the target proportions (paper: 50% general, 25% math &
-    reasoning, 17% code, 8% multilingual); the realized mix is measured and plotted."""
+    """The data mix: per-class up/down-sampling to the target proportions (Llama 3 paper §3.1.2: 50%
+    general, 25% math & reasoning, 17% code, 8% multilingual); the realized mix is measured and plotted."""
     cfg = resolve_config(MixConfig, config)
     df = domain_classified.read()
     with stage_run(context, mlflow, dvc, cfg, domain_classified) as run:

@@ -20,6 +20,6 @@ def url_deduped(
     mlflow: MlflowResource,
     dvc: DvcResource,
 ) -> dg.Output[DocShards]:
-    """URL-level dedup (paper: keep the most recent crawl of each URL). URLs are normalized first
-    (case, default ports, fragments, tracking parameters, query order)."""
+    """URL-level dedup (Llama 3 paper §3.1.1: keep the most recent crawl of each URL). URLs are
+    normalized first (case, default ports, fragments, tracking parameters, query order)."""
     return global_step(context, config, UrlDedupConfig, extracted_docs, url_dedup, mlflow, dvc, "URL dedup")

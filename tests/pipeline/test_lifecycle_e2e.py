@@ -61,11 +61,11 @@ def test_every_asset_materializes_with_gates_passing(home, tmp_path):
         e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"
     ]
     assert len(checks) == len(defs.resolve_asset_graph().asset_check_keys) and all(c.passed for c in checks)
-    row_counts = {
-        e.step_materialization_data.materialization.asset_key.to_user_string(): e.step_materialization_data.materialization.metadata
+    metadata = [
+        e.step_materialization_data.materialization.metadata
         for e in result.get_asset_materialization_events()
-    }
-    assert all(m["dagster/row_count"] == m["num_records"] for m in row_counts.values())
+    ]
+    assert all(m["dagster/row_count"] == m["num_records"] for m in metadata)
 
     data = home / "data"
     corpus = read_shards(data / "curated_corpus" / "e2e" / "docs")
