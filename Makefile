@@ -7,7 +7,7 @@ export LIFECYCLE_HOME ?= $(CURDIR)
 export DAGSTER_HOME ?= $(LIFECYCLE_HOME)/.dagster
 export LIFECYCLE_PRESET ?= tiny
 
-.PHONY: run test install install-dev system-deps ui mlflow-ui lint bench-dedup clean-data
+.PHONY: run test install install-dev system-deps ui mlflow-ui lint bench-dedup clean-data repro dvc-yaml
 
 $(BIN)/activate:
 	$(PY) -m venv $(VENV)
@@ -35,6 +35,14 @@ run: install
 
 test: install-dev
 	$(BIN)/python -m pytest -n 2 --dist loadgroup -q
+
+# dvc.yaml stages run `.venv/bin/python -m dagster_project.cli materialize` (params.yaml `python`): this venv,
+# so `dvc repro` works from a fresh shell once `make install` has built it.
+repro: install
+	$(BIN)/dvc repro
+
+dvc-yaml: install
+	$(BIN)/python -m dagster_project.cli dvc-yaml
 
 ui: install
 	mkdir -p $(DAGSTER_HOME)

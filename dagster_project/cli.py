@@ -1,8 +1,12 @@
 """``lifecycle`` command: materialize assets into the persistent Dagster instance, regenerate dvc.yaml.
 
-lifecycle run [--partition local-web] [--select ASSET ...]   # what `make run` calls
-lifecycle materialize ASSET --partition P                    # what each dvc.yaml stage runs
-lifecycle dvc-yaml [--check]                                 # dvc.yaml from the asset graph
+lifecycle run [--partition local-web] [--preset P] [--select ASSET ...]   # what `make run` calls
+lifecycle materialize ASSET --partition P --preset P                      # what each dvc.yaml stage runs
+lifecycle dvc-yaml [--check]                                              # dvc.yaml from the asset graph
+lifecycle configs                                                         # the generated run configs
+
+``--preset`` goes into each selected asset's run config (``preset``), the top of the config layers
+(see dagster_project/configs.py); without it the run config leaves the preset to ``LIFECYCLE_PRESET``.
 """
 
 from __future__ import annotations
@@ -28,10 +32,19 @@ def _instance():
     return dg.DagsterInstance.get()
 
 
-def materialize(selection: list[str] | None, partition: str) -> bool:
+def run_config(selection: list[str], preset: str | None) -> dict:
+    """Console log level, and ``preset`` for every selected asset when one is given."""
+    level = os.environ.get("LIFECYCLE_LOG_LEVEL", "INFO")
+    config: dict = {"loggers": {"console": {"config": {"log_level": level}}}}
+    if preset:
+        config["ops"] = {name: {"config": {"preset": preset}} for name in selection}
+    return config
+
+
+def materialize(selection: list[str] | None, partition: str, preset: str | None = None) -> bool:
     import dagster as dg
 
-    from dagster_project.definitions import defs
+    from dagster_project.definitions import defs, stage_names
     from dagster_project.partitions import SNAPSHOTS
 
     instance = _instance()
@@ -42,9 +55,8 @@ def materialize(selection: list[str] | None, partition: str) -> bool:
     if selection:
         asset_selection = [dg.AssetKey.from_user_string(s) for s in selection]
     t0 = time.time()
-    quiet = {"loggers": {"console": {"config": {"log_level": os.environ.get("LIFECYCLE_LOG_LEVEL", "INFO")}}}}
     result = job.execute_in_process(
-        run_config=quiet,
+        run_config=run_config(selection or stage_names(), preset),
         instance=instance,
         partition_key=partition,
         asset_selection=asset_selection,
@@ -76,17 +88,26 @@ def main(argv: list[str] | None = None) -> int:
     run = sub.add_parser("run", help="materialize the whole lifecycle (or --select assets) for one snapshot")
     run.add_argument("--partition", default="local-web")
     run.add_argument("--select", nargs="*", default=None)
+    run.add_argument("--preset", default=None, help="tiny | small | 8b | 70b | 405b")
     mat = sub.add_parser("materialize", help="materialize one asset (used by dvc.yaml stages)")
     mat.add_argument("asset")
     mat.add_argument("--partition", default="local-web")
+    mat.add_argument("--preset", default=None, help="tiny | small | 8b | 70b | 405b")
     dy = sub.add_parser("dvc-yaml", help="write dvc.yaml from the asset graph")
     dy.add_argument("--check", action="store_true", help="exit 1 if dvc.yaml is out of date")
+    sub.add_parser("configs", help="list each asset's run config class and the dataclass it mirrors")
     args = parser.parse_args(argv)
 
     if args.cmd == "run":
-        return 0 if materialize(args.select, args.partition) else 1
+        return 0 if materialize(args.select, args.partition, args.preset) else 1
     if args.cmd == "materialize":
-        return 0 if materialize([args.asset], args.partition) else 1
+        return 0 if materialize([args.asset], args.partition, args.preset) else 1
+    if args.cmd == "configs":
+        import dagster_project.definitions  # noqa: F401 (discovering the assets generates their configs)
+        from dagster_project.configs import describe_run_configs
+
+        print(describe_run_configs())
+        return 0
     from dagster_project.dvc_yaml import render_dvc_yaml
 
     text = render_dvc_yaml()

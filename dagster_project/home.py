@@ -18,9 +18,15 @@ def lifecycle_home() -> Path:
     return home
 
 
+def partition_dirname(partition: str | None) -> str:
+    """A partition key as a directory name: ``all`` when unpartitioned; a multi-dimensional key ``a|b``
+    becomes ``a_b``."""
+    return str(partition).replace("|", "_") if partition else UNPARTITIONED
+
+
 def artifact_dir(asset: str, partition: str | None, home: Path | None = None) -> Path:
     """``<home>/data/<asset>/<partition>``; unpartitioned assets use ``all``."""
-    return (home or lifecycle_home()) / "data" / asset / (partition or UNPARTITIONED)
+    return (home or lifecycle_home()) / "data" / asset / partition_dirname(partition)
 
 
 @functools.cache

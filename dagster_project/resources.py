@@ -10,13 +10,12 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import dagster as dg
 import yaml
@@ -342,16 +341,19 @@ class DaskResource(dg.ConfigurableResource):
 
 
 class TorchrunResource(dg.ConfigurableResource):
-    """Launches ``ml.train.run`` under ``torchrun`` through Dagster Pipes (``PipesSubprocessClient``).
+    """Launches the training entry under ``torchrun`` through Dagster Pipes (``PipesSubprocessClient``).
 
     ``nproc_per_node`` processes (gloo on CPU, NCCL on GPU); rank 0 alone reports metrics back.
     """
+
+    # the module each rank runs (dvc.yaml counts its imports as the stage's code)
+    launches: ClassVar[tuple[str, ...]] = ("dagster_project.train_entry",)
 
     nproc_per_node: int = 1
     extra_env: dict[str, str] = {}
 
     def command(self, args: list[str]) -> list[str]:
-        entry = ["-m", "dagster_project.train_entry", *args]
+        entry = ["-m", self.launches[0], *args]
         if self.nproc_per_node <= 1:
             return [sys.executable, *entry]
         return [
@@ -367,12 +369,3 @@ class TorchrunResource(dg.ConfigurableResource):
         client = dg.PipesSubprocessClient()
         env = {**os.environ, **self.extra_env, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
         return client.run(context=context, command=self.command(args), env=env, extras=extras or {})
-
-
-def which_or_hint(binary: str, package: str) -> str:
-    path = shutil.which(binary)
-    if not path:
-        raise RuntimeError(
-            f"{binary} not found on PATH: install the Debian package {package} (scripts/install-system-deps.sh)"
-        )
-    return path

@@ -1,15 +1,18 @@
 """The one pattern every asset body follows.
 
-    cfg = resolve_config(StageCfg, config)
-    with stage_run(context, mlflow, dvc, cfg, inputs={"extracted_docs": path}) as run:
-        with atomic_dir(run.out_dir) as tmp:
-            result = ml_function(..., tmp)
-        return run.result(num_records=..., stats=..., summary=...)
+    @dg.asset(partitions_def=SNAPSHOTS)
+    def url_deduped(context, config: UrlRun, extracted_docs: DocShards, mlflow, dvc) -> dg.Output[DocShards]:
+        cfg = resolve_config(UrlDedupConfig, config)
+        with stage_run(context, mlflow, dvc, cfg, extracted_docs) as run:
+            with atomic_dir(run.out_dir) as tmp:
+                result = ml_function(extracted_docs.read(), cfg, tmp)
+            return run.result(num_records=..., summary=...)
 
 ``stage_run`` opens the asset's MLflow run (nested under the Dagster run's parent run) with the resolved
-config as params and the upstream artifacts as dataset inputs; ``run.result`` versions the artifact with
-DVC, logs metrics and tags, and builds the metadata every asset carries (path, num_records, MLflow run
-id/URL, DVC md5, git SHA, a markdown summary).
+config as params and the upstream artifact handles as dataset inputs; ``run.result`` versions the
+artifact with DVC, logs metrics and tags, and returns ``dg.Output`` of the asset's declared handle type
+with the metadata every asset carries (path, num_records and ``dagster/row_count``, MLflow run id/URL,
+DVC md5, git SHA, a markdown summary).
 """
 
 from __future__ import annotations
@@ -22,33 +25,14 @@ from typing import Any
 
 import dagster as dg
 
+from dagster_project.artifacts import Artifact
 from dagster_project.home import artifact_dir, git_sha, lifecycle_home
-from dagster_project.resources import AssetRunLog, DvcResource, MlflowResource, directory_md5, dvc_md5
+from dagster_project.resources import AssetRunLog, DvcResource, MlflowResource
 from ml.config import StageConfig
 
 
 def partition_of(context: dg.AssetExecutionContext) -> str | None:
     return context.partition_key if context.has_partition_key else None
-
-
-def upstream_dir(asset: str, context: dg.AssetExecutionContext, *, must_exist: bool = True) -> Path:
-    """The artifact directory of ``asset`` for this run's partition; a clear error when it is missing."""
-    path = artifact_dir(asset, partition_of(context))
-    if must_exist and not path.exists():
-        raise dg.Failure(
-            description=f"Upstream artifact {asset} is missing at {path}: materialize {asset} for this partition first.",
-            metadata={"expected_path": str(path)},
-        )
-    return path
-
-
-def recorded_md5(path: Path) -> str:
-    """The DVC md5 of an artifact (dvc.lock / .dvc file), or a content hash if DVC has none."""
-    home = lifecycle_home()
-    rel = Path(path).resolve().relative_to(home).as_posix()
-    with contextlib.suppress(RuntimeError, FileNotFoundError):  # DVC has no record: hash the content instead
-        return dvc_md5(home, rel, DvcResource()._stage_for(home, rel))
-    return directory_md5(path)
 
 
 def md_table(rows: Mapping[str, Any] | list[tuple], headers: tuple[str, ...] = ("key", "value")) -> str:
@@ -72,26 +56,26 @@ class StageRun:
         context: dg.AssetExecutionContext,
         mlflow: MlflowResource,
         dvc: DvcResource,
-        config: StageConfig,
-        inputs: Mapping[str, Path],
+        cfg: StageConfig,
+        inputs: list[Artifact],
     ):
         self.context = context
         self.asset = context.asset_key.to_user_string()
         self.partition = partition_of(context)
         self.out_dir = artifact_dir(self.asset, self.partition)
         self.dvc = dvc
-        self.config = config
-        self.input_md5 = {name: recorded_md5(p) for name, p in inputs.items()}
+        self.cfg = cfg
+        self.input_md5 = {a.asset: a.md5 for a in inputs}
         self.log: AssetRunLog = mlflow.start_asset_run(
             dagster_run_id=context.run_id,
             job_name=context.job_name,
             asset=self.asset,
             partition=self.partition,
-            params={"config_class": type(config).__name__, **config.to_dict()},
+            params={"config_class": type(cfg).__name__, **cfg.to_dict()},
             tags={"git_sha": git_sha(), "lifecycle.home": str(lifecycle_home())},
         )
-        for name, path in inputs.items():
-            self.log.log_input(name, path, self.input_md5[name])
+        for a in inputs:
+            self.log.log_input(a.asset, a.path, a.md5)
         self.metrics: dict[str, float] = {}
         self.extra_md: list[str] = []
         self.plots: dict[str, str] = {}
@@ -115,8 +99,7 @@ class StageRun:
         num_records: int,
         summary: str,
         metadata: Mapping[str, Any] | None = None,
-        check_results: list[dg.AssetCheckResult] | None = None,
-    ) -> dg.MaterializeResult:
+    ) -> dg.Output:
         md5 = self.dvc.track(self.out_dir)
         self.log.set_tags({"dvc_md5": md5, "num_records": num_records})
         self.log.log_metrics({"num_records": num_records})
@@ -125,19 +108,20 @@ class StageRun:
         meta: dict[str, Any] = {
             "path": dg.MetadataValue.path(str(self.out_dir)),
             "num_records": num_records,
+            "dagster/row_count": num_records,
             "mlflow_run_id": self.log.run_id,
             "mlflow_run_url": dg.MetadataValue.url(self.log.url),
             "dvc_md5": md5,
             "git_sha": git_sha(),
-            "preset_config": dg.MetadataValue.json(self.config.to_dict()),
+            "preset_config": dg.MetadataValue.json(self.cfg.to_dict()),
             "inputs": dg.MetadataValue.json(self.input_md5),
             "summary": dg.MetadataValue.md("\n\n".join([summary, *self.extra_md])),
         }
         meta.update({name: dg.MetadataValue.md(md) for name, md in self.plots.items()})
         meta.update(metadata or {})
-        return dg.MaterializeResult(
-            metadata=meta, check_results=check_results, data_version=dg.DataVersion(md5)
-        )
+        handle_cls = self.context.assets_def.op.output_defs[0].dagster_type.typing_type
+        handle = handle_cls(asset=self.asset, partition=self.partition, path=self.out_dir, md5=md5)
+        return dg.Output(handle, metadata=meta, data_version=dg.DataVersion(md5))
 
 
 @contextlib.contextmanager
@@ -145,10 +129,11 @@ def stage_run(
     context: dg.AssetExecutionContext,
     mlflow: MlflowResource,
     dvc: DvcResource,
-    config: StageConfig,
-    inputs: Mapping[str, Path] | None = None,
+    cfg: StageConfig,
+    *inputs: Artifact,
 ) -> Iterator[StageRun]:
-    run = StageRun(context, mlflow, dvc, config, inputs or {})
+    """The asset's MLflow run around its body; ``inputs`` are the upstream handles it reads."""
+    run = StageRun(context, mlflow, dvc, cfg, list(inputs))
     try:
         yield run
     except BaseException:

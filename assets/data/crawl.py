@@ -1,4 +1,4 @@
-"""Raw crawl (WARC) and extracted documents (Parquet): the first two stages of the data pipeline."""
+"""Raw crawl (WARC): the first stage of the data pipeline (Llama 3 paper §3.1.1)."""
 
 from pathlib import Path
 from typing import Optional
@@ -7,13 +7,13 @@ import dagster as dg
 import pandas as pd
 import pydantic
 
+from dagster_project.artifacts import RawCrawl
 from dagster_project.configs import dagster_config_for, resolve_config
 from dagster_project.partitions import SNAPSHOTS
 from dagster_project.resources import DvcResource, LocalWebResource, MlflowResource
-from dagster_project.stage import md_table, stage_run, upstream_dir
-from ml.io import atomic_dir, write_parquet, write_shards
+from dagster_project.stage import md_table, stage_run
+from ml.io import atomic_dir, write_parquet
 from ml.sources.crawl import CrawlConfig, crawl
-from ml.sources.extract import ExtractConfig, extract_documents
 from ml.sources.localweb import LocalWebConfig
 from ml.sources.warc import expand_warc_paths, iter_many
 
@@ -34,17 +34,16 @@ RawCrawlRun = dagster_config_for(
         pydantic.Field(None, description="YAML of LocalWebConfig fields layered over that preset"),
     ),
 )
-ExtractRun = dagster_config_for(ExtractConfig)
 
 
-@dg.asset(partitions_def=SNAPSHOTS, group_name="data", kinds={"python", "warc"})
+@dg.asset(partitions_def=SNAPSHOTS, kinds={"python", "warc"})
 def raw_crawl(
     context: dg.AssetExecutionContext,
     config: RawCrawlRun,
     mlflow: MlflowResource,
     dvc: DvcResource,
     local_web: LocalWebResource,
-) -> dg.MaterializeResult:
+) -> dg.Output[RawCrawl]:
     """Crawl the configured seeds politely into WARC files, or ingest existing WARC/WET files.
 
     With no seeds and no ``warc_paths`` the crawler is pointed at the project's **local web**: real
@@ -72,33 +71,48 @@ def raw_crawl(
         else:
             with atomic_dir(run.out_dir) as tmp:
                 report = crawl(cfg, tmp)
-        stats = {**report.to_stats(), **site_stats}
-        run.log_metrics(stats)
-        top_hosts = sorted(report.pages_by_host.items(), key=lambda kv: -kv[1])[:10]
-        summary = "\n\n".join(
-            [
-                f"**{report.pages_fetched} pages** fetched ({report.bytes_fetched / 1e6:.1f} MB) into "
-                f"{len(report.warc_files)} WARC file(s); {report.robots_refusals} refused by robots.txt.",
-                "### Errors by kind\n" + md_table(report.errors_by_kind or {"none": 0}, ("error", "count")),
-                "### Top hosts\n" + md_table(top_hosts, ("host", "pages")),
-            ]
-        )
-        return run.result(
-            num_records=report.pages_fetched,
-            summary=summary,
-            metadata={
-                "pages_fetched": report.pages_fetched,
-                "bytes_fetched": report.bytes_fetched,
-                "robots_refusals": report.robots_refusals,
-                "errors_by_kind": dg.MetadataValue.json(report.errors_by_kind),
-                "hosts": len(report.pages_by_host),
-                "top_hosts": dg.MetadataValue.md(md_table(top_hosts, ("host", "pages"))),
-                "warc_files": len(report.warc_files),
-            },
-        )
+        run.log_metrics({**report.to_stats(), **site_stats})
+        return _crawl_result(run, report)
 
 
-def _ingest_warcs(context, cfg: CrawlConfig, patterns: list[str], mlflow, dvc) -> dg.MaterializeResult:
+def _crawl_result(run, report) -> dg.Output[RawCrawl]:
+    top_hosts = sorted(report.pages_by_host.items(), key=lambda kv: -kv[1])[:10]
+    summary = "\n\n".join(
+        [
+            f"**{report.pages_fetched} pages** fetched ({report.bytes_fetched / 1e6:.1f} MB) into "
+            f"{len(report.warc_files)} WARC file(s); {report.robots_refusals} refused by robots.txt.",
+            "### Errors by kind\n" + md_table(report.errors_by_kind or {"none": 0}, ("error", "count")),
+            "### Top hosts\n" + md_table(top_hosts, ("host", "pages")),
+        ]
+    )
+    return run.result(
+        num_records=report.pages_fetched,
+        summary=summary,
+        metadata={
+            "pages_fetched": report.pages_fetched,
+            "bytes_fetched": report.bytes_fetched,
+            "robots_refusals": report.robots_refusals,
+            "errors_by_kind": dg.MetadataValue.json(report.errors_by_kind),
+            "hosts": len(report.pages_by_host),
+            "top_hosts": dg.MetadataValue.md(md_table(top_hosts, ("host", "pages"))),
+            "warc_files": len(report.warc_files),
+        },
+    )
+
+
+MANIFEST_COLUMNS = (
+    "url",
+    "status",
+    "bytes",
+    "content_type",
+    "fetch_time",
+    "warc_file",
+    "warc_offset",
+    "record_type",
+)
+
+
+def _ingest_warcs(context, cfg: CrawlConfig, patterns: list[str], mlflow, dvc) -> dg.Output[RawCrawl]:
     """Copy existing WARC/WET files (e.g. Common Crawl) into the artifact after checking they read."""
     import shutil
 
@@ -118,19 +132,7 @@ def _ingest_warcs(context, cfg: CrawlConfig, patterns: list[str], mlflow, dvc) -
             )
             for r in iter_many(paths, errors)
         ]
-        manifest = pd.DataFrame(
-            rows,
-            columns=[
-                "url",
-                "status",
-                "bytes",
-                "content_type",
-                "fetch_time",
-                "warc_file",
-                "warc_offset",
-                "record_type",
-            ],
-        )
+        manifest = pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS))
         with atomic_dir(run.out_dir) as tmp:
             for p in paths:
                 shutil.copy2(p, tmp / Path(p).name)
@@ -161,43 +163,11 @@ def _ingest_warcs(context, cfg: CrawlConfig, patterns: list[str], mlflow, dvc) -
         )
 
 
-@dg.asset(partitions_def=SNAPSHOTS, group_name="data", deps=[raw_crawl], kinds={"python", "parquet"})
-def extracted_docs(
-    context: dg.AssetExecutionContext, config: ExtractRun, mlflow: MlflowResource, dvc: DvcResource
-) -> dg.MaterializeResult:
-    """HTML → main text (trafilatura; code blocks and math kept), WET text passed through, language id with
-    py3langid (model ships in the package). Parquet shards of documents (``id, url, text, lang, fetch_time,
-    source`` …) plus ``dropped/`` with a ``reason`` per record (not HTML, empty, too short, undecodable)."""
-    cfg = resolve_config(ExtractConfig, config)
-    src = upstream_dir("raw_crawl", context)
-    warcs = sorted(p for p in src.iterdir() if p.name.endswith((".warc.gz", ".warc", ".wet.gz", ".wet")))
-    with stage_run(context, mlflow, dvc, cfg, inputs={"raw_crawl": src}) as run:
-        errors: list = []
-        result = extract_documents(iter_many(warcs, errors), cfg, source=run.partition or "crawl")
-        with atomic_dir(run.out_dir) as tmp:
-            write_shards(result.kept, tmp / "docs")
-            write_shards(result.dropped, tmp / "dropped")
-        stats = {**result.summary(), "warc_read_errors": len(errors)}
-        run.log_metrics(stats)
-        langs = result.kept["lang"].value_counts()
-        drops = result.drops_by_reason()
-        summary = "\n\n".join(
-            [
-                f"**{len(result.kept)} documents** in {langs.size} languages from {result.stats.get('records_in', 0)} records; "
-                f"{len(result.dropped)} dropped.",
-                "### Drops by reason\n" + md_table(drops or {"none": 0}, ("reason", "count")),
-                "### Documents per language\n" + md_table(list(langs.items()), ("lang", "docs")),
-            ]
-        )
-        return run.result(
-            num_records=len(result.kept),
-            summary=summary,
-            metadata={
-                "docs_kept": len(result.kept),
-                "docs_dropped": len(result.dropped),
-                "drops_by_reason": dg.MetadataValue.json(drops),
-                "languages": int(langs.size),
-                "docs_per_language": dg.MetadataValue.json({k: int(v) for k, v in langs.items()}),
-                "warc_read_errors": dg.MetadataValue.json([str(e) for e in errors]),
-            },
-        )
+@dg.asset_check(asset=raw_crawl, blocking=True, partitions_def=SNAPSHOTS)
+def raw_crawl_has_records(raw_crawl: RawCrawl) -> dg.AssetCheckResult:
+    """At least one WARC file and a manifest with fetched pages."""
+    warcs = list(raw_crawl.path.glob("*.warc*"))
+    exists = raw_crawl.manifest_path.exists()
+    manifest = pd.read_parquet(raw_crawl.manifest_path) if exists else pd.DataFrame()
+    ok = bool(warcs) and len(manifest) > 0
+    return dg.AssetCheckResult(passed=ok, metadata={"warc_files": len(warcs), "manifest_rows": len(manifest)})

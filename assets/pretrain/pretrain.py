@@ -6,60 +6,54 @@ import shutil
 
 import dagster as dg
 
-from assets.tokens.tokenize import token_shards, tokenizer
+from dagster_project.artifacts import HFCheckpoint, Tokenizer, TokenShards
 from dagster_project.configs import dagster_config_for, resolve_config
 from dagster_project.home import lifecycle_home
 from dagster_project.partitions import SNAPSHOTS
 from dagster_project.resources import DvcResource, MlflowResource, TorchrunResource
-from dagster_project.stage import md_table, stage_run, upstream_dir
+from dagster_project.stage import StageRun, md_table, stage_run
 from ml.io import atomic_dir, atomic_write_bytes, atomic_write_text
-from ml.train.loop import TrainConfig
+from ml.train.config import TrainConfig
 from ml.train.report import loss_curve_png, read_metrics
 
 TrainRun = dagster_config_for(TrainConfig)
 
 
-@dg.asset(
-    partitions_def=SNAPSHOTS, group_name="pretraining", deps=[token_shards, tokenizer], kinds={"pytorch"}
-)
+@dg.asset(partitions_def=SNAPSHOTS, kinds={"pytorch"})
 def pretrained_base(
     context: dg.AssetExecutionContext,
     config: TrainRun,
+    token_shards: TokenShards,
+    tokenizer: Tokenizer,
     mlflow: MlflowResource,
     dvc: DvcResource,
     torchrun: TorchrunResource,
-):
+) -> dg.Output[HFCheckpoint]:
     """Initial pre-training stage: AdamW with warmup + cosine LR, document-masked attention, periodic
     validation loss, DCP checkpoints (resumed automatically after an interruption). Runs as
     ``torchrun --nproc-per-node N`` (gloo on CPU, NCCL + FSDP2 on GPU) through Dagster Pipes; rank 0
     streams metrics back. The artifact is the final model in HF Llama format plus the metrics log."""
     cfg = resolve_config(TrainConfig, config)
-    shards = upstream_dir("token_shards", context)
-    tok_dir = upstream_dir("tokenizer", context)
-    vocab = json.loads((shards / "manifest.json").read_text())["vocab_size"]
-    if "vocab_size" not in cfg.model_overrides:  # the model's embedding follows the tokenizer it trains on
-        cfg = cfg.replace(model_overrides={**cfg.model_overrides, "vocab_size": int(vocab)})
-    with stage_run(context, mlflow, dvc, cfg, inputs={"token_shards": shards, "tokenizer": tok_dir}) as run:
-        # Checkpoints live in a work dir outside the artifact so a failed run resumes where it stopped; the dir
-        # is keyed by the inputs' DVC md5s and the config, so new data or a new config starts a fresh run.
-        fingerprint = json.dumps([run.input_md5, cfg.to_dict()], sort_keys=True).encode()
-        key = hashlib.sha256(fingerprint).hexdigest()[:12]
-        work_root = lifecycle_home() / "data" / "_work" / run.asset / (run.partition or "all")
-        work = work_root / key
-        work.mkdir(parents=True, exist_ok=True)
+    if getattr(config.model, "vocab_size", None) is None:  # the embedding follows the tokenizer trained on
+        cfg = cfg.replace_model(vocab_size=token_shards.vocab_size)
+    with stage_run(context, mlflow, dvc, cfg, token_shards, tokenizer) as run:
+        work, work_root = _work_dir(run, cfg)
         atomic_write_text(work / "train_config.yaml", cfg.to_yaml())
-        pipes = torchrun.launch(
-            context, ["--config", str(work / "train_config.yaml"), "--data", str(shards), "--out", str(work)]
-        )
-        reported = pipes.get_materialize_result().metadata
+        args = [
+            "--config",
+            str(work / "train_config.yaml"),
+            "--data",
+            str(token_shards.path),
+            "--out",
+            str(work),
+        ]
+        reported = torchrun.launch(context, args).get_materialize_result().metadata
         metrics = read_metrics(work / "metrics.jsonl")
         run.log.log_metric_series([(m["step"], {k: v for k, v in m.items() if k != "step"}) for m in metrics])
-        hf_dir = work / "hf"
         with atomic_dir(run.out_dir) as tmp:
-            shutil.copytree(hf_dir, tmp / "hf")
-            for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
-                if (tok_dir / name).exists():
-                    shutil.copy2(tok_dir / name, tmp / "hf" / name)
+            shutil.copytree(work / "hf", tmp / "hf")
+            for f in tokenizer.hf_files():
+                shutil.copy2(f, tmp / "hf" / f.name)
             shutil.copy2(work / "metrics.jsonl", tmp / "metrics.jsonl")
             atomic_write_bytes(tmp / "loss.png", loss_curve_png(metrics))
             atomic_write_text(
@@ -81,3 +75,14 @@ def pretrained_base(
                 "nproc_per_node": torchrun.nproc_per_node,
             },
         )
+
+
+def _work_dir(run: StageRun, cfg: TrainConfig):
+    """Checkpoints live in a work dir outside the artifact so a failed run resumes where it stopped; the dir
+    is keyed by the inputs' DVC md5s and the config, so new data or a new config starts a fresh run."""
+    fingerprint = json.dumps([run.input_md5, cfg.to_dict()], sort_keys=True).encode()
+    key = hashlib.sha256(fingerprint).hexdigest()[:12]
+    work_root = lifecycle_home() / "data" / "_work" / run.asset / (run.partition or "all")
+    work = work_root / key
+    work.mkdir(parents=True, exist_ok=True)
+    return work, work_root

@@ -1,16 +1,18 @@
-"""The Definitions load, the graph is the lifecycle's, and dvc.yaml mirrors it."""
+"""The Definitions load, the discovered graph holds the lifecycle's stages with their edges, every edge
+is a typed artifact handle, and jobs come from the domain groups."""
 
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-import yaml
+import dagster as dg
 
-from dagster_project.definitions import defs
+from dagster_project.artifacts import Artifact, handle_type
+from dagster_project.definitions import defs, stage_names
 
 ROOT = Path(__file__).resolve().parents[2]
-LIFECYCLE = [
+CORE_STAGES = [
     "raw_crawl",
     "extracted_docs",
     "url_deduped",
@@ -27,20 +29,48 @@ LIFECYCLE = [
 ]
 
 
-def _keys():
-    return {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
-
-
 def test_asset_graph_is_the_lifecycle():
-    assert _keys() == set(LIFECYCLE)
+    names = stage_names()
+    assert [n for n in names if n in CORE_STAGES] == CORE_STAGES  # discovered, in dependency order
     graph = defs.resolve_asset_graph()
     parents = {
         k.to_user_string(): {p.to_user_string() for p in graph.get(k).parent_keys}
         for k in graph.get_all_asset_keys()
     }
     assert parents["extracted_docs"] == {"raw_crawl"}
+    assert parents["minhash_deduped"] == {"url_deduped"}
+    assert parents["quality_scored"] == {"filtered_docs", "quality_classifier"}
     assert parents["token_shards"] == {"curated_corpus", "tokenizer"}
     assert parents["pretrained_base"] == {"token_shards", "tokenizer"}
+
+
+def test_every_edge_is_a_typed_handle():
+    """Each upstream is declared once, as a typed parameter; each asset returns an artifact handle."""
+    graph = defs.resolve_asset_graph()
+    for key in graph.get_all_asset_keys():
+        op = defs.resolve_assets_def(key).op
+        assert issubclass(op.output_defs[0].dagster_type.typing_type, Artifact), key
+        for inp in op.input_defs:
+            cls, _ = handle_type(inp.dagster_type.typing_type)
+            assert issubclass(cls, Artifact), (key, inp.name)
+    ins = defs.resolve_assets_def(dg.AssetKey("pretrained_base")).op.input_defs
+    assert {i.name: i.dagster_type.typing_type.__name__ for i in ins} == {
+        "token_shards": "TokenShards",
+        "tokenizer": "Tokenizer",
+    }
+
+
+def test_jobs_per_domain_group():
+    graph = defs.resolve_asset_graph()
+    groups = {k.to_user_string(): graph.get(k).group_name for k in graph.get_all_asset_keys()}
+    assert groups["minhash_deduped"] == "data" and groups["tokenizer"] == "tokens"
+    assert groups["pretrained_base"] == "pretrain"
+    for group in set(groups.values()):
+        job = defs.resolve_job_def(f"{group}_pipeline")
+        selected = {k.to_user_string() for k in job.asset_layer.selected_asset_keys}
+        assert selected == {a for a, g in groups.items() if g == group}
+    lifecycle = defs.resolve_job_def("lifecycle").asset_layer.selected_asset_keys
+    assert {k.to_user_string() for k in lifecycle} == set(stage_names())
 
 
 def test_every_asset_has_a_docstring_and_checks_are_blocking():
@@ -48,20 +78,15 @@ def test_every_asset_has_a_docstring_and_checks_are_blocking():
     for key in graph.get_all_asset_keys():
         assert defs.resolve_assets_def(key).descriptions_by_key[key], f"{key} has no description"
     checks = list(defs.resolve_asset_graph().asset_check_keys)
-    assert len(checks) >= 5
+    assert {c.name for c in checks} >= {
+        "raw_crawl_has_records",
+        "extracted_docs_contract",
+        "mix_hits_target",
+        "tokenizer_special_tokens",
+        "token_shards_verify",
+    }
     for spec_key in checks:
         assert defs.resolve_asset_graph().get_check_spec(spec_key).blocking
-
-
-def test_dvc_yaml_matches_asset_graph():
-    from dagster_project.dvc_yaml import render_dvc_yaml
-
-    on_disk = (ROOT / "dvc.yaml").read_text()
-    assert on_disk == render_dvc_yaml(), "dvc.yaml is stale: run `lifecycle dvc-yaml`"
-    stages = yaml.safe_load(on_disk)["stages"]
-    assert list(stages) == [k for k in LIFECYCLE if k in stages] and set(stages) == set(LIFECYCLE)
-    assert stages["extracted_docs"]["outs"] == ["data/extracted_docs/${partition}"]
-    assert "data/raw_crawl/${partition}" in stages["extracted_docs"]["deps"]
 
 
 def test_dagster_definitions_validate(tmp_path):

@@ -48,7 +48,13 @@ def test_pretrain_runs_under_torchrun_through_pipes(upstream):
 
     instance = _instance()
     instance.add_dynamic_partitions(SNAPSHOTS.name, ["snap-1"])
-    train = {"steps": 6, "batch_size": 4, "seq_len": 64, "eval_every": 3, "ckpt_every": 3, "warmup_steps": 2}
+    train = {
+        "steps": 6,
+        "data": {"batch_size": 4, "seq_len": 64},
+        "schedule": {"warmup_steps": 2},
+        "eval_every": 3,
+        "ckpt_every": 3,
+    }
     result = defs.resolve_job_def("lifecycle").execute_in_process(
         run_config={
             "ops": {"pretrained_base": {"config": train}},

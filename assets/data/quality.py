@@ -1,0 +1,91 @@
+"""Model-based quality filtering (Llama 3 paper §3.1.1): train the classifier, then score every document."""
+
+import json
+
+import dagster as dg
+
+from assets.data.steps import sharded_step
+from dagster_project.artifacts import DocShards, QualityClassifier
+from dagster_project.configs import dagster_config_for, resolve_config
+from dagster_project.partitions import SNAPSHOTS
+from dagster_project.resources import DaskResource, DvcResource, MlflowResource
+from dagster_project.stage import md_table, stage_run
+from ml.curate.classify import flat_metrics
+from ml.curate.quality import (
+    TEACHER_DESCRIPTION,
+    QualityConfig,
+    QualityModel,
+    score_quality,
+    train_quality_classifier,
+)
+from ml.io import atomic_dir, atomic_write_text
+
+QualityRun = dagster_config_for(QualityConfig)
+
+
+@dg.asset(partitions_def=SNAPSHOTS, kinds={"python", "sklearn"})
+def quality_classifier(
+    context: dg.AssetExecutionContext,
+    config: QualityRun,
+    filtered_docs: DocShards,
+    mlflow: MlflowResource,
+    dvc: DvcResource,
+) -> dg.Output[QualityClassifier]:
+    """Train the model-based quality classifier (a fastText-style hashed n-gram linear model).
+
+    Teacher (honest and offline): see ``ml.curate.quality`` — the perplexity of each document under a
+    reference n-gram language model trained on curated reference text that ships with Python; the
+    lowest-perplexity documents are labelled positive, the highest negative. Reports held-out
+    precision / recall / AUC against the teacher."""
+    cfg = resolve_config(QualityConfig, config)
+    df = filtered_docs.read()
+    with stage_run(context, mlflow, dvc, cfg, filtered_docs) as run:
+        model, report = train_quality_classifier(df, cfg)
+        with atomic_dir(run.out_dir) as tmp:
+            model.save(tmp / "model")
+            atomic_write_text(tmp / "report.json", json.dumps(report, indent=2, default=float))
+        metrics = flat_metrics(report)
+        run.log_metrics(metrics)
+        run.log.log_artifact(run.out_dir / "report.json")
+        student, held = report["student"], report["student"]["held_out"]
+        headline = {k: held[k] for k in ("precision", "recall", "f1", "roc_auc", "accuracy")}
+        headline["teacher_student_spearman_unseen"] = report["agreement"]["spearman_unseen"]
+        summary = (
+            f"**Quality classifier** trained on {student['train_docs']} teacher-labelled docs; held-out "
+            f"{student['held_out_docs']} docs vs the teacher:\n\n"
+            + md_table(headline, ("metric", "value"))
+            + "\n\nTeacher: "
+            + TEACHER_DESCRIPTION.strip().splitlines()[0]
+        )
+        return run.result(
+            num_records=int(student["train_docs"] + student["held_out_docs"]),
+            summary=summary,
+            metadata={f"heldout_{k}": float(v) for k, v in headline.items()},
+        )
+
+
+@dg.asset(partitions_def=SNAPSHOTS, kinds={"python", "dask"})
+def quality_scored(
+    context: dg.AssetExecutionContext,
+    config: QualityRun,
+    filtered_docs: DocShards,
+    quality_classifier: QualityClassifier,
+    mlflow: MlflowResource,
+    dvc: DvcResource,
+    dask: DaskResource,
+) -> dg.Output[DocShards]:
+    """Score every document with the quality classifier; keep or down-weight by score (``mode``)."""
+    cfg = resolve_config(QualityConfig, config)
+    return sharded_step(
+        context,
+        cfg,
+        filtered_docs,
+        score_quality,
+        mlflow,
+        dvc,
+        dask,
+        "Quality scoring",
+        also_read=(quality_classifier,),
+        model=QualityModel.load(quality_classifier.model_dir),
+        cfg=cfg,
+    )

@@ -1,0 +1,25 @@
+"""URL dedup (Llama 3 paper §3.1.1): keep one crawl of each normalized URL."""
+
+import dagster as dg
+
+from assets.data.steps import global_step
+from dagster_project.artifacts import DocShards
+from dagster_project.configs import dagster_config_for
+from dagster_project.partitions import SNAPSHOTS
+from dagster_project.resources import DvcResource, MlflowResource
+from ml.curate.url_dedup import UrlDedupConfig, url_dedup
+
+UrlRun = dagster_config_for(UrlDedupConfig)
+
+
+@dg.asset(partitions_def=SNAPSHOTS, kinds={"python", "parquet"})
+def url_deduped(
+    context: dg.AssetExecutionContext,
+    config: UrlRun,
+    extracted_docs: DocShards,
+    mlflow: MlflowResource,
+    dvc: DvcResource,
+) -> dg.Output[DocShards]:
+    """URL-level dedup (Llama 3 paper §3.1.1: keep the most recent crawl of each URL). URLs are
+    normalized first (case, default ports, fragments, tracking parameters, query order)."""
+    return global_step(context, config, UrlDedupConfig, extracted_docs, url_dedup, mlflow, dvc, "URL dedup")

@@ -1,0 +1,171 @@
+"""Typed artifact handles and the IO manager that resolves them.
+
+An artifact is a directory ``<home>/data/<asset>/<partition>/`` written by its asset. A handle names it:
+the asset, the partition, the path and the version DVC recorded (its md5). An asset declares each
+upstream once, as a typed parameter::
+
+    @dg.asset(partitions_def=SNAPSHOTS)
+    def minhash_deduped(context, config, url_deduped: DocShards, ...) -> dg.Output[DocShards]: ...
+
+and returns ``dg.Output(handle)`` (``StageRun.result`` builds it from the declared return type).
+``ArtifactIOManager`` stores nothing (the directory is the value: no pickling) and loads a handle from
+the path; a parameter typed ``dict[str, Handle]`` receives one handle per mapped upstream partition
+(all sweep cells -> one fit).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import typing
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Self
+
+import dagster as dg
+import pandas as pd
+
+from dagster_project.home import artifact_dir, lifecycle_home
+from dagster_project.resources import DvcResource, directory_md5, dvc_md5
+from ml.io import DOC_COLUMNS, read_shards, shard_paths
+
+
+def recorded_md5(path: Path) -> str:
+    """The DVC md5 of an artifact (dvc.lock / .dvc file), or a content hash if DVC has none."""
+    home = lifecycle_home()
+    rel = Path(path).resolve().relative_to(home).as_posix()
+    with contextlib.suppress(RuntimeError, FileNotFoundError):  # DVC has no record: hash the content instead
+        return dvc_md5(home, rel, DvcResource()._stage_for(home, rel))
+    return directory_md5(path)
+
+
+@dataclasses.dataclass(frozen=True)
+class Artifact:
+    """One materialized artifact: ``path`` is its directory, ``md5`` the version DVC recorded."""
+
+    asset: str
+    partition: str | None
+    path: Path
+    md5: str
+
+    @classmethod
+    def at(cls, asset: str, partition: str | None) -> Self:
+        """The handle of ``asset``'s artifact for ``partition``; a ``dg.Failure`` naming it when missing."""
+        path = artifact_dir(asset, partition)
+        if not path.exists():
+            raise dg.Failure(
+                description=f"Upstream artifact {asset} (partition {partition or 'none'}) is missing at "
+                f"{path}: materialize {asset} for this partition first.",
+                metadata={"asset": asset, "expected_path": str(path)},
+            )
+        return cls(asset=asset, partition=partition, path=path, md5=recorded_md5(path))
+
+
+class RawCrawl(Artifact):
+    """WARC/WET files and ``manifest.parquet``."""
+
+    def warc_files(self) -> list[Path]:
+        suffixes = (".warc.gz", ".warc", ".wet.gz", ".wet")
+        return sorted(p for p in self.path.iterdir() if p.name.endswith(suffixes))
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.path / "manifest.parquet"
+
+
+class DocShards(Artifact):
+    """Parquet shards of kept documents in ``docs/`` (dropped ones with a reason in ``dropped/``)."""
+
+    @property
+    def docs_dir(self) -> Path:
+        return self.path / "docs"
+
+    def read(self, required: tuple[str, ...] = DOC_COLUMNS) -> pd.DataFrame:
+        """Every kept document; fails naming the shard if one is corrupt or lacks a ``required`` column."""
+        return read_shards(self.docs_dir, required)
+
+    def shard_paths(self) -> list[Path]:
+        return shard_paths(self.docs_dir)
+
+
+class CuratedCorpus(DocShards):
+    """The mixed corpus: document shards plus ``mix_report.json`` (target vs realized proportions)."""
+
+    @property
+    def mix_report(self) -> dict:
+        return json.loads((self.path / "mix_report.json").read_text())
+
+
+class QualityClassifier(Artifact):
+    """The trained quality classifier (``model/``) and its held-out report."""
+
+    @property
+    def model_dir(self) -> Path:
+        return self.path / "model"
+
+
+class Tokenizer(Artifact):
+    """``tokenizer.json`` (HF ``tokenizers``) plus the files ``transformers`` loads with it."""
+
+    HF_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+
+    def hf_files(self) -> list[Path]:
+        return [self.path / n for n in self.HF_FILES if (self.path / n).exists()]
+
+
+class TokenShards(Artifact):
+    """``uint32`` token shards with a document index and ``manifest.json``."""
+
+    @cached_property
+    def manifest(self) -> dict:
+        return json.loads((self.path / "manifest.json").read_text())
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.manifest["vocab_size"])
+
+
+class HFCheckpoint(Artifact):
+    """A model in HF Llama format (``hf/``: safetensors + ``config.json``) and its ``metrics.jsonl``."""
+
+    @property
+    def hf_dir(self) -> Path:
+        return self.path / "hf"
+
+
+def handle_type(annotation: Any) -> tuple[type[Artifact], bool]:
+    """``(handle class, wants one handle per partition)`` for ``Handle`` or ``dict[str, Handle]``."""
+    if typing.get_origin(annotation) in (dict, typing.Dict):  # noqa: UP006 (Dagster reports typing.Dict)
+        return typing.get_args(annotation)[1], True
+    if isinstance(annotation, type) and issubclass(annotation, Artifact):
+        return annotation, False
+    raise dg.Failure(f"an artifact input must be typed Artifact or dict[str, Artifact], not {annotation!r}")
+
+
+class ArtifactIOManager(dg.ConfigurableIOManager):
+    """Artifacts are directories written by their asset: nothing is stored here, a handle is loaded."""
+
+    def handle_output(self, context: dg.OutputContext, obj: Artifact) -> None:
+        if not isinstance(obj, Artifact) or not obj.path.is_dir():
+            raise dg.Failure(f"{context.asset_key.to_user_string()} returned no artifact directory: {obj!r}")
+
+    def load_input(self, context: dg.InputContext) -> Artifact | dict[str, Artifact]:
+        asset = context.asset_key.to_user_string()
+        cls, per_partition = handle_type(context.dagster_type.typing_type)
+        keys = list(context.asset_partition_keys) if context.has_asset_partitions else [None]
+        if per_partition:
+            missing = sorted(str(k) for k in keys if not artifact_dir(asset, k).exists())
+            if missing:
+                raise dg.Failure(
+                    description=f"Upstream artifact {asset} is missing for partition(s) "
+                    f"{', '.join(missing)}: materialize them first (input {context.name}).",
+                    metadata={"asset": asset, "missing_partitions": dg.MetadataValue.json(missing)},
+                )
+            return {str(k): cls.at(asset, k) for k in keys}
+        if len(keys) != 1:
+            raise dg.Failure(
+                f"input {context.name} maps {len(keys)} partitions of {asset}: "
+                f"type it dict[str, {cls.__name__}]"
+            )
+        return cls.at(asset, keys[0])
