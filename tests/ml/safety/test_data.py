@@ -80,7 +80,9 @@ def test_variants_have_their_shape(train):
 def test_response_files_are_balanced_and_disjoint():
     tr = load_responses(data_files(CFG, "responses", "train"))
     ho = load_responses(data_files(CFG, "responses", "heldout"))
-    assert (tr["label"].value_counts() == 22).all() and (ho["label"].value_counts() == 10).all()
+    assert (tr["label"].value_counts() == 32).all() and (ho["label"].value_counts() == 14).all()
+    apologetic = tr["response"].str.contains("Sorry|sorry|apolog|Apolog")
+    assert set(tr.loc[apologetic, "label"]) == {"refusal", "compliance"}
     assert not set(tr["response"]) & set(ho["response"]) and not set(tr["id"]) & set(ho["id"])
 
 
