@@ -132,6 +132,16 @@ class FP8Linear(nn.Module):
             y = fp8_matmul_reference(x_q, x_scale, self.weight_fp8, self.weight_scale)
         return y.to(x.dtype).reshape(*lead, self.out_features)
 
+    def _apply(self, fn, recurse=True):
+        """Device moves apply, dtype casts do not: ``model.to(torch.bfloat16)`` would otherwise turn the
+        e4m3 weights into bf16 and round the fp32 scales."""
+
+        def keep_dtype(t: torch.Tensor) -> torch.Tensor:
+            out = fn(t)
+            return out if out.dtype == t.dtype else t.to(out.device)
+
+        return super()._apply(keep_dtype, recurse)
+
     def _scaled_mm_shapes_ok(self) -> bool:
         return self.in_features % 16 == 0 and self.out_features % 16 == 0
 

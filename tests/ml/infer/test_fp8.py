@@ -92,6 +92,15 @@ def test_fp8_linear_weights_are_quantized_per_output_row_without_the_bound():
     assert y.shape == (3, 5, 16) and torch.equal(y, ref)
 
 
+def test_fp8_linear_keeps_its_dtypes_when_the_model_is_cast():
+    fp8 = nn.Sequential(FP8Linear(nn.Linear(32, 16, bias=False), scale_ub=1200.0))
+    scale = fp8[0].weight_scale.clone()
+    fp8.to(torch.bfloat16)
+    assert fp8[0].weight_fp8.dtype == torch.float8_e4m3fn and fp8[0].weight_scale.dtype == torch.float32
+    assert torch.equal(fp8[0].weight_scale, scale)
+    assert fp8(torch.randn(2, 32, dtype=torch.bfloat16)).dtype == torch.bfloat16
+
+
 def _tiny() -> Llama:
     torch.manual_seed(0)
     return Llama.from_config(ModelConfig.from_preset("tiny"))
