@@ -65,7 +65,9 @@ def row_scales(x: torch.Tensor, scale_ub: float | None = None) -> torch.Tensor:
     amax = x.detach().abs().amax(dim=-1, keepdim=True).float()
     if scale_ub is not None:
         amax = amax.clamp(max=scale_ub)
-    return amax.clamp(min=AMAX_EPS) / E4M3_MAX
+    # divide by a tensor: CUDA turns division by a Python scalar into multiplication by its rounded
+    # reciprocal, which can differ from the CPU's correctly rounded quotient in the last bit
+    return amax.clamp(min=AMAX_EPS) / amax.new_tensor(E4M3_MAX)
 
 
 def quantize_rows(x: torch.Tensor, scale_ub: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:

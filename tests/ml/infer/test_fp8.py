@@ -168,15 +168,19 @@ gpu = pytest.mark.skipif(
 @pytest.mark.gpu
 @gpu
 def test_gpu_scaled_mm_equals_the_cpu_reference():
-    """Same quantized operands; outputs within one bf16 rounding (rtol 2**-7) of the fp32 reference."""
+    """Bit-identical quantized operands and scales on both devices; outputs within one bf16 rounding
+    (rtol 2**-7) of the fp32 reference: only the order of the fp32 sums and the output rounding differ."""
     torch.manual_seed(3)
     lin = nn.Linear(256, 384, bias=False)
-    x = torch.randn(4, 32, 256) * 3
+    x = (torch.randn(4, 32, 256) * 3).to(torch.bfloat16)
     x[0, 0, 0] = 5000.0  # a token past the scale bound
     cpu = FP8Linear(lin, scale_ub=1200.0)
-    ref = cpu(x.to(torch.bfloat16).float()).to(torch.bfloat16)
+    ref = cpu(x.float()).to(torch.bfloat16)
     dev = FP8Linear(lin.cuda(), scale_ub=1200.0)
     assert torch.equal(dev.weight_fp8.cpu().float(), cpu.weight_fp8.float())
-    out = dev(x.to(torch.bfloat16).cuda())
+    assert torch.equal(dev.weight_scale.cpu(), cpu.weight_scale)
+    (q_cpu, s_cpu), (q_dev, s_dev) = quantize_rows(x, 1200.0), quantize_rows(x.cuda(), 1200.0)
+    assert torch.equal(q_dev.cpu().float(), q_cpu.float()) and torch.equal(s_dev.cpu(), s_cpu)
+    out = dev(x.cuda())
     assert out.dtype == torch.bfloat16
     torch.testing.assert_close(out.float().cpu(), ref.float(), rtol=2**-7, atol=1e-3)
