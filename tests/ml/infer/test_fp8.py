@@ -126,10 +126,12 @@ def test_quantize_model_converts_middle_ffns_only():
     for name, tensor in before.items():  # attention, norms, embeddings, head: untouched
         if name not in fp8_names:
             assert torch.equal(after[name], tensor), name
-    for a, b in zip(model.modules(), original.modules(), strict=False):
-        if type(b).__name__ == "Attention":
-            assert type(a) is type(b)
-            assert all(type(x) is nn.Linear for x in a.children())
+    for block, before_block in zip(model.layers, original.layers, strict=True):  # attention: same modules
+        assert type(block.self_attn) is type(before_block.self_attn)
+        assert [type(m) for m in block.self_attn.modules()] == [
+            type(m) for m in before_block.self_attn.modules()
+        ]
+        assert all(type(m) is nn.Linear for m in block.self_attn.children())
 
 
 def test_layer_selection_edges():

@@ -70,7 +70,7 @@ def test_variants_have_their_shape(train):
     assert [m["role"] for m in row("multi_turn")["messages"]] == ["user", "assistant", "user"]
     assert [m["role"] for m in row("tool_use")["messages"]] == ["system", "user", "assistant", "ipython"]
     tool = row("tool_use")
-    assert tool["seed"] and json.loads(tool["prompt"])["results"][0]["snippet"]
+    assert json.loads(tool["prompt"])["question"] in set(train.loc[train["variant"] == "single", "prompt"])
     long = row("long_context")["prompt"]
     assert len(long) > 3000 and long.startswith("Minutes of the")
     borderline = train[train["kind"] == "borderline"]
