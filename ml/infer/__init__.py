@@ -1,0 +1,1 @@
+"""Inference-time model transforms: FP8 quantization (Llama 3 paper §6.2)."""
