@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import dagster as dg
 import pytest
 import yaml
 
@@ -59,7 +60,15 @@ def test_every_asset_materializes_with_gates_passing(home, tmp_path):
     checks = [
         e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"
     ]
-    assert len(checks) == len(defs.resolve_asset_graph().asset_check_keys) and all(c.passed for c in checks)
+    assert len(checks) == len(defs.resolve_asset_graph().asset_check_keys)
+    by_name = {c.check_name: c for c in checks}
+    # an 8-step run has learned token frequencies at best: the unigram check warns, honestly, with numbers
+    unigram = by_name.pop("pretrained_base_beats_unigram")
+    assert not unigram.passed and unigram.severity == dg.AssetCheckSeverity.WARN
+    gap = unigram.metadata["nats_below_unigram"].value
+    assert gap < unigram.metadata["min_nats_below_unigram"].value
+    assert gap == pytest.approx(unigram.metadata["unigram_nats"].value - unigram.metadata["val_loss"].value)
+    assert all(c.passed for c in by_name.values()), [n for n, c in by_name.items() if not c.passed]
     metadata = [
         e.step_materialization_data.materialization.metadata
         for e in result.get_asset_materialization_events()
