@@ -16,6 +16,7 @@ import contextlib
 import dataclasses
 import heapq
 import ipaddress
+import logging
 import posixpath
 import re
 import socket
@@ -38,7 +39,10 @@ import urllib3
 
 from ml.config import ConfigError, StageConfig
 from ml.io import write_parquet
+from ml.sources.records import decode_declared
 from ml.sources.warc import FetchedResponse, WarcSink
+
+_log = logging.getLogger(__name__)
 
 MANIFEST_COLUMNS: tuple[str, ...] = (
     "url",
@@ -141,6 +145,7 @@ class CrawlReport:
     manifest_path: Path
     duration_s: float
     urls_attempted: int = 0
+    charset_fallbacks: int = 0
 
     def to_stats(self) -> dict[str, float | int]:
         out: dict[str, float | int] = {
@@ -152,6 +157,7 @@ class CrawlReport:
             "hosts": len(self.pages_by_host),
             "warc_files": len(self.warc_files),
             "duration_s": round(self.duration_s, 3),
+            "charset_fallbacks": self.charset_fallbacks,
         }
         out.update({f"errors/{k}": n for k, n in sorted(self.errors_by_kind.items())})
         return out
@@ -403,11 +409,6 @@ def _recorded_headers(headers: urllib3.HTTPHeaderDict, body_len: int) -> list[tu
     return out
 
 
-def _charset(content_type: str) -> str:
-    m = re.search(r"charset=[\"']?([\w.:-]+)", content_type, re.I)
-    return m.group(1) if m else "utf-8"
-
-
 class Crawler:
     """State of one crawl: frontier, seen-set, host gates, robots cache, connection pools, WARC sink."""
 
@@ -429,6 +430,7 @@ class Crawler:
         self._pools: dict[tuple[str, str, int, str], urllib3.HTTPConnectionPool] = {}
         self._scope_netlocs: set[str] = set()
         self._failure: BaseException | None = None
+        self.charset_fallbacks = 0  # HTML pages whose declared charset Python cannot decode with
         self._timeout = urllib3.Timeout(connect=cfg.timeout_s, read=cfg.timeout_s)
 
     # --- scope, gates, pools -------------------------------------------------------------------
@@ -705,7 +707,6 @@ class Crawler:
                 self._lock.wait()
 
     def _process(self, task: _Task) -> None:
-        cfg = self.cfg
         row: dict[str, Any] = {
             "url": task.url,
             "final_url": task.url,
@@ -719,24 +720,38 @@ class Crawler:
             "warc_file": "",
             "warc_offset": -1,
         }
-        hop, final_url, robots = self.fetch(task.url, want=cfg.accepted_content_types)
-        row.update(final_url=final_url, robots=robots, status=hop.status, content_type=hop.content_type)
-        row["error"] = hop.error
-        links: list[str] = []
-        if robots == "allowed" and not hop.error and hop.response is not None and 200 <= hop.status < 300:
-            if _media_type(hop.content_type) in ("text/html", "application/xhtml+xml"):
-                html = hop.decoded.decode(_charset(hop.content_type), errors="replace")
-                links = extract_links(html, final_url)
-            fetched = dataclasses.replace(hop.response, depth=task.depth, outlinks=len(links))
+        try:
+            fetched, links = self._fetch_page(task, row)
+        except Exception as exc:  # one hostile page must not end the crawl: named in the log, counted
+            _log.warning("crawl: %s failed: %s: %s", task.url, type(exc).__name__, exc, exc_info=exc)
+            fetched, links = None, []
+            row["error"] = "record_error"
+        if fetched is not None:  # a failing WARC write (disk full) is not a page fault: it ends the crawl
             warc_file, offset = self.sink.write(fetched)
-            row.update(bytes=len(hop.body), warc_file=warc_file, warc_offset=offset)
+            row.update(bytes=len(fetched.body), warc_file=warc_file, warc_offset=offset)
         with self._lock:
             self.rows.append(row)
             self._budget.bytes += row["bytes"]
-            if task.depth < cfg.max_depth:
+            if task.depth < self.cfg.max_depth:
                 for link in links:
                     if self.in_scope(link):
                         self._push(link, task.depth + 1)
+
+    def _fetch_page(self, task: _Task, row: dict[str, Any]) -> tuple[FetchedResponse | None, list[str]]:
+        """Fetch ``task.url`` and parse its links; ``(response to archive or None, links)``."""
+        hop, final_url, robots = self.fetch(task.url, want=self.cfg.accepted_content_types)
+        row.update(final_url=final_url, robots=robots, status=hop.status, content_type=hop.content_type)
+        row["error"] = hop.error
+        if robots != "allowed" or hop.error or hop.response is None or not 200 <= hop.status < 300:
+            return None, []
+        links: list[str] = []
+        if _media_type(hop.content_type) in ("text/html", "application/xhtml+xml"):
+            html, fell_back = decode_declared(hop.decoded, hop.content_type)
+            if fell_back:
+                with self._lock:
+                    self.charset_fallbacks += 1
+            links = extract_links(html, final_url)
+        return dataclasses.replace(hop.response, depth=task.depth, outlinks=len(links)), links
 
     def _worker(self) -> None:
         while True:
@@ -793,6 +808,7 @@ class Crawler:
             manifest_path=manifest_path,
             duration_s=time.monotonic() - start,
             urls_attempted=len(manifest),
+            charset_fallbacks=self.charset_fallbacks,
         )
 
 
