@@ -63,7 +63,9 @@ class ExtractConfig(StageConfig):
     lang_min_score: float = 0.5  # ccNet keeps docs whose language-id confidence is >= 0.5
     keep_undetermined_lang: bool = True  # below lang_min_score: keep with lang "und" (True) or drop
     langid_max_chars: int = 5000  # chosen: the first 5K chars decide the language; bounds cost per doc
-    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES  # chosen: larger bodies are dumps/binaries, dropped `too_large`
+    max_payload_bytes: int = (
+        DEFAULT_MAX_PAYLOAD_BYTES  # chosen: larger bodies are dumps/binaries, dropped `too_large`
+    )
     max_control_char_frac: float = 0.01  # chosen: decoded text with >1% control chars is binary, not text
     batch_size: int = 1000  # records per batch yielded by iter_extract_batches (one shard per batch)
     html_types: tuple[str, ...] = ("text/html", "application/xhtml+xml")

@@ -22,11 +22,12 @@ from warcio.exceptions import ArchiveLoadFailed
 from warcio.statusandheaders import StatusAndHeaders, StatusAndHeadersParserException
 from warcio.warcwriter import WARCWriter
 
-from ml.sources.records import WebRecord
+from ml.sources.records import DEFAULT_MAX_PAYLOAD_BYTES, WebRecord
 
 # Record types handed to extraction; request/metadata/warcinfo/revisit are skipped.
 _TEXT_RECORD_TYPES = ("response", "conversion", "resource")
 _READ_CHUNK = 1 << 16
+_MAX_OUT = 1 << 20  # inflated bytes per decompress call: the reader's memory bound per read
 
 
 class WarcFormatError(ValueError):
@@ -49,7 +50,18 @@ def _read_block(record, path: Path, offset: int) -> None:
         raise WarcFormatError(path, offset, f"record truncated: {remaining} byte(s) of its block are missing")
 
 
-def _to_web_record(record, path: Path, offset: int) -> WebRecord | None:
+def _read_capped(stream, cap: int) -> tuple[bytes, bool]:
+    """At most ``cap`` bytes of ``stream`` and whether there were more; never holds more than cap + a chunk."""
+    buf = bytearray()
+    while len(buf) <= cap:
+        chunk = stream.read(min(_READ_CHUNK, cap + 1 - len(buf)))
+        if not chunk:
+            return bytes(buf), False
+        buf += chunk
+    return bytes(buf[:cap]), True
+
+
+def _to_web_record(record, path: Path, offset: int, cap: int) -> WebRecord | None:
     headers = record.rec_headers
     rec_type = headers.get_header("WARC-Type")
     length = headers.get_header("Content-Length")
@@ -70,12 +82,12 @@ def _to_web_record(record, path: Path, offset: int) -> WebRecord | None:
             )
         status: int | None = int(status_code)
         content_type = record.http_headers.get_header("Content-Type") or ""
-        payload = record.content_stream().read()  # de-chunked, Content-Encoding removed
+        payload, truncated = _read_capped(record.content_stream(), cap)  # de-chunked, decoded
     else:
         status = None
         content_type = "text/plain" if rec_type == "conversion" else (record.content_type or "")
-        payload = record.raw_stream.read()
-    _read_block(record, path, offset)
+        payload, truncated = _read_capped(record.raw_stream, cap)
+    _read_block(record, path, offset)  # the rest of an over-cap record is drained, not held or HTTP-decoded
     return WebRecord(
         url=headers.get_header("WARC-Target-URI") or "",
         fetch_time=headers.get_header("WARC-Date") or "",
@@ -86,6 +98,7 @@ def _to_web_record(record, path: Path, offset: int) -> WebRecord | None:
         warc_file=str(path),
         offset=offset,
         record_id=headers.get_header("WARC-Record-ID") or "",
+        truncated=truncated,
     )
 
 
@@ -94,64 +107,67 @@ class _GzipMemberReader:
 
     warcio's own gzip reader tolerates truncated or corrupt members (it logs to stderr and returns less
     data); here either fault raises :class:`WarcFormatError` at the compressed offset of the member.
+    Memory: one compressed chunk and at most ``_MAX_OUT`` inflated bytes, whatever the member inflates to;
+    time: linear in the inflated size (a read hands out a slice, the buffer is never re-copied).
     """
 
     def __init__(self, fh, path: Path):
         self.fh = fh
         self.path = path
-        self.members: list[tuple[int, int]] = []  # (uncompressed start, compressed start)
+        self._starts: list[int] = []  # uncompressed start of each member, ascending
+        self._offsets: list[int] = []  # compressed start of the same member
         self._decomp = None
-        self._member_start = 0
+        self._in = b""  # compressed bytes read from the file and not yet consumed
         self._fed = 0  # compressed bytes consumed so far
         self._out = 0  # uncompressed bytes produced so far
-        self._pending = b""
         self._buf = b""
+        self._pos = 0  # bytes of _buf already handed out
         self._eof = False
 
     def _fill(self) -> None:
         if self._decomp is None:
-            data = self._pending or self.fh.read(_READ_CHUNK)
-            self._pending = b""
-            if not data:
+            self._in = self._in or self.fh.read(_READ_CHUNK)
+            if not self._in:
                 self._eof = True
                 return
-            self._member_start = self._fed
-            self.members.append((self._out, self._fed))
+            self._starts.append(self._out)
+            self._offsets.append(self._fed)
             self._decomp = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        else:
-            data = self.fh.read(_READ_CHUNK)
-            if not data:
-                raise WarcFormatError(
-                    self.path, self._member_start, "truncated gzip member (unexpected end of file)"
-                )
+        fed_now = not self._in
+        if fed_now:
+            self._in = self.fh.read(_READ_CHUNK)
         try:
-            out = self._decomp.decompress(data)
+            out = self._decomp.decompress(self._in, _MAX_OUT)
         except zlib.error as exc:
-            raise WarcFormatError(self.path, self._member_start, f"corrupt gzip data ({exc})") from exc
+            raise WarcFormatError(self.path, self._offsets[-1], f"corrupt gzip data ({exc})") from exc
+        rest = self._decomp.unused_data if self._decomp.eof else self._decomp.unconsumed_tail
+        self._fed += len(self._in) - len(rest)
+        if fed_now and not self._in and not out and not self._decomp.eof:
+            raise WarcFormatError(
+                self.path, self._offsets[-1], "truncated gzip member (unexpected end of file)"
+            )
+        self._in = rest
         if self._decomp.eof:
-            self._pending = self._decomp.unused_data
-            self._fed += len(data) - len(self._pending)
             self._decomp = None
-        else:
-            self._fed += len(data)
         self._out += len(out)
-        self._buf += out
+        self._buf, self._pos = out, 0
 
     def read(self, size: int = -1) -> bytes:
-        while not self._buf and not self._eof:
+        while self._pos >= len(self._buf) and not self._eof:
             self._fill()
         if size is None or size < 0:
-            size = len(self._buf)
-        out, self._buf = self._buf[:size], self._buf[size:]
+            size = len(self._buf) - self._pos
+        out = self._buf[self._pos : self._pos + size]
+        self._pos += len(out)
         return out
 
     def tell(self) -> int:
-        return self._out - len(self._buf)
+        return self._out - (len(self._buf) - self._pos)
 
     def compressed_offset(self, offset: int) -> int:
         """Compressed offset of the member holding uncompressed ``offset``."""
-        i = bisect.bisect_right([u for u, _ in self.members], offset) - 1
-        return self.members[i][1] if i >= 0 else 0
+        i = bisect.bisect_right(self._starts, offset) - 1
+        return self._offsets[i] if i >= 0 else 0
 
 
 _PARSE_ERRORS = (
@@ -171,14 +187,25 @@ def _as_format_error(exc: Exception, path: Path, offset: int) -> WarcFormatError
     return WarcFormatError(path, offset, f"{type(exc).__name__}: {exc}".strip())
 
 
-def iter_records(path: Path | str) -> Iterator[WebRecord]:
+def _check_cap(max_payload_bytes: int) -> None:
+    if type(max_payload_bytes) is not int or max_payload_bytes <= 0:
+        raise ValueError(f"WARC reader: max_payload_bytes must be an int > 0, got {max_payload_bytes!r}")
+
+
+def iter_records(path: Path | str, max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> Iterator[WebRecord]:
     """Yield the response / WET conversion / resource records of one WARC or WET file (gzip or not).
 
     Raises :class:`WarcFormatError` (file + byte offset) on the first malformed record; records before
     it have already been yielded. Offsets are byte offsets in the file as stored (the gzip member start
-    for ``.warc.gz``), the same numbers :class:`WarcSink` returns.
+    for ``.warc.gz``), the same numbers :class:`WarcSink` returns. A payload is held up to
+    ``max_payload_bytes`` (decoded); past it the record comes with ``truncated=True`` and the rest of its
+    block is read through without being held, so memory stays at the cap plus ~20 MB of buffers.
     """
-    path = Path(path)
+    _check_cap(max_payload_bytes)
+    return _iter_records(Path(path), max_payload_bytes)
+
+
+def _iter_records(path: Path, max_payload_bytes: int) -> Iterator[WebRecord]:
     try:
         fh = open(path, "rb")
     except OSError as exc:
@@ -198,7 +225,7 @@ def iter_records(path: Path | str) -> Iterator[WebRecord]:
                 if record is None:
                     return
                 offset = where()
-                web = _to_web_record(record, path, offset)
+                web = _to_web_record(record, path, offset, max_payload_bytes)
             except _PARSE_ERRORS as exc:
                 raise _as_format_error(exc, path, offset) from exc
             if web is not None:
@@ -211,22 +238,36 @@ def iter_records(path: Path | str) -> Iterator[WebRecord]:
         fh.close()
 
 
-def iter_many(paths: Sequence[Path | str], errors: list[WarcFormatError]) -> Iterator[WebRecord]:
+def iter_many(
+    paths: Sequence[Path | str],
+    errors: list[WarcFormatError],
+    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+) -> Iterator[WebRecord]:
     """Stream every file's records; a bad file costs only its records from the fault on, appended to ``errors``.
 
-    Memory stays bounded by one record, so multi-GB Common Crawl files can be ingested.
+    Memory stays bounded by one capped payload (see ``iter_records``), so multi-GB Common Crawl files and
+    gzip bombs can be ingested.
     """
+    _check_cap(max_payload_bytes)
+    return _iter_many(paths, errors, max_payload_bytes)
+
+
+def _iter_many(
+    paths: Sequence[Path | str], errors: list[WarcFormatError], max_payload_bytes: int
+) -> Iterator[WebRecord]:
     for p in paths:
         try:
-            yield from iter_records(p)
+            yield from iter_records(p, max_payload_bytes)
         except WarcFormatError as exc:
             errors.append(exc)
 
 
-def read_many(paths: Sequence[Path | str]) -> tuple[list[WebRecord], list[WarcFormatError]]:
+def read_many(
+    paths: Sequence[Path | str], max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
+) -> tuple[list[WebRecord], list[WarcFormatError]]:
     """Read every file into memory (small inputs and tests); see ``iter_many`` for streaming."""
     errors: list[WarcFormatError] = []
-    return list(iter_many(paths, errors)), errors
+    return list(iter_many(paths, errors, max_payload_bytes)), errors
 
 
 def expand_warc_paths(patterns: Sequence[str | Path]) -> list[Path]:
