@@ -2,9 +2,10 @@
 
 One code path for every target: an ``https://`` seed on the internet and the loopback local web
 (ml/sources/localweb.py) go through the same checks. Per URL, in order: scheme (http/https only), scope,
-address (the host is resolved and loopback/private/link-local/multicast/reserved addresses are refused
-unless allow-listed; the crawler then connects to that checked IP, so DNS cannot change the answer
-between check and connect), robots.txt, per-host politeness (concurrency + minimum interval), fetch with
+address (the host is resolved and every address that is not globally reachable unicast is refused
+unless allow-listed: loopback, private, CGNAT, link-local, multicast, reserved, IPv6 transition
+prefixes; the crawler then connects to that checked IP, so DNS cannot change the answer between check
+and connect), robots.txt (fetched under the same scope and address checks, redirects included), per-host politeness (concurrency + minimum interval), fetch with
 retries, redirects followed by hand (every hop goes through all the checks again), content-type filter,
 streamed body with size and decompression-bomb guards. Successful pages go to WARC (request, response,
 metadata records); every URL attempted gets one row in ``manifest.parquet``.
@@ -73,7 +74,8 @@ class CrawlConfig(StageConfig):
         "same_host"  # "same_host": the seeds' hosts; "allow_list": ``allow_hosts`` (``*.x`` = subdomains)
     )
     allow_hosts: tuple[str, ...] = ()
-    # Hosts, IPs or CIDRs allowed to resolve to loopback/private/link-local/reserved addresses.
+    # Hosts, IPs or CIDRs allowed to resolve to addresses that are not globally reachable (loopback,
+    # private, ...); the local-web crawl sets ("127.0.0.1",), no preset does.
     allow_private_hosts: tuple[str, ...] = ()
     max_depth: int = 6  # chosen: link hops from a seed
     max_pages: int = 1000  # URLs attempted (manifest rows)
@@ -94,8 +96,8 @@ class CrawlConfig(StageConfig):
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         # Loopback local web: ~3,000 pages in a couple of minutes, so no delay and a few threads.
+        # Loopback is not allowed here: the local-web crawl allows 127.0.0.1 itself, an https seed never.
         "tiny": {
-            "allow_private_hosts": ("127.0.0.1", "::1", "localhost"),
             "max_depth": 8,
             "max_pages": 5000,
             "max_total_bytes": 512 << 20,
@@ -264,17 +266,22 @@ def extract_links(html: str, page_url: str) -> list[str]:
 # ----------------------------------------------------------------------------------------- safety
 
 
+# Ranges Python's ``is_global`` calls global that a crawler must still refuse: IPv6 transition prefixes
+# embed an IPv4 address that can be anything (127.0.0.1, 169.254.169.254), and 192.0.0.0/24 is the IETF
+# protocol-assignment block (not globally reachable, RFC 6890; Python 3.11 misses all but two of it).
+_REFUSED_NETWORKS = tuple(
+    ipaddress.ip_network(n)
+    for n in ("192.0.0.0/24", "192.88.99.0/24", "2002::/16", "64:ff9b::/96", "64:ff9b:1::/48", "::/96")
+)
+
+
 def _ip_is_special(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """True unless ``ip`` is globally reachable unicast (CGNAT 100.64.0.0/10 and 6to4 included)."""
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
-    return (
-        ip.is_loopback
-        or ip.is_private
-        or ip.is_link_local
-        or ip.is_multicast
-        or ip.is_reserved
-        or ip.is_unspecified
-    )
+    if not ip.is_global or ip.is_multicast:
+        return True
+    return any(ip.version == net.version and ip in net for net in _REFUSED_NETWORKS)
 
 
 class AddressGuard:
@@ -472,12 +479,12 @@ class Crawler:
 
     # --- one request -----------------------------------------------------------------------------
 
-    def _check(self, url: str, check_scope: bool = True) -> tuple[str, list[str]]:
+    def _check(self, url: str) -> tuple[str, list[str]]:
         """Scheme, scope and address checks for one hop: ``(error kind, allowed IPs)``."""
         parts = urlsplit(url)
         if parts.scheme not in _DEFAULT_PORTS:
             return "refused_scheme", []
-        if check_scope and not self.in_scope(url):
+        if not self.in_scope(url):
             return "out_of_scope", []
         port = parts.port or _DEFAULT_PORTS[parts.scheme]
         ips, error = self.guard.resolve(parts.hostname or "", port)
@@ -620,19 +627,19 @@ class Crawler:
         return hop
 
     def fetch(
-        self, url: str, want: tuple[str, ...] | None, check_scope: bool = True
+        self, url: str, want: tuple[str, ...] | None, robots_txt: bool = False
     ) -> tuple[_Hop, str, str]:
         """Fetch ``url`` following redirects by hand: ``(final hop, final url, robots decision)``.
 
-        ``want`` is the accepted media types (None: any). Robots are checked per hop unless fetching
-        robots.txt itself (``check_scope`` False).
+        ``want`` is the accepted media types (None: any). Every hop passes the scheme, scope and address
+        checks; robots.txt rules are checked per hop unless fetching robots.txt itself (``robots_txt``).
         """
         current = url
         for n_hop in range(self.cfg.max_redirects + 1):
-            error, ips = self._check(current, check_scope)
+            error, ips = self._check(current)
             if error:
                 return _Hop(error=error), current, "allowed"
-            if check_scope and not self._robots_allow(current):
+            if not robots_txt and not self._robots_allow(current):
                 return _Hop(), current, "disallowed"
             hop = self._fetch_once_with_retries(current, ips, want)
             if hop.location is None:
@@ -642,7 +649,7 @@ class Crawler:
                 return _Hop(status=hop.status, error="refused_scheme"), current, "allowed"
             if n_hop == self.cfg.max_redirects:
                 return _Hop(status=hop.status, error="redirect_limit"), current, "allowed"
-            if check_scope:
+            if not robots_txt:
                 with self._lock:
                     self._seen.add(nxt)
             current = nxt
@@ -662,9 +669,11 @@ class Crawler:
         return rp.can_fetch(self.cfg.user_agent, url)
 
     def _load_robots(self, origin: str) -> urllib.robotparser.RobotFileParser:
-        """RFC 9309: 2xx → parse; 4xx → allow all; 5xx or unreachable → disallow all."""
+        """RFC 9309: 2xx → parse; 4xx → allow all; 5xx or unreachable → disallow all.
+
+        A redirect out of scope or to a refused address counts as unreachable: disallow all."""
         rp = urllib.robotparser.RobotFileParser(origin + "/robots.txt")
-        hop, _, _ = self.fetch(origin + "/robots.txt", want=None, check_scope=False)
+        hop, _, _ = self.fetch(origin + "/robots.txt", want=None, robots_txt=True)
         if hop.error == "http_4xx":
             rp.allow_all = True
         elif hop.error or not 200 <= hop.status < 300:
