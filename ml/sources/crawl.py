@@ -5,10 +5,12 @@ One code path for every target: an ``https://`` seed on the internet and the loo
 address (the host is resolved and every address that is not globally reachable unicast is refused
 unless allow-listed: loopback, private, CGNAT, link-local, multicast, reserved, IPv6 transition
 prefixes; the crawler then connects to that checked IP, so DNS cannot change the answer between check
-and connect), robots.txt (fetched under the same scope and address checks, redirects included), per-host politeness (concurrency + minimum interval), fetch with
-retries, redirects followed by hand (every hop goes through all the checks again), content-type filter,
-streamed body with size and decompression-bomb guards. Successful pages go to WARC (request, response,
-metadata records); every URL attempted gets one row in ``manifest.parquet``.
+and connect), robots.txt (fetched under the same scope and address checks, redirects included),
+per-host politeness (concurrency + minimum interval), fetch with retries, redirects followed by hand
+(every hop goes through all the checks again), content-type filter, streamed body with size and
+decompression-bomb guards, each request cut at ``fetch_deadline_s`` however slowly the server drips.
+Successful pages go to WARC (request, response, metadata records); every URL attempted gets one row in
+``manifest.parquet``; a page that makes parsing raise is a ``record_error`` row, not the end of the crawl.
 """
 
 from __future__ import annotations
@@ -85,6 +87,8 @@ class CrawlConfig(StageConfig):
     per_host_concurrency: int = 1
     concurrency: int = 8  # worker threads across all hosts
     timeout_s: float = 10.0  # connect and per-read timeout
+    # chosen: one HTTP request (connect, headers, body) ends within this, however slowly a server drips
+    fetch_deadline_s: float = 60.0
     retries: int = 2  # extra attempts on timeouts, connection errors, 5xx and 429
     backoff_s: float = 1.0  # sleep before retry k is backoff_s * 2**k
     max_redirects: int = 5  # chosen: enough for http->https->www->canonical chains
@@ -371,6 +375,69 @@ class _Hop:
     response: FetchedResponse | None = None
 
 
+_WATCH = threading.local()  # the _Watch of the request this thread is making, if any
+
+
+class _Watch:
+    """Cuts one request at its deadline: a timer shuts its socket down, which ends any blocked read."""
+
+    def __init__(self, seconds: float):
+        self.fired = False
+        self._sock: socket.socket | None = None
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._fire)
+        self._timer.daemon = True
+
+    def attach(self, sock: socket.socket | None) -> None:
+        with self._lock:
+            self._sock = sock
+            if self.fired:
+                _shutdown(sock)
+
+    def _fire(self) -> None:
+        with self._lock:
+            self.fired = True
+            _shutdown(self._sock)
+
+    def __enter__(self) -> _Watch:
+        _WATCH.current = self
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._timer.cancel()
+        _WATCH.current = None
+
+
+def _shutdown(sock: socket.socket | None) -> None:
+    if sock is not None:  # the plain socket call: on a TLS socket it acts on the fd under it
+        with contextlib.suppress(OSError):
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+def _watched(cls: type) -> type:
+    """``cls`` with its sockets handed to the thread's current :class:`_Watch` (new and reused ones)."""
+
+    class Watched(cls):
+        def _new_conn(self) -> socket.socket:
+            sock = super()._new_conn()
+            if (watch := getattr(_WATCH, "current", None)) is not None:
+                watch.attach(sock)
+            return sock
+
+        def getresponse(self, *args: Any, **kw: Any) -> Any:
+            if (watch := getattr(_WATCH, "current", None)) is not None:
+                watch.attach(self.sock)
+            return super().getresponse(*args, **kw)
+
+    Watched.__name__ = f"Watched{cls.__name__}"
+    return Watched
+
+
+_WatchedHTTPConnection = _watched(urllib3.connection.HTTPConnection)
+_WatchedHTTPSConnection = _watched(urllib3.connection.HTTPSConnection)
+
+
 class _BodyTooBig(Exception):
     def __init__(self, kind: str):
         self.kind = kind
@@ -438,7 +505,8 @@ class Crawler:
         self._scope_netlocs: set[str] = set()
         self._failure: BaseException | None = None
         self.charset_fallbacks = 0  # HTML pages whose declared charset Python cannot decode with
-        self._timeout = urllib3.Timeout(connect=cfg.timeout_s, read=cfg.timeout_s)
+        # The deadline's timer can only shut a socket down once connect() returned it: bound connect too.
+        self._timeout = urllib3.Timeout(connect=min(cfg.timeout_s, cfg.fetch_deadline_s), read=cfg.timeout_s)
 
     # --- scope, gates, pools -------------------------------------------------------------------
 
@@ -474,6 +542,7 @@ class Crawler:
                     )
                 else:
                     pool = urllib3.HTTPConnectionPool(ip, port, maxsize=size, retries=False)
+                pool.ConnectionCls = _WatchedHTTPSConnection if scheme == "https" else _WatchedHTTPConnection
                 self._pools[key] = pool
             return pool
 
@@ -614,13 +683,16 @@ class Crawler:
         for attempt in range(self.cfg.retries + 1):
             if attempt:
                 time.sleep(self.cfg.backoff_s * 2 ** (attempt - 1))
+            watch = _Watch(self.cfg.fetch_deadline_s)
             try:
-                with self._gate(host).slot():
+                with self._gate(host).slot(), watch:
                     hop = self._request(url, ips[attempt % len(ips)], want)
             except (urllib3.exceptions.TimeoutError, TimeoutError):
                 hop = _Hop(error="timeout")
             except (urllib3.exceptions.HTTPError, OSError):
                 hop = _Hop(error="connection")
+            if watch.fired:  # whatever the cut looked like (a short body, a reset), it was the deadline
+                return _Hop(error="deadline")  # not retried: a server this slow gets one deadline per URL
             retryable = hop.error in ("timeout", "connection") or hop.status in _RETRY_STATUS
             if not retryable:
                 break

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -73,22 +72,3 @@ def serve() -> Iterator[Callable[[], Server]]:
         for server, _ in started:
             server.shutdown()
             server.server_close()
-
-
-def drip(body: bytes, every_s: float, content_type: str = "text/html") -> Route:
-    """A route that sends ``body`` one byte every ``every_s`` seconds (Content-Length announced)."""
-
-    def route(h: BaseHTTPRequestHandler) -> None:
-        h.send_response(200)
-        h.send_header("Content-Type", content_type)
-        h.send_header("Content-Length", str(len(body)))
-        h.end_headers()
-        try:
-            for i in range(len(body)):
-                h.wfile.write(body[i : i + 1])
-                h.wfile.flush()
-                time.sleep(every_s)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
-
-    return route
