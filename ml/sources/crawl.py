@@ -42,6 +42,7 @@ import urllib3
 
 from ml.config import ConfigError, StageConfig
 from ml.io import write_parquet
+from ml.sources.checks import check_fields, check_name
 from ml.sources.records import decode_declared
 from ml.sources.warc import FetchedResponse, WarcSink
 
@@ -121,23 +122,23 @@ class CrawlConfig(StageConfig):
     }
 
     def __post_init__(self) -> None:
+        check_fields(
+            self,
+            minimum={"max_depth": 0, "retries": 0, "max_redirects": 0, "per_host_delay_s": 0.0, "backoff_s": 0.0,
+                     "max_decompression_ratio": 1.0},
+            positive=("max_pages", "max_total_bytes", "max_response_bytes", "per_host_concurrency", "concurrency",
+                      "max_warc_file_bytes", "timeout_s", "fetch_deadline_s"),
+        )  # fmt: skip
         if self.scope not in ("same_host", "allow_list"):
             raise ConfigError(f"CrawlConfig.scope must be 'same_host' or 'allow_list', got {self.scope!r}")
-        for name in (
-            "max_pages",
-            "max_response_bytes",
-            "per_host_concurrency",
-            "concurrency",
-            "max_warc_file_bytes",
-        ):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"CrawlConfig.{name} must be > 0, got {getattr(self, name)}")
-        for name in ("max_depth", "retries", "max_redirects", "per_host_delay_s", "backoff_s"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"CrawlConfig.{name} must be >= 0, got {getattr(self, name)}")
-        for entry in self.allow_private_hosts:
-            if not entry.strip():
-                raise ConfigError("CrawlConfig.allow_private_hosts holds an empty entry")
+        for name in ("seeds", "allow_hosts", "allow_private_hosts", "accepted_content_types"):
+            if any(not entry.strip() for entry in getattr(self, name)):
+                raise ConfigError(f"CrawlConfig.{name} holds an empty entry: {getattr(self, name)!r}")
+        if not self.accepted_content_types:
+            raise ConfigError("CrawlConfig.accepted_content_types is empty: no page could be kept, got ()")
+        if not self.user_agent.strip():
+            raise ConfigError(f"CrawlConfig.user_agent must name the crawler, got {self.user_agent!r}")
+        check_name("CrawlConfig.warc_prefix", self.warc_prefix)
 
 
 @dataclass

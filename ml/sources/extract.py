@@ -27,6 +27,7 @@ import trafilatura
 
 from ml.config import ConfigError, StageConfig
 from ml.curate.steps import StepResult, empty_dropped, make_dropped
+from ml.sources.checks import check_fields
 from ml.sources.records import DEFAULT_MAX_PAYLOAD_BYTES, WebRecord, header_charset, text_codec
 
 KEPT_COLUMNS: tuple[str, ...] = (
@@ -72,12 +73,14 @@ class ExtractConfig(StageConfig):
     text_types: tuple[str, ...] = ("text/plain",)  # WET conversions and plain-text responses pass through
 
     def __post_init__(self) -> None:
+        check_fields(
+            self,
+            minimum={"min_chars": 0, "min_words": 0, "lang_min_score": 0.0, "max_control_char_frac": 0.0},
+            positive=("langid_max_chars", "max_payload_bytes", "batch_size"),
+            maximum={"lang_min_score": 1.0, "max_control_char_frac": 1.0},
+        )
         if self.extractor not in ("trafilatura", "lxml"):
             raise ConfigError(f"ExtractConfig.extractor: {self.extractor!r} is not 'trafilatura' or 'lxml'")
-        if not 0.0 <= self.lang_min_score <= 1.0:
-            raise ConfigError(f"ExtractConfig.lang_min_score: {self.lang_min_score} is not in [0, 1]")
-        if self.batch_size < 1:
-            raise ConfigError(f"ExtractConfig.batch_size: {self.batch_size} must be >= 1")
 
 
 def doc_id(url: str, fetch_time: str) -> str:

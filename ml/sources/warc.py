@@ -22,6 +22,8 @@ from warcio.exceptions import ArchiveLoadFailed
 from warcio.statusandheaders import StatusAndHeaders, StatusAndHeadersParserException
 from warcio.warcwriter import WARCWriter
 
+from ml.config import ConfigError
+from ml.sources.checks import check_name
 from ml.sources.records import DEFAULT_MAX_PAYLOAD_BYTES, WebRecord
 
 # Record types handed to extraction; request/metadata/warcinfo/revisit are skipped.
@@ -189,7 +191,7 @@ def _as_format_error(exc: Exception, path: Path, offset: int) -> WarcFormatError
 
 def _check_cap(max_payload_bytes: int) -> None:
     if type(max_payload_bytes) is not int or max_payload_bytes <= 0:
-        raise ValueError(f"WARC reader: max_payload_bytes must be an int > 0, got {max_payload_bytes!r}")
+        raise ConfigError(f"WARC reader: max_payload_bytes must be an int > 0, got {max_payload_bytes!r}")
 
 
 def iter_records(path: Path | str, max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> Iterator[WebRecord]:
@@ -312,8 +314,9 @@ class WarcSink:
     def __init__(
         self, out_dir: Path, prefix: str = "crawl", max_file_bytes: int = 1 << 30, software: str = ""
     ):
-        if max_file_bytes <= 0:
-            raise ValueError(f"WarcSink: max_file_bytes must be > 0, got {max_file_bytes}")
+        if type(max_file_bytes) is not int or max_file_bytes <= 0:
+            raise ConfigError(f"WarcSink.max_file_bytes must be an int > 0, got {max_file_bytes!r}")
+        check_name("WarcSink.prefix", prefix)
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.prefix = prefix
