@@ -45,6 +45,11 @@ def test_guard_refuses_what_is_not_global(address):
     assert guard.resolve(address, 80) == ([], "refused_address")
 
 
+@pytest.mark.parametrize("host", ["2130706433", "0x7f.1", "0177.0.0.1", "127.1", "localhost"])
+def test_guard_refuses_loopback_spelled_otherwise(host):
+    assert AddressGuard(()).resolve(host, 80) == ([], "refused_address")
+
+
 def test_guard_allows_global_and_explicitly_allowed():
     guard = AddressGuard(("127.0.0.1",))
     assert guard.resolve("93.184.215.14", 443) == (["93.184.215.14"], "")

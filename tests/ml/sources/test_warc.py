@@ -164,3 +164,26 @@ def test_expand_warc_paths(tmp_path):
     assert [p.name for p in got] == ["a.warc.gz", "b.warc.gz", "c.wet.gz"]
     with pytest.raises(FileNotFoundError, match=r"nothing-\*\.warc"):
         expand_warc_paths([str(tmp_path / "nothing-*.warc")])
+
+
+def test_gzip_member_reader_matches_gzip_and_locates_members(tmp_path):
+    import random
+
+    from ml.sources.warc import _GzipMemberReader
+
+    rng = random.Random(7)
+    datas = [b"", b"x" * 3_000_000, rng.randbytes(200_000), b"tail\n" * 10, rng.randbytes(1)]
+    members = [gzip.compress(d, compresslevel=rng.choice((1, 6, 9))) for d in datas]
+    path = tmp_path / "m.gz"
+    path.write_bytes(b"".join(members))
+    with open(path, "rb") as fh:
+        reader = _GzipMemberReader(fh, path)
+        out = bytearray()
+        while chunk := reader.read(rng.choice((1, 100, 16384, 1 << 20, 3 << 20))):
+            out += chunk
+            assert reader.tell() == len(out)
+    assert bytes(out) == b"".join(datas)
+    starts = [sum(map(len, datas[:i])) for i in range(len(datas))]
+    offsets = [sum(map(len, members[:i])) for i in range(len(members))]
+    assert [reader.compressed_offset(u) for u in starts[1:]] == offsets[1:]  # an empty member shares its start
+    assert reader.compressed_offset(starts[2] + 5) == offsets[2]
