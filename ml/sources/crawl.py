@@ -42,7 +42,7 @@ import urllib3
 
 from ml.config import ConfigError, StageConfig
 from ml.io import write_parquet
-from ml.sources.checks import check_fields, check_name
+from ml.sources.field_checks import check_fields, check_name
 from ml.sources.records import decode_declared
 from ml.sources.warc import FetchedResponse, WarcSink
 
@@ -273,7 +273,7 @@ def extract_links(html: str, page_url: str) -> list[str]:
 
 # Ranges Python's ``is_global`` calls global that a crawler must still refuse: IPv6 transition prefixes
 # embed an IPv4 address that can be anything (127.0.0.1, 169.254.169.254), and 192.0.0.0/24 is the IETF
-# protocol-assignment block (not globally reachable, RFC 6890; Python 3.11 misses all but two of it).
+# protocol-assignment block (not globally reachable, RFC 6890; Python 3.11 calls most of it global).
 _REFUSED_NETWORKS = tuple(
     ipaddress.ip_network(n)
     for n in ("192.0.0.0/24", "192.88.99.0/24", "2002::/16", "64:ff9b::/96", "64:ff9b:1::/48", "::/96")

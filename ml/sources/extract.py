@@ -27,7 +27,7 @@ import trafilatura
 
 from ml.config import ConfigError, StageConfig
 from ml.curate.steps import StepResult, empty_dropped, make_dropped
-from ml.sources.checks import check_fields
+from ml.sources.field_checks import check_fields
 from ml.sources.records import DEFAULT_MAX_PAYLOAD_BYTES, WebRecord, header_charset, text_codec
 
 KEPT_COLUMNS: tuple[str, ...] = (

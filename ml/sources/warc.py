@@ -23,7 +23,7 @@ from warcio.statusandheaders import StatusAndHeaders, StatusAndHeadersParserExce
 from warcio.warcwriter import WARCWriter
 
 from ml.config import ConfigError
-from ml.sources.checks import check_name
+from ml.sources.field_checks import check_name
 from ml.sources.records import DEFAULT_MAX_PAYLOAD_BYTES, WebRecord
 
 # Record types handed to extraction; request/metadata/warcinfo/revisit are skipped.
@@ -53,14 +53,15 @@ def _read_block(record, path: Path, offset: int) -> None:
 
 
 def _read_capped(stream, cap: int) -> tuple[bytes, bool]:
-    """At most ``cap`` bytes of ``stream`` and whether there were more; never holds more than cap + a chunk."""
+    """At most ``cap`` bytes of ``stream`` and whether there were more (read in chunks: at most cap + 1 held)."""
     buf = bytearray()
     while len(buf) <= cap:
         chunk = stream.read(min(_READ_CHUNK, cap + 1 - len(buf)))
         if not chunk:
             return bytes(buf), False
         buf += chunk
-    return bytes(buf[:cap]), True
+    del buf[cap:]
+    return bytes(buf), True
 
 
 def _to_web_record(record, path: Path, offset: int, cap: int) -> WebRecord | None:
