@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from warcio.archiveiterator import ArchiveIterator
+from warcio.bufferedreaders import BufferedReader
 from warcio.exceptions import ArchiveLoadFailed
 from warcio.statusandheaders import StatusAndHeaders, StatusAndHeadersParserException
 from warcio.warcwriter import WARCWriter
@@ -50,6 +51,65 @@ def _read_block(record, path: Path, offset: int) -> None:
     remaining = getattr(stream, "limit", 0)
     if remaining:
         raise WarcFormatError(path, offset, f"record truncated: {remaining} byte(s) of its block are missing")
+
+
+class _Dechunked:
+    """HTTP chunked transfer decoding as a stream. warcio's own reader holds a whole chunk (up to 2 GiB)
+    in memory; this one hands out at most ``size`` bytes per read. Faults are handled as warcio does: a
+    first size line that is not hex means the body was not chunked after all (passed through raw); a
+    later one, or a body cut short, ends the payload."""
+
+    def __init__(self, raw):
+        self.raw = raw
+        self._left = 0  # bytes left in the current chunk
+        self._first = True
+        self._done = False
+        self._plain = False
+        self._pending = b""
+
+    def _next_chunk(self) -> None:
+        line = self.raw.readline(64)
+        try:
+            size = int(line.split(b";")[0].strip(), 16)
+        except ValueError:
+            self._plain, self._pending = self._first, line
+            self._done = not self._first
+            return
+        self._first = False
+        self._left = size
+        self._done = size == 0
+
+    def read(self, size: int = -1) -> bytes:
+        size = _READ_CHUNK if size is None or size < 0 else size
+        while True:
+            if self._pending:
+                out, self._pending = self._pending[:size], self._pending[size:]
+                return out
+            if self._plain:
+                return self.raw.read(size)
+            if self._done:
+                return b""
+            if self._left:
+                break
+            self._next_chunk()
+        out = self.raw.read(min(size, self._left))
+        self._left -= len(out)
+        if not out:
+            self._done = True
+        elif not self._left and self.raw.read(2) != b"\r\n":
+            self._done = True
+        return out
+
+
+def _content_stream(record):
+    """The decoded HTTP entity body: warcio's ``content_stream``, with chunked bodies de-chunked as a stream."""
+    if record.http_headers.get_header("transfer-encoding") != "chunked":
+        return record.content_stream()
+    stream = _Dechunked(record.raw_stream)
+    encoding = (record.http_headers.get_header("content-encoding") or "").lower()
+    if encoding in BufferedReader.get_supported_decompressors():
+        return BufferedReader(stream, decomp_type=encoding)
+    return stream
 
 
 def _read_capped(stream, cap: int) -> tuple[bytes, bool]:
@@ -85,7 +145,7 @@ def _to_web_record(record, path: Path, offset: int, cap: int) -> WebRecord | Non
             )
         status: int | None = int(status_code)
         content_type = record.http_headers.get_header("Content-Type") or ""
-        payload, truncated = _read_capped(record.content_stream(), cap)  # de-chunked, decoded
+        payload, truncated = _read_capped(_content_stream(record), cap)  # de-chunked, decoded
     else:
         status = None
         content_type = "text/plain" if rec_type == "conversion" else (record.content_type or "")

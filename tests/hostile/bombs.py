@@ -64,3 +64,13 @@ def small_record(url: str, body: bytes) -> bytes:
 def write(path: Path, *members: bytes) -> Path:
     path.write_bytes(b"".join(members))
     return path
+
+
+def chunked_bomb_record(url: str, n_mib: int) -> bytes:
+    """A response record kept with ``Transfer-Encoding: chunked``: one chunk of ``n_mib`` MiB."""
+    size = n_mib * _CHUNK
+    http = b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nTransfer-Encoding: chunked\r\n\r\n"
+    head = http + f"{size:x}\r\n".encode()
+    tail = b"\r\n0\r\n\r\n"
+    block_len = len(head) + size + len(tail)
+    return gzip_repeated(_warc_head(url, block_len) + head, b"a", n_mib, tail + b"\r\n\r\n")
