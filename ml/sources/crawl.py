@@ -70,7 +70,7 @@ _RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 
 @dataclass(frozen=True)
 class CrawlConfig(StageConfig):
-    """Crawler budgets, politeness and safety limits. The Llama 3 paper (§3.1.1) publishes none of these numbers."""
+    """Crawler budgets, politeness and safety limits (the Llama 3 paper, §3.1.1, publishes none of these)."""
 
     seeds: tuple[str, ...] = ()
     scope: str = (
@@ -124,10 +124,10 @@ class CrawlConfig(StageConfig):
     def __post_init__(self) -> None:
         check_fields(
             self,
-            minimum={"max_depth": 0, "retries": 0, "max_redirects": 0, "per_host_delay_s": 0.0, "backoff_s": 0.0,
-                     "max_decompression_ratio": 1.0},
-            positive=("max_pages", "max_total_bytes", "max_response_bytes", "per_host_concurrency", "concurrency",
-                      "max_warc_file_bytes", "timeout_s", "fetch_deadline_s"),
+            minimum={"max_depth": 0, "retries": 0, "max_redirects": 0, "per_host_delay_s": 0.0,
+                     "backoff_s": 0.0, "max_decompression_ratio": 1.0},
+            positive=("max_pages", "max_total_bytes", "max_response_bytes", "per_host_concurrency",
+                      "concurrency", "max_warc_file_bytes", "timeout_s", "fetch_deadline_s"),
         )  # fmt: skip
         if self.scope not in ("same_host", "allow_list"):
             raise ConfigError(f"CrawlConfig.scope must be 'same_host' or 'allow_list', got {self.scope!r}")
@@ -653,7 +653,7 @@ class Crawler:
     def _read_response(
         self, resp: urllib3.BaseHTTPResponse, hop: _Hop, want_body_types: tuple[str, ...] | None
     ) -> bool:
-        """Fill ``hop`` from ``resp``: a redirect target, an error kind, or the body. True if a body was read."""
+        """Fill ``hop`` from ``resp``: a redirect, an error kind or the body; True if a body was read."""
         if 300 <= resp.status < 400 and resp.headers.get("Location"):
             hop.location = resp.headers["Location"]
             return False

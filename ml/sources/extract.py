@@ -2,10 +2,11 @@
 
 ``extract_documents`` turns :class:`~ml.sources.records.WebRecord` objects (WARC responses or WET conversions)
 into the document table. HTML goes through trafilatura with code blocks and math kept (Llama 3 paper §3.1.1:
-the parser "keeps math and code structure" and drops markdown markers); pages where trafilatura finds nothing but the
-HTML has text (e.g. groff-rendered man pages, bare directory listings) fall back to a plain lxml text walk,
-and the ``extractor`` column says which one produced the text. WET ``text/plain`` records pass through.
-Every record that does not become a document is in ``dropped`` with a reason.
+the parser "keeps math and code structure" and drops markdown markers); pages where trafilatura finds
+nothing but the HTML has text (e.g. groff-rendered man pages, bare directory listings) fall back to a plain
+lxml text walk, and the ``extractor`` column says which one produced the text. WET ``text/plain`` records
+pass through. Every record that does not become a document is in ``dropped`` with a reason; a record that
+makes a step raise is dropped as ``record_error`` (WARC file@offset and the error), never the batch.
 """
 
 from __future__ import annotations
@@ -234,7 +235,7 @@ def prepare_tree(tree: lxml.html.HtmlElement, include_math: bool = True, include
 
 
 def lxml_text(tree: lxml.html.HtmlElement) -> str:
-    """Plain text walk: block elements become lines, ``<pre>`` keeps its text verbatim, boilerplate tags skipped."""
+    """Plain text walk: block elements become lines, ``<pre>`` kept verbatim, boilerplate tags skipped."""
     lines: list[str] = []
     buf: list[str] = []
 
@@ -456,7 +457,8 @@ def iter_extract_batches(
 
 
 def extract_documents(records: Iterable[WebRecord], cfg: ExtractConfig, source: str) -> StepResult:
-    """Records → documents (``KEPT_COLUMNS``) and dropped records with a reason; stats per language/extractor."""
+    """Records → documents (``KEPT_COLUMNS``) and dropped records with a reason; stats: per language and
+    extractor, documents decoded by a charset fallback, record errors."""
     parts = list(iter_extract_batches(records, cfg, source))
     if not parts:
         return StepResult(

@@ -36,8 +36,8 @@ def _type_error(cfg: object, name: str, value: Any, expected: Any) -> str | None
         return None
     if ok:
         return None
-    label = getattr(expected, "__name__", expected)
-    return f"{type(cfg).__name__}.{name} must be a {'finite ' if expected is float else ''}{label}, got {value!r}"
+    label = ("finite " if expected is float else "") + str(getattr(expected, "__name__", expected))
+    return f"{type(cfg).__name__}.{name} must be a {label}, got {value!r}"
 
 
 def check_fields(
@@ -46,7 +46,7 @@ def check_fields(
     positive: tuple[str, ...] = (),
     maximum: dict[str, float] | None = None,
 ) -> None:
-    """Raise :class:`ConfigError` naming the first field of ``cfg`` (a dataclass) that is out of type or range.
+    """Raise :class:`ConfigError` naming the first field of dataclass ``cfg`` out of its type or range.
 
     ``minimum``: field -> smallest allowed value; ``positive``: fields that must be > 0 (a time or a
     ratio where 0 means nothing); ``maximum``: field -> largest allowed value.

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from warcio.archiveiterator import ArchiveIterator
-from warcio.bufferedreaders import BufferedReader
+from warcio.bufferedreaders import BufferedReader, DecompressingBufferedReader
 from warcio.exceptions import ArchiveLoadFailed
 from warcio.statusandheaders import StatusAndHeaders, StatusAndHeadersParserException
 from warcio.warcwriter import WARCWriter
@@ -31,6 +31,10 @@ from ml.sources.records import DEFAULT_MAX_PAYLOAD_BYTES, WebRecord
 _TEXT_RECORD_TYPES = ("response", "conversion", "resource")
 _READ_CHUNK = 1 << 16
 _MAX_OUT = 1 << 20  # inflated bytes per decompress call: the reader's memory bound per read
+_WARCIO_BLOCK = 1 << 14  # warcio's own block size
+# chosen: WARC + HTTP headers of one record; servers refuse header blocks over 8-64 KiB, 1 MiB keeps
+# any real one
+MAX_HEADER_BYTES = 1 << 20
 
 
 class WarcFormatError(ValueError):
@@ -41,6 +45,45 @@ class WarcFormatError(ValueError):
         self.offset = int(offset)
         self.detail = detail
         super().__init__(f"{path}: malformed WARC record at byte offset {offset}: {detail}")
+
+
+class _HeaderBoundedReader(DecompressingBufferedReader):
+    """warcio's record reader with header reading bounded. warcio grows a header line by concatenating
+    16 KiB pieces (a 64 MiB line took 105 s) and keeps every header line it reads; here the lines read for
+    one record (blank lines before it, its WARC and HTTP headers) may hold ``MAX_HEADER_BYTES`` in all,
+    more is a malformed record. ``new_record`` starts the count for the next record."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._header_bytes = 0
+
+    def new_record(self) -> None:
+        self._header_bytes = 0
+
+    def readline(self, length=None):
+        left = MAX_HEADER_BYTES - self._header_bytes
+        limit = left if length is None else min(length, left)
+        parts: list[bytes] = []
+        n = 0
+        while n < limit:
+            self._fillbuff()
+            if self.empty():
+                break
+            parts.append(self.buff.readline(limit - n))
+            n += len(parts[-1])
+            if parts[-1].endswith(b"\n"):
+                break
+        line = b"".join(parts)
+        self._header_bytes += n
+        if n >= left and not line.endswith(b"\n"):
+            raise ValueError(f"the headers of one record run over {MAX_HEADER_BYTES} bytes")
+        return line
+
+
+class _ArchiveIterator(ArchiveIterator):
+    def __init__(self, fileobj):
+        super().__init__(fileobj)
+        self.reader = _HeaderBoundedReader(self.fh, block_size=_WARCIO_BLOCK)
 
 
 def _read_block(record, path: Path, offset: int) -> None:
@@ -102,7 +145,7 @@ class _Dechunked:
 
 
 def _content_stream(record):
-    """The decoded HTTP entity body: warcio's ``content_stream``, with chunked bodies de-chunked as a stream."""
+    """The decoded HTTP entity body: warcio's ``content_stream``, chunked bodies de-chunked as a stream."""
     if record.http_headers.get_header("transfer-encoding") != "chunked":
         return record.content_stream()
     stream = _Dechunked(record.raw_stream)
@@ -113,7 +156,7 @@ def _content_stream(record):
 
 
 def _read_capped(stream, cap: int) -> tuple[bytes, bool]:
-    """At most ``cap`` bytes of ``stream`` and whether there were more (read in chunks: at most cap + 1 held)."""
+    """At most ``cap`` bytes of ``stream`` and whether there were more (read in chunks; cap + 1 held)."""
     buf = bytearray()
     while len(buf) <= cap:
         chunk = stream.read(min(_READ_CHUNK, cap + 1 - len(buf)))
@@ -276,13 +319,14 @@ def _iter_records(path: Path, max_payload_bytes: int) -> Iterator[WebRecord]:
     try:
         gz = _GzipMemberReader(fh, path) if fh.read(2) == b"\x1f\x8b" else None
         fh.seek(0)
-        it = ArchiveIterator(gz if gz is not None else fh)
+        it = _ArchiveIterator(gz if gz is not None else fh)
 
         def where() -> int:
             return gz.compressed_offset(it.offset) if gz is not None else it.offset
 
         while True:
             offset = where()
+            it.reader.new_record()
             try:
                 record = next(it, None)
                 if record is None:
@@ -306,7 +350,7 @@ def iter_many(
     errors: list[WarcFormatError],
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
 ) -> Iterator[WebRecord]:
-    """Stream every file's records; a bad file costs only its records from the fault on, appended to ``errors``.
+    """Stream every file's records; a bad file costs its records from the fault on, appended to ``errors``.
 
     Memory stays bounded by one capped payload (see ``iter_records``), so multi-GB Common Crawl files and
     gzip bombs can be ingested.

@@ -13,7 +13,7 @@ _EMPTY_FINAL_BLOCK = b"\x03\x00"  # BFINAL=1, fixed Huffman, end-of-block: close
 
 
 def gzip_repeated(prefix: bytes, byte: bytes, n_mib: int, suffix: bytes) -> bytes:
-    """One gzip member inflating to ``prefix + byte * n_mib MiB + suffix``."""
+    """One gzip member inflating to ``prefix + byte * (n_mib << 20) + suffix`` (``byte``: a short pattern)."""
     c = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
     chunk = byte * _CHUNK
     head = c.compress(prefix) + c.flush(zlib.Z_FULL_FLUSH)
@@ -23,7 +23,7 @@ def gzip_repeated(prefix: bytes, byte: bytes, n_mib: int, suffix: bytes) -> byte
     for _ in range(n_mib):
         crc = zlib.crc32(chunk, crc)
     crc = zlib.crc32(suffix, crc)
-    size = len(prefix) + n_mib * _CHUNK + len(suffix)
+    size = len(prefix) + n_mib * len(chunk) + len(suffix)
     return head + body * n_mib + tail + _EMPTY_FINAL_BLOCK + struct.pack("<II", crc, size & 0xFFFFFFFF)
 
 
@@ -74,3 +74,16 @@ def chunked_bomb_record(url: str, n_mib: int) -> bytes:
     tail = b"\r\n0\r\n\r\n"
     block_len = len(head) + size + len(tail)
     return gzip_repeated(_warc_head(url, block_len) + head, b"a", n_mib, tail + b"\r\n\r\n")
+
+
+def header_line_bomb(n_mib: int) -> bytes:
+    """A WARC record whose first header line never ends (``n_mib`` MiB)."""
+    return gzip_repeated(b"WARC/1.0\r\nWARC-Type: response\r\nX-Long: ", b"a", n_mib, b"\r\n\r\n")
+
+
+def header_count_bomb(n_mib: int) -> bytes:
+    """A response record with ``n_mib`` MiB of short HTTP header lines."""
+    line = b"X: ab\r\n"
+    http = b"HTTP/1.1 200 OK\r\n"
+    block_len = len(http) + n_mib * len(line) * _CHUNK + 2
+    return gzip_repeated(_warc_head("http://headers.test/", block_len) + http, line, n_mib, b"\r\n\r\n\r\n")

@@ -30,27 +30,36 @@ ROOT = Path(__file__).resolve().parents[2]
 _CHILD = """
 import json, resource, sys, time
 resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))  # the machine survives a reader without a bound
-from ml.sources.warc import iter_records
+from ml.sources.warc import iter_many
 start = time.monotonic()
-out = [(r.url, len(r.payload), r.truncated) for r in iter_records(sys.argv[1], max_payload_bytes=int(sys.argv[2]))]
+errors = []
+out = [(r.url, len(r.payload), r.truncated) for r in iter_many(sys.argv[2:], errors, int(sys.argv[1]))]
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
-print(json.dumps({"records": out, "peak_rss_mb": peak, "read_s": round(time.monotonic() - start, 2)}))
+print(json.dumps({"records": out, "errors": [[e.path.name, e.offset, e.detail] for e in errors],
+                  "peak_rss_mb": peak, "read_s": round(time.monotonic() - start, 2)}))
 """
 
 
-def test_multi_gb_bomb_is_read_in_bounded_memory(tmp_path):
-    path = bombs.write(
-        tmp_path / "bomb.warc.gz",
+def test_multi_gb_bombs_are_read_in_bounded_memory(tmp_path):
+    payload_bombs = bombs.write(
+        tmp_path / "payload.warc.gz",
         bombs.bomb_record("http://bomb.test/", 2048),  # 2 MB on disk, 2 GiB inflated (WARC gzip layer)
         bombs.nested_bomb_record("http://nested.test/", 1024),  # 1 KB, 1 GiB behind Content-Encoding: gzip
         bombs.chunked_bomb_record("http://chunked.test/", 1024),  # one 1 GiB chunk (warcio holds a chunk)
         bombs.small_record("http://after.test/", b"<p>after the bombs</p>"),
     )
-    assert path.stat().st_size < 4 << 20  # 3 MB on disk, 4 GiB of payload
+    line_bomb = bombs.write(tmp_path / "line.warc.gz", bombs.header_line_bomb(2048))  # one 2 GiB header line
+    count_bomb = bombs.write(
+        tmp_path / "count.warc.gz",
+        bombs.small_record("http://before.test/", b"<p>before</p>"),
+        bombs.header_count_bomb(256),  # 1.75 GiB of 'X: ab' header lines
+    )
+    assert sum(p.stat().st_size for p in (payload_bombs, line_bomb, count_bomb)) < 8 << 20
     # Linux keeps ru_maxrss across fork + exec, so a child forked from pytest would report pytest's own
     # size; forked from a small shell instead, the reader's process starts its count from ~1 MB.
+    files = [str(p) for p in (payload_bombs, line_bomb, count_bomb)]
     proc = subprocess.run(
-        ["/bin/sh", "-c", '"$@"; exit $?', "sh", sys.executable, "-c", _CHILD, str(path), str(CAP)],
+        ["/bin/sh", "-c", '"$@"; exit $?', "sh", sys.executable, "-c", _CHILD, str(CAP), *files],
         capture_output=True,
         text=True,
         timeout=60,
@@ -65,6 +74,12 @@ def test_multi_gb_bomb_is_read_in_bounded_memory(tmp_path):
         ("http://nested.test/", CAP, True),
         ("http://chunked.test/", CAP, True),
         ("http://after.test/", 22, False),
+        ("http://before.test/", 13, False),
+    ]
+    count_offset = count_bomb.stat().st_size - len(bombs.header_count_bomb(256))
+    assert got["errors"] == [
+        ["line.warc.gz", 0, "ValueError: the headers of one record run over 1048576 bytes"],
+        ["count.warc.gz", count_offset, "ValueError: the headers of one record run over 1048576 bytes"],
     ]
     assert got["peak_rss_mb"] < PEAK_RSS_BOUND_MB
     assert got["read_s"] < 30  # linear: ~2 GiB/s of inflate; the quadratic reader never finished
