@@ -36,6 +36,7 @@ KEPT_COLUMNS: tuple[str, ...] = (
     "warc_file", "warc_offset", "extractor", "n_chars", "n_words",
 )  # fmt: skip
 UNDETERMINED_LANG = "und"
+_MAX_ERROR_CHARS = 500  # of an exception message kept in a record_error's detail
 
 
 @dataclass(frozen=True)
@@ -406,7 +407,8 @@ def _extract_batch(records: list[WebRecord], cfg: ExtractConfig, source: str) ->
         try:
             row, drop = _extract_one(rec, cfg)
         except Exception as exc:  # one hostile record must not fail its batch: dropped by name, counted
-            row, drop = None, ("record_error", f"{rec.warc_file}@{rec.offset}: {type(exc).__name__}: {exc}")
+            error = f"{type(exc).__name__}: {exc}"[:_MAX_ERROR_CHARS]  # a message may quote the whole page
+            row, drop = None, ("record_error", f"{rec.warc_file}@{rec.offset}: {error}")
             counts["record_errors"] += 1
         if drop is not None:
             dropped_rows.append({"id": rid, "url": rec.url, "reason": drop[0], "detail": drop[1]})

@@ -115,13 +115,21 @@ def test_extraction_error_in_one_record_is_named_counted_and_not_fatal(monkeypat
     def extract(text, cfg, url=None):
         if url == "http://site.test/1":
             raise MemoryError("lxml gave up on this tree")
+        if url == "http://site.test/3":
+            raise ValueError(text * 100)  # a message quoting the page is cut
         return real(text, cfg, url=url)
 
     monkeypatch.setattr(extract_mod, "extract_html", extract)
-    recs = [record(i, "text/html; charset=utf-8", html(PROSE)) for i in range(3)]
+    recs = [record(i, "text/html; charset=utf-8", html(PROSE)) for i in range(4)]
     res = extract_documents(recs, ExtractConfig.from_preset("tiny", batch_size=2), source="t")
     assert sorted(res.kept["url"]) == ["http://site.test/0", "http://site.test/2"]
+    cut = ("ValueError: " + html(PROSE).decode() * 100)[:500]
     assert res.dropped[["url", "reason", "detail"]].values.tolist() == [
-        ["http://site.test/1", "record_error", "/data/x.warc.gz@1001: MemoryError: lxml gave up on this tree"]
+        [
+            "http://site.test/1",
+            "record_error",
+            "/data/x.warc.gz@1001: MemoryError: lxml gave up on this tree",
+        ],
+        ["http://site.test/3", "record_error", f"/data/x.warc.gz@1003: {cut}"],
     ]
-    assert res.stats["record_errors"] == 1
+    assert res.stats["record_errors"] == 2
