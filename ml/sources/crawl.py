@@ -2,12 +2,15 @@
 
 One code path for every target: an ``https://`` seed on the internet and the loopback local web
 (ml/sources/localweb.py) go through the same checks. Per URL, in order: scheme (http/https only), scope,
-address (the host is resolved and loopback/private/link-local/multicast/reserved addresses are refused
-unless allow-listed; the crawler then connects to that checked IP, so DNS cannot change the answer
-between check and connect), robots.txt, per-host politeness (concurrency + minimum interval), fetch with
-retries, redirects followed by hand (every hop goes through all the checks again), content-type filter,
-streamed body with size and decompression-bomb guards. Successful pages go to WARC (request, response,
-metadata records); every URL attempted gets one row in ``manifest.parquet``.
+address (the host is resolved and every address that is not globally reachable unicast is refused
+unless allow-listed: loopback, private, CGNAT, link-local, multicast, reserved, IPv6 transition
+prefixes; the crawler then connects to that checked IP, so DNS cannot change the answer between check
+and connect), robots.txt (fetched under the same scope and address checks, redirects included),
+per-host politeness (concurrency + minimum interval), fetch with retries, redirects followed by hand
+(every hop goes through all the checks again), content-type filter, streamed body with size and
+decompression-bomb guards, each request cut at ``fetch_deadline_s`` however slowly the server drips.
+Successful pages go to WARC (request, response, metadata records); every URL attempted gets one row in
+``manifest.parquet``; a page that makes parsing raise is a ``record_error`` row, not the end of the crawl.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import contextlib
 import dataclasses
 import heapq
 import ipaddress
+import logging
 import posixpath
 import re
 import socket
@@ -38,7 +42,11 @@ import urllib3
 
 from ml.config import ConfigError, StageConfig
 from ml.io import write_parquet
+from ml.sources.field_checks import check_fields, check_name
+from ml.sources.records import decode_declared
 from ml.sources.warc import FetchedResponse, WarcSink
+
+_log = logging.getLogger(__name__)
 
 MANIFEST_COLUMNS: tuple[str, ...] = (
     "url",
@@ -62,14 +70,15 @@ _RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 
 @dataclass(frozen=True)
 class CrawlConfig(StageConfig):
-    """Crawler budgets, politeness and safety limits. The Llama 3 paper (§3.1.1) publishes none of these numbers."""
+    """Crawler budgets, politeness and safety limits (the Llama 3 paper, §3.1.1, publishes none of these)."""
 
     seeds: tuple[str, ...] = ()
     scope: str = (
         "same_host"  # "same_host": the seeds' hosts; "allow_list": ``allow_hosts`` (``*.x`` = subdomains)
     )
     allow_hosts: tuple[str, ...] = ()
-    # Hosts, IPs or CIDRs allowed to resolve to loopback/private/link-local/reserved addresses.
+    # Hosts, IPs or CIDRs allowed to resolve to addresses that are not globally reachable (loopback,
+    # private, ...); the local-web crawl sets ("127.0.0.1",), no preset does.
     allow_private_hosts: tuple[str, ...] = ()
     max_depth: int = 6  # chosen: link hops from a seed
     max_pages: int = 1000  # URLs attempted (manifest rows)
@@ -79,6 +88,8 @@ class CrawlConfig(StageConfig):
     per_host_concurrency: int = 1
     concurrency: int = 8  # worker threads across all hosts
     timeout_s: float = 10.0  # connect and per-read timeout
+    # chosen: one HTTP request (connect, headers, body) ends within this, however slowly a server drips
+    fetch_deadline_s: float = 60.0
     retries: int = 2  # extra attempts on timeouts, connection errors, 5xx and 429
     backoff_s: float = 1.0  # sleep before retry k is backoff_s * 2**k
     max_redirects: int = 5  # chosen: enough for http->https->www->canonical chains
@@ -90,8 +101,8 @@ class CrawlConfig(StageConfig):
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         # Loopback local web: ~3,000 pages in a couple of minutes, so no delay and a few threads.
+        # Loopback is not allowed here: the local-web crawl allows 127.0.0.1 itself, an https seed never.
         "tiny": {
-            "allow_private_hosts": ("127.0.0.1", "::1", "localhost"),
             "max_depth": 8,
             "max_pages": 5000,
             "max_total_bytes": 512 << 20,
@@ -111,23 +122,23 @@ class CrawlConfig(StageConfig):
     }
 
     def __post_init__(self) -> None:
+        check_fields(
+            self,
+            minimum={"max_depth": 0, "retries": 0, "max_redirects": 0, "per_host_delay_s": 0.0,
+                     "backoff_s": 0.0, "max_decompression_ratio": 1.0},
+            positive=("max_pages", "max_total_bytes", "max_response_bytes", "per_host_concurrency",
+                      "concurrency", "max_warc_file_bytes", "timeout_s", "fetch_deadline_s"),
+        )  # fmt: skip
         if self.scope not in ("same_host", "allow_list"):
             raise ConfigError(f"CrawlConfig.scope must be 'same_host' or 'allow_list', got {self.scope!r}")
-        for name in (
-            "max_pages",
-            "max_response_bytes",
-            "per_host_concurrency",
-            "concurrency",
-            "max_warc_file_bytes",
-        ):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"CrawlConfig.{name} must be > 0, got {getattr(self, name)}")
-        for name in ("max_depth", "retries", "max_redirects", "per_host_delay_s", "backoff_s"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"CrawlConfig.{name} must be >= 0, got {getattr(self, name)}")
-        for entry in self.allow_private_hosts:
-            if not entry.strip():
-                raise ConfigError("CrawlConfig.allow_private_hosts holds an empty entry")
+        for name in ("seeds", "allow_hosts", "allow_private_hosts", "accepted_content_types"):
+            if any(not entry.strip() for entry in getattr(self, name)):
+                raise ConfigError(f"CrawlConfig.{name} holds an empty entry: {getattr(self, name)!r}")
+        if not self.accepted_content_types:
+            raise ConfigError("CrawlConfig.accepted_content_types is empty: no page could be kept, got ()")
+        if not self.user_agent.strip():
+            raise ConfigError(f"CrawlConfig.user_agent must name the crawler, got {self.user_agent!r}")
+        check_name("CrawlConfig.warc_prefix", self.warc_prefix)
 
 
 @dataclass
@@ -141,6 +152,7 @@ class CrawlReport:
     manifest_path: Path
     duration_s: float
     urls_attempted: int = 0
+    charset_fallbacks: int = 0
 
     def to_stats(self) -> dict[str, float | int]:
         out: dict[str, float | int] = {
@@ -152,6 +164,7 @@ class CrawlReport:
             "hosts": len(self.pages_by_host),
             "warc_files": len(self.warc_files),
             "duration_s": round(self.duration_s, 3),
+            "charset_fallbacks": self.charset_fallbacks,
         }
         out.update({f"errors/{k}": n for k, n in sorted(self.errors_by_kind.items())})
         return out
@@ -258,17 +271,22 @@ def extract_links(html: str, page_url: str) -> list[str]:
 # ----------------------------------------------------------------------------------------- safety
 
 
+# Ranges Python's ``is_global`` calls global that a crawler must still refuse: IPv6 transition prefixes
+# embed an IPv4 address that can be anything (127.0.0.1, 169.254.169.254), and 192.0.0.0/24 is the IETF
+# protocol-assignment block (not globally reachable, RFC 6890; Python 3.11 calls most of it global).
+_REFUSED_NETWORKS = tuple(
+    ipaddress.ip_network(n)
+    for n in ("192.0.0.0/24", "192.88.99.0/24", "2002::/16", "64:ff9b::/96", "64:ff9b:1::/48", "::/96")
+)
+
+
 def _ip_is_special(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """True unless ``ip`` is globally reachable unicast (CGNAT 100.64.0.0/10 and 6to4 included)."""
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
-    return (
-        ip.is_loopback
-        or ip.is_private
-        or ip.is_link_local
-        or ip.is_multicast
-        or ip.is_reserved
-        or ip.is_unspecified
-    )
+    if not ip.is_global or ip.is_multicast:
+        return True
+    return any(ip.version == net.version and ip in net for net in _REFUSED_NETWORKS)
 
 
 class AddressGuard:
@@ -358,6 +376,69 @@ class _Hop:
     response: FetchedResponse | None = None
 
 
+_WATCH = threading.local()  # the _Watch of the request this thread is making, if any
+
+
+class _Watch:
+    """Cuts one request at its deadline: a timer shuts its socket down, which ends any blocked read."""
+
+    def __init__(self, seconds: float):
+        self.fired = False
+        self._sock: socket.socket | None = None
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._fire)
+        self._timer.daemon = True
+
+    def attach(self, sock: socket.socket | None) -> None:
+        with self._lock:
+            self._sock = sock
+            if self.fired:
+                _shutdown(sock)
+
+    def _fire(self) -> None:
+        with self._lock:
+            self.fired = True
+            _shutdown(self._sock)
+
+    def __enter__(self) -> _Watch:
+        _WATCH.current = self
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._timer.cancel()
+        _WATCH.current = None
+
+
+def _shutdown(sock: socket.socket | None) -> None:
+    if sock is not None:  # the plain socket call: on a TLS socket it acts on the fd under it
+        with contextlib.suppress(OSError):
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+def _watched(cls: type) -> type:
+    """``cls`` with its sockets handed to the thread's current :class:`_Watch` (new and reused ones)."""
+
+    class Watched(cls):
+        def _new_conn(self) -> socket.socket:
+            sock = super()._new_conn()
+            if (watch := getattr(_WATCH, "current", None)) is not None:
+                watch.attach(sock)
+            return sock
+
+        def getresponse(self, *args: Any, **kw: Any) -> Any:
+            if (watch := getattr(_WATCH, "current", None)) is not None:
+                watch.attach(self.sock)
+            return super().getresponse(*args, **kw)
+
+    Watched.__name__ = f"Watched{cls.__name__}"
+    return Watched
+
+
+_WatchedHTTPConnection = _watched(urllib3.connection.HTTPConnection)
+_WatchedHTTPSConnection = _watched(urllib3.connection.HTTPSConnection)
+
+
 class _BodyTooBig(Exception):
     def __init__(self, kind: str):
         self.kind = kind
@@ -403,11 +484,6 @@ def _recorded_headers(headers: urllib3.HTTPHeaderDict, body_len: int) -> list[tu
     return out
 
 
-def _charset(content_type: str) -> str:
-    m = re.search(r"charset=[\"']?([\w.:-]+)", content_type, re.I)
-    return m.group(1) if m else "utf-8"
-
-
 class Crawler:
     """State of one crawl: frontier, seen-set, host gates, robots cache, connection pools, WARC sink."""
 
@@ -429,7 +505,9 @@ class Crawler:
         self._pools: dict[tuple[str, str, int, str], urllib3.HTTPConnectionPool] = {}
         self._scope_netlocs: set[str] = set()
         self._failure: BaseException | None = None
-        self._timeout = urllib3.Timeout(connect=cfg.timeout_s, read=cfg.timeout_s)
+        self.charset_fallbacks = 0  # HTML pages whose declared charset Python cannot decode with
+        # The deadline's timer can only shut a socket down once connect() returned it: bound connect too.
+        self._timeout = urllib3.Timeout(connect=min(cfg.timeout_s, cfg.fetch_deadline_s), read=cfg.timeout_s)
 
     # --- scope, gates, pools -------------------------------------------------------------------
 
@@ -465,17 +543,18 @@ class Crawler:
                     )
                 else:
                     pool = urllib3.HTTPConnectionPool(ip, port, maxsize=size, retries=False)
+                pool.ConnectionCls = _WatchedHTTPSConnection if scheme == "https" else _WatchedHTTPConnection
                 self._pools[key] = pool
             return pool
 
     # --- one request -----------------------------------------------------------------------------
 
-    def _check(self, url: str, check_scope: bool = True) -> tuple[str, list[str]]:
+    def _check(self, url: str) -> tuple[str, list[str]]:
         """Scheme, scope and address checks for one hop: ``(error kind, allowed IPs)``."""
         parts = urlsplit(url)
         if parts.scheme not in _DEFAULT_PORTS:
             return "refused_scheme", []
-        if check_scope and not self.in_scope(url):
+        if not self.in_scope(url):
             return "out_of_scope", []
         port = parts.port or _DEFAULT_PORTS[parts.scheme]
         ips, error = self.guard.resolve(parts.hostname or "", port)
@@ -574,7 +653,7 @@ class Crawler:
     def _read_response(
         self, resp: urllib3.BaseHTTPResponse, hop: _Hop, want_body_types: tuple[str, ...] | None
     ) -> bool:
-        """Fill ``hop`` from ``resp``: a redirect target, an error kind, or the body. True if a body was read."""
+        """Fill ``hop`` from ``resp``: a redirect, an error kind or the body; True if a body was read."""
         if 300 <= resp.status < 400 and resp.headers.get("Location"):
             hop.location = resp.headers["Location"]
             return False
@@ -605,32 +684,35 @@ class Crawler:
         for attempt in range(self.cfg.retries + 1):
             if attempt:
                 time.sleep(self.cfg.backoff_s * 2 ** (attempt - 1))
+            watch = _Watch(self.cfg.fetch_deadline_s)
             try:
-                with self._gate(host).slot():
+                with self._gate(host).slot(), watch:
                     hop = self._request(url, ips[attempt % len(ips)], want)
             except (urllib3.exceptions.TimeoutError, TimeoutError):
                 hop = _Hop(error="timeout")
             except (urllib3.exceptions.HTTPError, OSError):
                 hop = _Hop(error="connection")
+            if watch.fired:  # whatever the cut looked like (a short body, a reset), it was the deadline
+                return _Hop(error="deadline")  # not retried: a server this slow gets one deadline per URL
             retryable = hop.error in ("timeout", "connection") or hop.status in _RETRY_STATUS
             if not retryable:
                 break
         return hop
 
     def fetch(
-        self, url: str, want: tuple[str, ...] | None, check_scope: bool = True
+        self, url: str, want: tuple[str, ...] | None, robots_txt: bool = False
     ) -> tuple[_Hop, str, str]:
         """Fetch ``url`` following redirects by hand: ``(final hop, final url, robots decision)``.
 
-        ``want`` is the accepted media types (None: any). Robots are checked per hop unless fetching
-        robots.txt itself (``check_scope`` False).
+        ``want`` is the accepted media types (None: any). Every hop passes the scheme, scope and address
+        checks; robots.txt rules are checked per hop unless fetching robots.txt itself (``robots_txt``).
         """
         current = url
         for n_hop in range(self.cfg.max_redirects + 1):
-            error, ips = self._check(current, check_scope)
+            error, ips = self._check(current)
             if error:
                 return _Hop(error=error), current, "allowed"
-            if check_scope and not self._robots_allow(current):
+            if not robots_txt and not self._robots_allow(current):
                 return _Hop(), current, "disallowed"
             hop = self._fetch_once_with_retries(current, ips, want)
             if hop.location is None:
@@ -640,7 +722,7 @@ class Crawler:
                 return _Hop(status=hop.status, error="refused_scheme"), current, "allowed"
             if n_hop == self.cfg.max_redirects:
                 return _Hop(status=hop.status, error="redirect_limit"), current, "allowed"
-            if check_scope:
+            if not robots_txt:
                 with self._lock:
                     self._seen.add(nxt)
             current = nxt
@@ -660,9 +742,11 @@ class Crawler:
         return rp.can_fetch(self.cfg.user_agent, url)
 
     def _load_robots(self, origin: str) -> urllib.robotparser.RobotFileParser:
-        """RFC 9309: 2xx → parse; 4xx → allow all; 5xx or unreachable → disallow all."""
+        """RFC 9309: 2xx → parse; 4xx → allow all; 5xx or unreachable → disallow all.
+
+        A redirect out of scope or to a refused address counts as unreachable: disallow all."""
         rp = urllib.robotparser.RobotFileParser(origin + "/robots.txt")
-        hop, _, _ = self.fetch(origin + "/robots.txt", want=None, check_scope=False)
+        hop, _, _ = self.fetch(origin + "/robots.txt", want=None, robots_txt=True)
         if hop.error == "http_4xx":
             rp.allow_all = True
         elif hop.error or not 200 <= hop.status < 300:
@@ -705,7 +789,6 @@ class Crawler:
                 self._lock.wait()
 
     def _process(self, task: _Task) -> None:
-        cfg = self.cfg
         row: dict[str, Any] = {
             "url": task.url,
             "final_url": task.url,
@@ -719,24 +802,38 @@ class Crawler:
             "warc_file": "",
             "warc_offset": -1,
         }
-        hop, final_url, robots = self.fetch(task.url, want=cfg.accepted_content_types)
-        row.update(final_url=final_url, robots=robots, status=hop.status, content_type=hop.content_type)
-        row["error"] = hop.error
-        links: list[str] = []
-        if robots == "allowed" and not hop.error and hop.response is not None and 200 <= hop.status < 300:
-            if _media_type(hop.content_type) in ("text/html", "application/xhtml+xml"):
-                html = hop.decoded.decode(_charset(hop.content_type), errors="replace")
-                links = extract_links(html, final_url)
-            fetched = dataclasses.replace(hop.response, depth=task.depth, outlinks=len(links))
+        try:
+            fetched, links = self._fetch_page(task, row)
+        except Exception as exc:  # one hostile page must not end the crawl: named in the log, counted
+            _log.warning("crawl: %s failed: %s: %s", task.url, type(exc).__name__, exc, exc_info=exc)
+            fetched, links = None, []
+            row["error"] = "record_error"
+        if fetched is not None:  # a failing WARC write (disk full) is not a page fault: it ends the crawl
             warc_file, offset = self.sink.write(fetched)
-            row.update(bytes=len(hop.body), warc_file=warc_file, warc_offset=offset)
+            row.update(bytes=len(fetched.body), warc_file=warc_file, warc_offset=offset)
         with self._lock:
             self.rows.append(row)
             self._budget.bytes += row["bytes"]
-            if task.depth < cfg.max_depth:
+            if task.depth < self.cfg.max_depth:
                 for link in links:
                     if self.in_scope(link):
                         self._push(link, task.depth + 1)
+
+    def _fetch_page(self, task: _Task, row: dict[str, Any]) -> tuple[FetchedResponse | None, list[str]]:
+        """Fetch ``task.url`` and parse its links; ``(response to archive or None, links)``."""
+        hop, final_url, robots = self.fetch(task.url, want=self.cfg.accepted_content_types)
+        row.update(final_url=final_url, robots=robots, status=hop.status, content_type=hop.content_type)
+        row["error"] = hop.error
+        if robots != "allowed" or hop.error or hop.response is None or not 200 <= hop.status < 300:
+            return None, []
+        links: list[str] = []
+        if _media_type(hop.content_type) in ("text/html", "application/xhtml+xml"):
+            html, fell_back = decode_declared(hop.decoded, hop.content_type)
+            if fell_back:
+                with self._lock:
+                    self.charset_fallbacks += 1
+            links = extract_links(html, final_url)
+        return dataclasses.replace(hop.response, depth=task.depth, outlinks=len(links)), links
 
     def _worker(self) -> None:
         while True:
@@ -793,6 +890,7 @@ class Crawler:
             manifest_path=manifest_path,
             duration_s=time.monotonic() - start,
             urls_attempted=len(manifest),
+            charset_fallbacks=self.charset_fallbacks,
         )
 
 

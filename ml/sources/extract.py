@@ -2,10 +2,11 @@
 
 ``extract_documents`` turns :class:`~ml.sources.records.WebRecord` objects (WARC responses or WET conversions)
 into the document table. HTML goes through trafilatura with code blocks and math kept (Llama 3 paper §3.1.1:
-the parser "keeps math and code structure" and drops markdown markers); pages where trafilatura finds nothing but the
-HTML has text (e.g. groff-rendered man pages, bare directory listings) fall back to a plain lxml text walk,
-and the ``extractor`` column says which one produced the text. WET ``text/plain`` records pass through.
-Every record that does not become a document is in ``dropped`` with a reason.
+the parser "keeps math and code structure" and drops markdown markers); pages where trafilatura finds
+nothing but the HTML has text (e.g. groff-rendered man pages, bare directory listings) fall back to a plain
+lxml text walk, and the ``extractor`` column says which one produced the text. WET ``text/plain`` records
+pass through. Every record that does not become a document is in ``dropped`` with a reason; a record that
+makes a step raise is dropped as ``record_error`` (WARC file@offset and the error), never the batch.
 """
 
 from __future__ import annotations
@@ -27,13 +28,15 @@ import trafilatura
 
 from ml.config import ConfigError, StageConfig
 from ml.curate.steps import StepResult, empty_dropped, make_dropped
-from ml.sources.records import WebRecord
+from ml.sources.field_checks import check_fields
+from ml.sources.records import DEFAULT_MAX_PAYLOAD_BYTES, WebRecord, header_charset, text_codec
 
 KEPT_COLUMNS: tuple[str, ...] = (
     "id", "url", "text", "lang", "lang_score", "fetch_time", "source", "content_type",
     "warc_file", "warc_offset", "extractor", "n_chars", "n_words",
 )  # fmt: skip
 UNDETERMINED_LANG = "und"
+_MAX_ERROR_CHARS = 500  # of an exception message kept in a record_error's detail
 
 
 @dataclass(frozen=True)
@@ -63,19 +66,23 @@ class ExtractConfig(StageConfig):
     lang_min_score: float = 0.5  # ccNet keeps docs whose language-id confidence is >= 0.5
     keep_undetermined_lang: bool = True  # below lang_min_score: keep with lang "und" (True) or drop
     langid_max_chars: int = 5000  # chosen: the first 5K chars decide the language; bounds cost per doc
-    max_payload_bytes: int = 10_000_000  # chosen: larger bodies are dumps/binaries, dropped `too_large`
+    max_payload_bytes: int = (
+        DEFAULT_MAX_PAYLOAD_BYTES  # chosen: larger bodies are dumps/binaries, dropped `too_large`
+    )
     max_control_char_frac: float = 0.01  # chosen: decoded text with >1% control chars is binary, not text
     batch_size: int = 1000  # records per batch yielded by iter_extract_batches (one shard per batch)
     html_types: tuple[str, ...] = ("text/html", "application/xhtml+xml")
     text_types: tuple[str, ...] = ("text/plain",)  # WET conversions and plain-text responses pass through
 
     def __post_init__(self) -> None:
+        check_fields(
+            self,
+            minimum={"min_chars": 0, "min_words": 0, "lang_min_score": 0.0, "max_control_char_frac": 0.0},
+            positive=("langid_max_chars", "max_payload_bytes", "batch_size"),
+            maximum={"lang_min_score": 1.0, "max_control_char_frac": 1.0},
+        )
         if self.extractor not in ("trafilatura", "lxml"):
             raise ConfigError(f"ExtractConfig.extractor: {self.extractor!r} is not 'trafilatura' or 'lxml'")
-        if not 0.0 <= self.lang_min_score <= 1.0:
-            raise ConfigError(f"ExtractConfig.lang_min_score: {self.lang_min_score} is not in [0, 1]")
-        if self.batch_size < 1:
-            raise ConfigError(f"ExtractConfig.batch_size: {self.batch_size} must be >= 1")
 
 
 def doc_id(url: str, fetch_time: str) -> str:
@@ -93,14 +100,6 @@ def _media_type(content_type: str) -> str:
     return content_type.split(";", 1)[0].strip().lower()
 
 
-def _header_charset(content_type: str) -> str | None:
-    for part in content_type.split(";")[1:]:
-        key, _, value = part.partition("=")
-        if key.strip().lower() == "charset" and value.strip():
-            return value.strip().strip("\"'")
-    return None
-
-
 _CONTROL = re.compile("[\x00-\x08\x0b\x0e-\x1f\x7f-\x9f]")  # C0/C1 controls except \t \n \f \r
 
 
@@ -113,39 +112,54 @@ def decode_payload(
 ) -> tuple[str, str] | None:
     """Decode ``payload`` to text; returns ``(text, encoding)`` or None when nothing gives plausible text.
 
-    Tried in order: byte-order mark, the HTTP header charset, a ``<meta charset>`` in the first 4 KiB,
-    UTF-8, then charset_normalizer's best guess. A strict decode that yields more than
-    ``max_control_frac`` control characters is rejected (binary bytes that happen to decode).
+    See :func:`decode_with_fallback` for the order; never raises on a charset label.
     """
-    candidates: list[str] = [enc for bom, enc in _BOMS if payload.startswith(bom)]
-    if (header := _header_charset(content_type)) is not None:
-        candidates.append(header)
+    decoded = decode_with_fallback(payload, content_type, max_control_frac)
+    return None if decoded is None else decoded[:2]
+
+
+def decode_with_fallback(
+    payload: bytes, content_type: str, max_control_frac: float = 0.01
+) -> tuple[str, str, bool] | None:
+    """``(text, encoding, fell_back)`` or None when nothing gives plausible text.
+
+    Declared first (byte-order mark, the HTTP header charset, a ``<meta charset>`` in the first 4 KiB),
+    then sniffed (strict UTF-8, charset_normalizer's best guess), then UTF-8 with replacement. A label
+    Python has no text codec for (``utf8mb4``, ``x-user-defined``, ``base64``) is skipped. A decode that
+    yields more than ``max_control_frac`` control characters is rejected (binary bytes that happen to
+    decode). ``fell_back`` is True when a charset was declared but the text came from a later step.
+    """
+    labels: list[str] = [enc for bom, enc in _BOMS if payload.startswith(bom)]
+    if (header := header_charset(content_type)) is not None:
+        labels.append(header)
     if (meta := _META_CHARSET.search(payload[:4096])) is not None:
-        candidates.append(meta.group(1).decode("ascii", "replace"))
-    candidates.append("utf-8")
+        labels.append(meta.group(1).decode("ascii", "replace"))
+    declared = [c for c in map(text_codec, labels) if c is not None]
     tried: set[str] = set()
-    for enc in candidates:
-        try:
-            name = codecs.lookup(enc).name
-        except LookupError:
-            continue
+    for name in [*declared, "utf-8"]:
         if name in tried:
             continue
         tried.add(name)
         try:
             text = payload.decode(name)
-        except UnicodeDecodeError:
+        except (UnicodeError, LookupError):
             continue
         if _control_frac(text) <= max_control_frac:
-            return text, name
+            return text, name, bool(labels) and name not in declared
+    for text, name in _sniffed(payload):
+        if _control_frac(text) <= max_control_frac:
+            return text, name, bool(labels)
+    return None
+
+
+def _sniffed(payload: bytes) -> Iterator[tuple[str, str]]:
+    """charset_normalizer's best guess, then UTF-8 with replacement characters."""
     import charset_normalizer  # a trafilatura dependency; only needed for undeclared non-UTF-8 pages
 
     best = charset_normalizer.from_bytes(payload).best()
-    if best is not None and best.encoding is not None:
-        text = str(best)
-        if _control_frac(text) <= max_control_frac:
-            return text, codecs.lookup(best.encoding).name
-    return None
+    if best is not None and best.encoding is not None and text_codec(best.encoding) is not None:
+        yield str(best), text_codec(best.encoding) or "utf-8"
+    yield payload.decode("utf-8", errors="replace"), "utf-8"
 
 
 # ---------------------------------------------------------------------------------------------- HTML
@@ -222,7 +236,7 @@ def prepare_tree(tree: lxml.html.HtmlElement, include_math: bool = True, include
 
 
 def lxml_text(tree: lxml.html.HtmlElement) -> str:
-    """Plain text walk: block elements become lines, ``<pre>`` keeps its text verbatim, boilerplate tags skipped."""
+    """Plain text walk: block elements become lines, ``<pre>`` kept verbatim, boilerplate tags skipped."""
     lines: list[str] = []
     buf: list[str] = []
 
@@ -357,12 +371,14 @@ def _extract_one(rec: WebRecord, cfg: ExtractConfig) -> tuple[dict[str, Any] | N
         return None, ("not_html", f"content_type={rec.content_type or '(none)'}")
     if not rec.payload.strip():
         return None, ("empty", "empty payload")
+    if rec.truncated:
+        return None, ("too_large", f"more than {len(rec.payload)} bytes (the reader stopped at its cap)")
     if len(rec.payload) > cfg.max_payload_bytes:
         return None, ("too_large", f"{len(rec.payload)} bytes > {cfg.max_payload_bytes}")
-    decoded = decode_payload(rec.payload, rec.content_type, cfg.max_control_char_frac)
+    decoded = decode_with_fallback(rec.payload, rec.content_type, cfg.max_control_char_frac)
     if decoded is None:
         return None, ("undecodable", f"no charset gives text (content_type={rec.content_type or '(none)'})")
-    raw, _encoding = decoded
+    raw, _encoding, fell_back = decoded
     if is_html:
         text, extractor = extract_html(raw, cfg, url=rec.url)
     else:
@@ -378,20 +394,27 @@ def _extract_one(rec: WebRecord, cfg: ExtractConfig) -> tuple[dict[str, Any] | N
             return None, ("lang_undetermined", f"{lang}={score:.3f} < {cfg.lang_min_score}")
         lang = UNDETERMINED_LANG
     row = {"text": text, "lang": lang, "lang_score": score, "content_type": media, "extractor": extractor,
-           "n_chars": n_chars, "n_words": n_words}  # fmt: skip
+           "n_chars": n_chars, "n_words": n_words, "charset_fallback": fell_back}  # fmt: skip
     return row, None
 
 
 def _extract_batch(records: list[WebRecord], cfg: ExtractConfig, source: str) -> StepResult:
     kept_rows: list[dict[str, Any]] = []
     dropped_rows: list[dict[str, str]] = []
+    counts = dict(_NO_COUNTS)
     for rec in records:
         rid = doc_id(rec.url, rec.fetch_time)
-        row, drop = _extract_one(rec, cfg)
+        try:
+            row, drop = _extract_one(rec, cfg)
+        except Exception as exc:  # one hostile record must not fail its batch: dropped by name, counted
+            error = f"{type(exc).__name__}: {exc}"[:_MAX_ERROR_CHARS]  # a message may quote the whole page
+            row, drop = None, ("record_error", f"{rec.warc_file}@{rec.offset}: {error}")
+            counts["record_errors"] += 1
         if drop is not None:
             dropped_rows.append({"id": rid, "url": rec.url, "reason": drop[0], "detail": drop[1]})
             continue
         assert row is not None
+        counts["charset_fallbacks"] += row.pop("charset_fallback")
         row.update(id=rid, url=rec.url, fetch_time=rec.fetch_time, source=source, warc_file=rec.warc_file,
                    warc_offset=int(rec.offset))  # fmt: skip
         kept_rows.append(row)
@@ -404,11 +427,16 @@ def _extract_batch(records: list[WebRecord], cfg: ExtractConfig, source: str) ->
         if dropped_rows
         else empty_dropped()
     )
-    return StepResult(kept=kept, dropped=dropped, stats=_stats(kept, len(records)))
+    return StepResult(kept=kept, dropped=dropped, stats=_stats(kept, len(records), counts))
 
 
-def _stats(kept: pd.DataFrame, n_records: int) -> dict[str, float | int]:
+_NO_COUNTS = {"charset_fallbacks": 0, "record_errors": 0}
+
+
+def _stats(kept: pd.DataFrame, n_records: int, counts: dict[str, int]) -> dict[str, float | int]:
+    """Per-language/extractor counts; ``counts``: documents decoded by a charset fallback, record errors."""
     stats: dict[str, float | int] = {"records_in": n_records, "chars_out": int(kept["n_chars"].sum())}
+    stats.update(counts)
     stats.update({f"lang/{k}": v for k, v in sorted(Counter(kept["lang"]).items())})
     stats.update({f"extractor/{k}": v for k, v in sorted(Counter(kept["extractor"]).items())})
     return stats
@@ -431,10 +459,13 @@ def iter_extract_batches(
 
 
 def extract_documents(records: Iterable[WebRecord], cfg: ExtractConfig, source: str) -> StepResult:
-    """Records → documents (``KEPT_COLUMNS``) and dropped records with a reason; stats per language/extractor."""
+    """Records → documents (``KEPT_COLUMNS``) and dropped records with a reason; stats: per language and
+    extractor, documents decoded by a charset fallback, record errors."""
     parts = list(iter_extract_batches(records, cfg, source))
     if not parts:
-        return StepResult(kept=_empty_kept(), dropped=empty_dropped(), stats=_stats(_empty_kept(), 0))
+        return StepResult(
+            kept=_empty_kept(), dropped=empty_dropped(), stats=_stats(_empty_kept(), 0, _NO_COUNTS)
+        )
     kept = pd.concat([p.kept for p in parts], ignore_index=True) if len(parts) > 1 else parts[0].kept
     dropped = pd.concat([p.dropped for p in parts], ignore_index=True) if len(parts) > 1 else parts[0].dropped
     # The same capture read twice (overlapping WARC files, a re-downloaded segment) has the same id.
@@ -445,6 +476,6 @@ def extract_documents(records: Iterable[WebRecord], cfg: ExtractConfig, source: 
         )
         dropped = pd.concat([dropped, extra], ignore_index=True)
         kept = kept[~repeated].reset_index(drop=True)
-    return StepResult(
-        kept=kept, dropped=dropped, stats=_stats(kept, sum(len(p.kept) + len(p.dropped) for p in parts))
-    )
+    counts = {k: sum(int(p.stats[k]) for p in parts) for k in _NO_COUNTS}
+    n_records = sum(len(p.kept) + len(p.dropped) for p in parts)
+    return StepResult(kept=kept, dropped=dropped, stats=_stats(kept, n_records, counts))

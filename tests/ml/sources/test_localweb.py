@@ -156,7 +156,9 @@ def test_crawl_fixture_site(source_tree, tmp_path):
     site = tmp_path / "site"
     build_site(site, source_tree)
     with serve_site(site) as base:
-        cfg = CrawlConfig.from_preset("tiny", seeds=(base,), concurrency=2)
+        cfg = CrawlConfig.from_preset(
+            "tiny", seeds=(base,), allow_private_hosts=("127.0.0.1",), concurrency=2
+        )
         report = crawl(cfg, tmp_path / "crawl")
     m = pd.read_parquet(report.manifest_path)
     # 7 index pages + foo, bar, foo(de), guide, pypi page (HTML) + 2 copyright files (text).
@@ -205,7 +207,8 @@ def test_build_and_crawl_real_system_sources(tmp_path):
     assert m.render_failures <= m.by_source["man"] // 10
     assert build_site(tmp_path / "site", cfg).cached is True
     with serve_site(tmp_path / "site") as base:
-        report = crawl(CrawlConfig.from_preset("tiny", seeds=(base,)), tmp_path / "crawl")
+        cfg = CrawlConfig.from_preset("tiny", seeds=(base,), allow_private_hosts=("127.0.0.1",))
+        report = crawl(cfg, tmp_path / "crawl")
     man = pd.read_parquet(report.manifest_path)
     fetched = man[man["warc_file"] != ""]
     langs = set(fetched["url"].str.extract(r"/man/([A-Za-z_]+)/man")[0].dropna())

@@ -164,3 +164,74 @@ def test_expand_warc_paths(tmp_path):
     assert [p.name for p in got] == ["a.warc.gz", "b.warc.gz", "c.wet.gz"]
     with pytest.raises(FileNotFoundError, match=r"nothing-\*\.warc"):
         expand_warc_paths([str(tmp_path / "nothing-*.warc")])
+
+
+def test_gzip_member_reader_matches_gzip_and_locates_members(tmp_path):
+    import random
+
+    from ml.sources.warc import _GzipMemberReader
+
+    rng = random.Random(7)
+    datas = [b"", b"x" * 3_000_000, rng.randbytes(200_000), b"tail\n" * 10, rng.randbytes(1)]
+    members = [gzip.compress(d, compresslevel=rng.choice((1, 6, 9))) for d in datas]
+    path = tmp_path / "m.gz"
+    path.write_bytes(b"".join(members))
+    with open(path, "rb") as fh:
+        reader = _GzipMemberReader(fh, path)
+        out = bytearray()
+        while chunk := reader.read(rng.choice((1, 100, 16384, 1 << 20, 3 << 20))):
+            out += chunk
+            assert reader.tell() == len(out)
+    assert bytes(out) == b"".join(datas)
+    starts = [sum(map(len, datas[:i])) for i in range(len(datas))]
+    offsets = [sum(map(len, members[:i])) for i in range(len(members))]
+    # The empty first member shares its uncompressed start with the next one: the later member wins.
+    assert [reader.compressed_offset(u) for u in starts[1:]] == offsets[1:]
+    assert reader.compressed_offset(starts[2] + 5) == offsets[2]
+
+
+def _response_record(url: str, http_head: bytes, body: bytes) -> bytes:
+    block = http_head + body
+    head = (
+        f"WARC/1.0\r\nWARC-Type: response\r\nWARC-Target-URI: {url}\r\nWARC-Date: 2026-01-01T00:00:00Z\r\n"
+        f"WARC-Record-ID: <urn:uuid:{abs(hash(url)):032x}>\r\n"
+        f"Content-Type: application/http; msgtype=response\r\nContent-Length: {len(block)}\r\n\r\n"
+    ).encode()
+    return gzip.compress(head + block + b"\r\n\r\n")
+
+
+def test_chunked_bodies_stream_like_warcio_decodes_them(tmp_path):
+    html = b"<html><body>" + b"chunked text " * 3000 + b"</body></html>"
+    zipped = gzip.compress(html)
+
+    def chunked(data: bytes, sizes: list[int], ext: str = "") -> bytes:
+        out, i = b"", 0
+        for n in sizes:
+            out += f"{n:x}{ext}\r\n".encode() + data[i : i + n] + b"\r\n"
+            i += n
+        return out + b"0\r\n\r\n"
+
+    te = b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nTransfer-Encoding: chunked\r\n"
+    cases = {
+        "http://t/plain-chunks": (te + b"\r\n", chunked(html, [1, 100, 20000, len(html) - 20101])),
+        "http://t/extensions": (
+            te + b"\r\n",
+            chunked(html, [len(html) // 2, len(html) - len(html) // 2], ";x=1"),
+        ),
+        "http://t/gzip-over-chunks": (
+            te + b"Content-Encoding: gzip\r\n\r\n",
+            chunked(zipped, [7, len(zipped) - 7]),
+        ),
+        "http://t/not-really-chunked": (te + b"\r\n", html),
+        "http://t/cut-mid-chunk": (te + b"\r\n", f"{len(html):x}\r\n".encode() + html[:5000]),
+    }
+    path = tmp_path / "chunked.warc.gz"
+    path.write_bytes(b"".join(_response_record(u, h, b) for u, (h, b) in cases.items()))
+    expected = {}
+    with open(path, "rb") as fh:
+        for rec in ArchiveIterator(fh):
+            expected[rec.rec_headers.get_header("WARC-Target-URI")] = rec.content_stream().read()
+    got = {r.url: r.payload for r in iter_records(path)}
+    assert got == expected
+    assert got["http://t/plain-chunks"] == got["http://t/gzip-over-chunks"] == html
+    assert got["http://t/cut-mid-chunk"] == html[:5000]

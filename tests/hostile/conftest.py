@@ -1,0 +1,74 @@
+"""Hostile loopback servers: every server binds 127.0.0.1 on a free port and is stopped by the fixture."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+# A route answers with (status, headers, body) or writes the response itself (a callable).
+Route = tuple[int, dict[str, str], bytes] | Callable[[BaseHTTPRequestHandler], None]
+
+
+@dataclass
+class Server:
+    base: str  # "http://127.0.0.1:PORT"
+    port: int
+    routes: dict[str, Route] = field(default_factory=dict)
+    hits: list[str] = field(default_factory=list)  # request paths in arrival order
+
+
+def _handler(state: Server, lock: threading.Lock) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:  # noqa: N802 - http.server API
+            with lock:
+                state.hits.append(self.path)
+            route = state.routes.get(self.path, (404, {"Content-Type": "text/html"}, b"<h1>not found</h1>"))
+            if callable(route):
+                route(self)
+                return
+            status, headers, body = route
+            self.send_response(status)
+            for k, v in headers.items():
+                self.send_header(k, v)
+            if not any(k.lower() in ("content-length", "transfer-encoding") for k in headers):
+                self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            try:
+                self.wfile.write(body)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+
+        def log_message(self, *args) -> None:
+            pass
+
+    return Handler
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[[], Server]]:
+    """``serve()`` starts one more loopback server; all are shut down when the test ends."""
+    started: list[tuple[ThreadingHTTPServer, threading.Thread]] = []
+
+    def start() -> Server:
+        state = Server(base="", port=0)
+        server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state, threading.Lock()))
+        server.daemon_threads = True
+        state.port = server.server_address[1]
+        state.base = f"http://127.0.0.1:{state.port}"
+        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        thread.start()
+        started.append((server, thread))
+        return state
+
+    try:
+        yield start
+    finally:
+        for server, _ in started:
+            server.shutdown()
+            server.server_close()
