@@ -29,7 +29,9 @@ def extracted_docs(
     with stage_run(context, mlflow, dvc, cfg, raw_crawl) as run:
         errors: list = []
         result = extract_documents(
-            iter_many(raw_crawl.warc_files(), errors), cfg, source=run.partition or "crawl"
+            iter_many(raw_crawl.warc_files(), errors, max_payload_bytes=cfg.max_payload_bytes),
+            cfg,
+            source=run.partition or "crawl",
         )
         with atomic_dir(run.out_dir) as tmp:
             write_shards(result.kept, tmp / "docs")

@@ -476,6 +476,9 @@ def extract_documents(records: Iterable[WebRecord], cfg: ExtractConfig, source: 
         )
         dropped = pd.concat([dropped, extra], ignore_index=True)
         kept = kept[~repeated].reset_index(drop=True)
+    # URL order, not WARC order: a concurrent crawl writes records in a different order every run, and
+    # downstream ties (MinHash keeps the longest copy, then the first) must not depend on it
+    kept = kept.sort_values(["url", "fetch_time"], kind="stable").reset_index(drop=True)
     counts = {k: sum(int(p.stats[k]) for p in parts) for k in _NO_COUNTS}
     n_records = sum(len(p.kept) + len(p.dropped) for p in parts)
     return StepResult(kept=kept, dropped=dropped, stats=_stats(kept, n_records, counts))
