@@ -5,6 +5,11 @@ datatrove-style: one class per rule with ``filter(doc) -> bool | (False, reason)
 them in order over a DataFrame (a doc is dropped by the first rule it fails, every rule's score is kept as
 a column on kept docs). The paper publishes no thresholds; the defaults below follow the Gopher rules
 (Rae et al. 2021, "Scaling Language Models", appendix A) where a rule exists there, else say "chosen".
+
+The Gopher rules count as datatrove's ``GopherRepetitionFilter``/``GopherQualityFilter`` (the reference
+FineWeb used) count: whitespace words, symbol-only words left out of length and mean word length, and for
+repeated lines, paragraphs and n-grams only the repeated occurrences, as a fraction of the document's
+characters. ``tests/ml/curate/test_datatrove_agreement.py`` checks equal decisions on real documents.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import abc
 import math
 import re
+import unicodedata
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -54,8 +60,10 @@ class FilterConfig(StageConfig):
     max_symbol_word_ratio: float = 0.1  # Gopher: '#' or ellipsis to word ratio <= 0.1
     max_ellipsis_line_frac: float = 0.3  # Gopher: <= 30% of lines end with an ellipsis
     max_bullet_line_frac: float = 0.9  # Gopher: <= 90% of lines start with a bullet
+    max_dup_para_frac: float = 0.3  # Gopher: duplicate paragraphs <= 30% of paragraphs
+    max_dup_para_char_frac: float = 0.2  # Gopher: chars in duplicate paragraphs <= 20% of the doc's chars
     max_dup_line_frac: float = 0.3  # Gopher: duplicate lines <= 30% of lines
-    max_dup_line_char_frac: float = 0.2  # Gopher: chars in duplicate lines <= 20%
+    max_dup_line_char_frac: float = 0.2  # Gopher: chars in duplicate lines <= 20% of the doc's chars
     max_top_ngram_frac: tuple[float, ...] = (0.20, 0.18, 0.16)  # Gopher: top 2-, 3-, 4-gram char coverage
     max_dup_ngram_frac: tuple[float, ...] = (0.15, 0.14, 0.13, 0.12, 0.11, 0.10)  # Gopher: dup 5..10-grams
     max_dirty_word_ratio: float = 0.01  # chosen: > 1 listed word per 100 words is adult/spam, not prose
@@ -86,13 +94,24 @@ class FilterConfig(StageConfig):
 # ---------------------------------------------------------------------------------------------- documents
 
 _TOKEN = re.compile(r"\w+")
-_BULLETS = ("•", "‣", "◦", "▪", "▫", "●", "○", "■", "□", "–", "-", "*", "·", "⁃")
+_BULLETS = ("•", "-")  # Gopher / datatrove: a line "starts with a bullet point"
 _ELLIPSES = ("...", "…")
-_EDGE_PUNCT = "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~«»“”„‘’…"
+_ASCII_SYMBOLS = frozenset("$+<=>^`|~")  # symbols datatrove counts with punctuation in "symbol-only words"
+_PARAGRAPH_BREAK = re.compile(r"\n{2,}")
+_LINE_BREAK = re.compile(r"\n+")
+
+
+def is_symbol_word(word: str) -> bool:
+    """A word made only of punctuation, ASCII symbols or control characters (Gopher excludes these words
+    from the word count and the mean word length)."""
+    return all(
+        unicodedata.category(ch)[0] == "P" or ch in _ASCII_SYMBOLS or unicodedata.category(ch) == "Cc"
+        for ch in word
+    )
 
 
 class Doc:
-    """Lazily tokenised view of one document (shared by every filter so each split happens once)."""
+    """Lazily split view of one document (shared by every filter so each split happens once)."""
 
     def __init__(self, text: str, lang: str = "und"):
         self.text = text
@@ -103,20 +122,20 @@ class Doc:
         return cls(str(row["text"]), str(row.get("lang", "und")))
 
     @cached_property
-    def words(self) -> list[str]:  # Gopher's words: whitespace-separated
+    def words(self) -> list[str]:  # Gopher's words: whitespace-separated, punctuation attached
         return self.text.split()
 
     @cached_property
-    def ngram_words(self) -> list[str]:  # words lowercased, edge punctuation stripped: the n-gram units
-        return [s for s in (w.lower().strip(_EDGE_PUNCT) for w in self.words) if s]
+    def content_words(self) -> list[str]:  # words with at least one non-symbol character
+        return [w for w in self.words if not is_symbol_word(w)]
 
     @cached_property
     def tokens(self) -> list[str]:  # lowercased \w+ tokens for word lists and word-KL
         return _TOKEN.findall(self.text.lower())
 
     @cached_property
-    def lines(self) -> list[str]:  # non-empty lines, stripped
-        return [s for s in (line.strip() for line in self.text.split("\n")) if s]
+    def lines(self) -> list[str]:  # every line as str.splitlines gives it (blank lines included)
+        return self.text.splitlines()
 
 
 def _above(value: float, limit: float, reason: str) -> tuple[str, str] | None:
@@ -153,10 +172,12 @@ class HeuristicFilter(abc.ABC):
 
 
 class LengthFilter(HeuristicFilter):
+    """Gopher: 50 <= words <= 100,000, symbol-only words not counted."""
+
     name = "length"
 
     def scores(self, doc: Doc) -> dict[str, float]:
-        return {"n_words": len(doc.words)}
+        return {"n_words": len(doc.content_words)}
 
     def check(self, s: Mapping[str, float], doc: Doc) -> tuple[str, str] | None:
         if s["n_words"] < self.cfg.min_words:
@@ -181,11 +202,13 @@ class AlphaRatioFilter(HeuristicFilter):
 
 
 class MeanWordLengthFilter(HeuristicFilter):
+    """Gopher: mean length of the non-symbol words in [3, 10] characters."""
+
     name = "mean_word_length"
 
     def scores(self, doc: Doc) -> dict[str, float]:
-        n = len(doc.words)
-        return {"mean_word_length": sum(len(w) for w in doc.words) / n if n else 0.0}
+        words = doc.content_words
+        return {"mean_word_length": sum(len(w) for w in words) / len(words) if words else 0.0}
 
     def check(self, s: Mapping[str, float], doc: Doc) -> tuple[str, str] | None:
         m, cfg = s["mean_word_length"], self.cfg
@@ -214,7 +237,7 @@ class EllipsisLinesFilter(HeuristicFilter):
     name = "ellipsis_lines"
 
     def scores(self, doc: Doc) -> dict[str, float]:
-        return {"ellipsis_line_frac": _line_frac(doc, lambda line: line.endswith(_ELLIPSES))}
+        return {"ellipsis_line_frac": _line_frac(doc, lambda line: line.rstrip().endswith(_ELLIPSES))}
 
     def check(self, s: Mapping[str, float], doc: Doc) -> tuple[str, str] | None:
         return _above(s["ellipsis_line_frac"], self.cfg.max_ellipsis_line_frac, "ellipsis_lines")
@@ -224,84 +247,97 @@ class BulletLinesFilter(HeuristicFilter):
     name = "bullet_lines"
 
     def scores(self, doc: Doc) -> dict[str, float]:
-        return {"bullet_line_frac": _line_frac(doc, lambda line: line.startswith(_BULLETS))}
+        return {"bullet_line_frac": _line_frac(doc, lambda line: line.lstrip().startswith(_BULLETS))}
 
     def check(self, s: Mapping[str, float], doc: Doc) -> tuple[str, str] | None:
         return _above(s["bullet_line_frac"], self.cfg.max_bullet_line_frac, "bullet_lines")
 
 
+def duplicate_elements(elements: list[str]) -> tuple[int, int]:
+    """``(count, chars)`` of the elements equal to an earlier one: only repeats count, never the first."""
+    seen: set[str] = set()
+    count = chars = 0
+    for el in elements:
+        if el in seen:
+            count += 1
+            chars += len(el)
+        else:
+            seen.add(el)
+    return count, chars
+
+
 class DupLinesFilter(HeuristicFilter):
-    """Gopher: fraction of lines (and of their chars) that repeat an earlier line of the same doc."""
+    """Gopher: paragraphs (split at blank lines) and lines that repeat an earlier one, as a fraction of all
+    paragraphs / lines and of the document's characters."""
 
     name = "dup_lines"
 
     def scores(self, doc: Doc) -> dict[str, float]:
-        seen: set[str] = set()
-        dup_lines = dup_chars = 0
-        for line in doc.lines:
-            if line in seen:
-                dup_lines += 1
-                dup_chars += len(line)
-            seen.add(line)
-        total_chars = sum(len(line) for line in doc.lines)
+        n_chars = max(len(doc.text), 1)
+        paragraphs = _PARAGRAPH_BREAK.split(doc.text.strip())
+        lines = _LINE_BREAK.split(doc.text)
+        para_dups, para_chars = duplicate_elements(paragraphs)
+        line_dups, line_chars = duplicate_elements(lines)
         return {
-            "dup_line_frac": dup_lines / len(doc.lines) if doc.lines else 0.0,
-            "dup_line_char_frac": dup_chars / total_chars if total_chars else 0.0,
+            "dup_para_frac": para_dups / len(paragraphs),
+            "dup_para_char_frac": para_chars / n_chars,
+            "dup_line_frac": line_dups / len(lines),
+            "dup_line_char_frac": line_chars / n_chars,
         }
 
     def check(self, s: Mapping[str, float], doc: Doc) -> tuple[str, str] | None:
         cfg = self.cfg
-        if s["dup_line_frac"] > cfg.max_dup_line_frac:
-            return "dup_lines", f"dup_line_frac={s['dup_line_frac']:.3f} > {cfg.max_dup_line_frac}"
-        if s["dup_line_char_frac"] > cfg.max_dup_line_char_frac:
-            return (
-                "dup_lines",
-                f"dup_line_char_frac={s['dup_line_char_frac']:.3f} > {cfg.max_dup_line_char_frac}",
-            )
+        limits = (
+            ("dup_paragraphs", "dup_para_frac", cfg.max_dup_para_frac),
+            ("dup_paragraphs", "dup_para_char_frac", cfg.max_dup_para_char_frac),
+            ("dup_lines", "dup_line_frac", cfg.max_dup_line_frac),
+            ("dup_lines", "dup_line_char_frac", cfg.max_dup_line_char_frac),
+        )
+        for reason, key, limit in limits:
+            if s[key] > limit:
+                return reason, f"{key}={s[key]:.3f} > {limit}"
         return None
 
 
-def ngram_coverage(tokens: list[str], n: int, top_only: bool) -> float:
-    """Fraction of token characters covered by repeated n-grams (Gopher; overlapping occurrences count once).
+def top_ngram_char_frac(words: list[str], n: int, n_chars: int) -> float:
+    """Gopher: characters of the most frequent n-gram (words joined by one space) times its count, over the
+    document's characters; ties go to the n-gram seen first. An n-gram that occurs once scores 0."""
+    if len(words) < n or n_chars <= 0:
+        return 0.0
+    gram, count = Counter(zip(*(words[i:] for i in range(n)), strict=False)).most_common(1)[0]
+    if count < 2:
+        return 0.0
+    return (sum(len(w) for w in gram) + n - 1) * count / n_chars
 
-    ``top_only``: only the most frequent n-gram (ties: the first to appear), counted when it occurs > 1 time.
-    Otherwise every n-gram occurring more than once.
+
+def dup_ngram_char_frac(words: list[str], n: int, n_chars: int) -> float:
+    """Gopher: characters of the n-grams that repeat an earlier n-gram, over the document's characters.
+
+    Only repeated occurrences count (the first occurrence is the original text); after a repeat the scan
+    jumps past it, so overlapping repeats are not counted twice (datatrove's ``find_all_duplicate``).
     """
-    if len(tokens) < n:
+    if n_chars <= 0:
         return 0.0
-    lengths = np.fromiter((len(t) for t in tokens), dtype=np.int64, count=len(tokens))
-    total = int(lengths.sum())
-    ids: dict[tuple[str, ...], int] = {}
-    seq = np.fromiter(
-        (ids.setdefault(tuple(tokens[i : i + n]), len(ids)) for i in range(len(tokens) - n + 1)),
-        dtype=np.int64,
-        count=len(tokens) - n + 1,
-    )  # (n_windows,) n-gram id per start position; ids in first-appearance order
-    counts = np.bincount(seq)
-    if top_only:
-        top = int(counts.argmax())  # argmax returns the first max → first-appearing n-gram among ties
-        if counts[top] < 2:
-            return 0.0
-        starts = np.flatnonzero(seq == top)
-    else:
-        starts = np.flatnonzero(counts[seq] >= 2)
-    if starts.size == 0:
-        return 0.0
-    cover = np.zeros(len(tokens) + 1, dtype=np.int64)
-    np.add.at(cover, starts, 1)
-    np.add.at(cover, starts + n, -1)
-    covered = np.cumsum(cover)[:-1] > 0  # (n_tokens,) token inside some counted occurrence
-    return float(lengths[covered].sum() / total) if total else 0.0
+    seen: set[tuple[str, ...]] = set()
+    repeated, i, last = 0, 0, len(words) - n
+    while i <= last:
+        gram = tuple(words[i : i + n])
+        if gram in seen:
+            repeated += sum(len(w) for w in gram)
+            i += n
+        else:
+            seen.add(gram)
+            i += 1
+    return repeated / n_chars
 
 
 class DupNgramFilter(HeuristicFilter):
     name = "dup_ngram_coverage"
 
     def scores(self, doc: Doc) -> dict[str, float]:
-        out = {f"top{n}gram_frac": ngram_coverage(doc.ngram_words, n, top_only=True) for n in (2, 3, 4)}
-        out.update(
-            {f"dup{n}gram_frac": ngram_coverage(doc.ngram_words, n, top_only=False) for n in range(5, 11)}
-        )
+        n_chars = len(doc.text)
+        out = {f"top{n}gram_frac": top_ngram_char_frac(doc.words, n, n_chars) for n in (2, 3, 4)}
+        out.update({f"dup{n}gram_frac": dup_ngram_char_frac(doc.words, n, n_chars) for n in range(5, 11)})
         return out
 
     def check(self, s: Mapping[str, float], doc: Doc) -> tuple[str, str] | None:

@@ -11,10 +11,11 @@ from ml.curate.filters import (
     DupLinesFilter,
     FilterConfig,
     LengthFilter,
+    dup_ngram_char_frac,
     fit_kl_reference,
     heuristic_filter,
     load_wordlist,
-    ngram_coverage,
+    top_ngram_char_frac,
 )
 
 SENTENCES = [
@@ -59,8 +60,8 @@ def test_every_rule_drops_its_doc_and_keeps_prose():
     assert details["ellipsis_lines"] == "0.400 > 0.3"
     assert details["dup_lines"] == "dup_line_frac=0.375 > 0.3"
     assert details["dirty_words"] == "3 words, ratio 0.032"
-    # spam phrase x5 = 130 token chars, prose 396: top 4-gram "buy cheap watches online" covers 5 * 21 / 526
-    assert details["dup_ngram_coverage"] == "top4gram_frac=0.200 > 0.16"
+    # top 4-gram "buy cheap watches online" (24 chars with its spaces) x5 over the doc's 644 chars
+    assert details["dup_ngram_coverage"] == "top4gram_frac=0.186 > 0.16"
     good = res.kept.iloc[0]
     assert good["n_words"] == 86 and good["alpha_word_frac"] == 1.0 and good["dup5gram_frac"] == 0.0
     assert res.stats["fails/too_short"] == 1
@@ -73,18 +74,31 @@ def test_too_long_and_datatrove_protocol():
     assert AlphaRatioFilter(FilterConfig()).filter(Doc(BAD_DOCS["alpha_ratio"])) == (False, "alpha_ratio")
     scores = DupLinesFilter(FilterConfig()).scores(Doc(BAD_DOCS["dup_lines"]))
     assert scores["dup_line_frac"] == 3 / 8
-    assert scores["dup_line_char_frac"] == 3 * len(SENTENCES[0]) / (
-        len(LINES.replace("\n", "")) + 3 * len(SENTENCES[0])
-    )
+    # only the 3 repeats count, over every character of the doc (newlines included): 3 * 97 / 782
+    assert scores["dup_line_char_frac"] == 3 * len(SENTENCES[0]) / len(BAD_DOCS["dup_lines"]) == 291 / 782
 
 
-def test_ngram_coverage_by_hand():
-    tokens = ["a", "b", "a", "b", "a", "b", "c"]
-    assert ngram_coverage(tokens, 2, top_only=True) == 6 / 7  # "a b" at 0, 2, 4 covers tokens 0..5
-    assert ngram_coverage(tokens, 3, top_only=True) == 5 / 7  # "a b a" (first of the tied tops) at 0, 2
-    assert ngram_coverage(tokens, 3, top_only=False) == 6 / 7  # "a b a" and "b a b" together cover 0..5
-    assert ngram_coverage(["x", "y", "z"], 2, top_only=True) == 0.0  # nothing repeats
-    assert ngram_coverage(["x"], 5, top_only=False) == 0.0
+def test_ngram_fractions_by_hand():
+    words = "a b a b a b c".split()  # 13 characters
+    assert top_ngram_char_frac(words, 2, 13) == 9 / 13  # "a b" (3 chars) occurs 3 times
+    assert top_ngram_char_frac(words, 3, 13) == 10 / 13  # "a b a" and "b a b" tie at 2: the first wins
+    assert top_ngram_char_frac("x y z".split(), 2, 5) == 0.0  # nothing repeats
+    # repeats only: "a b a" at 2 repeats the one at 0 (3 chars); the scan then jumps past it
+    assert dup_ngram_char_frac(words, 3, 13) == 3 / 13
+    assert dup_ngram_char_frac(words, 2, 13) == 4 / 13  # "a b" at 2 and at 4 (b a at 1 is new)
+    assert dup_ngram_char_frac(["x"], 5, 1) == 0.0
+    # a phrase said twice: the first saying is the text, only the second counts
+    said_twice = "one two three four five one two three four five"
+    assert dup_ngram_char_frac(said_twice.split(), 5, len(said_twice)) == 19 / 47
+
+
+def test_duplicate_paragraphs_count_repeats_only():
+    para = "\n\n".join([SENTENCES[0], SENTENCES[1], SENTENCES[0], SENTENCES[0]])
+    scores = DupLinesFilter(FilterConfig()).scores(Doc(para))
+    assert scores["dup_para_frac"] == 2 / 4 and scores["dup_para_char_frac"] == 2 * 97 / len(para)
+    res = heuristic_filter(_frame({"p": para}), CFG.replace(min_words=10))
+    assert res.dropped["detail"].tolist() == ["dup_para_frac=0.500 > 0.3"]
+    assert res.dropped["reason"].tolist() == ["dup_paragraphs"]
 
 
 def test_dirty_words_need_a_list_and_a_minimum_count():
