@@ -31,11 +31,15 @@ import pandas as pd
 from ml.config import ConfigError, StageConfig
 from ml.curate.steps import StepResult, empty_dropped
 
-WORDLIST_DIR = Path(__file__).resolve().parent.parent / "resources" / "wordlists"
+RESOURCES = Path(__file__).resolve().parent.parent / "resources"
+WORDLIST_DIR = RESOURCES / "wordlists"
+STOPWORD_DIR = RESOURCES / "stopwords"
 FILTER_ORDER: tuple[str, ...] = (
     "length", "alpha_ratio", "mean_word_length", "symbol_ratio", "ellipsis_lines", "bullet_lines",
-    "dup_lines", "dup_ngram_coverage", "dirty_words", "kl_outlier",
+    "stop_words", "dup_lines", "dup_ngram_coverage", "dirty_words", "kl_outlier",
 )  # fmt: skip
+# Rules whose score is NaN when they do not apply to a document's language (counted as skipped).
+LANGUAGE_RULES = {"stop_words": "stop_word_count", "kl_outlier": "kl_div"}
 
 
 @dataclass(frozen=True)
@@ -44,7 +48,7 @@ class FilterConfig(StageConfig):
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         # tiny: the local web's man pages and READMEs are short; Gopher's 50-word floor would drop most.
-        "tiny": {"min_words": 20, "kl_min_docs": 10},
+        "tiny": {"min_words": 20},
         "small": {},
         "8b": {},
         "70b": {},
@@ -56,6 +60,12 @@ class FilterConfig(StageConfig):
     max_words: int = 100_000  # Gopher
     min_mean_word_length: float = 3.0  # Gopher: mean word length in [3, 10] characters
     max_mean_word_length: float = 10.0  # Gopher
+    # Languages written without spaces between words: each CJK character counts as a word (runs of other
+    # characters stay one word), so length, mean word length and n-grams measure them like spaced text.
+    char_word_langs: tuple[str, ...] = ("ja", "zh", "yue", "wuu")
+    char_word_mean_length: tuple[float, float] = (1.0, 4.0)  # chosen: ja/zh man pages measure 1.3-2.3
+    min_stop_words: int = 2  # Gopher: >= 2 of the language's stop words (en: the, be, to, of, and, ...)
+    stop_words_dir: str = ""  # "" = ml/resources/stopwords (<lang>.txt); no list: rule skipped, counted
     min_alpha_word_frac: float = 0.8  # Gopher: >= 80% of words contain an alphabetic character
     max_symbol_word_ratio: float = 0.1  # Gopher: '#' or ellipsis to word ratio <= 0.1
     max_ellipsis_line_frac: float = 0.3  # Gopher: <= 30% of lines end with an ellipsis
@@ -72,7 +82,9 @@ class FilterConfig(StageConfig):
     kl_unit: str = "char"  # chosen: character unigrams are stable on short docs (word unigrams are sparse)
     max_kl: float = 1.0  # chosen: nats; prose sits at 0.02-0.3 vs its language, dumps/tables/base64 > 1
     kl_top_fraction: float = 0.0  # chosen: 0 = absolute threshold only; e.g. 0.01 also drops the top 1%/lang
-    kl_min_docs: int = 20  # chosen: a language needs this many docs for a reference; fewer → not scored
+    # chosen: a character-unigram reference from fewer docs is a handful of pages' vocabulary, not the
+    # language's; a language under this count is not scored (counted as skipped/kl_outlier/<lang>).
+    kl_min_docs: int = 100
     kl_smoothing: float = 0.5  # chosen: additive smoothing of the reference counts (Jeffreys prior)
 
     def __post_init__(self) -> None:
@@ -83,6 +95,11 @@ class FilterConfig(StageConfig):
             )
         if len(self.max_top_ngram_frac) != 3:
             raise ConfigError("FilterConfig.max_top_ngram_frac: needs 3 values (n = 2, 3, 4)")
+        lo, hi = self.char_word_mean_length
+        if not 0 < lo <= hi:
+            raise ConfigError(
+                f"FilterConfig.char_word_mean_length: {self.char_word_mean_length} is not 0 < lo <= hi"
+            )
         if len(self.max_dup_ngram_frac) != 6:
             raise ConfigError("FilterConfig.max_dup_ngram_frac: needs 6 values (n = 5..10)")
         if self.kl_unit not in ("char", "word"):
@@ -99,6 +116,8 @@ _ELLIPSES = ("...", "…")
 _ASCII_SYMBOLS = frozenset("$+<=>^`|~")  # symbols datatrove counts with punctuation in "symbol-only words"
 _PARAGRAPH_BREAK = re.compile(r"\n{2,}")
 _LINE_BREAK = re.compile(r"\n+")
+_CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f"  # kana, CJK ideographs
+_CHAR_WORD = re.compile(rf"[{_CJK}]|[^\s{_CJK}]+")  # one CJK character, or a run of anything else
 
 
 def is_symbol_word(word: str) -> bool:
@@ -113,17 +132,20 @@ def is_symbol_word(word: str) -> bool:
 class Doc:
     """Lazily split view of one document (shared by every filter so each split happens once)."""
 
-    def __init__(self, text: str, lang: str = "und"):
+    def __init__(self, text: str, lang: str = "und", char_words: bool = False):
         self.text = text
         self.lang = lang
+        self.char_words = char_words  # CJK characters are words (no spaces between words)
+        self.word_sep = 0 if char_words else 1  # characters between the words of an n-gram
 
     @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> Doc:
-        return cls(str(row["text"]), str(row.get("lang", "und")))
+    def from_row(cls, row: Mapping[str, Any], cfg: FilterConfig | None = None) -> Doc:
+        lang = str(row.get("lang", "und"))
+        return cls(str(row["text"]), lang, char_words=cfg is not None and lang in cfg.char_word_langs)
 
     @cached_property
     def words(self) -> list[str]:  # Gopher's words: whitespace-separated, punctuation attached
-        return self.text.split()
+        return _CHAR_WORD.findall(self.text) if self.char_words else self.text.split()
 
     @cached_property
     def content_words(self) -> list[str]:  # words with at least one non-symbol character
@@ -166,7 +188,7 @@ class HeuristicFilter(abc.ABC):
 
     def filter(self, doc: Doc | Mapping[str, Any]) -> bool | tuple[bool, str]:
         """datatrove protocol: True to keep, ``(False, reason)`` to drop."""
-        doc = doc if isinstance(doc, Doc) else Doc.from_row(doc)
+        doc = doc if isinstance(doc, Doc) else Doc.from_row(doc, self.cfg)
         verdict = self.check(self.scores(doc), doc)
         return True if verdict is None else (False, verdict[0])
 
@@ -212,11 +234,13 @@ class MeanWordLengthFilter(HeuristicFilter):
 
     def check(self, s: Mapping[str, float], doc: Doc) -> tuple[str, str] | None:
         m, cfg = s["mean_word_length"], self.cfg
-        if not cfg.min_mean_word_length <= m <= cfg.max_mean_word_length:
-            return (
-                "mean_word_length",
-                f"{m:.2f} not in [{cfg.min_mean_word_length}, {cfg.max_mean_word_length}]",
-            )
+        lo, hi = (
+            cfg.char_word_mean_length
+            if doc.char_words
+            else (cfg.min_mean_word_length, cfg.max_mean_word_length)
+        )
+        if not lo <= m <= hi:
+            return "mean_word_length", f"{m:.2f} not in [{lo}, {hi}]"
         return None
 
 
@@ -251,6 +275,25 @@ class BulletLinesFilter(HeuristicFilter):
 
     def check(self, s: Mapping[str, float], doc: Doc) -> tuple[str, str] | None:
         return _above(s["bullet_line_frac"], self.cfg.max_bullet_line_frac, "bullet_lines")
+
+
+class StopWordsFilter(HeuristicFilter):
+    """Gopher: a document holds at least ``min_stop_words`` distinct stop words of its language (whole words,
+    case as written). Languages without a stop-word list score NaN: the rule is skipped and counted."""
+
+    name = "stop_words"
+
+    def scores(self, doc: Doc) -> dict[str, float]:
+        stop = load_wordlist(doc.lang, self.cfg.stop_words_dir or str(STOPWORD_DIR))
+        if not stop:
+            return {"stop_word_count": float("nan")}
+        return {"stop_word_count": len(stop.intersection(doc.words))}
+
+    def check(self, s: Mapping[str, float], doc: Doc) -> tuple[str, str] | None:
+        n = s["stop_word_count"]
+        if not math.isnan(n) and n < self.cfg.min_stop_words:
+            return "stop_words", f"{int(n)} distinct stop words < {self.cfg.min_stop_words}"
+        return None
 
 
 def duplicate_elements(elements: list[str]) -> tuple[int, int]:
@@ -299,15 +342,15 @@ class DupLinesFilter(HeuristicFilter):
         return None
 
 
-def top_ngram_char_frac(words: list[str], n: int, n_chars: int) -> float:
-    """Gopher: characters of the most frequent n-gram (words joined by one space) times its count, over the
-    document's characters; ties go to the n-gram seen first. An n-gram that occurs once scores 0."""
+def top_ngram_char_frac(words: list[str], n: int, n_chars: int, sep: int = 1) -> float:
+    """Gopher: characters of the most frequent n-gram (words joined by ``sep`` characters) times its count,
+    over the document's characters; ties go to the n-gram seen first. An n-gram that occurs once scores 0."""
     if len(words) < n or n_chars <= 0:
         return 0.0
     gram, count = Counter(zip(*(words[i:] for i in range(n)), strict=False)).most_common(1)[0]
     if count < 2:
         return 0.0
-    return (sum(len(w) for w in gram) + n - 1) * count / n_chars
+    return (sum(len(w) for w in gram) + (n - 1) * sep) * count / n_chars
 
 
 def dup_ngram_char_frac(words: list[str], n: int, n_chars: int) -> float:
@@ -336,7 +379,9 @@ class DupNgramFilter(HeuristicFilter):
 
     def scores(self, doc: Doc) -> dict[str, float]:
         n_chars = len(doc.text)
-        out = {f"top{n}gram_frac": top_ngram_char_frac(doc.words, n, n_chars) for n in (2, 3, 4)}
+        out = {
+            f"top{n}gram_frac": top_ngram_char_frac(doc.words, n, n_chars, doc.word_sep) for n in (2, 3, 4)
+        }
         out.update({f"dup{n}gram_frac": dup_ngram_char_frac(doc.words, n, n_chars) for n in range(5, 11)})
         return out
 
@@ -460,7 +505,7 @@ class KLOutlierFilter(HeuristicFilter):
 _SIMPLE: dict[str, type[HeuristicFilter]] = {
     f.name: f
     for f in (LengthFilter, AlphaRatioFilter, MeanWordLengthFilter, SymbolRatioFilter, EllipsisLinesFilter,
-              BulletLinesFilter, DupLinesFilter, DupNgramFilter, DirtyWordsFilter)
+              BulletLinesFilter, StopWordsFilter, DupLinesFilter, DupNgramFilter, DirtyWordsFilter)
 }  # fmt: skip
 
 
@@ -474,35 +519,19 @@ def build_filters(
     ]
 
 
-def heuristic_filter(
-    df: pd.DataFrame, cfg: FilterConfig, reference: Mapping[str, UnigramReference] | None = None
-) -> StepResult:
-    """Score every doc with every enabled rule, drop it on the first failing rule (reason + detail).
+def _kl_top_thresholds(docs: list[Doc], scores: list[dict[str, float]], fraction: float) -> dict[str, float]:
+    """Per language, the KL value above which the top ``fraction`` of its scored docs lie."""
+    by_lang: dict[str, list[float]] = {}
+    for d, s in zip(docs, scores, strict=True):
+        if not math.isnan(s["kl_div"]):
+            by_lang.setdefault(d.lang, []).append(s["kl_div"])
+    return {lang: float(np.quantile(v, 1.0 - fraction)) for lang, v in sorted(by_lang.items())}
 
-    ``reference``: per-language unigram counts for the KL rule; fitted on ``df`` when None (pass one fitted
-    on the whole corpus when running shard by shard). Stats: ``fails/<reason>`` counts every rule a doc
-    fails (a doc can fail several), drops are counted once under the first reason.
-    """
-    for col in ("id", "url", "text"):
-        if col not in df.columns:
-            raise KeyError(f"heuristic_filter: input lacks column {col!r}; has {', '.join(df.columns)}")
-    if reference is None and "kl_outlier" in cfg.enabled:
-        reference = fit_kl_reference(df, cfg)
-    filters = build_filters(cfg, reference)
-    langs = df["lang"].astype(str).tolist() if "lang" in df.columns else ["und"] * len(df)
-    docs = [Doc(t, lang) for t, lang in zip(df["text"].astype(str), langs, strict=True)]
-    scores = [{k: v for f in filters for k, v in f.scores(d).items()} for d in docs]
 
-    kl = next((f for f in filters if isinstance(f, KLOutlierFilter)), None)
-    if kl is not None and cfg.kl_top_fraction > 0:
-        by_lang: dict[str, list[float]] = {}
-        for d, s in zip(docs, scores, strict=True):
-            if not math.isnan(s["kl_div"]):
-                by_lang.setdefault(d.lang, []).append(s["kl_div"])
-        kl.top_thresholds = {
-            lang: float(np.quantile(v, 1.0 - cfg.kl_top_fraction)) for lang, v in sorted(by_lang.items())
-        }
-
+def _first_failures(
+    docs: list[Doc], scores: list[dict[str, float]], filters: list[HeuristicFilter]
+) -> tuple[list[tuple[str, str] | None], Counter[str]]:
+    """The first failing rule's ``(reason, detail)`` per doc (None: kept) and how often each reason fails."""
     fails: Counter[str] = Counter()
     verdicts: list[tuple[str, str] | None] = []
     for d, s in zip(docs, scores, strict=True):
@@ -513,6 +542,48 @@ def heuristic_filter(
                 fails[v[0]] += 1
                 first = first or v
         verdicts.append(first)
+    return verdicts, fails
+
+
+def _skipped(docs: list[Doc], scores: list[dict[str, float]], filters: list[HeuristicFilter]) -> Counter[str]:
+    """``skipped/<rule>/<lang>``: docs a language-dependent rule could not score (no list, no reference)."""
+    skipped: Counter[str] = Counter()
+    for f in filters:
+        key = LANGUAGE_RULES.get(f.name)
+        if key is None:
+            continue
+        for d, s in zip(docs, scores, strict=True):
+            if math.isnan(s[key]):
+                skipped[f"skipped/{f.name}/{d.lang}"] += 1
+    return skipped
+
+
+def heuristic_filter(
+    df: pd.DataFrame, cfg: FilterConfig, reference: Mapping[str, UnigramReference] | None = None
+) -> StepResult:
+    """Score every doc with every enabled rule, drop it on the first failing rule (reason + detail).
+
+    ``reference``: per-language unigram counts for the KL rule; fitted on ``df`` when None (pass one fitted
+    on the whole corpus when running shard by shard). Stats: ``fails/<reason>`` counts every rule a doc
+    fails (a doc can fail several), drops are counted once under the first reason; ``skipped/<rule>/<lang>``
+    counts docs of languages a rule does not apply to (no stop-word list, too few docs for a KL reference).
+    """
+    for col in ("id", "url", "text"):
+        if col not in df.columns:
+            raise KeyError(f"heuristic_filter: input lacks column {col!r}; has {', '.join(df.columns)}")
+    if reference is None and "kl_outlier" in cfg.enabled:
+        reference = fit_kl_reference(df, cfg)
+    filters = build_filters(cfg, reference)
+    langs = df["lang"].astype(str).tolist() if "lang" in df.columns else ["und"] * len(df)
+    docs = [
+        Doc(t, lang, char_words=lang in cfg.char_word_langs)
+        for t, lang in zip(df["text"].astype(str), langs, strict=True)
+    ]
+    scores = [{k: v for f in filters for k, v in f.scores(d).items()} for d in docs]
+    kl = next((f for f in filters if isinstance(f, KLOutlierFilter)), None)
+    if kl is not None and cfg.kl_top_fraction > 0:
+        kl.top_thresholds = _kl_top_thresholds(docs, scores, cfg.kl_top_fraction)
+    verdicts, fails = _first_failures(docs, scores, filters)
 
     drop = np.array([v is not None for v in verdicts], dtype=bool)
     score_frame = pd.DataFrame(scores, index=df.index)
@@ -528,5 +599,6 @@ def heuristic_filter(
     else:
         dropped = empty_dropped()
     stats: dict[str, float | int] = {f"fails/{r}": n for r, n in sorted(fails.items())}
+    stats.update(sorted(_skipped(docs, scores, filters).items()))
     stats["kl_reference_langs"] = len(reference or {})
     return StepResult(kept=kept, dropped=dropped, stats=stats)

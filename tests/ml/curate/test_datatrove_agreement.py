@@ -23,7 +23,7 @@ from ml.curate.filters import FilterConfig, heuristic_filter
 
 GOPHER_RULES = (
     "length", "alpha_ratio", "mean_word_length", "symbol_ratio", "ellipsis_lines", "bullet_lines",
-    "dup_lines", "dup_ngram_coverage",
+    "stop_words", "dup_lines", "dup_ngram_coverage",
 )  # fmt: skip
 
 
@@ -43,7 +43,7 @@ class WhitespaceWords(WordTokenizer):
 def datatrove_keeps(docs: pd.DataFrame) -> list[bool]:
     """FineWeb's order: repetition then quality; a document is kept when both keep it."""
     words = WhitespaceWords()
-    steps = [GopherRepetitionFilter(language=words), GopherQualityFilter(language=words, min_stop_words=None)]
+    steps = [GopherRepetitionFilter(language=words), GopherQualityFilter(language=words)]
     keeps = []
     for i, text in enumerate(docs["text"]):
         doc = Document(text=text, id=str(i))

@@ -11,6 +11,7 @@ from ml.curate.filters import (
     DupLinesFilter,
     FilterConfig,
     LengthFilter,
+    StopWordsFilter,
     dup_ngram_char_frac,
     fit_kl_reference,
     heuristic_filter,
@@ -106,8 +107,8 @@ def test_dirty_words_need_a_list_and_a_minimum_count():
     res = heuristic_filter(_frame(docs), CFG)
     assert res.dropped["id"].tolist() == ["dirty"] and res.kept["id"].tolist() == ["two"]
     assert res.kept["dirty_word_count"].tolist() == [2]
-    res_ja = heuristic_filter(_frame(docs, lang="ja"), CFG)  # no ja.txt: not penalised
-    assert res_ja.dropped.empty and res_ja.kept["dirty_word_count"].tolist() == [0, 0]
+    res_ko = heuristic_filter(_frame(docs, lang="ko"), CFG)  # no ko.txt: not penalised
+    assert res_ko.dropped.empty and res_ko.kept["dirty_word_count"].tolist() == [0, 0]
 
 
 def test_wordlists_ship_for_ten_languages():
@@ -130,6 +131,8 @@ def test_kl_outlier_against_the_corpus_distribution():
     mixed.loc[mixed["id"] == "hex", "lang"] = "de"
     res2 = heuristic_filter(mixed, cfg)
     assert res2.dropped.empty and math.isnan(res2.kept.set_index("id").loc["hex", "kl_div"])
+    assert res2.stats["skipped/kl_outlier/de"] == 1 and "skipped/kl_outlier/en" not in res2.stats
+    assert FilterConfig().kl_min_docs == FilterConfig.from_preset("tiny").kl_min_docs == 100
     # top-fraction mode drops the highest-KL doc of each language even under max_kl
     res3 = heuristic_filter(_frame(docs), cfg.replace(max_kl=100.0, kl_top_fraction=0.05))
     assert res3.dropped["id"].tolist() == ["hex"]
@@ -143,3 +146,48 @@ def test_config_validation():
     with pytest.raises(ConfigError, match="n = 2, 3, 4"):
         FilterConfig(max_top_ngram_frac=(0.2,))
     assert FilterConfig.from_preset("tiny").min_words == 20
+
+
+# 60 words of English with one stop word ("the"): a word list, not prose
+NO_STOP = " ".join(["the"] + [f"option{chr(97 + i % 26)}{chr(97 + i // 26)}" for i in range(59)])
+JA = (
+    "このコマンドは指定されたファイルを読み込み、各行の内容を標準出力に書き出します。"
+    "オプションを指定しない場合は、すべての行をそのまま表示します。"
+    "エラーが起きたときは終了コードとして一を返し、理由を標準エラー出力に書きます。"
+)  # 110 characters, 6 of them punctuation
+
+
+def test_stop_words_per_language_and_skipped_without_a_list():
+    docs = _frame({"prose": PROSE, "list": NO_STOP})
+    res = heuristic_filter(docs, CFG)
+    assert res.kept["id"].tolist() == ["prose"] and res.kept["stop_word_count"].tolist() == [5]  # the to ...
+    assert res.dropped["detail"].tolist() == ["1 distinct stop words < 2"]
+    assert res.dropped["reason"].tolist() == ["stop_words"]
+    de = "Der Hund und die Katze schlafen, weil das Haus warm ist."
+    # und, die, das; not "Der" (case as written) nor "ist." (whole whitespace words, as Gopher counts)
+    assert StopWordsFilter(CFG).scores(Doc(de, "de"))["stop_word_count"] == 3
+    res_ko = heuristic_filter(docs.assign(lang="ko"), CFG)  # no Korean list: the rule does not apply
+    assert "stop_words" not in set(res_ko.dropped["reason"]) and res_ko.stats["skipped/stop_words/ko"] == 2
+    assert math.isnan(res_ko.kept["stop_word_count"].iloc[0])
+
+
+def test_cjk_words_are_characters():
+    tiny = FilterConfig.from_preset("tiny", enabled=CFG.enabled)
+    res = heuristic_filter(_frame({"ja": JA, "ja_as_ko": JA}).assign(lang=["ja", "ko"]), tiny)
+    kept = res.kept.set_index("id").loc["ja"]
+    assert kept["n_words"] == 104 and kept["mean_word_length"] == 1.0 and kept["stop_word_count"] == 7
+    # the same text split on whitespace is one 110-character "word": too short for an English-style rule
+    assert res.dropped["id"].tolist() == ["ja_as_ko"] and res.dropped["detail"].tolist() == ["1 words < 20"]
+    assert Doc(JA, "ja", char_words=True).words[:3] == ["こ", "の", "コ"]
+    assert Doc("グループ gpasswd を使う", "ja", char_words=True).words == [
+        "グ",
+        "ル",
+        "ー",
+        "プ",
+        "gpasswd",
+        "を",
+        "使",
+        "う",
+    ]
+    with pytest.raises(ConfigError, match="char_word_mean_length"):
+        FilterConfig(char_word_mean_length=(4.0, 1.0))
