@@ -12,6 +12,7 @@ import pytest
 from dagster_project.services.local_web_server import serve_site
 from ml.config import ConfigError
 from ml.sources.crawl import CrawlConfig, crawl
+from ml.sources.extract import ExtractConfig, extract_html
 from ml.sources.localweb import LocalWebConfig, build_site, load_site_manifest, markdown_to_html
 
 FOO_EN = """.TH FOO 1 "2024" "fixture" "User Commands"
@@ -31,6 +32,34 @@ foo \\- frobniziert Grüße
 .SH BESCHREIBUNG
 Siehe
 .BR adm (8).
+"""
+GREP_EN = """.TH GREP 1 "2024" "fixture" "User Commands"
+.SH NAME
+grep \\- print lines that match patterns
+.SH SYNOPSIS
+.B grep
+[\\fIOPTION\\fR...]
+.I PATTERNS
+[\\fIFILE\\fR...]
+.SH DESCRIPTION
+.B grep
+searches for
+.I PATTERNS
+in each
+.IR FILE .
+A paragraph long enough that groff at eighty columns would wrap it over several lines, justify it with
+extra spaces and perhaps hyphenate a word such as internationalization at the end of a line.
+.SS "Matcher Selection"
+.TP
+.BR \\-R ", " \\-\\-root " \\fICHROOT_DIR\\fR"
+Apply changes in the
+.I CHROOT_DIR
+directory.
+.SH EXAMPLES
+.nf
+grep \\-i 'hello world' menu.h main.c
+grep \\-r pattern .
+.fi
 """
 ADM_EN = """.TH ADM 8 "2024" "fixture" "System Administration"
 .SH NAME
@@ -118,6 +147,32 @@ def test_build_site_from_fixture_tree(source_tree, tmp_path):
     pypi = (site / "pypi/demo-pkg/index.html").read_text()
     assert "<h1>Demo_Pkg 1.0</h1>" in pypi and "<li>one</li>" in pypi
     assert load_site_manifest(site).pages_written == 16
+
+
+def test_man_page_structure_survives_extraction(source_tree, tmp_path):
+    (Path(source_tree.man_root) / "man1/grep.1").write_text(GREP_EN)
+    build_site(tmp_path / "site", source_tree)
+    page = (tmp_path / "site/man/en/man1/grep.1.html").read_text()
+    text, extractor = extract_html(page, ExtractConfig.from_preset("tiny"))
+    assert extractor == "trafilatura"
+    assert text == (
+        "grep(1)\n"
+        "NAME\n"
+        "grep - print lines that match patterns\n"
+        "SYNOPSIS\n"
+        "grep [OPTION...] PATTERNS [FILE...]\n"
+        "DESCRIPTION\n"
+        "grep searches for PATTERNS in each FILE. A paragraph long enough that groff at eighty columns would "
+        "wrap it over several lines, justify it with extra spaces and perhaps hyphenate a word such as "
+        "internationalization at the end of a line.\n"
+        "Matcher Selection\n"
+        "-R, --root CHROOT_DIR\n"
+        "Apply changes in the CHROOT_DIR directory.\n"
+        "EXAMPLES\n"
+        "grep -i 'hello world' menu.h main.c\n"
+        "grep -r pattern ."
+    )
+    assert "<h3>Matcher Selection</h3>" in page and "<pre>grep -i" in page
 
 
 def test_build_site_is_cached_by_config_hash(source_tree, tmp_path):
