@@ -1,8 +1,10 @@
 """The offline default web: a static site of real documentation, built here and served over loopback.
 
 Every machine has, after install, text that nobody in this project wrote: the system manual pages (in
-many languages under ``/usr/share/man/<lang>``), HTML docs shipped by packages, the long descriptions
-of installed Python packages (dist-info ``METADATA``) and ``/usr/share/doc/*/copyright`` files.
+many languages under ``/usr/share/man/<lang>``), HTML docs shipped by packages (among them the math
+manuals of maxima-doc, octave-doc, r-doc-html and python-sympy-doc), manuals shipped as TeX sources
+(pari-doc, served as text), the long descriptions of installed Python packages (dist-info ``METADATA``)
+and ``/usr/share/doc/*/copyright`` files.
 :func:`build_site` turns them into a static site with paginated index pages, cross-links between
 manual pages and a robots.txt that disallows one real section. This module only builds the site; the
 local web server resource (``dagster_project/services/local_web_server.py``) serves it over HTTP so
@@ -43,7 +45,7 @@ from urllib.parse import quote
 
 from ml.config import ConfigError, StageConfig
 
-SOURCES: tuple[str, ...] = ("man", "html_docs", "metadata", "copyright")
+SOURCES: tuple[str, ...] = ("man", "html_docs", "tex_docs", "metadata", "copyright")
 BUILD_MANIFEST = "build_manifest.json"
 _FORMAT_VERSION = 2  # bump when the site layout or rendering changes, to invalidate cached builds
 _MAN_NAME = re.compile(r"^(?P<name>.+)\.(?P<ext>[0-9][A-Za-z0-9_+-]*)(?:\.gz)?$")
@@ -63,6 +65,11 @@ class LocalWebConfig(StageConfig):
     max_man_pages_en: int = 1000  # English sections man1..man8
     max_html_docs: int = 400
     max_html_doc_bytes: int = 4 << 20  # chosen: skip bundled JS apps; a few large docs stay to test caps
+    # chosen: one package's manual (octave-doc ships ~2,900 pages) must not fill the whole HTML share
+    max_html_docs_per_package: int = 100
+    # Manuals shipped only as TeX sources (pari-doc): served as text pages; math stays in its TeX form.
+    tex_doc_dirs: tuple[str, ...] = ("/usr/share/pari/doc",)
+    max_tex_docs: int = 40
     max_metadata: int = 400
     max_copyright: int = 1000
     index_page_size: int = 100  # links per index page
@@ -80,6 +87,8 @@ class LocalWebConfig(StageConfig):
             "max_man_pages_per_lang": 100_000,
             "max_man_pages_en": 100_000,
             "max_html_docs": 100_000,
+            "max_html_docs_per_package": 100_000,
+            "max_tex_docs": 100_000,
             "max_metadata": 100_000,
             "max_copyright": 100_000,
             "render_workers": 8,
@@ -499,6 +508,18 @@ def _doc_roots(cfg: LocalWebConfig) -> list[tuple[str, Path]]:
     return [(label, p) for label, p in roots if p.is_dir()]
 
 
+def _per_package(urls: list[str], cap: int) -> list[str]:
+    """At most ``cap`` URLs of each package (``/docs/<root>/<package>/...``), in stable order."""
+    taken: Counter = Counter()
+    out = []
+    for url in _stable_order(urls):
+        package = "/".join(url.split("/")[2:4])
+        if taken[package] < cap:
+            taken[package] += 1
+            out.append(url)
+    return out
+
+
 def _build_html_docs(cfg: LocalWebConfig, out: Path, stats: _Stats) -> list[tuple[str, str]]:
     candidates: dict[str, Path] = {}
     for label, root in _doc_roots(cfg):
@@ -508,7 +529,7 @@ def _build_html_docs(cfg: LocalWebConfig, out: Path, stats: _Stats) -> list[tupl
             else:
                 stats.skipped["html_doc_too_big"] += 1
     written = []
-    for url in sorted(_stable_order(list(candidates))[: cfg.max_html_docs]):
+    for url in sorted(_per_package(list(candidates), cfg.max_html_docs_per_package)[: cfg.max_html_docs]):
         _write(out / url.lstrip("/"), _decode(candidates[url].read_bytes()))
         stats.count_page("html_docs", url, cfg)
         written.append((url, url.removeprefix("/docs/")))
@@ -658,6 +679,21 @@ def _build_metadata(cfg: LocalWebConfig, out: Path, stats: _Stats) -> list[tuple
     return written
 
 
+def _build_tex_docs(cfg: LocalWebConfig, out: Path, stats: _Stats) -> list[tuple[str, str]]:
+    """TeX manuals as text pages at ``/docs/tex/<dir name>/<file>.txt``."""
+    candidates: dict[str, Path] = {}
+    for d in map(Path, cfg.tex_doc_dirs):
+        for p in _walk_files(d, (".tex",)) if d.is_dir() else []:
+            if p.stat().st_size <= cfg.max_html_doc_bytes:
+                candidates[f"/docs/tex/{d.name}/{p.relative_to(d).as_posix()}.txt"] = p
+    written = []
+    for url in sorted(_stable_order(list(candidates))[: cfg.max_tex_docs]):
+        _write(out / url.lstrip("/"), _decode(candidates[url].read_bytes()))
+        stats.count_page("tex_docs", url, cfg, html_page=False)
+        written.append((url, url.removeprefix("/docs/tex/")))
+    return written
+
+
 def _build_copyright(cfg: LocalWebConfig, out: Path, stats: _Stats) -> list[tuple[str, str]]:
     root = Path(cfg.doc_root)
     found = sorted(p for p in root.glob("*/copyright") if p.is_file()) if root.is_dir() else []
@@ -727,6 +763,7 @@ def _config_hash(cfg: LocalWebConfig) -> str:
     """Config + the source directories' mtimes (a package install changes them) + format version."""
     fingerprint: list[tuple[str, int]] = []
     dirs = [Path(cfg.man_root), Path(cfg.doc_root), *(Path(p) for p in cfg.site_package_dirs())]
+    dirs += [Path(p) for p in cfg.tex_doc_dirs]
     man_root = Path(cfg.man_root)
     if man_root.is_dir():
         dirs += sorted(p for p in man_root.glob("*/") if p.is_dir())
@@ -789,6 +826,7 @@ def build_site(site_dir: Path, cfg: LocalWebConfig) -> SiteManifest:
             sections.append(("/man/", "Manual pages"))
         for source, builder, base, title in (
             ("html_docs", _build_html_docs, "/docs/", "Package documentation"),
+            ("tex_docs", _build_tex_docs, "/docs/tex/", "Manuals in TeX"),
             ("metadata", _build_metadata, "/pypi/", "Python packages"),
             ("copyright", _build_copyright, "/copyright/", "Copyright and license files"),
         ):
