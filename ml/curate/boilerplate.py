@@ -15,6 +15,10 @@ rule would delete documentation prose:
   lines indented, ending in ``{ } ;``, starting with ``-opt``, ``#include``, ``import``, ``$ ``, ``>>>``)
   and documents under ``line_punct_min_lines`` lines are not judged by it (counted).
 C4's curly-bracket rule (drop any page with ``{``) is not applied: the corpus keeps code, §3.1.1.
+
+Hard-wrapped prose (licences, plain-text READMEs: a paragraph cut into lines of ~72 characters) is
+unwrapped first, one line per paragraph, so that line dedup later compares sentences and not the
+fragments a line width happened to cut (ccNet's rule counts lines).
 """
 
 from __future__ import annotations
@@ -39,6 +43,9 @@ _CODE_LINE = re.compile(
     r"^(?: {4,}|\t)|[{};]\s*$|^\s*(?:#include|import |from \S+ import |def |class |\$ |>>> |\.\. |-{1,2}\w)"
 )
 
+_BLOCK_BREAK = re.compile(r"\n[ \t]*\n")
+_DEP5_BREAK = re.compile(r"(?m)^ \.$")  # Debian control files (copyright): " ." is a blank line
+_LIST_ITEM = re.compile(r"^\s*(?:[-*•·–]\s|\d+[.)]\s|\(?[a-z]\)\s)")
 _JS_NOTICE = re.compile(
     r"\bjavascript\b.{0,60}\b(enabl|disabl|requir|turn(ed)? (it )?on|browser|support)"
     r"|\b(enabl|disabl|requir|turn on)\w*\b.{0,60}\bjavascript\b",
@@ -66,6 +73,10 @@ class BoilerplateConfig(StageConfig):
     min_line_punct_frac: float = 0.12  # FineWeb: >= 12% of non-empty lines end in terminal punctuation
     line_punct_min_lines: int = 5  # chosen: a 2-line page is not a paragraph structure to judge
     code_line_exempt_frac: float = 0.1  # chosen: from 10% code/option lines on, lines need not end sentences
+    unwrap: bool = True  # join the lines of hard-wrapped paragraphs
+    wrap_min_lines: int = 3  # chosen: a paragraph of fewer lines is not evidence of a fixed line width
+    wrap_max_width: int = 100  # chosen: text wrapped for a terminal or an e-mail stays under ~80 columns
+    wrap_fill: float = 0.6  # chosen: each line but the last fills >= 60% of the widest (a ragged right edge)
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.line_rules) - set(LINE_RULES))
@@ -94,6 +105,32 @@ def is_navigation(line: str) -> bool:
     return s.strip(" »›<>").casefold() in _NAV_LINKS
 
 
+def is_hard_wrapped(lines: list[str], cfg: BoilerplateConfig) -> bool:
+    """A block of prose lines cut at a fixed width: no code, list items or sentence-ending lines inside."""
+    if len(lines) < cfg.wrap_min_lines:
+        return False
+    widths = [len(line.rstrip()) for line in lines]
+    widest = max(widths)
+    if widest > cfg.wrap_max_width or any(w < cfg.wrap_fill * widest for w in widths[:-1]):
+        return False
+    if any(_CODE_LINE.search(line.strip() + " ") or _LIST_ITEM.match(line) for line in lines[1:]):
+        return False
+    # a wrapped paragraph's lines run on: most do not end a sentence
+    return sum(ends_sentence(line) for line in lines[:-1]) <= (len(lines) - 1) // 2
+
+
+def unwrap_paragraphs(text: str, cfg: BoilerplateConfig) -> tuple[str, int]:
+    """Hard-wrapped paragraphs joined into one line each; returns the text and the paragraphs joined."""
+    blocks = _BLOCK_BREAK.split(_DEP5_BREAK.sub("", text))
+    joined = 0
+    for i, block in enumerate(blocks):
+        lines = block.split("\n")
+        if is_hard_wrapped(lines, cfg):
+            blocks[i] = " ".join(line.strip() for line in lines)
+            joined += 1
+    return ("\n\n".join(blocks) if joined else text), joined
+
+
 def line_reason(line: str, cfg: BoilerplateConfig) -> str | None:
     """The first line rule a line matches (it is removed), or None (kept)."""
     if not line.strip():
@@ -113,8 +150,13 @@ def ends_sentence(line: str) -> bool:
 
 
 def clean_text(text: str, cfg: BoilerplateConfig) -> tuple[str, Counter[str]]:
-    """``text`` without its boilerplate lines, and how many lines each rule removed."""
+    """``text`` without its boilerplate lines (hard-wrapped paragraphs unwrapped when ``cfg.unwrap``), and
+    how many lines each rule removed (``unwrapped``: paragraphs joined)."""
     removed: Counter[str] = Counter()
+    if cfg.unwrap:
+        text, joined = unwrap_paragraphs(text, cfg)
+        if joined:
+            removed["unwrapped"] = joined
     kept: list[str] = []
     for line in text.split("\n"):
         reason = line_reason(line, cfg)
@@ -157,7 +199,7 @@ def remove_boilerplate(df: pd.DataFrame, cfg: BoilerplateConfig) -> StepResult:
     for text in df["text"].astype(str):
         cleaned, removed = clean_text(text, cfg)
         texts.append(cleaned)
-        n_removed.append(sum(removed.values()))
+        n_removed.append(sum(n for r, n in removed.items() if r != "unwrapped"))
         totals.update(removed)
         verdicts.append(document_reason(cleaned, cfg))
     out = df.assign(text=texts, boilerplate_lines=n_removed)
@@ -173,6 +215,7 @@ def remove_boilerplate(df: pd.DataFrame, cfg: BoilerplateConfig) -> StepResult:
     )
     stats: dict[str, float | int] = {f"lines_removed/{r}": totals[r] for r in LINE_RULES}
     stats["docs_with_removed_lines"] = sum(1 for n in n_removed if n)
+    stats["paragraphs_unwrapped"] = totals["unwrapped"]
     stats["line_punct_not_judged"] = sum(
         1 for t in texts if t and not line_punct_applies([ln for ln in t.split("\n") if ln.strip()], cfg)
     )

@@ -8,6 +8,7 @@ from ml.curate.boilerplate import (
     is_navigation,
     line_reason,
     remove_boilerplate,
+    unwrap_paragraphs,
 )
 
 CFG = BoilerplateConfig()
@@ -80,3 +81,41 @@ def test_rules_can_be_switched_off_and_are_validated():
     assert res.kept["boilerplate_lines"].tolist() == [0]
     with pytest.raises(ConfigError, match="unknown"):
         BoilerplateConfig(line_rules=("nope",))
+
+
+MIT = """Permission is hereby granted, free of charge, to any person obtaining a copy
+of this software and associated documentation files (the "Software"), to deal
+in the Software without restriction, including without limitation the rights
+to use, copy, modify, merge, publish, distribute, sublicense, and/or sell
+copies of the Software."""
+DEP5 = """License: GPL-2+
+ This program is free software; you can redistribute it and/or modify
+ it under the terms of the GNU General Public License.
+ .
+ This program is distributed in the hope that it will be useful,
+ but WITHOUT ANY WARRANTY; without even the implied warranty of
+ MERCHANTABILITY or FITNESS FOR A PARTICULAR PURPOSE."""
+
+
+def test_hard_wrapped_paragraphs_are_unwrapped():
+    text, joined = unwrap_paragraphs(MIT, CFG)
+    assert (
+        joined == 1
+        and "\n" not in text
+        and text.startswith("Permission is hereby granted, free of charge, to")
+    )
+    assert "a copy of this software" in text
+    text, joined = unwrap_paragraphs(DEP5, CFG)  # " ." is a blank line in Debian control files
+    assert joined == 1 and text.endswith(
+        "\n\nThis program is distributed in the hope that it will be useful, but WITHOUT ANY WARRANTY; without "
+        "even the implied warranty of MERCHANTABILITY or FITNESS FOR A PARTICULAR PURPOSE."
+    )
+    assert " ." not in text.split("\n")
+    code = 'int main(void)\n{\n    printf("hello, world");\n    return 0;\n}'
+    items = "Steps to follow here:\n- unpack the archive into a dir\n- run the configure script\n- run make"
+    sentences = "\n".join(PROSE)  # one sentence per line: not a wrapped paragraph
+    for kept in (code, items, sentences):
+        assert unwrap_paragraphs(kept, CFG) == (kept, 0)
+    res = remove_boilerplate(_frame({"mit": MIT}), CFG)
+    assert res.stats["paragraphs_unwrapped"] == 1 and res.kept["boilerplate_lines"].tolist() == [0]
+    assert clean_text(MIT, CFG.replace(unwrap=False)) == (MIT, {})
