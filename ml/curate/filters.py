@@ -5,6 +5,11 @@ datatrove-style: one class per rule with ``filter(doc) -> bool | (False, reason)
 them in order over a DataFrame (a doc is dropped by the first rule it fails, every rule's score is kept as
 a column on kept docs). The paper publishes no thresholds; the defaults below follow the Gopher rules
 (Rae et al. 2021, "Scaling Language Models", appendix A) where a rule exists there, else say "chosen".
+
+The Gopher rules count as datatrove's ``GopherRepetitionFilter``/``GopherQualityFilter`` (the reference
+FineWeb used) count: whitespace words, symbol-only words left out of length and mean word length, and for
+repeated lines, paragraphs and n-grams only the repeated occurrences, as a fraction of the document's
+characters. ``tests/ml/curate/test_datatrove_agreement.py`` checks equal decisions on real documents.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import abc
 import math
 import re
+import unicodedata
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -25,11 +31,15 @@ import pandas as pd
 from ml.config import ConfigError, StageConfig
 from ml.curate.steps import StepResult, empty_dropped
 
-WORDLIST_DIR = Path(__file__).resolve().parent.parent / "resources" / "wordlists"
+RESOURCES = Path(__file__).resolve().parent.parent / "resources"
+WORDLIST_DIR = RESOURCES / "wordlists"
+STOPWORD_DIR = RESOURCES / "stopwords"
 FILTER_ORDER: tuple[str, ...] = (
     "length", "alpha_ratio", "mean_word_length", "symbol_ratio", "ellipsis_lines", "bullet_lines",
-    "dup_lines", "dup_ngram_coverage", "dirty_words", "kl_outlier",
+    "stop_words", "dup_lines", "dup_ngram_coverage", "dirty_words", "kl_outlier",
 )  # fmt: skip
+# Rules whose score is NaN when they do not apply to a document's language (counted as skipped).
+LANGUAGE_RULES = {"stop_words": "stop_word_count", "kl_outlier": "kl_div"}
 
 
 @dataclass(frozen=True)
@@ -38,7 +48,7 @@ class FilterConfig(StageConfig):
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         # tiny: the local web's man pages and READMEs are short; Gopher's 50-word floor would drop most.
-        "tiny": {"min_words": 20, "kl_min_docs": 10},
+        "tiny": {"min_words": 20},
         "small": {},
         "8b": {},
         "70b": {},
@@ -50,12 +60,20 @@ class FilterConfig(StageConfig):
     max_words: int = 100_000  # Gopher
     min_mean_word_length: float = 3.0  # Gopher: mean word length in [3, 10] characters
     max_mean_word_length: float = 10.0  # Gopher
+    # Languages written without spaces between words: each CJK character counts as a word (runs of other
+    # characters stay one word), so length, mean word length and n-grams measure them like spaced text.
+    char_word_langs: tuple[str, ...] = ("ja", "zh", "yue", "wuu")
+    char_word_mean_length: tuple[float, float] = (1.0, 4.0)  # chosen: ja/zh man pages measure 1.3-2.3
+    min_stop_words: int = 2  # Gopher: >= 2 of the language's stop words (en: the, be, to, of, and, ...)
+    stop_words_dir: str = ""  # "" = ml/resources/stopwords (<lang>.txt); no list: rule skipped, counted
     min_alpha_word_frac: float = 0.8  # Gopher: >= 80% of words contain an alphabetic character
     max_symbol_word_ratio: float = 0.1  # Gopher: '#' or ellipsis to word ratio <= 0.1
     max_ellipsis_line_frac: float = 0.3  # Gopher: <= 30% of lines end with an ellipsis
     max_bullet_line_frac: float = 0.9  # Gopher: <= 90% of lines start with a bullet
+    max_dup_para_frac: float = 0.3  # Gopher: duplicate paragraphs <= 30% of paragraphs
+    max_dup_para_char_frac: float = 0.2  # Gopher: chars in duplicate paragraphs <= 20% of the doc's chars
     max_dup_line_frac: float = 0.3  # Gopher: duplicate lines <= 30% of lines
-    max_dup_line_char_frac: float = 0.2  # Gopher: chars in duplicate lines <= 20%
+    max_dup_line_char_frac: float = 0.2  # Gopher: chars in duplicate lines <= 20% of the doc's chars
     max_top_ngram_frac: tuple[float, ...] = (0.20, 0.18, 0.16)  # Gopher: top 2-, 3-, 4-gram char coverage
     max_dup_ngram_frac: tuple[float, ...] = (0.15, 0.14, 0.13, 0.12, 0.11, 0.10)  # Gopher: dup 5..10-grams
     max_dirty_word_ratio: float = 0.01  # chosen: > 1 listed word per 100 words is adult/spam, not prose
@@ -64,7 +82,9 @@ class FilterConfig(StageConfig):
     kl_unit: str = "char"  # chosen: character unigrams are stable on short docs (word unigrams are sparse)
     max_kl: float = 1.0  # chosen: nats; prose sits at 0.02-0.3 vs its language, dumps/tables/base64 > 1
     kl_top_fraction: float = 0.0  # chosen: 0 = absolute threshold only; e.g. 0.01 also drops the top 1%/lang
-    kl_min_docs: int = 20  # chosen: a language needs this many docs for a reference; fewer → not scored
+    # chosen: a character-unigram reference from fewer docs is a handful of pages' vocabulary, not the
+    # language's; a language under this count is not scored (counted as skipped/kl_outlier/<lang>).
+    kl_min_docs: int = 100
     kl_smoothing: float = 0.5  # chosen: additive smoothing of the reference counts (Jeffreys prior)
 
     def __post_init__(self) -> None:
@@ -75,6 +95,11 @@ class FilterConfig(StageConfig):
             )
         if len(self.max_top_ngram_frac) != 3:
             raise ConfigError("FilterConfig.max_top_ngram_frac: needs 3 values (n = 2, 3, 4)")
+        lo, hi = self.char_word_mean_length
+        if not 0 < lo <= hi:
+            raise ConfigError(
+                f"FilterConfig.char_word_mean_length: {self.char_word_mean_length} is not 0 < lo <= hi"
+            )
         if len(self.max_dup_ngram_frac) != 6:
             raise ConfigError("FilterConfig.max_dup_ngram_frac: needs 6 values (n = 5..10)")
         if self.kl_unit not in ("char", "word"):
@@ -86,37 +111,53 @@ class FilterConfig(StageConfig):
 # ---------------------------------------------------------------------------------------------- documents
 
 _TOKEN = re.compile(r"\w+")
-_BULLETS = ("•", "‣", "◦", "▪", "▫", "●", "○", "■", "□", "–", "-", "*", "·", "⁃")
+_BULLETS = ("•", "-")  # Gopher / datatrove: a line "starts with a bullet point"
 _ELLIPSES = ("...", "…")
-_EDGE_PUNCT = "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~«»“”„‘’…"
+_ASCII_SYMBOLS = frozenset("$+<=>^`|~")  # symbols datatrove counts with punctuation in "symbol-only words"
+_PARAGRAPH_BREAK = re.compile(r"\n{2,}")
+_LINE_BREAK = re.compile(r"\n+")
+_CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f"  # kana, CJK ideographs
+_CHAR_WORD = re.compile(rf"[{_CJK}]|[^\s{_CJK}]+")  # one CJK character, or a run of anything else
+
+
+def is_symbol_word(word: str) -> bool:
+    """A word made only of punctuation, ASCII symbols or control characters (Gopher excludes these words
+    from the word count and the mean word length)."""
+    return all(
+        unicodedata.category(ch)[0] == "P" or ch in _ASCII_SYMBOLS or unicodedata.category(ch) == "Cc"
+        for ch in word
+    )
 
 
 class Doc:
-    """Lazily tokenised view of one document (shared by every filter so each split happens once)."""
+    """Lazily split view of one document (shared by every filter so each split happens once)."""
 
-    def __init__(self, text: str, lang: str = "und"):
+    def __init__(self, text: str, lang: str = "und", char_words: bool = False):
         self.text = text
         self.lang = lang
+        self.char_words = char_words  # CJK characters are words (no spaces between words)
+        self.word_sep = 0 if char_words else 1  # characters between the words of an n-gram
 
     @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> Doc:
-        return cls(str(row["text"]), str(row.get("lang", "und")))
+    def from_row(cls, row: Mapping[str, Any], cfg: FilterConfig | None = None) -> Doc:
+        lang = str(row.get("lang", "und"))
+        return cls(str(row["text"]), lang, char_words=cfg is not None and lang in cfg.char_word_langs)
 
     @cached_property
-    def words(self) -> list[str]:  # Gopher's words: whitespace-separated
-        return self.text.split()
+    def words(self) -> list[str]:  # Gopher's words: whitespace-separated, punctuation attached
+        return _CHAR_WORD.findall(self.text) if self.char_words else self.text.split()
 
     @cached_property
-    def ngram_words(self) -> list[str]:  # words lowercased, edge punctuation stripped: the n-gram units
-        return [s for s in (w.lower().strip(_EDGE_PUNCT) for w in self.words) if s]
+    def content_words(self) -> list[str]:  # words with at least one non-symbol character
+        return [w for w in self.words if not is_symbol_word(w)]
 
     @cached_property
     def tokens(self) -> list[str]:  # lowercased \w+ tokens for word lists and word-KL
         return _TOKEN.findall(self.text.lower())
 
     @cached_property
-    def lines(self) -> list[str]:  # non-empty lines, stripped
-        return [s for s in (line.strip() for line in self.text.split("\n")) if s]
+    def lines(self) -> list[str]:  # every line as str.splitlines gives it (blank lines included)
+        return self.text.splitlines()
 
 
 def _above(value: float, limit: float, reason: str) -> tuple[str, str] | None:
@@ -147,16 +188,18 @@ class HeuristicFilter(abc.ABC):
 
     def filter(self, doc: Doc | Mapping[str, Any]) -> bool | tuple[bool, str]:
         """datatrove protocol: True to keep, ``(False, reason)`` to drop."""
-        doc = doc if isinstance(doc, Doc) else Doc.from_row(doc)
+        doc = doc if isinstance(doc, Doc) else Doc.from_row(doc, self.cfg)
         verdict = self.check(self.scores(doc), doc)
         return True if verdict is None else (False, verdict[0])
 
 
 class LengthFilter(HeuristicFilter):
+    """Gopher: 50 <= words <= 100,000, symbol-only words not counted."""
+
     name = "length"
 
     def scores(self, doc: Doc) -> dict[str, float]:
-        return {"n_words": len(doc.words)}
+        return {"n_words": len(doc.content_words)}
 
     def check(self, s: Mapping[str, float], doc: Doc) -> tuple[str, str] | None:
         if s["n_words"] < self.cfg.min_words:
@@ -181,19 +224,23 @@ class AlphaRatioFilter(HeuristicFilter):
 
 
 class MeanWordLengthFilter(HeuristicFilter):
+    """Gopher: mean length of the non-symbol words in [3, 10] characters."""
+
     name = "mean_word_length"
 
     def scores(self, doc: Doc) -> dict[str, float]:
-        n = len(doc.words)
-        return {"mean_word_length": sum(len(w) for w in doc.words) / n if n else 0.0}
+        words = doc.content_words
+        return {"mean_word_length": sum(len(w) for w in words) / len(words) if words else 0.0}
 
     def check(self, s: Mapping[str, float], doc: Doc) -> tuple[str, str] | None:
         m, cfg = s["mean_word_length"], self.cfg
-        if not cfg.min_mean_word_length <= m <= cfg.max_mean_word_length:
-            return (
-                "mean_word_length",
-                f"{m:.2f} not in [{cfg.min_mean_word_length}, {cfg.max_mean_word_length}]",
-            )
+        lo, hi = (
+            cfg.char_word_mean_length
+            if doc.char_words
+            else (cfg.min_mean_word_length, cfg.max_mean_word_length)
+        )
+        if not lo <= m <= hi:
+            return "mean_word_length", f"{m:.2f} not in [{lo}, {hi}]"
         return None
 
 
@@ -214,7 +261,7 @@ class EllipsisLinesFilter(HeuristicFilter):
     name = "ellipsis_lines"
 
     def scores(self, doc: Doc) -> dict[str, float]:
-        return {"ellipsis_line_frac": _line_frac(doc, lambda line: line.endswith(_ELLIPSES))}
+        return {"ellipsis_line_frac": _line_frac(doc, lambda line: line.rstrip().endswith(_ELLIPSES))}
 
     def check(self, s: Mapping[str, float], doc: Doc) -> tuple[str, str] | None:
         return _above(s["ellipsis_line_frac"], self.cfg.max_ellipsis_line_frac, "ellipsis_lines")
@@ -224,84 +271,118 @@ class BulletLinesFilter(HeuristicFilter):
     name = "bullet_lines"
 
     def scores(self, doc: Doc) -> dict[str, float]:
-        return {"bullet_line_frac": _line_frac(doc, lambda line: line.startswith(_BULLETS))}
+        return {"bullet_line_frac": _line_frac(doc, lambda line: line.lstrip().startswith(_BULLETS))}
 
     def check(self, s: Mapping[str, float], doc: Doc) -> tuple[str, str] | None:
         return _above(s["bullet_line_frac"], self.cfg.max_bullet_line_frac, "bullet_lines")
 
 
+class StopWordsFilter(HeuristicFilter):
+    """Gopher: a document holds at least ``min_stop_words`` distinct stop words of its language (whole words,
+    case as written). Languages without a stop-word list score NaN: the rule is skipped and counted."""
+
+    name = "stop_words"
+
+    def scores(self, doc: Doc) -> dict[str, float]:
+        stop = load_wordlist(doc.lang, self.cfg.stop_words_dir or str(STOPWORD_DIR))
+        if not stop:
+            return {"stop_word_count": float("nan")}
+        return {"stop_word_count": len(stop.intersection(doc.words))}
+
+    def check(self, s: Mapping[str, float], doc: Doc) -> tuple[str, str] | None:
+        n = s["stop_word_count"]
+        if not math.isnan(n) and n < self.cfg.min_stop_words:
+            return "stop_words", f"{int(n)} distinct stop words < {self.cfg.min_stop_words}"
+        return None
+
+
+def duplicate_elements(elements: list[str]) -> tuple[int, int]:
+    """``(count, chars)`` of the elements equal to an earlier one: only repeats count, never the first."""
+    seen: set[str] = set()
+    count = chars = 0
+    for el in elements:
+        if el in seen:
+            count += 1
+            chars += len(el)
+        else:
+            seen.add(el)
+    return count, chars
+
+
 class DupLinesFilter(HeuristicFilter):
-    """Gopher: fraction of lines (and of their chars) that repeat an earlier line of the same doc."""
+    """Gopher: paragraphs (split at blank lines) and lines that repeat an earlier one, as a fraction of all
+    paragraphs / lines and of the document's characters."""
 
     name = "dup_lines"
 
     def scores(self, doc: Doc) -> dict[str, float]:
-        seen: set[str] = set()
-        dup_lines = dup_chars = 0
-        for line in doc.lines:
-            if line in seen:
-                dup_lines += 1
-                dup_chars += len(line)
-            seen.add(line)
-        total_chars = sum(len(line) for line in doc.lines)
+        n_chars = max(len(doc.text), 1)
+        paragraphs = _PARAGRAPH_BREAK.split(doc.text.strip())
+        lines = _LINE_BREAK.split(doc.text)
+        para_dups, para_chars = duplicate_elements(paragraphs)
+        line_dups, line_chars = duplicate_elements(lines)
         return {
-            "dup_line_frac": dup_lines / len(doc.lines) if doc.lines else 0.0,
-            "dup_line_char_frac": dup_chars / total_chars if total_chars else 0.0,
+            "dup_para_frac": para_dups / len(paragraphs),
+            "dup_para_char_frac": para_chars / n_chars,
+            "dup_line_frac": line_dups / len(lines),
+            "dup_line_char_frac": line_chars / n_chars,
         }
 
     def check(self, s: Mapping[str, float], doc: Doc) -> tuple[str, str] | None:
         cfg = self.cfg
-        if s["dup_line_frac"] > cfg.max_dup_line_frac:
-            return "dup_lines", f"dup_line_frac={s['dup_line_frac']:.3f} > {cfg.max_dup_line_frac}"
-        if s["dup_line_char_frac"] > cfg.max_dup_line_char_frac:
-            return (
-                "dup_lines",
-                f"dup_line_char_frac={s['dup_line_char_frac']:.3f} > {cfg.max_dup_line_char_frac}",
-            )
+        limits = (
+            ("dup_paragraphs", "dup_para_frac", cfg.max_dup_para_frac),
+            ("dup_paragraphs", "dup_para_char_frac", cfg.max_dup_para_char_frac),
+            ("dup_lines", "dup_line_frac", cfg.max_dup_line_frac),
+            ("dup_lines", "dup_line_char_frac", cfg.max_dup_line_char_frac),
+        )
+        for reason, key, limit in limits:
+            if s[key] > limit:
+                return reason, f"{key}={s[key]:.3f} > {limit}"
         return None
 
 
-def ngram_coverage(tokens: list[str], n: int, top_only: bool) -> float:
-    """Fraction of token characters covered by repeated n-grams (Gopher; overlapping occurrences count once).
+def top_ngram_char_frac(words: list[str], n: int, n_chars: int, sep: int = 1) -> float:
+    """Gopher: characters of the most frequent n-gram (words joined by ``sep`` characters) times its count,
+    over the document's characters; ties go to the n-gram seen first. An n-gram that occurs once scores 0."""
+    if len(words) < n or n_chars <= 0:
+        return 0.0
+    gram, count = Counter(zip(*(words[i:] for i in range(n)), strict=False)).most_common(1)[0]
+    if count < 2:
+        return 0.0
+    return (sum(len(w) for w in gram) + (n - 1) * sep) * count / n_chars
 
-    ``top_only``: only the most frequent n-gram (ties: the first to appear), counted when it occurs > 1 time.
-    Otherwise every n-gram occurring more than once.
+
+def dup_ngram_char_frac(words: list[str], n: int, n_chars: int) -> float:
+    """Gopher: characters of the n-grams that repeat an earlier n-gram, over the document's characters.
+
+    Only repeated occurrences count (the first occurrence is the original text); after a repeat the scan
+    jumps past it, so overlapping repeats are not counted twice (datatrove's ``find_all_duplicate``).
     """
-    if len(tokens) < n:
+    if n_chars <= 0:
         return 0.0
-    lengths = np.fromiter((len(t) for t in tokens), dtype=np.int64, count=len(tokens))
-    total = int(lengths.sum())
-    ids: dict[tuple[str, ...], int] = {}
-    seq = np.fromiter(
-        (ids.setdefault(tuple(tokens[i : i + n]), len(ids)) for i in range(len(tokens) - n + 1)),
-        dtype=np.int64,
-        count=len(tokens) - n + 1,
-    )  # (n_windows,) n-gram id per start position; ids in first-appearance order
-    counts = np.bincount(seq)
-    if top_only:
-        top = int(counts.argmax())  # argmax returns the first max → first-appearing n-gram among ties
-        if counts[top] < 2:
-            return 0.0
-        starts = np.flatnonzero(seq == top)
-    else:
-        starts = np.flatnonzero(counts[seq] >= 2)
-    if starts.size == 0:
-        return 0.0
-    cover = np.zeros(len(tokens) + 1, dtype=np.int64)
-    np.add.at(cover, starts, 1)
-    np.add.at(cover, starts + n, -1)
-    covered = np.cumsum(cover)[:-1] > 0  # (n_tokens,) token inside some counted occurrence
-    return float(lengths[covered].sum() / total) if total else 0.0
+    seen: set[tuple[str, ...]] = set()
+    repeated, i, last = 0, 0, len(words) - n
+    while i <= last:
+        gram = tuple(words[i : i + n])
+        if gram in seen:
+            repeated += sum(len(w) for w in gram)
+            i += n
+        else:
+            seen.add(gram)
+            i += 1
+    return repeated / n_chars
 
 
 class DupNgramFilter(HeuristicFilter):
     name = "dup_ngram_coverage"
 
     def scores(self, doc: Doc) -> dict[str, float]:
-        out = {f"top{n}gram_frac": ngram_coverage(doc.ngram_words, n, top_only=True) for n in (2, 3, 4)}
-        out.update(
-            {f"dup{n}gram_frac": ngram_coverage(doc.ngram_words, n, top_only=False) for n in range(5, 11)}
-        )
+        n_chars = len(doc.text)
+        out = {
+            f"top{n}gram_frac": top_ngram_char_frac(doc.words, n, n_chars, doc.word_sep) for n in (2, 3, 4)
+        }
+        out.update({f"dup{n}gram_frac": dup_ngram_char_frac(doc.words, n, n_chars) for n in range(5, 11)})
         return out
 
     def check(self, s: Mapping[str, float], doc: Doc) -> tuple[str, str] | None:
@@ -424,7 +505,7 @@ class KLOutlierFilter(HeuristicFilter):
 _SIMPLE: dict[str, type[HeuristicFilter]] = {
     f.name: f
     for f in (LengthFilter, AlphaRatioFilter, MeanWordLengthFilter, SymbolRatioFilter, EllipsisLinesFilter,
-              BulletLinesFilter, DupLinesFilter, DupNgramFilter, DirtyWordsFilter)
+              BulletLinesFilter, StopWordsFilter, DupLinesFilter, DupNgramFilter, DirtyWordsFilter)
 }  # fmt: skip
 
 
@@ -438,35 +519,19 @@ def build_filters(
     ]
 
 
-def heuristic_filter(
-    df: pd.DataFrame, cfg: FilterConfig, reference: Mapping[str, UnigramReference] | None = None
-) -> StepResult:
-    """Score every doc with every enabled rule, drop it on the first failing rule (reason + detail).
+def _kl_top_thresholds(docs: list[Doc], scores: list[dict[str, float]], fraction: float) -> dict[str, float]:
+    """Per language, the KL value above which the top ``fraction`` of its scored docs lie."""
+    by_lang: dict[str, list[float]] = {}
+    for d, s in zip(docs, scores, strict=True):
+        if not math.isnan(s["kl_div"]):
+            by_lang.setdefault(d.lang, []).append(s["kl_div"])
+    return {lang: float(np.quantile(v, 1.0 - fraction)) for lang, v in sorted(by_lang.items())}
 
-    ``reference``: per-language unigram counts for the KL rule; fitted on ``df`` when None (pass one fitted
-    on the whole corpus when running shard by shard). Stats: ``fails/<reason>`` counts every rule a doc
-    fails (a doc can fail several), drops are counted once under the first reason.
-    """
-    for col in ("id", "url", "text"):
-        if col not in df.columns:
-            raise KeyError(f"heuristic_filter: input lacks column {col!r}; has {', '.join(df.columns)}")
-    if reference is None and "kl_outlier" in cfg.enabled:
-        reference = fit_kl_reference(df, cfg)
-    filters = build_filters(cfg, reference)
-    langs = df["lang"].astype(str).tolist() if "lang" in df.columns else ["und"] * len(df)
-    docs = [Doc(t, lang) for t, lang in zip(df["text"].astype(str), langs, strict=True)]
-    scores = [{k: v for f in filters for k, v in f.scores(d).items()} for d in docs]
 
-    kl = next((f for f in filters if isinstance(f, KLOutlierFilter)), None)
-    if kl is not None and cfg.kl_top_fraction > 0:
-        by_lang: dict[str, list[float]] = {}
-        for d, s in zip(docs, scores, strict=True):
-            if not math.isnan(s["kl_div"]):
-                by_lang.setdefault(d.lang, []).append(s["kl_div"])
-        kl.top_thresholds = {
-            lang: float(np.quantile(v, 1.0 - cfg.kl_top_fraction)) for lang, v in sorted(by_lang.items())
-        }
-
+def _first_failures(
+    docs: list[Doc], scores: list[dict[str, float]], filters: list[HeuristicFilter]
+) -> tuple[list[tuple[str, str] | None], Counter[str]]:
+    """The first failing rule's ``(reason, detail)`` per doc (None: kept) and how often each reason fails."""
     fails: Counter[str] = Counter()
     verdicts: list[tuple[str, str] | None] = []
     for d, s in zip(docs, scores, strict=True):
@@ -477,6 +542,48 @@ def heuristic_filter(
                 fails[v[0]] += 1
                 first = first or v
         verdicts.append(first)
+    return verdicts, fails
+
+
+def _skipped(docs: list[Doc], scores: list[dict[str, float]], filters: list[HeuristicFilter]) -> Counter[str]:
+    """``skipped/<rule>/<lang>``: docs a language-dependent rule could not score (no list, no reference)."""
+    skipped: Counter[str] = Counter()
+    for f in filters:
+        key = LANGUAGE_RULES.get(f.name)
+        if key is None:
+            continue
+        for d, s in zip(docs, scores, strict=True):
+            if math.isnan(s[key]):
+                skipped[f"skipped/{f.name}/{d.lang}"] += 1
+    return skipped
+
+
+def heuristic_filter(
+    df: pd.DataFrame, cfg: FilterConfig, reference: Mapping[str, UnigramReference] | None = None
+) -> StepResult:
+    """Score every doc with every enabled rule, drop it on the first failing rule (reason + detail).
+
+    ``reference``: per-language unigram counts for the KL rule; fitted on ``df`` when None (pass one fitted
+    on the whole corpus when running shard by shard). Stats: ``fails/<reason>`` counts every rule a doc
+    fails (a doc can fail several), drops are counted once under the first reason; ``skipped/<rule>/<lang>``
+    counts docs of languages a rule does not apply to (no stop-word list, too few docs for a KL reference).
+    """
+    for col in ("id", "url", "text"):
+        if col not in df.columns:
+            raise KeyError(f"heuristic_filter: input lacks column {col!r}; has {', '.join(df.columns)}")
+    if reference is None and "kl_outlier" in cfg.enabled:
+        reference = fit_kl_reference(df, cfg)
+    filters = build_filters(cfg, reference)
+    langs = df["lang"].astype(str).tolist() if "lang" in df.columns else ["und"] * len(df)
+    docs = [
+        Doc(t, lang, char_words=lang in cfg.char_word_langs)
+        for t, lang in zip(df["text"].astype(str), langs, strict=True)
+    ]
+    scores = [{k: v for f in filters for k, v in f.scores(d).items()} for d in docs]
+    kl = next((f for f in filters if isinstance(f, KLOutlierFilter)), None)
+    if kl is not None and cfg.kl_top_fraction > 0:
+        kl.top_thresholds = _kl_top_thresholds(docs, scores, cfg.kl_top_fraction)
+    verdicts, fails = _first_failures(docs, scores, filters)
 
     drop = np.array([v is not None for v in verdicts], dtype=bool)
     score_frame = pd.DataFrame(scores, index=df.index)
@@ -492,5 +599,6 @@ def heuristic_filter(
     else:
         dropped = empty_dropped()
     stats: dict[str, float | int] = {f"fails/{r}": n for r, n in sorted(fails.items())}
+    stats.update(sorted(_skipped(docs, scores, filters).items()))
     stats["kl_reference_langs"] = len(reference or {})
     return StepResult(kept=kept, dropped=dropped, stats=stats)

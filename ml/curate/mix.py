@@ -6,6 +6,11 @@ size (by default the size of the input, so the mix re-weights without growing or
 reduced when some class would need more than ``max_upsample`` copies of its data. A class is down-sampled by
 a seeded random choice of documents and up-sampled by whole repeats of every document (column ``repeat``)
 plus a random subset for the fractional part.
+
+A class that cannot be filled (no documents, or too few to reach ``min_fill`` of its share) is never
+re-normalized away silently: the report keeps every class's *configured* target next to the target applied
+and the realized share, lists the unfilled classes, and :func:`mix_gate` judges the realized mix against
+the configured targets (a gap caused by an unfilled class warns or fails, by ``MixConfig.unfillable``).
 """
 
 from __future__ import annotations
@@ -41,6 +46,8 @@ class MixConfig(StageConfig):
     # share re-normalized over the others (reported as ``insufficient_classes``), instead of shrinking the
     # whole corpus to the rare class's size.
     min_fill: float = 0.5
+    unfillable: str = "warn"  # the gate on an unfilled class: "warn" (report, run on) or "fail"
+    gate_tolerance: float = 0.05  # chosen: realized share within 5 points of the configured target
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -55,6 +62,8 @@ class MixConfig(StageConfig):
             raise ConfigError(f"MixConfig.unit: {self.unit!r} is not 'tokens' or 'docs'")
         if not 0.0 <= self.min_fill <= 1.0:
             raise ConfigError(f"MixConfig.min_fill: {self.min_fill} must be in [0, 1]")
+        if self.unfillable not in ("warn", "fail"):
+            raise ConfigError(f"MixConfig.unfillable: {self.unfillable!r} is not 'warn' or 'fail'")
         if self.max_upsample < 1.0:
             raise ConfigError(f"MixConfig.max_upsample: {self.max_upsample} must be >= 1")
 
@@ -124,7 +133,7 @@ def _select(
         rep = np.concatenate([np.repeat(np.arange(full), pos.size), np.full(extra.size, full)])
         picks.append((idx, rep))
         selected = float(units[idx].sum())
-        classes[c] = {"target": targets.get(c, 0.0), "available": available[c], "selected": selected,
+        classes[c] = {"applied_target": targets.get(c, 0.0), "available": available[c], "selected": selected,
                       "weight": selected / available[c] if available[c] else 0.0, "repeats": full + (extra.size > 0)}  # fmt: skip
     return picks, classes
 
@@ -133,10 +142,11 @@ def realize_mix(df: pd.DataFrame, class_col: str, cfg: MixConfig) -> tuple[pd.Da
     """Sample/repeat docs per class to hit ``cfg.targets``; returns (mixed frame, report).
 
     The mixed frame has the input's columns plus ``repeat`` (0 for a doc's first copy), rows ordered by
-    input position then repeat. Report: ``classes`` → {target, available, selected, realized, weight,
-    repeats}, plus ``total_units``, ``unit``, ``empty_classes`` (targets renormalised over the rest),
-    ``untargeted_classes`` (present in df, no target: dropped), ``insufficient_classes`` (too small to fill
-    ``min_fill`` of their share at ``max_upsample``: left out, share re-normalized) and ``capped`` (T lowered by max_upsample).
+    input position then repeat. Report: ``classes`` → {target (as configured, normalised to 1),
+    applied_target (re-normalised over the filled classes), available, selected, realized, weight, repeats},
+    plus ``total_units``, ``unit``, ``empty_classes`` (no documents), ``insufficient_classes`` (too small to
+    fill ``min_fill`` of their share at ``max_upsample``), ``unfilled_classes`` (both, left out),
+    ``untargeted_classes`` (present in df, no target: dropped) and ``capped`` (T lowered by max_upsample).
     """
     if class_col not in df.columns:
         raise KeyError(f"realize_mix: no class column {class_col!r}; has {', '.join(df.columns)}")
@@ -157,7 +167,9 @@ def realize_mix(df: pd.DataFrame, class_col: str, cfg: MixConfig) -> tuple[pd.Da
 
     picks, classes = _select(labels, units, available, targets, total, cfg)
     grand = sum(v["selected"] for v in classes.values())
-    for v in classes.values():
+    configured = sum(cfg.targets.values())
+    for c, v in classes.items():
+        v["target"] = cfg.targets[c] / configured
         v["realized"] = v["selected"] / grand if grand else 0.0
 
     idx = np.concatenate([p[0] for p in picks]).astype(np.int64)
@@ -171,27 +183,57 @@ def realize_mix(df: pd.DataFrame, class_col: str, cfg: MixConfig) -> tuple[pd.Da
         "capped": bool(capped),
         "empty_classes": empty,
         "insufficient_classes": sorted(insufficient),
+        "unfilled_classes": sorted(set(empty) | set(insufficient)),
+        "unfillable": cfg.unfillable,
+        "gate_tolerance": cfg.gate_tolerance,
         "untargeted_classes": untargeted,
         "classes": classes,
     }
     return mixed, report
 
 
+def mix_gate(report: dict[str, Any]) -> dict[str, Any]:
+    """The realized mix against the *configured* targets: ``passed``, ``severity`` ("ok", "warn", "error"),
+    ``gaps`` (realized - configured, per class), ``max_abs_gap``, ``unfilled_classes`` and a one-line
+    ``summary``. A gap beyond tolerance is an error; when classes were unfilled it is a warning under
+    ``unfillable="warn"`` (the mix could not do better with this corpus) and an error under "fail"."""
+    gaps = {c: v["realized"] - v["target"] for c, v in report["classes"].items()}
+    worst = max((abs(g) for g in gaps.values()), default=0.0)
+    unfilled = list(report.get("unfilled_classes", []))
+    passed = worst <= report["gate_tolerance"] and not unfilled
+    if passed:
+        severity = "ok"
+    elif unfilled and report.get("unfillable", "warn") == "warn":
+        severity = "warn"
+    else:
+        severity = "error"
+    shares = ", ".join(
+        f"{c} {v['realized']:.1%} (target {v['target']:.0%})" for c, v in report["classes"].items()
+    )
+    summary = f"realized {report['unit']}: {shares}"
+    if unfilled:
+        summary += f"; unfilled: {', '.join(unfilled)} (their share went to the other classes)"
+    return {"passed": passed, "severity": severity, "gaps": gaps, "max_abs_gap": worst,
+            "unfilled_classes": unfilled, "summary": summary}  # fmt: skip
+
+
 def plot_mix(report: dict[str, Any]) -> bytes:
-    """PNG bar chart of target vs realised proportion per class (matplotlib Agg, no pyplot state)."""
+    """PNG bar chart of the configured target vs the realised share per class; unfilled classes are named
+    on their tick (matplotlib Agg, no pyplot state)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     names = list(report["classes"])
+    unfilled = set(report.get("unfilled_classes", []))
     target = [report["classes"][c]["target"] for c in names]
     realized = [report["classes"][c]["realized"] for c in names]
     fig = Figure(figsize=(6, 3.5), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     x = np.arange(len(names))
-    ax.bar(x - 0.2, target, width=0.4, label="target")
+    ax.bar(x - 0.2, target, width=0.4, label="configured target")
     ax.bar(x + 0.2, realized, width=0.4, label="realized")
-    ax.set_xticks(x, names, rotation=15)
+    ax.set_xticks(x, [f"{c}\n(unfilled)" if c in unfilled else c for c in names], rotation=15)
     ax.set_ylabel(f"share of {report['unit']}")
     ax.set_title("data mix" + (" (capped by max_upsample)" if report.get("capped") else ""))
     ax.legend()

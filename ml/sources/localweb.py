@@ -1,17 +1,21 @@
 """The offline default web: a static site of real documentation, built here and served over loopback.
 
 Every machine has, after install, text that nobody in this project wrote: the system manual pages (in
-many languages under ``/usr/share/man/<lang>``), HTML docs shipped by packages, the long descriptions
-of installed Python packages (dist-info ``METADATA``) and ``/usr/share/doc/*/copyright`` files.
+many languages under ``/usr/share/man/<lang>``), HTML docs shipped by packages (among them the math
+manuals of maxima-doc, octave-doc, r-doc-html and python-sympy-doc), manuals shipped as TeX sources
+(pari-doc, served as text), the long descriptions of installed Python packages (dist-info ``METADATA``)
+and ``/usr/share/doc/*/copyright`` files.
 :func:`build_site` turns them into a static site with paginated index pages, cross-links between
 manual pages and a robots.txt that disallows one real section. This module only builds the site; the
 local web server resource (``dagster_project/services/local_web_server.py``) serves it over HTTP so
 the crawler fetches it like any other site. Duplicates stay as they are: ``.so``/symlink aliases of
 one manual page and identical license texts under different packages are the same text at several URLs.
 
-Manual pages are rendered with ``groff -mandoc -Tutf8`` (groff-base has no HTML device) and the
-overstruck terminal output is turned into HTML (bold → ``<b>``, underline → ``<i>``, section headings
-→ ``<h2>``, ``name(section)`` references → links).
+Manual pages are rendered with ``groff -mandoc -Tutf8`` (groff-base has no HTML device) at an unbounded
+line length, so each paragraph is one line, and the overstruck terminal output is turned into structured
+HTML in ``<main>`` (bold → ``<b>``, underline → ``<i>``, sections → ``<h2>``/``<h3>``, paragraphs and
+options → ``<p>``, synopses and examples → ``<pre>``, ``name(section)`` references → links): an extractor
+then keeps NAME/SYNOPSIS/OPTIONS with their headings and no groff column layout.
 """
 
 from __future__ import annotations
@@ -41,10 +45,11 @@ from urllib.parse import quote
 
 from ml.config import ConfigError, StageConfig
 
-SOURCES: tuple[str, ...] = ("man", "html_docs", "metadata", "copyright")
+SOURCES: tuple[str, ...] = ("man", "html_docs", "tex_docs", "metadata", "copyright")
 BUILD_MANIFEST = "build_manifest.json"
-_FORMAT_VERSION = 1  # bump when the site layout or rendering changes, to invalidate cached builds
+_FORMAT_VERSION = 2  # bump when the site layout or rendering changes, to invalidate cached builds
 _MAN_NAME = re.compile(r"^(?P<name>.+)\.(?P<ext>[0-9][A-Za-z0-9_+-]*)(?:\.gz)?$")
+_LINE_LENGTH = 30_000  # characters; longer than any paragraph of an installed manual page
 _XREF = re.compile(r"(<[bi]>)?([A-Za-z0-9_][\w.:+@-]*)(</[bi]>)?\(([1-9][a-z]*)\)")
 
 
@@ -60,6 +65,11 @@ class LocalWebConfig(StageConfig):
     max_man_pages_en: int = 1000  # English sections man1..man8
     max_html_docs: int = 400
     max_html_doc_bytes: int = 4 << 20  # chosen: skip bundled JS apps; a few large docs stay to test caps
+    # chosen: one package's manual (octave-doc ships ~2,900 pages) must not fill the whole HTML share
+    max_html_docs_per_package: int = 100
+    # Manuals shipped only as TeX sources (pari-doc): served as text pages; math stays in its TeX form.
+    tex_doc_dirs: tuple[str, ...] = ("/usr/share/pari/doc",)
+    max_tex_docs: int = 40
     max_metadata: int = 400
     max_copyright: int = 1000
     index_page_size: int = 100  # links per index page
@@ -77,6 +87,8 @@ class LocalWebConfig(StageConfig):
             "max_man_pages_per_lang": 100_000,
             "max_man_pages_en": 100_000,
             "max_html_docs": 100_000,
+            "max_html_docs_per_package": 100_000,
+            "max_tex_docs": 100_000,
             "max_metadata": 100_000,
             "max_copyright": 100_000,
             "render_workers": 8,
@@ -274,40 +286,70 @@ def _overstrike_line(line: str) -> tuple[str, bool]:
     return "".join(out), bold_chars > 0 and plain_chars == 0
 
 
+_TAGS = re.compile(r"</?[bi]>")
+_SPACES = re.compile(r"(?<=\S) {2,}(?=\S)")
+
+
+def _plain(converted: str) -> str:
+    return html.unescape(_TAGS.sub("", converted))
+
+
+def _block_html(block: list[tuple[int, str]]) -> str:
+    """One blank-line-separated block of the rendered page → HTML.
+
+    Rendered with an unbounded line length, a filled paragraph is one line (``<p>``); a tag line followed by
+    more-indented lines is a tagged paragraph (``.TP``: an option, then its description); anything
+    else keeps its line breaks (``<pre>``: synopses, examples, tables), with the common indent removed.
+    """
+    indents = [i for i, _ in block]
+    if len(block) == 1:
+        return f"<p>{_SPACES.sub(' ', block[0][1].strip())}</p>"
+    if indents[0] < min(indents[1:]):  # the tag and its description, each its own paragraph
+        body = "<br>".join(_SPACES.sub(" ", line.strip()) for _, line in block[1:])
+        return f"<p>{block[0][1].strip()}</p><p>{body}</p>"
+    cut = min(indents)
+    return (
+        "<pre>"
+        + "\n".join(line[cut:] if line[:cut].isspace() else line.lstrip() for _, line in block)
+        + "</pre>"
+    )
+
+
 def _terminal_to_html(text: str) -> tuple[str, str]:
-    """Rendered manual page → ``(title line, body HTML)``; headings become ``<h2>``, the rest ``<pre>``."""
+    """Rendered manual page → ``(title line, body HTML)``: section headings ``<h2>``, subsections ``<h3>``,
+    paragraphs and option lists ``<p>``, line-structured text ``<pre>`` (see :func:`_block_html`)."""
     lines = text.rstrip("\n").split("\n")
     nonblank = [i for i, ln in enumerate(lines) if ln.strip()]
     if len(nonblank) >= 2:  # drop the running header and footer lines
         lines = lines[nonblank[0] + 1 : nonblank[-1]]
     parts: list[str] = []
-    block: list[str] = []
+    block: list[tuple[int, str]] = []
     title = ""
     sections = 0
 
     def flush() -> None:
-        while block and not block[-1].strip():
-            block.pop()
-        while block and not block[0].strip():
-            block.pop(0)
         if block:
-            parts.append("<pre>" + "\n".join(block) + "</pre>")
+            parts.append(_block_html(block))
         block.clear()
 
     for line in lines:
         converted, all_bold = _overstrike_line(line)
-        if line and not line[0].isspace() and all_bold:
+        plain = _plain(converted)
+        indent = len(plain) - len(plain.lstrip())
+        if plain.strip() and all_bold and indent in (0, 3):  # .SH at column 0, .SS at column 3
             flush()
-            sections += 1
-            parts.append(f"<h2>{re.sub(r'</?[bi]>', '', converted).strip()}</h2>")
+            sections += int(indent == 0)
+            tag = "h2" if indent == 0 else "h3"
+            parts.append(f"<{tag}>{_TAGS.sub('', converted).strip()}</{tag}>")
             continue
-        if sections == 1 and not title and line.strip():
-            title = re.sub(r"<[^>]+>", "", converted).strip()
-        if not line.strip() and block and not block[-1].strip():
-            continue  # collapse runs of blank lines
-        block.append(converted)
+        if sections == 1 and not title and plain.strip():
+            title = plain.strip()
+        if not plain.strip():
+            flush()
+            continue
+        block.append((indent, converted))
     flush()
-    return html.unescape(title), "\n".join(parts)
+    return title, "\n".join(parts)
 
 
 def _render_man(path: str, cwd: str, timeout_s: float) -> tuple[str, str, str]:
@@ -317,7 +359,9 @@ def _render_man(path: str, cwd: str, timeout_s: float) -> tuple[str, str, str]:
     except (OSError, EOFError, gzip.BadGzipFile, zlib.error):
         return "", "", "unreadable"
     text = _decode(source)
-    cmd = ["groff", "-mandoc", "-Tutf8", "-Kutf8", "-P-c", "-rHY=0"]
+    # An unbounded line length: groff fills each paragraph into one line, so no wrapping, justification
+    # spaces or hyphenation reach the text; indentation still shows the structure.
+    cmd = ["groff", "-mandoc", "-Tutf8", "-Kutf8", "-P-c", "-rHY=0", f"-rLL={_LINE_LENGTH}n"]
     first = text.split("\n", 1)[0]
     if first.startswith("'\\\"") or first.startswith('.\\"'):
         preprocessors = first[3:].strip()
@@ -394,7 +438,9 @@ def _build_man(cfg: LocalWebConfig, out: Path, stats: _Stats) -> list[tuple[str,
         crumbs = [("/man/", "Manual pages"), (f"/man/{page.lang}/", page.lang)]
         doc = _html_page(
             f"{heading} — {title}" if title else heading,
-            f"<h1>{html.escape(heading)}</h1>\n{_linkify(body, page.lang, known)}",
+            # <main>: the page's content, which extractors keep headings and all (outside it they
+            # read short <h2> lines such as NAME and SYNOPSIS as boilerplate)
+            f"<main><h1>{html.escape(heading)}</h1>\n{_linkify(body, page.lang, known)}</main>",
             page.lang,
             crumbs,
         )
@@ -462,6 +508,18 @@ def _doc_roots(cfg: LocalWebConfig) -> list[tuple[str, Path]]:
     return [(label, p) for label, p in roots if p.is_dir()]
 
 
+def _per_package(urls: list[str], cap: int) -> list[str]:
+    """At most ``cap`` URLs of each package (``/docs/<root>/<package>/...``), in stable order."""
+    taken: Counter = Counter()
+    out = []
+    for url in _stable_order(urls):
+        package = "/".join(url.split("/")[2:4])
+        if taken[package] < cap:
+            taken[package] += 1
+            out.append(url)
+    return out
+
+
 def _build_html_docs(cfg: LocalWebConfig, out: Path, stats: _Stats) -> list[tuple[str, str]]:
     candidates: dict[str, Path] = {}
     for label, root in _doc_roots(cfg):
@@ -471,7 +529,7 @@ def _build_html_docs(cfg: LocalWebConfig, out: Path, stats: _Stats) -> list[tupl
             else:
                 stats.skipped["html_doc_too_big"] += 1
     written = []
-    for url in sorted(_stable_order(list(candidates))[: cfg.max_html_docs]):
+    for url in sorted(_per_package(list(candidates), cfg.max_html_docs_per_package)[: cfg.max_html_docs]):
         _write(out / url.lstrip("/"), _decode(candidates[url].read_bytes()))
         stats.count_page("html_docs", url, cfg)
         written.append((url, url.removeprefix("/docs/")))
@@ -621,6 +679,21 @@ def _build_metadata(cfg: LocalWebConfig, out: Path, stats: _Stats) -> list[tuple
     return written
 
 
+def _build_tex_docs(cfg: LocalWebConfig, out: Path, stats: _Stats) -> list[tuple[str, str]]:
+    """TeX manuals as text pages at ``/docs/tex/<dir name>/<file>.txt``."""
+    candidates: dict[str, Path] = {}
+    for d in map(Path, cfg.tex_doc_dirs):
+        for p in _walk_files(d, (".tex",)) if d.is_dir() else []:
+            if p.stat().st_size <= cfg.max_html_doc_bytes:
+                candidates[f"/docs/tex/{d.name}/{p.relative_to(d).as_posix()}.txt"] = p
+    written = []
+    for url in sorted(_stable_order(list(candidates))[: cfg.max_tex_docs]):
+        _write(out / url.lstrip("/"), _decode(candidates[url].read_bytes()))
+        stats.count_page("tex_docs", url, cfg, html_page=False)
+        written.append((url, url.removeprefix("/docs/tex/")))
+    return written
+
+
 def _build_copyright(cfg: LocalWebConfig, out: Path, stats: _Stats) -> list[tuple[str, str]]:
     root = Path(cfg.doc_root)
     found = sorted(p for p in root.glob("*/copyright") if p.is_file()) if root.is_dir() else []
@@ -690,6 +763,7 @@ def _config_hash(cfg: LocalWebConfig) -> str:
     """Config + the source directories' mtimes (a package install changes them) + format version."""
     fingerprint: list[tuple[str, int]] = []
     dirs = [Path(cfg.man_root), Path(cfg.doc_root), *(Path(p) for p in cfg.site_package_dirs())]
+    dirs += [Path(p) for p in cfg.tex_doc_dirs]
     man_root = Path(cfg.man_root)
     if man_root.is_dir():
         dirs += sorted(p for p in man_root.glob("*/") if p.is_dir())
@@ -752,6 +826,7 @@ def build_site(site_dir: Path, cfg: LocalWebConfig) -> SiteManifest:
             sections.append(("/man/", "Manual pages"))
         for source, builder, base, title in (
             ("html_docs", _build_html_docs, "/docs/", "Package documentation"),
+            ("tex_docs", _build_tex_docs, "/docs/tex/", "Manuals in TeX"),
             ("metadata", _build_metadata, "/pypi/", "Python packages"),
             ("copyright", _build_copyright, "/copyright/", "Copyright and license files"),
         ):

@@ -11,10 +11,12 @@ from ml.curate.filters import (
     DupLinesFilter,
     FilterConfig,
     LengthFilter,
+    StopWordsFilter,
+    dup_ngram_char_frac,
     fit_kl_reference,
     heuristic_filter,
     load_wordlist,
-    ngram_coverage,
+    top_ngram_char_frac,
 )
 
 SENTENCES = [
@@ -59,8 +61,8 @@ def test_every_rule_drops_its_doc_and_keeps_prose():
     assert details["ellipsis_lines"] == "0.400 > 0.3"
     assert details["dup_lines"] == "dup_line_frac=0.375 > 0.3"
     assert details["dirty_words"] == "3 words, ratio 0.032"
-    # spam phrase x5 = 130 token chars, prose 396: top 4-gram "buy cheap watches online" covers 5 * 21 / 526
-    assert details["dup_ngram_coverage"] == "top4gram_frac=0.200 > 0.16"
+    # top 4-gram "buy cheap watches online" (24 chars with its spaces) x5 over the doc's 644 chars
+    assert details["dup_ngram_coverage"] == "top4gram_frac=0.186 > 0.16"
     good = res.kept.iloc[0]
     assert good["n_words"] == 86 and good["alpha_word_frac"] == 1.0 and good["dup5gram_frac"] == 0.0
     assert res.stats["fails/too_short"] == 1
@@ -73,18 +75,31 @@ def test_too_long_and_datatrove_protocol():
     assert AlphaRatioFilter(FilterConfig()).filter(Doc(BAD_DOCS["alpha_ratio"])) == (False, "alpha_ratio")
     scores = DupLinesFilter(FilterConfig()).scores(Doc(BAD_DOCS["dup_lines"]))
     assert scores["dup_line_frac"] == 3 / 8
-    assert scores["dup_line_char_frac"] == 3 * len(SENTENCES[0]) / (
-        len(LINES.replace("\n", "")) + 3 * len(SENTENCES[0])
-    )
+    # only the 3 repeats count, over every character of the doc (newlines included): 3 * 97 / 782
+    assert scores["dup_line_char_frac"] == 3 * len(SENTENCES[0]) / len(BAD_DOCS["dup_lines"]) == 291 / 782
 
 
-def test_ngram_coverage_by_hand():
-    tokens = ["a", "b", "a", "b", "a", "b", "c"]
-    assert ngram_coverage(tokens, 2, top_only=True) == 6 / 7  # "a b" at 0, 2, 4 covers tokens 0..5
-    assert ngram_coverage(tokens, 3, top_only=True) == 5 / 7  # "a b a" (first of the tied tops) at 0, 2
-    assert ngram_coverage(tokens, 3, top_only=False) == 6 / 7  # "a b a" and "b a b" together cover 0..5
-    assert ngram_coverage(["x", "y", "z"], 2, top_only=True) == 0.0  # nothing repeats
-    assert ngram_coverage(["x"], 5, top_only=False) == 0.0
+def test_ngram_fractions_by_hand():
+    words = "a b a b a b c".split()  # 13 characters
+    assert top_ngram_char_frac(words, 2, 13) == 9 / 13  # "a b" (3 chars) occurs 3 times
+    assert top_ngram_char_frac(words, 3, 13) == 10 / 13  # "a b a" and "b a b" tie at 2: the first wins
+    assert top_ngram_char_frac("x y z".split(), 2, 5) == 0.0  # nothing repeats
+    # repeats only: "a b a" at 2 repeats the one at 0 (3 chars); the scan then jumps past it
+    assert dup_ngram_char_frac(words, 3, 13) == 3 / 13
+    assert dup_ngram_char_frac(words, 2, 13) == 4 / 13  # "a b" at 2 and at 4 (b a at 1 is new)
+    assert dup_ngram_char_frac(["x"], 5, 1) == 0.0
+    # a phrase said twice: the first saying is the text, only the second counts
+    said_twice = "one two three four five one two three four five"
+    assert dup_ngram_char_frac(said_twice.split(), 5, len(said_twice)) == 19 / 47
+
+
+def test_duplicate_paragraphs_count_repeats_only():
+    para = "\n\n".join([SENTENCES[0], SENTENCES[1], SENTENCES[0], SENTENCES[0]])
+    scores = DupLinesFilter(FilterConfig()).scores(Doc(para))
+    assert scores["dup_para_frac"] == 2 / 4 and scores["dup_para_char_frac"] == 2 * 97 / len(para)
+    res = heuristic_filter(_frame({"p": para}), CFG.replace(min_words=10))
+    assert res.dropped["detail"].tolist() == ["dup_para_frac=0.500 > 0.3"]
+    assert res.dropped["reason"].tolist() == ["dup_paragraphs"]
 
 
 def test_dirty_words_need_a_list_and_a_minimum_count():
@@ -92,8 +107,8 @@ def test_dirty_words_need_a_list_and_a_minimum_count():
     res = heuristic_filter(_frame(docs), CFG)
     assert res.dropped["id"].tolist() == ["dirty"] and res.kept["id"].tolist() == ["two"]
     assert res.kept["dirty_word_count"].tolist() == [2]
-    res_ja = heuristic_filter(_frame(docs, lang="ja"), CFG)  # no ja.txt: not penalised
-    assert res_ja.dropped.empty and res_ja.kept["dirty_word_count"].tolist() == [0, 0]
+    res_ko = heuristic_filter(_frame(docs, lang="ko"), CFG)  # no ko.txt: not penalised
+    assert res_ko.dropped.empty and res_ko.kept["dirty_word_count"].tolist() == [0, 0]
 
 
 def test_wordlists_ship_for_ten_languages():
@@ -116,6 +131,8 @@ def test_kl_outlier_against_the_corpus_distribution():
     mixed.loc[mixed["id"] == "hex", "lang"] = "de"
     res2 = heuristic_filter(mixed, cfg)
     assert res2.dropped.empty and math.isnan(res2.kept.set_index("id").loc["hex", "kl_div"])
+    assert res2.stats["skipped/kl_outlier/de"] == 1 and "skipped/kl_outlier/en" not in res2.stats
+    assert FilterConfig().kl_min_docs == FilterConfig.from_preset("tiny").kl_min_docs == 100
     # top-fraction mode drops the highest-KL doc of each language even under max_kl
     res3 = heuristic_filter(_frame(docs), cfg.replace(max_kl=100.0, kl_top_fraction=0.05))
     assert res3.dropped["id"].tolist() == ["hex"]
@@ -129,3 +146,48 @@ def test_config_validation():
     with pytest.raises(ConfigError, match="n = 2, 3, 4"):
         FilterConfig(max_top_ngram_frac=(0.2,))
     assert FilterConfig.from_preset("tiny").min_words == 20
+
+
+# 60 words of English with one stop word ("the"): a word list, not prose
+NO_STOP = " ".join(["the"] + [f"option{chr(97 + i % 26)}{chr(97 + i // 26)}" for i in range(59)])
+JA = (
+    "このコマンドは指定されたファイルを読み込み、各行の内容を標準出力に書き出します。"
+    "オプションを指定しない場合は、すべての行をそのまま表示します。"
+    "エラーが起きたときは終了コードとして一を返し、理由を標準エラー出力に書きます。"
+)  # 110 characters, 6 of them punctuation
+
+
+def test_stop_words_per_language_and_skipped_without_a_list():
+    docs = _frame({"prose": PROSE, "list": NO_STOP})
+    res = heuristic_filter(docs, CFG)
+    assert res.kept["id"].tolist() == ["prose"] and res.kept["stop_word_count"].tolist() == [5]  # the to ...
+    assert res.dropped["detail"].tolist() == ["1 distinct stop words < 2"]
+    assert res.dropped["reason"].tolist() == ["stop_words"]
+    de = "Der Hund und die Katze schlafen, weil das Haus warm ist."
+    # und, die, das; not "Der" (case as written) nor "ist." (whole whitespace words, as Gopher counts)
+    assert StopWordsFilter(CFG).scores(Doc(de, "de"))["stop_word_count"] == 3
+    res_ko = heuristic_filter(docs.assign(lang="ko"), CFG)  # no Korean list: the rule does not apply
+    assert "stop_words" not in set(res_ko.dropped["reason"]) and res_ko.stats["skipped/stop_words/ko"] == 2
+    assert math.isnan(res_ko.kept["stop_word_count"].iloc[0])
+
+
+def test_cjk_words_are_characters():
+    tiny = FilterConfig.from_preset("tiny", enabled=CFG.enabled)
+    res = heuristic_filter(_frame({"ja": JA, "ja_as_ko": JA}).assign(lang=["ja", "ko"]), tiny)
+    kept = res.kept.set_index("id").loc["ja"]
+    assert kept["n_words"] == 104 and kept["mean_word_length"] == 1.0 and kept["stop_word_count"] == 7
+    # the same text split on whitespace is one 110-character "word": too short for an English-style rule
+    assert res.dropped["id"].tolist() == ["ja_as_ko"] and res.dropped["detail"].tolist() == ["1 words < 20"]
+    assert Doc(JA, "ja", char_words=True).words[:3] == ["こ", "の", "コ"]
+    assert Doc("グループ gpasswd を使う", "ja", char_words=True).words == [
+        "グ",
+        "ル",
+        "ー",
+        "プ",
+        "gpasswd",
+        "を",
+        "使",
+        "う",
+    ]
+    with pytest.raises(ConfigError, match="char_word_mean_length"):
+        FilterConfig(char_word_mean_length=(4.0, 1.0))

@@ -2,7 +2,7 @@ import pandas as pd
 import pytest
 
 from ml.config import ConfigError
-from ml.curate.mix import PAPER_MIX, MixConfig, plot_mix, realize_mix
+from ml.curate.mix import PAPER_MIX, MixConfig, mix_gate, plot_mix, realize_mix
 
 COUNTS = {"general": 100, "math_reasoning": 50, "code": 40, "multilingual": 10}
 
@@ -99,3 +99,37 @@ def test_class_too_small_to_fill_its_share_is_left_out_not_shrinking_the_corpus(
     assert report["classes"]["math_reasoning"]["selected"] == 0
     with pytest.raises(ConfigError, match="min_fill"):
         MixConfig(min_fill=1.5)
+
+
+def test_gate_judges_the_configured_targets_and_names_unfilled_classes():
+    _, full = realize_mix(_table(), "cls", MixConfig(unit="docs"))
+    gate = mix_gate(full)
+    assert (gate["passed"], gate["severity"], gate["max_abs_gap"], gate["unfilled_classes"]) == (
+        True,
+        "ok",
+        0.0,
+        [],
+    )
+
+    counts = {"general": 100, "math_reasoning": 50, "code": 40}  # no multilingual documents
+    _, report = realize_mix(_table(counts), "cls", MixConfig(unit="docs"))
+    ml = report["classes"]["multilingual"]
+    assert (ml["target"], ml["applied_target"], ml["realized"]) == (0.08, 0.0, 0.0)
+    general = report["classes"]["general"]
+    assert general["target"] == 0.5 and general["applied_target"] == 0.5 / 0.92
+    assert report["unfilled_classes"] == ["multilingual"]
+    gate = mix_gate(report)
+    assert (gate["passed"], gate["severity"]) == (False, "warn")
+    assert gate["gaps"]["multilingual"] == -0.08 and gate["gaps"]["general"] == 103 / 190 - 0.5
+    assert gate["summary"].endswith("; unfilled: multilingual (their share went to the other classes)")
+    assert gate["summary"].startswith(
+        "realized docs: general 54.2% (target 50%), math_reasoning 27.4% (target 25%)"
+    )
+    _, strict = realize_mix(_table(counts), "cls", MixConfig(unit="docs", unfillable="fail"))
+    assert mix_gate(strict)["severity"] == "error"
+    assert plot_mix(report).startswith(b"\x89PNG")  # configured targets, "multilingual\n(unfilled)" tick
+    # every class filled but a realized share off its target (e.g. documents too large to split): an error
+    off = {**full, "classes": {**full["classes"], "code": {**full["classes"]["code"], "realized": 0.25}}}
+    assert mix_gate(off)["severity"] == "error" and mix_gate(off)["max_abs_gap"] == 0.25 - 0.17
+    with pytest.raises(ConfigError, match="unfillable"):
+        MixConfig(unfillable="ignore")

@@ -12,6 +12,7 @@ import pytest
 from dagster_project.services.local_web_server import serve_site
 from ml.config import ConfigError
 from ml.sources.crawl import CrawlConfig, crawl
+from ml.sources.extract import ExtractConfig, extract_html
 from ml.sources.localweb import LocalWebConfig, build_site, load_site_manifest, markdown_to_html
 
 FOO_EN = """.TH FOO 1 "2024" "fixture" "User Commands"
@@ -31,6 +32,34 @@ foo \\- frobniziert Grüße
 .SH BESCHREIBUNG
 Siehe
 .BR adm (8).
+"""
+GREP_EN = """.TH GREP 1 "2024" "fixture" "User Commands"
+.SH NAME
+grep \\- print lines that match patterns
+.SH SYNOPSIS
+.B grep
+[\\fIOPTION\\fR...]
+.I PATTERNS
+[\\fIFILE\\fR...]
+.SH DESCRIPTION
+.B grep
+searches for
+.I PATTERNS
+in each
+.IR FILE .
+A paragraph long enough that groff at eighty columns would wrap it over several lines, justify it with
+extra spaces and perhaps hyphenate a word such as internationalization at the end of a line.
+.SS "Matcher Selection"
+.TP
+.BR \\-R ", " \\-\\-root " \\fICHROOT_DIR\\fR"
+Apply changes in the
+.I CHROOT_DIR
+directory.
+.SH EXAMPLES
+.nf
+grep \\-i 'hello world' menu.h main.c
+grep \\-r pattern .
+.fi
 """
 ADM_EN = """.TH ADM 8 "2024" "fixture" "System Administration"
 .SH NAME
@@ -76,7 +105,16 @@ def source_tree(tmp_path: Path) -> LocalWebConfig:
     sp = tmp_path / "site-packages"
     (sp / "Demo_Pkg-1.0.dist-info").mkdir(parents=True)
     (sp / "Demo_Pkg-1.0.dist-info/METADATA").write_text(METADATA)
-    return LocalWebConfig(man_root=str(man), doc_root=str(doc), site_packages=(str(sp),), render_workers=1)
+    tex = tmp_path / "pari/doc"
+    tex.mkdir(parents=True)
+    (tex / "series.tex").write_text(r"The series $\sum_{n\ge 1} 1/n^2$ converges to $\pi^2/6$." + "\n")
+    return LocalWebConfig(
+        man_root=str(man),
+        doc_root=str(doc),
+        site_packages=(str(sp),),
+        tex_doc_dirs=(str(tex),),
+        render_workers=1,
+    )
 
 
 def links(path: Path) -> list[str]:
@@ -86,17 +124,19 @@ def links(path: Path) -> list[str]:
 def test_build_site_from_fixture_tree(source_tree, tmp_path):
     site = tmp_path / "site"
     m = build_site(site, source_tree)
-    assert m.by_source == {"copyright": 2, "html_docs": 1, "man": 4, "metadata": 1}
+    assert m.by_source == {"copyright": 2, "html_docs": 1, "man": 4, "metadata": 1, "tex_docs": 1}
     assert m.by_language == {"de": 1, "en": 3}
     assert (m.man_aliases, m.private_pages, m.render_failures) == (1, 1, 2)
     assert m.failures_by_reason == {"broken_alias": 1, "unreadable": 1}
-    # index pages: /, /man/, /man/de/, /man/en/, /private/man/en/man8/, /docs/, /pypi/, /copyright/
-    assert (m.index_pages, m.html_pages, m.text_pages, m.pages_written) == (8, 14, 2, 16)
+    # index pages: /, /man/, /man/de/, /man/en/, /private/man/en/man8/, /docs/, /docs/tex/, /pypi/, /copyright/
+    assert (m.index_pages, m.html_pages, m.text_pages, m.pages_written) == (9, 15, 3, 18)
     assert m.cached is False
     assert m.to_stats()["languages"] == 2 and m.to_stats()["source/man"] == 4
 
     assert (site / "robots.txt").read_text() == "User-agent: *\nDisallow: /private/\n"
-    assert links(site / "index.html") == ["/", "/man/", "/docs/", "/pypi/", "/copyright/"]
+    assert links(site / "index.html") == ["/", "/man/", "/docs/", "/docs/tex/", "/pypi/", "/copyright/"]
+    assert links(site / "docs/tex/index.html") == ["/", "/docs/tex/doc/series.tex.txt"]
+    assert (site / "docs/tex/doc/series.tex.txt").read_text().startswith(r"The series $\sum_{n\ge 1}")
     assert links(site / "man/index.html") == ["/", "/man/de/", "/man/en/", "/private/man/en/man8/"]
     assert links(site / "man/en/index.html") == ["/", "/man/en/man1/bar.1.html", "/man/en/man1/foo.1.html"]
     assert links(site / "private/man/en/man8/index.html") == ["/", "/private/man/en/man8/adm.8.html"]
@@ -117,7 +157,44 @@ def test_build_site_from_fixture_tree(source_tree, tmp_path):
     assert (site / "copyright/pkga.txt").read_text() == (site / "copyright/pkgb.txt").read_text() == LICENSE
     pypi = (site / "pypi/demo-pkg/index.html").read_text()
     assert "<h1>Demo_Pkg 1.0</h1>" in pypi and "<li>one</li>" in pypi
-    assert load_site_manifest(site).pages_written == 16
+    assert load_site_manifest(site).pages_written == 18
+
+
+def test_html_docs_capped_per_package(source_tree, tmp_path):
+    html = Path(source_tree.doc_root) / "big/html"
+    html.mkdir(parents=True)
+    for i in range(5):
+        (html / f"ch{i}.html").write_text(f"<html><body><p>Chapter {i}</p></body></html>")
+    m = build_site(tmp_path / "site", source_tree.replace(max_html_docs_per_package=2))
+    assert m.by_source["html_docs"] == 2 + 1  # two of big's five pages, pkg's one
+    docs = links(tmp_path / "site/docs/index.html")
+    assert sum(u.startswith("/docs/usr-share-doc/big/") for u in docs) == 2
+
+
+def test_man_page_structure_survives_extraction(source_tree, tmp_path):
+    (Path(source_tree.man_root) / "man1/grep.1").write_text(GREP_EN)
+    build_site(tmp_path / "site", source_tree)
+    page = (tmp_path / "site/man/en/man1/grep.1.html").read_text()
+    text, extractor = extract_html(page, ExtractConfig.from_preset("tiny"))
+    assert extractor == "trafilatura"
+    assert text == (
+        "grep(1)\n"
+        "NAME\n"
+        "grep - print lines that match patterns\n"
+        "SYNOPSIS\n"
+        "grep [OPTION...] PATTERNS [FILE...]\n"
+        "DESCRIPTION\n"
+        "grep searches for PATTERNS in each FILE. A paragraph long enough that groff at eighty columns would "
+        "wrap it over several lines, justify it with extra spaces and perhaps hyphenate a word such as "
+        "internationalization at the end of a line.\n"
+        "Matcher Selection\n"
+        "-R, --root CHROOT_DIR\n"
+        "Apply changes in the CHROOT_DIR directory.\n"
+        "EXAMPLES\n"
+        "grep -i 'hello world' menu.h main.c\n"
+        "grep -r pattern ."
+    )
+    assert "<h3>Matcher Selection</h3>" in page and "<pre>grep -i" in page
 
 
 def test_build_site_is_cached_by_config_hash(source_tree, tmp_path):
@@ -161,8 +238,8 @@ def test_crawl_fixture_site(source_tree, tmp_path):
         )
         report = crawl(cfg, tmp_path / "crawl")
     m = pd.read_parquet(report.manifest_path)
-    # 7 index pages + foo, bar, foo(de), guide, pypi page (HTML) + 2 copyright files (text).
-    assert report.pages_fetched == 14
+    # 8 index pages + foo, bar, foo(de), guide, pypi page (HTML) + 2 copyright files and a TeX manual (text).
+    assert report.pages_fetched == 16
     assert report.robots_refusals == 2  # the private index and adm.8 (linked from the manual pages)
     assert report.errors_by_kind == {"http_4xx": 1}  # guide.html links to a page that does not exist
     assert sorted(m.loc[m["robots"] == "disallowed", "url"].str.removeprefix(base)) == [
