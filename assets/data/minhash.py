@@ -36,7 +36,7 @@ def _minhash_extra(result: StepResult, df: pd.DataFrame) -> tuple[str, dict]:
 def minhash_deduped(
     context: dg.AssetExecutionContext,
     config: MinHashRun,
-    url_deduped: DocShards,
+    pii_redacted: DocShards,
     mlflow: MlflowResource,
     dvc: DvcResource,
     redis: RedisResource,
@@ -51,8 +51,8 @@ def minhash_deduped(
         cfg = resolve_config(MinHashConfig, config)
         if overrides:
             cfg = cfg.replace(**overrides)
-        df = url_deduped.read()
-        with stage_run(context, mlflow, dvc, cfg, url_deduped) as run:
+        df = pii_redacted.read()
+        with stage_run(context, mlflow, dvc, cfg, pii_redacted) as run:
             result = minhash_dedup(df, cfg)
             with atomic_dir(run.out_dir) as tmp:
                 write_step(tmp, result)

@@ -47,9 +47,21 @@ def finish_step(
             "docs_out": int(summary_stats["docs_out"]),
             "docs_dropped": int(summary_stats["docs_dropped"]),
             "drops_by_reason": dg.MetadataValue.json(drops),
+            **_counter_groups(summary_stats),
             **(metadata or {}),
         },
     )
+
+
+def _counter_groups(stats: dict) -> dict:
+    """Grouped counters other than drops (``skipped/stop_words/ja``, ``lines_removed/navigation`` ...) as one
+    JSON entry per group, so a rule that was skipped for a language is visible next to the drops."""
+    groups: dict[str, dict] = {}
+    for key, value in stats.items():
+        group, _, rest = key.partition("/")
+        if rest and group != "dropped":
+            groups.setdefault(group, {})[rest] = value
+    return {group: dg.MetadataValue.json(values) for group, values in sorted(groups.items())}
 
 
 def global_step(

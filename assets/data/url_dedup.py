@@ -16,10 +16,10 @@ UrlRun = dagster_config_for(UrlDedupConfig)
 def url_deduped(
     context: dg.AssetExecutionContext,
     config: UrlRun,
-    extracted_docs: DocShards,
+    url_filtered: DocShards,
     mlflow: MlflowResource,
     dvc: DvcResource,
 ) -> dg.Output[DocShards]:
     """URL-level dedup (Llama 3 paper §3.1.1: keep the most recent crawl of each URL). URLs are
     normalized first (case, default ports, fragments, tracking parameters, query order)."""
-    return global_step(context, config, UrlDedupConfig, extracted_docs, url_dedup, mlflow, dvc, "URL dedup")
+    return global_step(context, config, UrlDedupConfig, url_filtered, url_dedup, mlflow, dvc, "URL dedup")

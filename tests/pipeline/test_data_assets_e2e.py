@@ -27,6 +27,7 @@ def small_web_yaml(tmp_path):
                 "max_html_docs": 10,
                 "max_metadata": 10,
                 "max_copyright": 20,
+                "max_tex_docs": 2,
             }
         )
     )

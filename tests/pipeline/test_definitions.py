@@ -15,7 +15,10 @@ ROOT = Path(__file__).resolve().parents[2]
 CORE_STAGES = [
     "raw_crawl",
     "extracted_docs",
+    "url_filtered",
     "url_deduped",
+    "boilerplate_removed",
+    "pii_redacted",
     "minhash_deduped",
     "line_deduped",
     "filtered_docs",
@@ -38,7 +41,11 @@ def test_asset_graph_is_the_lifecycle():
         for k in graph.get_all_asset_keys()
     }
     assert parents["extracted_docs"] == {"raw_crawl"}
-    assert parents["minhash_deduped"] == {"url_deduped"}
+    assert parents["url_filtered"] == {"extracted_docs"}
+    assert parents["url_deduped"] == {"url_filtered"}
+    assert parents["boilerplate_removed"] == {"url_deduped"}
+    assert parents["pii_redacted"] == {"boilerplate_removed"}
+    assert parents["minhash_deduped"] == {"pii_redacted"}
     assert parents["quality_scored"] == {"filtered_docs", "quality_classifier"}
     assert parents["token_shards"] == {"curated_corpus", "tokenizer"}
     assert parents["pretrained_base"] == {"token_shards", "tokenizer"}
@@ -85,8 +92,10 @@ def test_every_asset_has_a_docstring_and_checks_are_blocking():
         "tokenizer_special_tokens",
         "token_shards_verify",
     }
+    warn_only = {"pretrained_base_beats_unigram"}  # reports a shortfall; short test runs stop before it
     for spec_key in checks:
-        assert defs.resolve_asset_graph().get_check_spec(spec_key).blocking
+        blocking = defs.resolve_asset_graph().get_check_spec(spec_key).blocking
+        assert blocking == (spec_key.name not in warn_only), spec_key.name
 
 
 def test_dagster_definitions_validate(tmp_path):

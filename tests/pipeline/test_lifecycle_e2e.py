@@ -27,6 +27,7 @@ def test_every_asset_materializes_with_gates_passing(home, tmp_path):
                 "max_html_docs": 30,
                 "max_metadata": 40,
                 "max_copyright": 60,
+                "max_tex_docs": 2,
             }
         )
     )
