@@ -103,7 +103,7 @@ def test_crawl_follows_links_bfs_and_writes_manifest(loopback_server, tmp_path):
     assert report.pages_fetched == 4
     assert report.pages_by_host == {"127.0.0.1:" + base.rsplit(":", 1)[1]: 4}
     assert report.errors_by_kind == {}
-    assert sorted(s.paths()) == ["/", "/a.html", "/b.html", "/c.html", "/robots.txt"]
+    assert sorted(s.hits) == ["/", "/a.html", "/b.html", "/c.html", "/robots.txt"]
     stats = report.to_stats()
     assert stats["pages_fetched"] == 4 and stats["urls_attempted"] == 4 and stats["errors_total"] == 0
 
@@ -129,8 +129,8 @@ def test_robots_disallow_honoured(loopback_server, tmp_path):
     )
     report = crawl(config(s), tmp_path)
     m = manifest(report)
-    assert "/private/secret.html" not in s.paths()
-    assert s.paths().count("/robots.txt") == 1
+    assert "/private/secret.html" not in s.hits
+    assert s.hits.count("/robots.txt") == 1
     assert report.robots_refusals == 1
     row = m.loc[f"{s.base}/private/secret.html"]
     assert (row["robots"], row["error"], row["status"], row["warc_file"]) == ("disallowed", "", 0, "")
@@ -143,7 +143,7 @@ def test_per_host_rate_limit_spaces_requests(loopback_server, tmp_path):
     s.routes.update({f"/{i}.html": page(text=str(i)) for i in range(4)})
     interval = 0.15
     crawl(config(s, per_host_delay_s=interval, per_host_concurrency=1, concurrency=4), tmp_path)
-    times = sorted(t for _, t in s.hits)
+    times = sorted(s.arrivals)
     assert len(times) == 6  # robots.txt, /, 4 pages
     gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
     assert min(gaps) >= interval
@@ -178,8 +178,8 @@ def test_redirects_followed_and_each_hop_checked(loopback_server, tmp_path):
     assert tuple(m.loc[f"{b}/to-ftp", ["final_url", "error"]]) == ("ftp://127.0.0.1/file", "refused_scheme")
     assert tuple(m.loc[f"{b}/to-other", ["final_url", "error"]]) == ("http://other.example/", "out_of_scope")
     assert tuple(m.loc[f"{b}/loop0", ["final_url", "error"]]) == (f"{b}/loop3", "redirect_limit")
-    assert s.paths().count("/new.html") == 1
-    assert "/loop4" not in s.paths()
+    assert s.hits.count("/new.html") == 1
+    assert "/loop4" not in s.hits
     assert report.errors_by_kind == {
         "out_of_scope": 1,
         "redirect_limit": 1,
@@ -216,8 +216,8 @@ def test_http_errors_and_retries(loopback_server, tmp_path):
     assert tuple(m.loc[f"{b}/flaky.html", ["status", "error"]]) == (200, "")
     assert tuple(m.loc[f"{b}/down.html", ["status", "error"]]) == (500, "http_5xx")
     assert tuple(m.loc[f"{b}/image.png", ["status", "error", "bytes"]]) == (200, "bad_content_type", 0)
-    assert s.paths().count("/flaky.html") == 2 and s.paths().count("/down.html") == 2
-    assert s.paths().count("/missing.html") == 1
+    assert s.hits.count("/flaky.html") == 2 and s.hits.count("/down.html") == 2
+    assert s.hits.count("/missing.html") == 1
     assert report.errors_by_kind == {"bad_content_type": 1, "http_4xx": 1, "http_5xx": 1}
 
 
@@ -234,7 +234,7 @@ def test_timeout_recorded_after_retries(loopback_server, tmp_path):
     report = crawl(config(s, timeout_s=0.25, retries=1, backoff_s=0.01), tmp_path)
     m = manifest(report)
     assert tuple(m.loc[f"{s.base}/slow.html", ["status", "error"]]) == (0, "timeout")
-    assert s.paths().count("/slow.html") == 2
+    assert s.hits.count("/slow.html") == 2
     assert report.errors_by_kind == {"timeout": 1}
 
 

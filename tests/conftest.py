@@ -1,8 +1,10 @@
-"""Hostile loopback servers: every server binds 127.0.0.1 on a free port and is stopped by the fixture."""
+"""Loopback HTTP servers with per-path routes, for the crawler, local-web and hostile tests: every server
+binds 127.0.0.1 on a free port and is stopped when its test ends."""
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -19,6 +21,7 @@ class Server:
     port: int
     routes: dict[str, Route] = field(default_factory=dict)
     hits: list[str] = field(default_factory=list)  # request paths in arrival order
+    arrivals: list[float] = field(default_factory=list)  # time.monotonic() of each hit
 
 
 def _handler(state: Server, lock: threading.Lock) -> type[BaseHTTPRequestHandler]:
@@ -28,6 +31,7 @@ def _handler(state: Server, lock: threading.Lock) -> type[BaseHTTPRequestHandler
         def do_GET(self) -> None:  # noqa: N802 - http.server API
             with lock:
                 state.hits.append(self.path)
+                state.arrivals.append(time.monotonic())
             route = state.routes.get(self.path, (404, {"Content-Type": "text/html"}, b"<h1>not found</h1>"))
             if callable(route):
                 route(self)
@@ -72,3 +76,9 @@ def serve() -> Iterator[Callable[[], Server]]:
         for server, _ in started:
             server.shutdown()
             server.server_close()
+
+
+@pytest.fixture
+def loopback_server(serve: Callable[[], Server]) -> Server:
+    """One loopback server (``serve`` for several)."""
+    return serve()
