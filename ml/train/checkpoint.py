@@ -43,6 +43,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.metadata import BytesStorageMetadata, Metadata, StorageMeta
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
@@ -391,17 +392,9 @@ def load_checkpoint(
     except (OSError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"{state_file}: unreadable training state ({exc})") from exc
 
-    reader = SafeFileSystemReader(path / "dcp")
-    reader.read_metadata()  # a clean CheckpointError here rather than one wrapped by DCP's collectives
     msd, osd = get_state_dict(model, optimizer)
     target = {"model": msd, "optim": {"state": osd["state"]}}
-    try:
-        with _single_process_ok():
-            dcp.load(target, storage_reader=reader)
-    except CheckpointError:
-        raise
-    except Exception as exc:  # DCP wraps per-rank failures in CheckpointException
-        raise CheckpointError(f"{path / 'dcp'}: cannot load model/optimizer state ({exc})") from exc
+    _dcp_load(Path(path), target, "model/optimizer state")
     groups = state.pop("optim_param_groups")
     for saved, live in zip(groups, osd["param_groups"], strict=True):
         for k, v in live.items():  # JSON turned tuples (betas) into lists
@@ -420,17 +413,24 @@ def load_model_state(path: Path, model: torch.nn.Module) -> None:
     """The model weights of checkpoint ``path`` into ``model`` (collective; the optimizer state is not read).
 
     The caller verifies the checkpoint first (:func:`verified_manifest`)."""
-    reader = SafeFileSystemReader(Path(path) / "dcp")
-    reader.read_metadata()
     target = {"model": get_model_state_dict(model)}
+    _dcp_load(Path(path), target, "the model state")
+    set_model_state_dict(model, target["model"])
+
+
+def _dcp_load(path: Path, target: dict[str, Any], what: str) -> None:
+    """``dcp.load`` of checkpoint ``path`` into ``target``; every failure is a CheckpointError naming it.
+
+    DCP wraps per-rank failures in ``CheckpointException``, a ``BaseException``: caught explicitly."""
+    reader = SafeFileSystemReader(path / "dcp")
+    reader.read_metadata()  # a clean CheckpointError here rather than one wrapped by DCP's collectives
     try:
         with _single_process_ok():
             dcp.load(target, storage_reader=reader)
     except CheckpointError:
         raise
-    except Exception as exc:  # DCP wraps per-rank failures in CheckpointException
-        raise CheckpointError(f"{path / 'dcp'}: cannot load the model state ({exc})") from exc
-    set_model_state_dict(model, target["model"])
+    except (Exception, CheckpointException) as exc:
+        raise CheckpointError(f"{path / 'dcp'}: cannot load {what} ({exc})") from exc
 
 
 def config_dict(cfg: Any) -> dict[str, Any]:

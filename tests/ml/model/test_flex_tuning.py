@@ -5,6 +5,7 @@ import gc
 
 import pytest
 import torch
+from model_helpers import gpu, random_docs
 
 from ml.model import flex_tuning
 from ml.model.flex_tuning import (
@@ -141,21 +142,6 @@ def test_apply_compile_holds_the_offer_for_the_model_lifetime():
     assert flex_tuning._open_offers == 0 and _chooser() is original
 
 
-gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-
-
-def _random_docs(B: int, T: int, seed: int) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    rows = []
-    for _ in range(B):
-        ids, d = [], 0
-        while len(ids) < T:
-            ids += [d] * int(torch.randint(1, T // 2, (1,), generator=g))
-            d += 1
-        rows.append(ids[:T])
-    return torch.tensor(rows)
-
-
 @pytest.mark.gpu
 @gpu
 @pytest.mark.parametrize(
@@ -176,7 +162,7 @@ def test_gpu_tuned_flex_settings_equal_torch_defaults_bf16(settings, compiled):
     default = Llama.from_config(cfg, device="cuda")
     default.load_state_dict(tuned.state_dict())
     tokens = torch.randint(0, 256, (2, 1024), device="cuda")
-    doc_ids = _random_docs(2, 1024, seed=2).cuda()
+    doc_ids = random_docs(2, 1024, seed=2).cuda()
     labels = torch.randint(0, 256, (2, 1024), device="cuda")
     with torch.autocast("cuda", dtype=torch.bfloat16):
         set_flex_settings(settings)

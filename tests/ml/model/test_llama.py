@@ -3,6 +3,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from model_helpers import gpu, random_docs
 
 from ml.config import ConfigError
 from ml.model import flex_tuning
@@ -163,21 +164,6 @@ def test_sequence_too_long_is_a_clear_error():
         model(torch.zeros(1, 65, dtype=torch.long))
 
 
-gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-
-
-def _random_docs(B: int, T: int, seed: int) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    rows = []
-    for _ in range(B):
-        ids, d = [], 0
-        while len(ids) < T:
-            ids += [d] * int(torch.randint(1, T // 2, (1,), generator=g))
-            d += 1
-        rows.append(ids[:T])
-    return torch.tensor(rows)
-
-
 @pytest.mark.gpu
 @gpu
 def test_gpu_flex_matches_sdpa_reference_bf16_compiled():
@@ -188,7 +174,7 @@ def test_gpu_flex_matches_sdpa_reference_bf16_compiled():
     ref.load_state_dict(model.state_dict())
     apply_compile(model)
     tokens = torch.randint(0, 256, (2, 512), device="cuda")
-    doc_ids = _random_docs(2, 512, seed=1).cuda()
+    doc_ids = random_docs(2, 512, seed=1).cuda()
     labels = torch.randint(0, 256, (2, 512), device="cuda")
     with torch.autocast("cuda", dtype=torch.bfloat16):
         out, want = model(tokens, doc_ids=doc_ids).float(), ref(tokens, doc_ids=doc_ids).float()

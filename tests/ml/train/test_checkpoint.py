@@ -184,3 +184,20 @@ def test_metadata_unpickler_allows_dcp_enum_by_name_only():
     bad = pickle.dumps(ByName(pathlib.PurePosixPath, "joinpath"), protocol=4)  # not a DCP enum
     with pytest.raises(pickle.UnpicklingError, match="not allowed"):
         _MetadataUnpickler(io.BytesIO(bad)).load()
+
+
+def test_dcp_checkpoint_exception_surfaces_as_checkpoint_error(saved, monkeypatch):
+    """DCP's CheckpointException is a BaseException: it must not escape the project's CheckpointError."""
+    from torch.distributed.checkpoint.api import CheckpointException, _wrap_exception
+
+    _, path, _, _ = saved
+    fresh, fresh_opt = _model_and_optimizer(seed=1)
+
+    def failing_load(*args, **kwargs):
+        raise CheckpointException("load", {0: _wrap_exception(ValueError("rank 0 read a short file"))})
+
+    monkeypatch.setattr(ckpt.dcp, "load", failing_load)
+    with pytest.raises(CheckpointError, match=r"dcp: cannot load model/optimizer state"):
+        ckpt.load_checkpoint(path, fresh, fresh_opt)
+    with pytest.raises(CheckpointError, match=r"dcp: cannot load the model state"):
+        ckpt.load_model_state(path, fresh)
