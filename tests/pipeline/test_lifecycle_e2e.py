@@ -69,6 +69,10 @@ def test_every_asset_materializes_with_gates_passing(home, tmp_path):
     gap = unigram.metadata["nats_below_unigram"].value
     assert gap < unigram.metadata["min_nats_below_unigram"].value
     assert gap == pytest.approx(unigram.metadata["unigram_nats"].value - unigram.metadata["val_loss"].value)
+    # the small test web has (almost) no math: the mix check may warn that a class is unfilled, naming it,
+    # but no check fails at ERROR severity
+    mix = by_name.pop("mix_hits_target")
+    assert mix.passed or (mix.severity == dg.AssetCheckSeverity.WARN and mix.metadata["unfilled_classes"].value)
     assert all(c.passed for c in by_name.values()), [n for n, c in by_name.items() if not c.passed]
     metadata = [
         e.step_materialization_data.materialization.metadata
@@ -80,7 +84,9 @@ def test_every_asset_materializes_with_gates_passing(home, tmp_path):
     corpus = read_shards(data / "curated_corpus" / "e2e" / "docs")
     assert len(corpus) > 50 and {"domain", "quality_score"} <= set(corpus.columns)
     mix = json.loads((data / "curated_corpus" / "e2e" / "mix_report.json").read_text())
-    assert all(abs(v["realized"] - v["target"]) <= 0.05 for v in mix["classes"].values())
+    # every class the corpus could fill is within 0.05 of its applied (re-normalized) target
+    filled = {c: v for c, v in mix["classes"].items() if c not in mix["unfilled_classes"]}
+    assert filled and all(abs(v["realized"] - v["applied_target"]) <= 0.05 for v in filled.values())
     metrics = [
         json.loads(line)
         for line in (data / "pretrained_base" / "e2e" / "metrics.jsonl").read_text().splitlines()
