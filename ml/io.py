@@ -54,13 +54,22 @@ def atomic_dir(final: Path) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def sha256_file(path: Path) -> str:
-    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks (shards and checkpoints can be large)."""
-    h = hashlib.sha256()
+def hash_file(path: Path, algorithm: str = "sha256") -> str:
+    """Hex digest of a file's bytes, read in 1 MiB blocks (shards, checkpoints and WARCs can be large)."""
+    h = hashlib.new(algorithm)
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    return hash_file(path, "sha256")
+
+
+def md5_file(path: Path) -> str:
+    """MD5, the digest DVC and Common Crawl's manifests use."""
+    return hash_file(path, "md5")
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

@@ -12,10 +12,10 @@ from dagster_project.configs import dagster_config_for, resolve_config
 from dagster_project.partitions import SNAPSHOTS
 from dagster_project.resources import DvcResource, LocalWebResource, MlflowResource
 from dagster_project.stage import md_table, stage_run
-from ml.io import atomic_dir, write_parquet
+from ml.io import atomic_dir, md5_file, write_parquet
 from ml.sources.crawl import CrawlConfig, crawl
 from ml.sources.localweb import LocalWebConfig
-from ml.sources.warc import expand_warc_paths, iter_many
+from ml.sources.warc import expand_warc_paths, iter_many, stored_names
 
 RawCrawlRun = dagster_config_for(
     CrawlConfig,
@@ -117,6 +117,8 @@ def _ingest_warcs(context, cfg: CrawlConfig, patterns: list[str], mlflow, dvc) -
     import shutil
 
     paths = expand_warc_paths(patterns)
+    names = stored_names(paths)  # a/CC.warc.gz and b/CC.warc.gz must not overwrite each other
+    sources = {names[p]: (str(p.resolve()), md5_file(p)) for p in paths}
     with stage_run(context, mlflow, dvc, cfg) as run:
         errors: list = []
         rows = [  # streamed: payloads are never held, only what the manifest needs
@@ -126,16 +128,18 @@ def _ingest_warcs(context, cfg: CrawlConfig, patterns: list[str], mlflow, dvc) -
                 len(r.payload),
                 r.content_type,
                 r.fetch_time,
-                Path(r.warc_file).name,
+                names[Path(r.warc_file)],
                 r.offset,
                 r.record_type,
             )
             for r in iter_many(paths, errors)
         ]
         manifest = pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS))
+        manifest["source_path"] = manifest["warc_file"].map(lambda n: sources[n][0])
+        manifest["source_md5"] = manifest["warc_file"].map(lambda n: sources[n][1])
         with atomic_dir(run.out_dir) as tmp:
             for p in paths:
-                shutil.copy2(p, tmp / Path(p).name)
+                shutil.copy2(p, tmp / names[p])
             write_parquet(manifest, tmp / "manifest.parquet")
         hosts = manifest["url"].str.extract(r"^[a-z]+://([^/:]+)")[0].value_counts()
         stats = {

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import bisect
 import glob
+import hashlib
 import io
 import threading
 import zlib
@@ -388,6 +389,23 @@ def expand_warc_paths(patterns: Sequence[str | Path]) -> list[Path]:
             raise FileNotFoundError(f"WARC input pattern {pattern!r} matches no file")
         out.update(matches)
     return sorted(out)
+
+
+def stored_names(paths: Sequence[Path]) -> dict[Path, str]:
+    """A unique file name for each input WARC when copied into one folder.
+
+    A base name shared by several inputs (``a/CC.warc.gz`` and ``b/CC.warc.gz``) gets an 8-hex prefix from
+    the md5 of its full resolved path, so no input overwrites another; a unique base name is kept."""
+    counts: dict[str, int] = {}
+    for p in paths:
+        counts[Path(p).name] = counts.get(Path(p).name, 0) + 1
+    names: dict[Path, str] = {}
+    for p in paths:
+        name = Path(p).name
+        if counts[name] > 1:
+            name = f"{hashlib.md5(str(Path(p).resolve()).encode()).hexdigest()[:8]}-{name}"
+        names[Path(p)] = name
+    return names
 
 
 @dataclass(frozen=True)

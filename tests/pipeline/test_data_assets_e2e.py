@@ -1,14 +1,17 @@
 """End to end: materialize raw_crawl and extracted_docs from a small local web into a temp home, and check
 the artifacts, the MLflow runs (params, metrics, input datasets) and the DVC versioning."""
 
+import io
 import json
 import subprocess
 import sys
+from pydoc_data.topics import topics
 
+import pandas as pd
 import pytest
 import yaml
 
-from ml.io import read_shards
+from ml.io import md5_file, read_shards
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("e2e")]
 
@@ -137,25 +140,26 @@ def test_ingest_warc_files_like_common_crawl(home, small_web_yaml, tmp_path):
     assert crawl_meta["num_records"] > 40 and docs_meta["docs_kept"] > 30
 
 
-def test_ingest_wet_text_records(home, tmp_path):
-    """A Common-Crawl-style WET file (``conversion`` records of plain text) becomes documents as is."""
-    import io
-    from pydoc_data.topics import topics
-
+def write_wet(path, texts: list[str], url_prefix: str):
+    """A gzipped WET file of ``conversion`` records ``url_prefix + i`` holding ``texts``."""
     from warcio.warcwriter import WARCWriter
 
-    texts = [t for t in topics.values() if len(t) > 800][:12]
-    wet = tmp_path / "CC-MAIN-20240101-00000.warc.wet.gz"
-    with open(wet, "wb") as fh:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as fh:
         writer = WARCWriter(fh, gzip=True)
         for i, text in enumerate(texts):
+            payload = io.BytesIO(text.encode())
             rec = writer.create_warc_record(
-                f"https://docs.example/{i}",
-                "conversion",
-                payload=io.BytesIO(text.encode()),
-                warc_content_type="text/plain",
+                f"{url_prefix}{i}", "conversion", payload=payload, warc_content_type="text/plain"
             )
             writer.write_record(rec)
+    return path
+
+
+def test_ingest_wet_text_records(home, tmp_path):
+    """A Common-Crawl-style WET file (``conversion`` records of plain text) becomes documents as is."""
+    texts = [t for t in topics.values() if len(t) > 800][:12]
+    wet = write_wet(tmp_path / "CC-MAIN-20240101-00000.warc.wet.gz", texts, "https://docs.example/")
     result = _run(
         ["raw_crawl", "extracted_docs"],
         {"ops": {"raw_crawl": {"config": {"warc_paths": [str(wet)]}}}},
@@ -165,3 +169,29 @@ def test_ingest_wet_text_records(home, tmp_path):
     docs = read_shards(home / "data" / "extracted_docs" / "cc-wet" / "docs")
     assert sorted(docs["url"]) == sorted(f"https://docs.example/{i}" for i in range(len(texts)))
     assert set(docs["lang"]) == {"en"} and docs["text"].str.len().min() > 700
+
+
+def test_ingested_files_with_one_name_are_all_kept(home, tmp_path):
+    """``a/CC.warc.wet.gz`` and ``b/CC.warc.wet.gz``: both stored (no overwrite), every record in the manifest
+    with its stored file, the full source path and the source md5."""
+    texts = [t for t in topics.values() if len(t) > 800][:6]
+    a = write_wet(tmp_path / "a" / "CC.warc.wet.gz", texts[:3], "https://a.example/")
+    b = write_wet(tmp_path / "b" / "CC.warc.wet.gz", texts[3:], "https://b.example/")
+    result = _run(
+        ["raw_crawl", "extracted_docs"],
+        {"ops": {"raw_crawl": {"config": {"warc_paths": [str(tmp_path / "*" / "CC.warc.wet.gz")]}}}},
+        partition="same-name",
+    )
+    assert _metadata(result, "raw_crawl")["num_records"] == 6
+    art = home / "data" / "raw_crawl" / "same-name"
+    stored = sorted(p.name for p in art.glob("*.wet.gz"))
+    assert len(stored) == 2 and all(n.endswith("-CC.warc.wet.gz") for n in stored)
+    manifest = pd.read_parquet(art / "manifest.parquet")
+    by_source = manifest.groupby("source_path")["url"].apply(sorted).to_dict()
+    assert by_source == {
+        str(a.resolve()): [f"https://a.example/{i}" for i in range(3)],
+        str(b.resolve()): [f"https://b.example/{i}" for i in range(3)],
+    }
+    assert set(manifest["source_md5"]) == {md5_file(a), md5_file(b)}
+    docs = read_shards(home / "data" / "extracted_docs" / "same-name" / "docs")
+    assert len(docs) == 6
