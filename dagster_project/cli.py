@@ -62,6 +62,10 @@ def materialize(selection: list[str] | None, partition: str, preset: str | None 
         asset_selection=asset_selection,
         raise_on_error=False,
     )
+    from dagster_project.resources import MlflowResource
+
+    # in process, no daemon sees the run end: close its MLflow parent run here (sensors.py does it otherwise)
+    MlflowResource().end_parent_run(result.run_id, "FINISHED" if result.success else "FAILED")
     print(
         f"\n{'OK' if result.success else 'FAILED'}: run {result.run_id} in {time.time() - t0:.0f}s "
         f"(DAGSTER_HOME={os.environ['DAGSTER_HOME']})"

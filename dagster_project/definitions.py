@@ -25,6 +25,7 @@ from dagster_project.resources import (  # noqa: E402 (after the warnings filter
     TorchrunResource,
 )
 from dagster_project.schedules import SCHEDULES  # noqa: E402 (after the warnings filter)
+from dagster_project.sensors import SENSORS  # noqa: E402 (after the warnings filter)
 
 
 def default_resources() -> dict:
@@ -44,6 +45,7 @@ defs = dg.Definitions(
     asset_checks=CHECKS,
     jobs=JOBS,
     schedules=SCHEDULES,
+    sensors=SENSORS,
     resources=default_resources(),
 )
 

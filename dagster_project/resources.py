@@ -31,6 +31,9 @@ def _flatten(prefix: str, value: Any, out: dict[str, str]) -> None:
         out[prefix] = json.dumps(value) if isinstance(value, list | tuple) else str(value)
 
 
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
+
+
 class MlflowResource(dg.ConfigurableResource):
     """MLflow tracking: one parent run per Dagster run, one nested run per asset materialization.
 
@@ -56,15 +59,40 @@ class MlflowResource(dg.ConfigurableResource):
 
     def _experiment_id(self, client) -> str:
         exp = client.get_experiment_by_name(self.experiment)
-        if exp is not None:
-            return exp.experiment_id
-        artifact_root = (
-            (lifecycle_home() / "mlartifacts").as_uri() if self.resolved_uri().startswith("sqlite") else None
+        if exp is None:
+            artifact_root = (
+                (lifecycle_home() / "mlartifacts").as_uri()
+                if self.resolved_uri().startswith("sqlite")
+                else None
+            )
+            try:
+                exp_id = client.create_experiment(self.experiment, artifact_location=artifact_root)
+            except Exception:  # created concurrently by another step process
+                exp_id = client.get_experiment_by_name(self.experiment).experiment_id
+            exp = client.get_experiment(exp_id)
+        if exp.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
+            # MLflow 3 opens an experiment without a kind on its GenAI "Traces" view, hiding the runs
+            client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+        return exp.experiment_id
+
+    def end_parent_run(self, dagster_run_id: str, status: str) -> str | None:
+        """End the parent run of Dagster run ``dagster_run_id`` with ``status`` (FINISHED | FAILED | KILLED).
+
+        Returns its MLflow run id, or None when the Dagster run logged nothing to MLflow."""
+        if status not in ("FINISHED", "FAILED", "KILLED"):
+            raise ValueError(f"end_parent_run: status must be FINISHED | FAILED | KILLED, got {status!r}")
+        client = self.client()
+        exp = client.get_experiment_by_name(self.experiment)
+        if exp is None:
+            return None
+        found = client.search_runs(
+            [exp.experiment_id],
+            filter_string=f"tags.`dagster.run_id` = '{dagster_run_id}' and tags.`dagster.role` = 'parent'",
         )
-        try:
-            return client.create_experiment(self.experiment, artifact_location=artifact_root)
-        except Exception:  # created concurrently by another step process
-            return client.get_experiment_by_name(self.experiment).experiment_id
+        if not found:
+            return None
+        client.set_terminated(found[0].info.run_id, status=status)
+        return found[0].info.run_id
 
     def _parent_run(self, client, exp_id: str, dagster_run_id: str, job_name: str) -> str:
         found = client.search_runs(

@@ -1,6 +1,8 @@
 import subprocess
 import sys
+import uuid
 
+import pytest
 import yaml
 
 from dagster_project.resources import DvcResource, MlflowResource, directory_md5
@@ -57,3 +59,45 @@ def test_mlflow_nests_asset_runs_under_one_parent(home):
     assert [d.dataset.digest for d in ra.inputs.dataset_inputs] == ["abc123"]
     assert ra.data.tags["dagster.asset_key"] == "a" and ra.data.tags["dagster.partition"] == "p"
     assert a.url.startswith("http://127.0.0.1:5000/#/experiments/")
+
+
+def test_experiment_opens_on_runs_and_parent_runs_end_with_the_dagster_status(home):
+    res = MlflowResource()
+    assert res.end_parent_run("never-logged", "FINISHED") is None  # nothing logged: nothing to end
+    for dagster_run, status in [("ok-run", "FINISHED"), ("bad-run", "FAILED"), ("stopped-run", "KILLED")]:
+        res.start_asset_run(
+            dagster_run_id=dagster_run, job_name="j", asset="a", partition=None, params={}, tags={}
+        ).finish()
+        parent_id = res.end_parent_run(dagster_run, status)
+        parent = res.client().get_run(parent_id)
+        assert (parent.info.status, parent.data.tags["dagster.run_id"]) == (status, dagster_run)
+        assert parent.info.end_time is not None
+    exp = res.client().get_experiment_by_name(res.experiment)
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"  # not the GenAI traces view
+    with pytest.raises(ValueError, match="FINISHED | FAILED | KILLED"):
+        res.end_parent_run("ok-run", "DONE")
+
+
+def test_run_status_sensors_end_the_parent_run(home):
+    import dagster as dg
+
+    from dagster_project.sensors import SENSORS, end_mlflow_parent
+
+    assert {s.name for s in SENSORS} == {
+        "mlflow_parent_on_success",
+        "mlflow_parent_on_failure",
+        "mlflow_parent_on_canceled",
+    }
+    res = MlflowResource()
+    run_id = str(uuid.uuid4())
+    log = res.start_asset_run(
+        dagster_run_id=run_id, job_name="j", asset="a", partition=None, params={}, tags={}
+    )
+    log.finish()
+    instance = dg.DagsterInstance.ephemeral()
+    run = instance.create_run_for_job(
+        dg.GraphDefinition("g").to_job(), run_id=run_id, status=dg.DagsterRunStatus.FAILURE
+    )
+    assert end_mlflow_parent(run, res) == res.client().get_run(log.run_id).data.tags["mlflow.parentRunId"]
+    parent = res.client().get_run(res.client().get_run(log.run_id).data.tags["mlflow.parentRunId"])
+    assert parent.info.status == "FAILED"
