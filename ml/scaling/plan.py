@@ -73,7 +73,8 @@ class SweepConfig(StageConfig):
     """The IsoFLOP grid and the recipe every cell trains with (Llama 3 paper §3.2.1)."""
 
     budgets: tuple[float, ...] = (1e11, 3e11, 1e12)
-    # (name, dim, n_layers, n_heads, n_kv_heads, ffn_dim, peak lr)
+    # (name, dim, n_layers, n_heads, n_kv_heads, ffn_dim, peak lr) rows. No preset chooses them yet: the grid
+    # must bracket each budget's optimum, which is measured with the sweep asset; plan_sweep refuses none.
     sizes: tuple[tuple[Any, ...], ...] = ()
     seq_len: int = 128
     batch_tokens: int = 1024  # tokens per optimizer step, fixed across the grid (chosen)
