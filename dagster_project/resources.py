@@ -21,6 +21,7 @@ import dagster as dg
 import yaml
 
 from dagster_project.home import lifecycle_home
+from ml.io import update_hash
 
 
 def _flatten(prefix: str, value: Any, out: dict[str, str]) -> None:
@@ -83,24 +84,23 @@ class MlflowResource(dg.ConfigurableResource):
             raise ValueError(f"end_parent_run: status must be FINISHED | FAILED | KILLED, got {status!r}")
         client = self.client()
         exp = client.get_experiment_by_name(self.experiment)
-        if exp is None:
-            return None
-        found = client.search_runs(
-            [exp.experiment_id],
-            filter_string=f"tags.`dagster.run_id` = '{dagster_run_id}' and tags.`dagster.role` = 'parent'",
-        )
-        if not found:
-            return None
-        client.set_terminated(found[0].info.run_id, status=status)
-        return found[0].info.run_id
+        parent = self._find_parent(client, exp.experiment_id, dagster_run_id) if exp is not None else None
+        if parent is not None:
+            client.set_terminated(parent, status=status)
+        return parent
 
-    def _parent_run(self, client, exp_id: str, dagster_run_id: str, job_name: str) -> str:
+    @staticmethod
+    def _find_parent(client, exp_id: str, dagster_run_id: str) -> str | None:
         found = client.search_runs(
             [exp_id],
             filter_string=f"tags.`dagster.run_id` = '{dagster_run_id}' and tags.`dagster.role` = 'parent'",
         )
-        if found:
-            return found[0].info.run_id
+        return found[0].info.run_id if found else None
+
+    def _parent_run(self, client, exp_id: str, dagster_run_id: str, job_name: str) -> str:
+        found = self._find_parent(client, exp_id, dagster_run_id)
+        if found is not None:
+            return found
         run = client.create_run(
             exp_id,
             run_name=f"dagster-{job_name}-{dagster_run_id[:8]}",
@@ -298,9 +298,7 @@ def directory_md5(path: Path) -> str:
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
     for f in files:
         h.update(f.relative_to(path.parent if path.is_file() else path).as_posix().encode())
-        with open(f, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
+        update_hash(h, f)
     return h.hexdigest() + (".dir" if path.is_dir() else "")
 
 

@@ -14,6 +14,7 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
@@ -54,12 +55,17 @@ def atomic_dir(final: Path) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def hash_file(path: Path, algorithm: str = "sha256") -> str:
-    """Hex digest of a file's bytes, read in 1 MiB blocks (shards, checkpoints and WARCs can be large)."""
-    h = hashlib.new(algorithm)
+def update_hash(h: Any, path: Path) -> None:
+    """Feed a file's bytes to hash object ``h`` in 1 MiB blocks (shards, checkpoints and WARCs can be large)."""
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
+
+
+def hash_file(path: Path, algorithm: str = "sha256") -> str:
+    """Hex digest of a file's bytes."""
+    h = hashlib.new(algorithm)
+    update_hash(h, path)
     return h.hexdigest()
 
 
