@@ -1,16 +1,19 @@
 """Typed artifact handles and the IO manager that resolves them.
 
-An artifact is a directory ``<home>/data/<asset>/<partition>/`` written by its asset. A handle names it:
-the asset, the partition, the path and the version DVC recorded (its md5). An asset declares each
-upstream once, as a typed parameter::
+An artifact is a directory written by its asset: each materialization writes a new immutable version
+under ``<home>/data/<asset>/.versions/<partition>/`` and the one that passed its checks is also the current
+directory ``<home>/data/<asset>/<partition>/`` (dagster_project/versions.py). A handle names one: the
+asset, the partition, the path, its md5 and its version id. An asset declares each upstream once, as a
+typed parameter::
 
-    @dg.asset(partitions_def=SNAPSHOTS)
-    def minhash_deduped(context, config, url_deduped: DocShards, ...) -> dg.Output[DocShards]: ...
+    @stage_asset(partitions_def=SNAPSHOTS)
+    def minhash_deduped(context, config, url_deduped: DocShards, ...) -> dg.MaterializeResult: ...
 
-and returns ``dg.Output(handle)`` (``StageRun.result`` builds it from the declared return type).
-``ArtifactIOManager`` stores nothing (the directory is the value: no pickling) and loads a handle from
-the path; a parameter typed ``dict[str, Handle]`` receives one handle per mapped upstream partition
-(all sweep cells -> one fit).
+``ArtifactIOManager`` stores nothing (the directory is the value: no pickling). It loads a handle to the
+version the upstream's newest Dagster materialization recorded, skipping versions that failed their
+checks (then the newest that passed), or to the current directory when no materialization recorded a
+version (artifacts written outside Dagster); a parameter typed ``dict[str, Handle]`` receives one handle
+per mapped upstream partition (all sweep cells -> one fit).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import pandas as pd
 
 from dagster_project.home import artifact_dir, lifecycle_home
 from dagster_project.resources import DvcResource, directory_md5, dvc_md5
+from dagster_project.versions import VersionError, VersionStore
 from ml.io import DOC_COLUMNS, read_shards, shard_paths
 
 
@@ -42,16 +46,21 @@ def recorded_md5(path: Path) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class Artifact:
-    """One materialized artifact: ``path`` is its directory, ``md5`` the version DVC recorded."""
+    """One materialized artifact: ``path`` is its directory, ``md5`` its content version (DVC's once it
+    is current), ``version`` the immutable version it is (None: the current directory, unversioned)."""
 
     asset: str
     partition: str | None
     path: Path
     md5: str
+    version: str | None = None
 
     @classmethod
     def at(cls, asset: str, partition: str | None) -> Self:
-        """The handle of ``asset``'s artifact for ``partition``; a ``dg.Failure`` naming it when missing."""
+        """The handle of ``asset``'s current artifact for ``partition``; a ``dg.Failure`` naming it when
+        missing. An interrupted promotion is rolled back first."""
+        store = VersionStore(asset, partition)
+        store.recover()
         path = artifact_dir(asset, partition)
         if not path.exists():
             raise dg.Failure(
@@ -59,7 +68,39 @@ class Artifact:
                 f"{path}: materialize {asset} for this partition first.",
                 metadata={"asset": asset, "expected_path": str(path)},
             )
+        vid = store.current_id()
+        if vid:
+            with contextlib.suppress(VersionError, KeyError):
+                return cls(
+                    asset=asset,
+                    partition=partition,
+                    path=store.path(vid),
+                    md5=store.record(vid)["md5"],
+                    version=vid,
+                )
         return cls(asset=asset, partition=partition, path=path, md5=recorded_md5(path))
+
+    @classmethod
+    def of_version(cls, asset: str, partition: str | None, vid: str) -> Self:
+        """The handle of one recorded version; a ``dg.Failure`` when it was garbage-collected."""
+        store = VersionStore(asset, partition)
+        path = store.path(vid)
+        try:
+            record = store.record(vid)
+        except VersionError as exc:
+            raise dg.Failure(description=f"Upstream artifact {asset}: {exc}") from exc
+        if not path.is_dir():
+            raise dg.Failure(
+                description=f"Upstream artifact {asset} (partition {partition or 'none'}) version {vid} is gone "
+                f"from {path} (garbage-collected?): rematerialize {asset}.",
+            )
+        return cls(
+            asset=asset,
+            partition=partition,
+            path=path,
+            md5=record.get("md5") or directory_md5(path),
+            version=vid,
+        )
 
 
 class RawCrawl(Artifact):
@@ -143,6 +184,33 @@ def handle_type(annotation: Any) -> tuple[type[Artifact], bool]:
     raise dg.Failure(f"an artifact input must be typed Artifact or dict[str, Artifact], not {annotation!r}")
 
 
+def recorded_version(instance: dg.DagsterInstance | None, asset: str, partition: str | None) -> str | None:
+    """The version the newest materialization of ``asset``/``partition`` recorded, or the newest one before
+    it that passed its checks; None when the newest recorded no version (written outside versioning)."""
+    if instance is None:
+        return None
+    filt = dg.AssetRecordsFilter(
+        asset_key=dg.AssetKey.from_user_string(asset), asset_partitions=[partition] if partition else None
+    )
+    store = VersionStore(asset, partition)
+    for rec in instance.fetch_materializations(filt, limit=50).records:
+        meta = rec.asset_materialization.metadata if rec.asset_materialization else {}
+        vid = getattr(meta.get("version"), "value", None)
+        if not vid:
+            return None
+        with contextlib.suppress(VersionError):
+            if store.record(vid).get("status") in ("current", "superseded") and store.path(vid).is_dir():
+                return vid
+    return None
+
+
+def load_handle(
+    cls: type[Artifact], instance: dg.DagsterInstance | None, asset: str, partition: str | None
+) -> Artifact:
+    vid = recorded_version(instance, asset, partition)
+    return cls.of_version(asset, partition, vid) if vid else cls.at(asset, partition)
+
+
 class ArtifactIOManager(dg.ConfigurableIOManager):
     """Artifacts are directories written by their asset: nothing is stored here, a handle is loaded."""
 
@@ -162,10 +230,10 @@ class ArtifactIOManager(dg.ConfigurableIOManager):
                     f"{', '.join(missing)}: materialize them first (input {context.name}).",
                     metadata={"asset": asset, "missing_partitions": dg.MetadataValue.json(missing)},
                 )
-            return {str(k): cls.at(asset, k) for k in keys}
+            return {str(k): load_handle(cls, context.instance, asset, str(k)) for k in keys}
         if len(keys) != 1:
             raise dg.Failure(
                 f"input {context.name} maps {len(keys)} partitions of {asset}: "
                 f"type it dict[str, {cls.__name__}]"
             )
-        return cls.at(asset, keys[0])
+        return load_handle(cls, context.instance, asset, None if keys[0] is None else str(keys[0]))

@@ -4,6 +4,8 @@ lifecycle run [--partition local-web] [--preset P] [--select ASSET ...]   # what
 lifecycle materialize ASSET --partition P --preset P                      # what each dvc.yaml stage runs
 lifecycle dvc-yaml [--check]                                              # dvc.yaml from the asset graph
 lifecycle configs                                                         # the generated run configs
+lifecycle versions [ASSET]                                                # every artifact version and its status
+lifecycle gc [--keep N] [--failed-older-than-days D] [--dry-run]          # delete old and failed versions
 
 ``--preset`` goes into each selected asset's run config (``preset``), the top of the config layers
 (see dagster_project/configs.py); without it the run config leaves the preset to ``LIFECYCLE_PRESET``.
@@ -84,6 +86,31 @@ def materialize(selection: list[str] | None, partition: str, preset: str | None 
     return result.success
 
 
+def _versions(args: argparse.Namespace) -> int:
+    """``versions``: one line per version; ``gc``: remove what the policy says, never a current version."""
+    from dagster_project.versions import stores
+
+    if args.cmd == "gc" and (args.keep < 0 or args.failed_older_than_days < 0):
+        print("lifecycle gc: --keep and --failed-older-than-days must be >= 0", file=sys.stderr)
+        return 2
+    for store in stores():
+        if args.cmd == "versions":
+            if args.asset in (None, store.asset):
+                for r in store.records():
+                    when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r.get("created", 0)))
+                    print(
+                        f"{store.asset:22s} {store.partition or 'all':14s} {r['version']:40s} "
+                        f"{r['status']:10s} {when}  {r.get('reason', '')}"
+                    )
+            continue
+        removed = store.gc(args.keep, args.failed_older_than_days * 86400, dry_run=args.dry_run)
+        for vid in removed:
+            print(
+                f"{'would remove' if args.dry_run else 'removed'} {store.asset}/{store.partition or 'all'}/{vid}"
+            )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="lifecycle", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -100,7 +127,17 @@ def main(argv: list[str] | None = None) -> int:
     dy = sub.add_parser("dvc-yaml", help="write dvc.yaml from the asset graph")
     dy.add_argument("--check", action="store_true", help="exit 1 if dvc.yaml is out of date")
     sub.add_parser("configs", help="list each asset's run config class and the dataclass it mirrors")
+    ver = sub.add_parser("versions", help="list artifact versions (current, superseded, failed, pending)")
+    ver.add_argument("asset", nargs="?", default=None)
+    gc = sub.add_parser(
+        "gc", help="delete superseded versions beyond --keep and failed ones older than D days"
+    )
+    gc.add_argument("--keep", type=int, default=1, help="superseded versions kept per partition (default 1)")
+    gc.add_argument("--failed-older-than-days", type=float, default=7.0)
+    gc.add_argument("--dry-run", action="store_true")
     args = parser.parse_args(argv)
+    if args.cmd in ("versions", "gc"):
+        return _versions(args)
 
     if args.cmd == "run":
         return 0 if materialize(args.select, args.partition, args.preset) else 1

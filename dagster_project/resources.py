@@ -21,7 +21,7 @@ import dagster as dg
 import yaml
 
 from dagster_project.home import lifecycle_home
-from ml.io import update_hash
+from ml.io import atomic_write_text, update_hash
 
 
 def _flatten(prefix: str, value: Any, out: dict[str, str]) -> None:
@@ -273,6 +273,42 @@ class DvcResource(dg.ConfigurableResource):
             finally:
                 repo.close()
         return dvc_md5(home, rel, stage)
+
+    def snapshot(self, path: Path) -> dict[str, Any] | None:
+        """DVC's record of ``path`` now (its dvc.lock stage entry or its ``.dvc`` file), for ``restore``."""
+        if not self._enabled():
+            return None
+        home = lifecycle_home()
+        rel = Path(path).resolve().relative_to(home).as_posix()
+        stage = self._stage_for(home, rel)
+        if stage:
+            lock_file = home / "dvc.lock"
+            lock = (yaml.safe_load(lock_file.read_text()) or {}) if lock_file.exists() else {}
+            return {"stage": stage, "entry": lock.get("stages", {}).get(stage)}
+        dvc_file = home / f"{rel}.dvc"
+        return {"dvc_file": str(dvc_file), "text": dvc_file.read_text() if dvc_file.exists() else None}
+
+    def restore(self, path: Path, snap: dict[str, Any] | None) -> None:
+        """Put back the record ``snapshot`` took (after a failed or interrupted promotion)."""
+        if not snap:
+            return
+        home = lifecycle_home()
+        with _DVC_LOCK:
+            if "stage" in snap:
+                lock_file = home / "dvc.lock"
+                lock = (yaml.safe_load(lock_file.read_text()) or {}) if lock_file.exists() else {}
+                stages = lock.setdefault("stages", {})
+                if snap["entry"] is None:
+                    stages.pop(snap["stage"], None)
+                else:
+                    stages[snap["stage"]] = snap["entry"]
+                atomic_write_text(lock_file, yaml.safe_dump(lock, sort_keys=False))
+                return
+            dvc_file = Path(snap["dvc_file"])
+            if snap["text"] is None:
+                dvc_file.unlink(missing_ok=True)
+            else:
+                atomic_write_text(dvc_file, snap["text"])
 
 
 _DVC_LOCK = threading.Lock()

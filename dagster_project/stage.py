@@ -1,34 +1,92 @@
 """The one pattern every asset body follows.
 
-    @dg.asset(partitions_def=SNAPSHOTS)
-    def url_deduped(context, config: UrlRun, extracted_docs: DocShards, mlflow, dvc) -> dg.Output[DocShards]:
+    def url_deduped_contract(url_deduped: DocShards) -> dg.AssetCheckResult: ...   # a blocking check ("gate")
+
+    @stage_asset(gates=[url_deduped_contract], partitions_def=SNAPSHOTS)
+    def url_deduped(context, config: UrlRun, extracted_docs: DocShards, mlflow, dvc) -> dg.MaterializeResult:
         cfg = resolve_config(UrlDedupConfig, config)
         with stage_run(context, mlflow, dvc, cfg, extracted_docs) as run:
             with atomic_dir(run.out_dir) as tmp:
                 result = ml_function(extracted_docs.read(), cfg, tmp)
             return run.result(num_records=..., summary=...)
 
-``stage_run`` opens the asset's MLflow run (nested under the Dagster run's parent run) with the resolved
-config as params and the upstream artifact handles as dataset inputs; ``run.result`` versions the
-artifact with DVC, logs metrics and tags, and returns ``dg.Output`` of the asset's declared handle type
-with the metadata every asset carries (path, num_records and ``dagster/row_count``, MLflow run id/URL,
-DVC md5, git SHA, a markdown summary).
+``stage_run`` reserves a new immutable version of the artifact (``run.out_dir``, see
+dagster_project/versions.py) and opens the asset's MLflow run (nested under the Dagster run's parent run)
+with the resolved config as params and the upstream artifact handles as dataset inputs. ``run.result``
+runs the asset's gates on the new version; if every blocking one passes it promotes the version to current
+(DVC records it), otherwise the version is kept, marked failed, and current does not move. It logs
+metrics and tags and returns ``dg.MaterializeResult`` with the gates' check results and the metadata every
+asset carries (version and its status, path, num_records and ``dagster/row_count``, MLflow run id/URL, DVC
+md5, git SHA, a markdown summary). Downstream assets load the version their upstream's materialization
+recorded (``ArtifactIOManager``).
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
-from collections.abc import Iterator, Mapping
+import typing
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 
 from dagster_project.artifacts import Artifact
-from dagster_project.home import artifact_dir, git_sha, lifecycle_home
-from dagster_project.resources import AssetRunLog, DvcResource, MlflowResource
+from dagster_project.home import git_sha, lifecycle_home
+from dagster_project.resources import AssetRunLog, DvcResource, MlflowResource, directory_md5
+from dagster_project.versions import VersionError, VersionStore
 from ml.config import StageConfig
+
+Gate = Callable[[Any], dg.AssetCheckResult]
+_GATES: dict[str, tuple[Gate, ...]] = {}
+
+
+def stage_asset(
+    artifact: type[Artifact], *, gates: Sequence[Gate] = (), **asset_kwargs: Any
+) -> Callable[[Callable], dg.AssetsDefinition]:
+    """``dg.asset`` for a stage writing an ``artifact`` (a handle class), with blocking checks (``gates``)
+    that run inside the materialization on the new version, before it may become current. A gate takes the
+    artifact handle (typed by its first parameter) and returns a ``dg.AssetCheckResult``; it shows in the
+    UI as the asset's check of the same name."""
+
+    def wrap(fn: Callable) -> dg.AssetsDefinition:
+        name = asset_kwargs.get("name") or fn.__name__
+        specs = [
+            dg.AssetCheckSpec(g.__name__, asset=name, blocking=True, description=(g.__doc__ or "").strip())
+            for g in gates
+        ]
+        _GATES[name] = tuple(gates)
+        meta = {"artifact_type": artifact.__name__, "artifact_layout": (artifact.__doc__ or "").strip()}
+        meta.update(asset_kwargs.pop("metadata", {}))
+        return dg.asset(check_specs=specs or None, metadata=meta, **asset_kwargs)(fn)
+
+    return wrap
+
+
+def gates_of(asset: str) -> tuple[Gate, ...]:
+    return _GATES.get(asset, ())
+
+
+def run_gate(gate: Gate, asset: str, partition: str | None, path: Path, md5: str) -> dg.AssetCheckResult:
+    """Evaluate one gate on the artifact at ``path``; a gate that raises has failed, with the error."""
+    hints = {k: v for k, v in typing.get_type_hints(gate).items() if k != "return"}
+    handle_cls = next(iter(hints.values()), Artifact)
+    try:
+        res = gate(handle_cls(asset=asset, partition=partition, path=path, md5=md5))
+    except (
+        Exception
+    ) as exc:  # the check itself failed on this version: that is a failed check, with the reason
+        res = dg.AssetCheckResult(
+            passed=False, description=f"{gate.__name__} raised {type(exc).__name__}: {exc}"
+        )
+    return dg.AssetCheckResult(
+        passed=res.passed,
+        severity=res.severity,
+        description=res.description,
+        metadata=res.metadata,
+        check_name=gate.__name__,
+    )
 
 
 def partition_of(context: dg.AssetExecutionContext) -> str | None:
@@ -49,7 +107,7 @@ def png_markdown(png: bytes, alt: str) -> str:
 
 
 class StageRun:
-    """State of one asset materialization: output dir, MLflow run, metrics collected so far."""
+    """State of one asset materialization: its new version's dir, MLflow run, metrics collected so far."""
 
     def __init__(
         self,
@@ -62,17 +120,22 @@ class StageRun:
         self.context = context
         self.asset = context.asset_key.to_user_string()
         self.partition = partition_of(context)
-        self.out_dir = artifact_dir(self.asset, self.partition)
+        self.store = VersionStore(self.asset, self.partition)
+        self.version = self.store.begin(context.run_id)
+        self.out_dir = self.store.path(
+            self.version
+        )  # written by the asset (atomic_dir), immutable afterwards
         self.dvc = dvc
         self.cfg = cfg
         self.input_md5 = {a.asset: a.md5 for a in inputs}
+        self.input_versions = {a.asset: {"version": a.version or "current", "md5": a.md5} for a in inputs}
         self.log: AssetRunLog = mlflow.start_asset_run(
             dagster_run_id=context.run_id,
             job_name=context.job_name,
             asset=self.asset,
             partition=self.partition,
             params={"config_class": type(cfg).__name__, **cfg.to_dict()},
-            tags={"git_sha": git_sha(), "lifecycle.home": str(lifecycle_home())},
+            tags={"git_sha": git_sha(), "lifecycle.home": str(lifecycle_home()), "version": self.version},
         )
         for a in inputs:
             self.log.log_input(a.asset, a.path, a.md5)
@@ -99,29 +162,54 @@ class StageRun:
         num_records: int,
         summary: str,
         metadata: Mapping[str, Any] | None = None,
-    ) -> dg.Output:
-        md5 = self.dvc.track(self.out_dir)
-        self.log.set_tags({"dvc_md5": md5, "num_records": num_records})
+    ) -> dg.MaterializeResult:
+        """Gate the new version, promote it (or keep it as failed), log, and return the materialization."""
+        if not self.out_dir.is_dir():
+            raise dg.Failure(description=f"{self.asset} wrote no artifact directory at {self.out_dir}")
+        content_md5 = directory_md5(self.out_dir)
+        checks = [
+            run_gate(g, self.asset, self.partition, self.out_dir, content_md5) for g in gates_of(self.asset)
+        ]
+        blocked = [c.check_name for c in checks if not c.passed and c.severity == dg.AssetCheckSeverity.ERROR]
+        previous = self.store.current_id()
+        if blocked:
+            reason = f"blocking check(s) failed: {', '.join(blocked)}"
+            self.store.fail(self.version, reason, md5=content_md5, num_records=num_records)
+            md5, status = content_md5, "failed"
+        else:
+            try:
+                record = self.store.promote(self.version, self.dvc, num_records=num_records)
+            except VersionError as exc:
+                raise dg.Failure(description=str(exc), metadata={"version": self.version}) from exc
+            md5, status = record.get("md5") or content_md5, "current"
+        self.log.set_tags({"dvc_md5": md5, "num_records": num_records, "version_status": status})
         self.log.log_metrics({"num_records": num_records})
         self.log.log_text(summary, "summary.md")
-        self.log.finish("FINISHED")
+        self.log.finish("FINISHED" if status == "current" else "FAILED")
+        meta = self._metadata(num_records, summary, md5, status, previous)
+        meta.update(metadata or {})
+        return dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(md5), check_results=checks)
+
+    def _metadata(self, num_records: int, summary: str, md5: str, status: str, previous: str | None) -> dict:
+        current = status == "current"
         meta: dict[str, Any] = {
+            "version": self.version,
+            "version_status": status,
+            "previous_version": previous or "(none)",
             "path": dg.MetadataValue.path(str(self.out_dir)),
+            "current_path": dg.MetadataValue.path(str(self.store.current_dir)),
             "num_records": num_records,
             "dagster/row_count": num_records,
             "mlflow_run_id": self.log.run_id,
             "mlflow_run_url": dg.MetadataValue.url(self.log.url),
-            "dvc_md5": md5,
+            "dvc_md5": md5 if current else f"(not recorded: version {status})",
             "git_sha": git_sha(),
             "preset_config": dg.MetadataValue.json(self.cfg.to_dict()),
-            "inputs": dg.MetadataValue.json(self.input_md5),
+            "inputs": dg.MetadataValue.json(self.input_versions),
             "summary": dg.MetadataValue.md("\n\n".join([summary, *self.extra_md])),
         }
         meta.update({name: dg.MetadataValue.md(md) for name, md in self.plots.items()})
-        meta.update(metadata or {})
-        handle_cls = self.context.assets_def.op.output_defs[0].dagster_type.typing_type
-        handle = handle_cls(asset=self.asset, partition=self.partition, path=self.out_dir, md5=md5)
-        return dg.Output(handle, metadata=meta, data_version=dg.DataVersion(md5))
+        return meta
 
 
 @contextlib.contextmanager
@@ -136,6 +224,8 @@ def stage_run(
     run = StageRun(context, mlflow, dvc, cfg, list(inputs))
     try:
         yield run
-    except BaseException:
+    except BaseException as exc:
         run.log.finish("FAILED")
+        if run.store.record(run.version).get("status") == "pending":  # kept for inspection, never current
+            run.store.fail(run.version, f"materialization raised {type(exc).__name__}: {exc}"[:2000])
         raise

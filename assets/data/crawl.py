@@ -11,7 +11,7 @@ from dagster_project.artifacts import RawCrawl
 from dagster_project.configs import dagster_config_for, resolve_config
 from dagster_project.partitions import SNAPSHOTS
 from dagster_project.resources import DvcResource, LocalWebResource, MlflowResource
-from dagster_project.stage import md_table, stage_run
+from dagster_project.stage import md_table, stage_asset, stage_run
 from ml.io import atomic_dir, md5_file, write_parquet
 from ml.sources.crawl import CrawlConfig, crawl
 from ml.sources.localweb import LocalWebConfig
@@ -36,14 +36,23 @@ RawCrawlRun = dagster_config_for(
 )
 
 
-@dg.asset(partitions_def=SNAPSHOTS, kinds={"python", "warc"})
+def raw_crawl_has_records(raw_crawl: RawCrawl) -> dg.AssetCheckResult:
+    """At least one WARC file and a manifest with fetched pages."""
+    warcs = list(raw_crawl.path.glob("*.warc*"))
+    exists = raw_crawl.manifest_path.exists()
+    manifest = pd.read_parquet(raw_crawl.manifest_path) if exists else pd.DataFrame()
+    ok = bool(warcs) and len(manifest) > 0
+    return dg.AssetCheckResult(passed=ok, metadata={"warc_files": len(warcs), "manifest_rows": len(manifest)})
+
+
+@stage_asset(RawCrawl, gates=[raw_crawl_has_records], partitions_def=SNAPSHOTS, kinds={"python", "warc"})
 def raw_crawl(
     context: dg.AssetExecutionContext,
     config: RawCrawlRun,
     mlflow: MlflowResource,
     dvc: DvcResource,
     local_web: LocalWebResource,
-) -> dg.Output[RawCrawl]:
+) -> dg.MaterializeResult:
     """Crawl the configured seeds politely into WARC files, or ingest existing WARC/WET files.
 
     With no seeds and no ``warc_paths`` the crawler is pointed at the project's **local web**: real
@@ -75,7 +84,7 @@ def raw_crawl(
         return _crawl_result(run, report)
 
 
-def _crawl_result(run, report) -> dg.Output[RawCrawl]:
+def _crawl_result(run, report) -> dg.MaterializeResult:
     top_hosts = sorted(report.pages_by_host.items(), key=lambda kv: -kv[1])[:10]
     summary = "\n\n".join(
         [
@@ -112,7 +121,7 @@ MANIFEST_COLUMNS = (
 )
 
 
-def _ingest_warcs(context, cfg: CrawlConfig, patterns: list[str], mlflow, dvc) -> dg.Output[RawCrawl]:
+def _ingest_warcs(context, cfg: CrawlConfig, patterns: list[str], mlflow, dvc) -> dg.MaterializeResult:
     """Copy existing WARC/WET files (e.g. Common Crawl) into the artifact after checking they read."""
     import shutil
 
@@ -165,13 +174,3 @@ def _ingest_warcs(context, cfg: CrawlConfig, patterns: list[str], mlflow, dvc) -
                 "top_hosts": dg.MetadataValue.md(md_table(list(hosts.head(10).items()), ("host", "records"))),
             },
         )
-
-
-@dg.asset_check(asset=raw_crawl, blocking=True, partitions_def=SNAPSHOTS)
-def raw_crawl_has_records(raw_crawl: RawCrawl) -> dg.AssetCheckResult:
-    """At least one WARC file and a manifest with fetched pages."""
-    warcs = list(raw_crawl.path.glob("*.warc*"))
-    exists = raw_crawl.manifest_path.exists()
-    manifest = pd.read_parquet(raw_crawl.manifest_path) if exists else pd.DataFrame()
-    ok = bool(warcs) and len(manifest) > 0
-    return dg.AssetCheckResult(passed=ok, metadata={"warc_files": len(warcs), "manifest_rows": len(manifest)})

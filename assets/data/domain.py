@@ -9,7 +9,7 @@ from dagster_project.artifacts import DocShards
 from dagster_project.configs import dagster_config_for, resolve_config
 from dagster_project.partitions import SNAPSHOTS
 from dagster_project.resources import DvcResource, MlflowResource
-from dagster_project.stage import md_table, stage_run
+from dagster_project.stage import md_table, stage_asset, stage_run
 from ml.curate.classify import flat_metrics
 from ml.curate.domain import DomainConfig, classify_domain, train_domain_classifier
 from ml.io import atomic_dir, atomic_write_text
@@ -17,14 +17,14 @@ from ml.io import atomic_dir, atomic_write_text
 DomainRun = dagster_config_for(DomainConfig)
 
 
-@dg.asset(partitions_def=SNAPSHOTS, kinds={"python", "sklearn"})
+@stage_asset(DocShards, partitions_def=SNAPSHOTS, kinds={"python", "sklearn"})
 def domain_classified(
     context: dg.AssetExecutionContext,
     config: DomainRun,
     quality_scored: DocShards,
     mlflow: MlflowResource,
     dvc: DvcResource,
-) -> dg.Output[DocShards]:
+) -> dg.MaterializeResult:
     """Domain classes general / code / math_reasoning / multilingual by a trained classifier (teacher rules
     in ``ml.curate.domain``), with held-out accuracy, per-class precision/recall and the confusion matrix."""
     cfg = resolve_config(DomainConfig, config)

@@ -6,7 +6,7 @@ from dagster_project.artifacts import DocShards, RawCrawl
 from dagster_project.configs import dagster_config_for, resolve_config
 from dagster_project.partitions import SNAPSHOTS
 from dagster_project.resources import DvcResource, MlflowResource
-from dagster_project.stage import md_table, stage_run
+from dagster_project.stage import md_table, stage_asset, stage_run
 from ml.io import atomic_dir, write_shards
 from ml.sources.extract import ExtractConfig, extract_documents
 from ml.sources.warc import iter_many
@@ -14,14 +14,27 @@ from ml.sources.warc import iter_many
 ExtractRun = dagster_config_for(ExtractConfig)
 
 
-@dg.asset(partitions_def=SNAPSHOTS, kinds={"python", "parquet"})
+def extracted_docs_contract(extracted_docs: DocShards) -> dg.AssetCheckResult:
+    """Every document has the contract columns, a unique id and non-empty text."""
+    df = extracted_docs.read()
+    empty = int((df["text"].str.strip() == "").sum())
+    dup_ids = int(df["id"].duplicated().sum())
+    return dg.AssetCheckResult(
+        passed=len(df) > 0 and empty == 0 and dup_ids == 0,
+        metadata={"docs": len(df), "empty_text": empty, "duplicate_ids": dup_ids},
+    )
+
+
+@stage_asset(
+    DocShards, gates=[extracted_docs_contract], partitions_def=SNAPSHOTS, kinds={"python", "parquet"}
+)
 def extracted_docs(
     context: dg.AssetExecutionContext,
     config: ExtractRun,
     raw_crawl: RawCrawl,
     mlflow: MlflowResource,
     dvc: DvcResource,
-) -> dg.Output[DocShards]:
+) -> dg.MaterializeResult:
     """HTML → main text (trafilatura; code blocks and math kept), WET text passed through, language id with
     py3langid (model ships in the package). Parquet shards of documents (``id, url, text, lang, fetch_time,
     source`` …) plus ``dropped/`` with a ``reason`` per record (not HTML, empty, too short, undecodable)."""
@@ -60,15 +73,3 @@ def extracted_docs(
                 "warc_read_errors": dg.MetadataValue.json([str(e) for e in errors]),
             },
         )
-
-
-@dg.asset_check(asset=extracted_docs, blocking=True, partitions_def=SNAPSHOTS)
-def extracted_docs_contract(extracted_docs: DocShards) -> dg.AssetCheckResult:
-    """Every document has the contract columns, a unique id and non-empty text."""
-    df = extracted_docs.read()
-    empty = int((df["text"].str.strip() == "").sum())
-    dup_ids = int(df["id"].duplicated().sum())
-    return dg.AssetCheckResult(
-        passed=len(df) > 0 and empty == 0 and dup_ids == 0,
-        metadata={"docs": len(df), "empty_text": empty, "duplicate_ids": dup_ids},
-    )

@@ -7,19 +7,20 @@ from dagster_project.artifacts import DocShards
 from dagster_project.configs import dagster_config_for
 from dagster_project.partitions import SNAPSHOTS
 from dagster_project.resources import DvcResource, MlflowResource
+from dagster_project.stage import stage_asset
 from ml.curate.filters import FilterConfig, heuristic_filter
 
 FilterRun = dagster_config_for(FilterConfig)
 
 
-@dg.asset(partitions_def=SNAPSHOTS, kinds={"python", "parquet"})
+@stage_asset(DocShards, partitions_def=SNAPSHOTS, kinds={"python", "parquet"})
 def filtered_docs(
     context: dg.AssetExecutionContext,
     config: FilterRun,
     line_deduped: DocShards,
     mlflow: MlflowResource,
     dvc: DvcResource,
-) -> dg.Output[DocShards]:
+) -> dg.MaterializeResult:
     """Heuristic filters: duplicated n-gram coverage, dirty-word ratio (per-language lists shipped with the
     project), token-distribution KL outliers against the corpus, length, symbol and alpha ratios."""
     return global_step(

@@ -7,12 +7,13 @@ from dagster_project.artifacts import DocShards
 from dagster_project.configs import dagster_config_for, resolve_config
 from dagster_project.partitions import SNAPSHOTS
 from dagster_project.resources import DaskResource, DvcResource, MlflowResource
+from dagster_project.stage import stage_asset
 from ml.curate.line_dedup import LineDedupConfig, line_dedup
 
 LineRun = dagster_config_for(LineDedupConfig)
 
 
-@dg.asset(partitions_def=SNAPSHOTS, kinds={"python", "dask"})
+@stage_asset(DocShards, partitions_def=SNAPSHOTS, kinds={"python", "dask"})
 def line_deduped(
     context: dg.AssetExecutionContext,
     config: LineRun,
@@ -20,7 +21,7 @@ def line_deduped(
     mlflow: MlflowResource,
     dvc: DvcResource,
     dask: DaskResource,
-) -> dg.Output[DocShards]:
+) -> dg.MaterializeResult:
     """ccNet-style line dedup (Llama 3 paper §3.1.1: drop lines seen more than 6 times in each bucket of
     30M documents); each shard is a bucket, counted through 8-byte line hashes so memory stays bounded."""
     cfg = resolve_config(LineDedupConfig, config)

@@ -8,7 +8,7 @@ from dagster_project.artifacts import DocShards
 from dagster_project.configs import dagster_config_for, resolve_config
 from dagster_project.partitions import SNAPSHOTS
 from dagster_project.resources import DvcResource, MlflowResource, RedisResource
-from dagster_project.stage import md_table, stage_run
+from dagster_project.stage import md_table, stage_asset, stage_run
 from ml.curate.minhash import MinHashConfig, example_pairs, minhash_dedup
 from ml.curate.steps import StepResult
 from ml.io import atomic_dir
@@ -32,7 +32,7 @@ def _minhash_extra(result: StepResult, df: pd.DataFrame) -> tuple[str, dict]:
     }
 
 
-@dg.asset(partitions_def=SNAPSHOTS, kinds={"python", "parquet"})
+@stage_asset(DocShards, partitions_def=SNAPSHOTS, kinds={"python", "parquet"})
 def minhash_deduped(
     context: dg.AssetExecutionContext,
     config: MinHashRun,
@@ -40,7 +40,7 @@ def minhash_deduped(
     mlflow: MlflowResource,
     dvc: DvcResource,
     redis: RedisResource,
-) -> dg.Output[DocShards]:
+) -> dg.MaterializeResult:
     """Document-level near-duplicate removal: MinHash signatures over word n-gram shingles, LSH candidate
     pairs (datasketch ``MinHashLSH``; Redis storage when ``redis.mode`` is local/external so several workers
     share the index), connected components, one kept document per cluster."""

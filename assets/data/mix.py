@@ -8,21 +8,37 @@ from dagster_project.artifacts import CuratedCorpus, DocShards
 from dagster_project.configs import dagster_config_for, resolve_config
 from dagster_project.partitions import SNAPSHOTS
 from dagster_project.resources import DvcResource, MlflowResource
-from dagster_project.stage import md_table, stage_run
+from dagster_project.stage import md_table, stage_asset, stage_run
 from ml.curate.mix import MixConfig, mix_gate, plot_mix, realize_mix
 from ml.io import atomic_dir, atomic_write_bytes, atomic_write_text, write_shards
 
 MixRun = dagster_config_for(MixConfig)
 
 
-@dg.asset(partitions_def=SNAPSHOTS, kinds={"python", "parquet"})
+def mix_hits_target(curated_corpus: CuratedCorpus) -> dg.AssetCheckResult:
+    """The realized mix against the *configured* targets (Llama 3 paper §3.1.2): a gap beyond the tolerance
+    fails; a class the corpus cannot fill is a warning (``unfillable: warn``) or a failure (``fail``)."""
+    gate = mix_gate(curated_corpus.mix_report)
+    return dg.AssetCheckResult(
+        passed=bool(gate["passed"]),
+        severity=dg.AssetCheckSeverity.WARN if gate["severity"] == "warn" else dg.AssetCheckSeverity.ERROR,
+        description=gate["summary"],
+        metadata={
+            "max_abs_gap": float(gate["max_abs_gap"]),
+            "gaps": dg.MetadataValue.json({c: float(g) for c, g in gate["gaps"].items()}),
+            "unfilled_classes": dg.MetadataValue.json(gate["unfilled_classes"]),
+        },
+    )
+
+
+@stage_asset(CuratedCorpus, gates=[mix_hits_target], partitions_def=SNAPSHOTS, kinds={"python", "parquet"})
 def curated_corpus(
     context: dg.AssetExecutionContext,
     config: MixRun,
     domain_classified: DocShards,
     mlflow: MlflowResource,
     dvc: DvcResource,
-) -> dg.Output[CuratedCorpus]:
+) -> dg.MaterializeResult:
     """The data mix: per-class up/down-sampling to the target proportions (Llama 3 paper §3.1.2: 50%
     general, 25% math & reasoning, 17% code, 8% multilingual); the realized mix is measured and plotted."""
     cfg = resolve_config(MixConfig, config)
@@ -75,20 +91,3 @@ def _mix_rows(report: dict) -> list[tuple[str, float, float, float, float]]:
         )
         for c, v in classes.items()
     ]
-
-
-@dg.asset_check(asset=curated_corpus, blocking=True, partitions_def=SNAPSHOTS)
-def mix_hits_target(curated_corpus: CuratedCorpus) -> dg.AssetCheckResult:
-    """The realized mix against the *configured* targets (Llama 3 paper §3.1.2): a gap beyond the tolerance
-    fails; a class the corpus cannot fill is a warning (``unfillable: warn``) or a failure (``fail``)."""
-    gate = mix_gate(curated_corpus.mix_report)
-    return dg.AssetCheckResult(
-        passed=bool(gate["passed"]),
-        severity=dg.AssetCheckSeverity.WARN if gate["severity"] == "warn" else dg.AssetCheckSeverity.ERROR,
-        description=gate["summary"],
-        metadata={
-            "max_abs_gap": float(gate["max_abs_gap"]),
-            "gaps": dg.MetadataValue.json({c: float(g) for c, g in gate["gaps"].items()}),
-            "unfilled_classes": dg.MetadataValue.json(gate["unfilled_classes"]),
-        },
-    )

@@ -9,7 +9,7 @@ from dagster_project.artifacts import DocShards, QualityClassifier
 from dagster_project.configs import dagster_config_for, resolve_config
 from dagster_project.partitions import SNAPSHOTS
 from dagster_project.resources import DaskResource, DvcResource, MlflowResource
-from dagster_project.stage import md_table, stage_run
+from dagster_project.stage import md_table, stage_asset, stage_run
 from ml.curate.classify import flat_metrics
 from ml.curate.quality import (
     TEACHER_DESCRIPTION,
@@ -23,14 +23,14 @@ from ml.io import atomic_dir, atomic_write_text
 QualityRun = dagster_config_for(QualityConfig)
 
 
-@dg.asset(partitions_def=SNAPSHOTS, kinds={"python", "sklearn"})
+@stage_asset(QualityClassifier, partitions_def=SNAPSHOTS, kinds={"python", "sklearn"})
 def quality_classifier(
     context: dg.AssetExecutionContext,
     config: QualityRun,
     filtered_docs: DocShards,
     mlflow: MlflowResource,
     dvc: DvcResource,
-) -> dg.Output[QualityClassifier]:
+) -> dg.MaterializeResult:
     """Train the model-based quality classifier (a fastText-style hashed n-gram linear model).
 
     Teacher (honest and offline): see ``ml.curate.quality`` — the perplexity of each document under a
@@ -64,7 +64,7 @@ def quality_classifier(
         )
 
 
-@dg.asset(partitions_def=SNAPSHOTS, kinds={"python", "dask"})
+@stage_asset(DocShards, partitions_def=SNAPSHOTS, kinds={"python", "dask"})
 def quality_scored(
     context: dg.AssetExecutionContext,
     config: QualityRun,
@@ -73,7 +73,7 @@ def quality_scored(
     mlflow: MlflowResource,
     dvc: DvcResource,
     dask: DaskResource,
-) -> dg.Output[DocShards]:
+) -> dg.MaterializeResult:
     """Score every document with the quality classifier; keep or down-weight by score (``mode``)."""
     cfg = resolve_config(QualityConfig, config)
     return sharded_step(

@@ -7,19 +7,20 @@ from dagster_project.artifacts import DocShards
 from dagster_project.configs import dagster_config_for
 from dagster_project.partitions import SNAPSHOTS
 from dagster_project.resources import DvcResource, MlflowResource
+from dagster_project.stage import stage_asset
 from ml.curate.url_filter import UrlFilterConfig, filter_urls
 
 UrlFilterRun = dagster_config_for(UrlFilterConfig)
 
 
-@dg.asset(partitions_def=SNAPSHOTS, kinds={"python", "parquet"})
+@stage_asset(DocShards, partitions_def=SNAPSHOTS, kinds={"python", "parquet"})
 def url_filtered(
     context: dg.AssetExecutionContext,
     config: UrlFilterRun,
     extracted_docs: DocShards,
     mlflow: MlflowResource,
     dvc: DvcResource,
-) -> dg.Output[DocShards]:
+) -> dg.MaterializeResult:
     """Documents whose host or URL matches the block list (a versioned file shipped with the package, plus
     configured hosts and patterns) are dropped; the reason (``blocked_host`` / ``blocked_pattern``) names
     the matching entry."""

@@ -11,7 +11,7 @@ from dagster_project.configs import dagster_config_for, resolve_config
 from dagster_project.home import lifecycle_home
 from dagster_project.partitions import SNAPSHOTS
 from dagster_project.resources import DvcResource, MlflowResource, TorchrunResource
-from dagster_project.stage import StageRun, md_table, stage_run
+from dagster_project.stage import StageRun, md_table, stage_asset, stage_run
 from ml.eval.unigram import unigram_baseline
 from ml.io import atomic_dir, atomic_write_bytes, atomic_write_text
 from ml.train.config import TrainConfig
@@ -20,7 +20,7 @@ from ml.train.report import loss_curve_png, read_metrics
 TrainRun = dagster_config_for(TrainConfig)
 
 
-@dg.asset(partitions_def=SNAPSHOTS, kinds={"pytorch"})
+@stage_asset(HFCheckpoint, partitions_def=SNAPSHOTS, kinds={"pytorch"})
 def pretrained_base(
     context: dg.AssetExecutionContext,
     config: TrainRun,
@@ -29,7 +29,7 @@ def pretrained_base(
     mlflow: MlflowResource,
     dvc: DvcResource,
     torchrun: TorchrunResource,
-) -> dg.Output[HFCheckpoint]:
+) -> dg.MaterializeResult:
     """Initial pre-training stage: AdamW with warmup + cosine LR, document-masked attention, periodic
     validation loss, DCP checkpoints (resumed automatically after an interruption). Runs as
     ``torchrun --nproc-per-node N`` (gloo on CPU, NCCL + FSDP2 on GPU) through Dagster Pipes; rank 0

@@ -6,14 +6,23 @@ from dagster_project.artifacts import DocShards, Tokenizer, TokenShards
 from dagster_project.configs import dagster_config_for, resolve_config
 from dagster_project.partitions import SNAPSHOTS
 from dagster_project.resources import DvcResource, MlflowResource
-from dagster_project.stage import md_table, stage_run
+from dagster_project.stage import md_table, stage_asset, stage_run
 from ml.tokens.shards import ShardConfig, read_manifest, write_token_shards
 from ml.tokens.tokenizer import load_tokenizer
 
 ShardRun = dagster_config_for(ShardConfig)
 
 
-@dg.asset(partitions_def=SNAPSHOTS, kinds={"python", "numpy"})
+def token_shards_verify(token_shards: TokenShards) -> dg.AssetCheckResult:
+    """Every shard's size and sha256 match the manifest."""
+    try:
+        manifest = read_manifest(token_shards.path)
+    except ValueError as exc:
+        return dg.AssetCheckResult(passed=False, metadata={"error": str(exc)})
+    return dg.AssetCheckResult(passed=True, metadata={"shards": int(manifest.to_stats()["shards"])})
+
+
+@stage_asset(TokenShards, gates=[token_shards_verify], partitions_def=SNAPSHOTS, kinds={"python", "numpy"})
 def token_shards(
     context: dg.AssetExecutionContext,
     config: ShardRun,
@@ -21,7 +30,7 @@ def token_shards(
     tokenizer: Tokenizer,
     mlflow: MlflowResource,
     dvc: DvcResource,
-) -> dg.Output[TokenShards]:
+) -> dg.MaterializeResult:
     """Documents → flat ``uint32`` shards (numpy memmap) with a doc-boundary index, a held-out validation
     split by document, and a manifest of token counts per source / class / language and mix weights."""
     cfg = resolve_config(ShardConfig, config)
@@ -43,13 +52,3 @@ def token_shards(
             summary=summary,
             metadata={k.replace("/", "."): v for k, v in stats.items()},
         )
-
-
-@dg.asset_check(asset=token_shards, blocking=True, partitions_def=SNAPSHOTS)
-def token_shards_verify(token_shards: TokenShards) -> dg.AssetCheckResult:
-    """Every shard's size and sha256 match the manifest."""
-    try:
-        manifest = read_manifest(token_shards.path)
-    except ValueError as exc:
-        return dg.AssetCheckResult(passed=False, metadata={"error": str(exc)})
-    return dg.AssetCheckResult(passed=True, metadata={"shards": int(manifest.to_stats()["shards"])})

@@ -8,7 +8,7 @@ from dagster_project.artifacts import DocShards, Tokenizer
 from dagster_project.configs import dagster_config_for, resolve_config
 from dagster_project.partitions import SNAPSHOTS
 from dagster_project.resources import DvcResource, MlflowResource
-from dagster_project.stage import md_table, stage_run
+from dagster_project.stage import md_table, stage_asset, stage_run
 from ml.io import atomic_dir, atomic_write_text
 from ml.tokens.tokenizer import (
     NAMED_SPECIAL_OFFSETS,
@@ -22,14 +22,25 @@ from ml.tokens.tokenizer import (
 TokenizerRun = dagster_config_for(TokenizerConfig)
 
 
-@dg.asset(partitions_def=SNAPSHOTS, kinds={"python", "huggingface"})
+def tokenizer_special_tokens(tokenizer: Tokenizer) -> dg.AssetCheckResult:
+    """Every named Llama 3 special token (chat tokens included) encodes to a single id."""
+    tok = load_tokenizer(tokenizer.path)
+    specials = list(NAMED_SPECIAL_OFFSETS)  # begin/end of text, pad, headers, eom, eot, python_tag
+    ids = {s: tok.encode(s, add_special_tokens=False).ids for s in specials}
+    bad = {s: i for s, i in ids.items() if len(i) != 1}
+    return dg.AssetCheckResult(passed=not bad, metadata={"ids": dg.MetadataValue.json(ids)})
+
+
+@stage_asset(
+    Tokenizer, gates=[tokenizer_special_tokens], partitions_def=SNAPSHOTS, kinds={"python", "huggingface"}
+)
 def tokenizer(
     context: dg.AssetExecutionContext,
     config: TokenizerRun,
     curated_corpus: DocShards,
     mlflow: MlflowResource,
     dvc: DvcResource,
-) -> dg.Output[Tokenizer]:
+) -> dg.MaterializeResult:
     """Byte-level BPE (HF ``tokenizers``) trained on the curated corpus, with the Llama 3 special tokens
     (``<|begin_of_text|>``, header ids, ``<|eot_id|>``, ``<|eom_id|>``, ``<|python_tag|>``, reserved) at the
     end of the vocabulary. Saved as ``tokenizer.json`` loadable by ``transformers.PreTrainedTokenizerFast``."""
@@ -63,13 +74,3 @@ def tokenizer(
                 "training_docs": len(unique),
             },
         )
-
-
-@dg.asset_check(asset=tokenizer, blocking=True, partitions_def=SNAPSHOTS)
-def tokenizer_special_tokens(tokenizer: Tokenizer) -> dg.AssetCheckResult:
-    """Every named Llama 3 special token (chat tokens included) encodes to a single id."""
-    tok = load_tokenizer(tokenizer.path)
-    specials = list(NAMED_SPECIAL_OFFSETS)  # begin/end of text, pad, headers, eom, eot, python_tag
-    ids = {s: tok.encode(s, add_special_tokens=False).ids for s in specials}
-    bad = {s: i for s, i in ids.items() if len(i) != 1}
-    return dg.AssetCheckResult(passed=not bad, metadata={"ids": dg.MetadataValue.json(ids)})

@@ -1,7 +1,6 @@
 """End to end: materialize raw_crawl and extracted_docs from a small local web into a temp home, and check
 the artifacts, the MLflow runs (params, metrics, input datasets) and the DVC versioning."""
 
-import io
 import json
 import subprocess
 import sys
@@ -10,6 +9,7 @@ from pydoc_data.topics import topics
 import pandas as pd
 import pytest
 import yaml
+from pipeline_helpers import asset_metadata, run_assets, write_wet
 
 from ml.io import md5_file, read_shards
 
@@ -37,41 +37,13 @@ def small_web_yaml(tmp_path):
     return path
 
 
-def _run(selection, run_config, partition="snap-1"):
-    from dagster_project.cli import _instance
-    from dagster_project.definitions import defs
-    from dagster_project.partitions import SNAPSHOTS
-
-    instance = _instance()
-    if not instance.has_dynamic_partition(SNAPSHOTS.name, partition):
-        instance.add_dynamic_partitions(SNAPSHOTS.name, [partition])
-    import dagster as dg
-
-    job = defs.resolve_job_def("lifecycle")
-    return job.execute_in_process(
-        run_config=run_config,
-        instance=instance,
-        partition_key=partition,
-        asset_selection=[dg.AssetKey(a) for a in selection],
-        raise_on_error=True,
-    )
-
-
-def _metadata(result, asset):
-    for event in result.get_asset_materialization_events():
-        mat = event.step_materialization_data.materialization
-        if mat.asset_key.to_user_string() == asset:
-            return {k: getattr(v, "value", v) for k, v in mat.metadata.items()}
-    raise AssertionError(f"no materialization of {asset}")
-
-
 def test_crawl_and_extract_into_a_temp_home(home, small_web_yaml):
-    result = _run(
+    result = run_assets(
         ["raw_crawl", "extracted_docs"],
         {"ops": {"raw_crawl": {"config": {"local_web_yaml": str(small_web_yaml), "max_pages": 600}}}},
     )
     assert result.success
-    crawl_meta, docs_meta = _metadata(result, "raw_crawl"), _metadata(result, "extracted_docs")
+    crawl_meta, docs_meta = asset_metadata(result, "raw_crawl"), asset_metadata(result, "extracted_docs")
     for meta in (crawl_meta, docs_meta):
         assert STANDARD_KEYS <= set(meta)
     assert crawl_meta["pages_fetched"] > 100 and crawl_meta["robots_refusals"] >= 1
@@ -109,9 +81,9 @@ def test_crawl_and_extract_into_a_temp_home(home, small_web_yaml):
 
 def test_rematerialize_keeps_previous_version_in_dvc(home, small_web_yaml):
     cfg = {"ops": {"raw_crawl": {"config": {"local_web_yaml": str(small_web_yaml), "max_pages": 50}}}}
-    first = _metadata(_run(["raw_crawl"], cfg), "raw_crawl")
+    first = asset_metadata(run_assets(["raw_crawl"], cfg), "raw_crawl")
     cfg["ops"]["raw_crawl"]["config"]["max_pages"] = 80
-    second = _metadata(_run(["raw_crawl"], cfg), "raw_crawl")
+    second = asset_metadata(run_assets(["raw_crawl"], cfg), "raw_crawl")
     assert first["dvc_md5"] != second["dvc_md5"]
     cache = home / ".dvc" / "cache" / "files" / "md5"
     first_hash = first["dvc_md5"].removesuffix(".dir")
@@ -120,7 +92,7 @@ def test_rematerialize_keeps_previous_version_in_dvc(home, small_web_yaml):
 
 def test_ingest_warc_files_like_common_crawl(home, small_web_yaml, tmp_path):
     """warc_paths ingests existing WARC files (here: the crawl's own, standing in for a CC download)."""
-    _run(
+    run_assets(
         ["raw_crawl"],
         {"ops": {"raw_crawl": {"config": {"local_web_yaml": str(small_web_yaml), "max_pages": 60}}}},
     )
@@ -130,42 +102,26 @@ def test_ingest_warc_files_like_common_crawl(home, small_web_yaml, tmp_path):
     for w in warcs:
         (cc / ("CC-MAIN-" + w.name)).write_bytes(w.read_bytes())
     (cc / "CC-MAIN-broken.warc.gz").write_bytes(warcs[0].read_bytes()[:3000])  # truncated download
-    result = _run(
+    result = run_assets(
         ["raw_crawl", "extracted_docs"],
         {"ops": {"raw_crawl": {"config": {"warc_paths": [str(cc / "CC-MAIN-*.warc.gz")]}}}},
         partition="cc-2024",
     )
-    crawl_meta, docs_meta = _metadata(result, "raw_crawl"), _metadata(result, "extracted_docs")
+    crawl_meta, docs_meta = asset_metadata(result, "raw_crawl"), asset_metadata(result, "extracted_docs")
     assert crawl_meta["read_errors"] == 1 and "CC-MAIN-broken.warc.gz" in crawl_meta["errors"][0]
     assert crawl_meta["num_records"] > 40 and docs_meta["docs_kept"] > 30
-
-
-def write_wet(path, texts: list[str], url_prefix: str):
-    """A gzipped WET file of ``conversion`` records ``url_prefix + i`` holding ``texts``."""
-    from warcio.warcwriter import WARCWriter
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as fh:
-        writer = WARCWriter(fh, gzip=True)
-        for i, text in enumerate(texts):
-            payload = io.BytesIO(text.encode())
-            rec = writer.create_warc_record(
-                f"{url_prefix}{i}", "conversion", payload=payload, warc_content_type="text/plain"
-            )
-            writer.write_record(rec)
-    return path
 
 
 def test_ingest_wet_text_records(home, tmp_path):
     """A Common-Crawl-style WET file (``conversion`` records of plain text) becomes documents as is."""
     texts = [t for t in topics.values() if len(t) > 800][:12]
     wet = write_wet(tmp_path / "CC-MAIN-20240101-00000.warc.wet.gz", texts, "https://docs.example/")
-    result = _run(
+    result = run_assets(
         ["raw_crawl", "extracted_docs"],
         {"ops": {"raw_crawl": {"config": {"warc_paths": [str(wet)]}}}},
         partition="cc-wet",
     )
-    assert _metadata(result, "raw_crawl")["num_records"] == len(texts)
+    assert asset_metadata(result, "raw_crawl")["num_records"] == len(texts)
     docs = read_shards(home / "data" / "extracted_docs" / "cc-wet" / "docs")
     assert sorted(docs["url"]) == sorted(f"https://docs.example/{i}" for i in range(len(texts)))
     assert set(docs["lang"]) == {"en"} and docs["text"].str.len().min() > 700
@@ -177,12 +133,12 @@ def test_ingested_files_with_one_name_are_all_kept(home, tmp_path):
     texts = [t for t in topics.values() if len(t) > 800][:6]
     a = write_wet(tmp_path / "a" / "CC.warc.wet.gz", texts[:3], "https://a.example/")
     b = write_wet(tmp_path / "b" / "CC.warc.wet.gz", texts[3:], "https://b.example/")
-    result = _run(
+    result = run_assets(
         ["raw_crawl", "extracted_docs"],
         {"ops": {"raw_crawl": {"config": {"warc_paths": [str(tmp_path / "*" / "CC.warc.wet.gz")]}}}},
         partition="same-name",
     )
-    assert _metadata(result, "raw_crawl")["num_records"] == 6
+    assert asset_metadata(result, "raw_crawl")["num_records"] == 6
     art = home / "data" / "raw_crawl" / "same-name"
     stored = sorted(p.name for p in art.glob("*.wet.gz"))
     assert len(stored) == 2 and all(n.endswith("-CC.warc.wet.gz") for n in stored)

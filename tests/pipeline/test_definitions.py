@@ -51,12 +51,34 @@ def test_asset_graph_is_the_lifecycle():
     assert parents["pretrained_base"] == {"token_shards", "tokenizer"}
 
 
+def _subclasses(cls: type) -> list[type]:
+    return [cls, *(s for sub in cls.__subclasses__() for s in _subclasses(sub))]
+
+
+def test_blocking_checks_are_gates_inside_their_asset():
+    """A blocking check is a check spec of its asset's own op, so it runs before the version is promoted."""
+    specs = {
+        spec.key.name: spec.blocking
+        for key in defs.resolve_asset_graph().get_all_asset_keys()
+        for spec in defs.resolve_assets_def(key).check_specs
+    }
+    assert specs == {
+        "raw_crawl_has_records": True,
+        "extracted_docs_contract": True,
+        "mix_hits_target": True,
+        "tokenizer_special_tokens": True,
+        "token_shards_verify": True,
+    }
+
+
 def test_every_edge_is_a_typed_handle():
-    """Each upstream is declared once, as a typed parameter; each asset returns an artifact handle."""
+    """Each upstream is declared once, as a typed parameter; each asset names the artifact handle it writes."""
     graph = defs.resolve_asset_graph()
+    handles = {c.__name__ for c in _subclasses(Artifact)}
     for key in graph.get_all_asset_keys():
-        op = defs.resolve_assets_def(key).op
-        assert issubclass(op.output_defs[0].dagster_type.typing_type, Artifact), key
+        assets_def = defs.resolve_assets_def(key)
+        op = assets_def.op
+        assert assets_def.metadata_by_key[key]["artifact_type"] in handles, key
         for inp in op.input_defs:
             cls, _ = handle_type(inp.dagster_type.typing_type)
             assert issubclass(cls, Artifact), (key, inp.name)
