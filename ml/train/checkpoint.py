@@ -17,9 +17,14 @@ loop seeds all ranks alike, so rank 0's state is what any rank of an uninterrupt
 
 Every rank writes into ``.step-00000123.tmp`` beside the final directory; rank 0 writes the manifest last
 and renames the directory, so a directory named ``step-*`` is complete. Loading re-hashes every file
-against the manifest first (truncated, tampered, missing or unexpected file -> :class:`CheckpointError`
-naming it), then reads DCP's metadata with an unpickler restricted to DCP's own metadata classes and the
-tensors with ``weights_only=True``. Multi-rank saves assume a filesystem shared by all ranks.
+against the manifest first (truncated, tampered, missing or unexpected file, or one outside the folder ->
+:class:`CheckpointError` naming it), then reads DCP's metadata with an unpickler restricted to DCP's own
+metadata classes, refuses any storage path in it that is absolute, holds ``..`` or leads out of ``dcp/``
+through a link (a hostile folder can rewrite its manifest to match), and reads the tensors with
+``weights_only=True``. Multi-rank saves assume a filesystem shared by all ranks.
+
+Resuming (:func:`newest_intact`) takes the newest checkpoint that passes verification; newer ones that fail
+are renamed ``corrupt-step-*`` (kept for inspection, out of ``keep_last``'s count and of a re-save's way).
 """
 
 from __future__ import annotations
@@ -88,6 +93,53 @@ def latest_checkpoint(root: Path) -> Path | None:
     """The newest complete checkpoint directory under ``root``, or None."""
     found = list_checkpoints(root)
     return found[-1][1] if found else None
+
+
+@dataclasses.dataclass(frozen=True)
+class SkippedCheckpoint:
+    """A checkpoint that failed verification when resuming, moved aside for inspection (never deleted)."""
+
+    path: Path  # its step-* name, where it was
+    kept_at: Path  # where it is now: corrupt-step-* beside it
+    reason: str  # the verification error (it names the file at ``path``)
+
+
+def newest_intact(root: Path) -> tuple[Path, dict[str, Any], list[SkippedCheckpoint]] | None:
+    """The newest checkpoint under ``root`` that passes verification, its manifest, and the newer ones that
+    failed (collective: rank 0 verifies); None when ``root`` holds no checkpoint.
+
+    The failed ones are renamed ``corrupt-step-*``: kept, but no longer listed by :func:`list_checkpoints`,
+    so neither ``keep_last`` pruning (which would count them and drop intact ones) nor a re-save of their
+    step (which would replace them) touches them. When none passes, nothing is moved and the CheckpointError
+    lists every one and why."""
+    found = list_checkpoints(root)
+    if not found:
+        return None
+    failed: list[tuple[Path, str]] = []
+    for _, path in reversed(found):
+        try:
+            manifest = verified_manifest(path)
+        except CheckpointError as exc:
+            failed.append((path, str(exc)))
+            continue
+        return path, manifest, [SkippedCheckpoint(p, _set_aside(p), why) for p, why in failed]
+    raise CheckpointError(
+        f"{root}: no intact checkpoint to resume from ({len(failed)}, newest first):\n"
+        + "\n".join(f"  {p.name}: {why}" for p, why in failed)
+    )
+
+
+def _set_aside(path: Path) -> Path:
+    """Rename checkpoint ``path`` to a free ``corrupt-step-*`` name beside it (collective; rank 0 renames)."""
+    kept = path.parent / f"corrupt-{path.name}"
+    n = 1
+    while kept.exists():
+        kept, n = path.parent / f"corrupt-{path.name}.{n}", n + 1
+    _barrier()  # every rank has chosen the same free name before rank 0 takes it
+    if _rank() == 0:
+        path.rename(kept)
+    _barrier()
+    return kept
 
 
 # ---- RNG state as JSON ------------------------------------------------------------------------------
@@ -431,15 +483,17 @@ def load_checkpoint(
     optimizer: torch.optim.Optimizer,
     *,
     model_config: dict[str, Any] | None = None,
+    verified: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Verify ``path``, load model + optimizer in place (collective), return this rank's training state.
 
     The checkpoint may come from any world size (see the module docstring for what is remapped); the
     returned state's ``world_size`` is the saving one. ``model_config``: refuse a checkpoint of another
-    model shape before any tensor is read.
+    model shape before any tensor is read. ``verified``: the manifest :func:`verified_manifest` (or
+    :func:`newest_intact`) just returned for ``path``, so that its files are not hashed twice.
     """
     path = Path(path)
-    manifest = verified_manifest(path)
+    manifest = verified if verified is not None else verified_manifest(path)
     if model_config is not None and manifest.get("model_config") != model_config:
         saved = manifest.get("model_config") or {}
         diff = sorted(k for k in {*saved, *model_config} if saved.get(k) != model_config.get(k))

@@ -391,3 +391,25 @@ def test_malformed_manifest_and_training_state_are_checkpoint_errors(saved, rel,
     expected = f"{path}/{message}".format(path=path)
     with pytest.raises(CheckpointError, match=f"^{re.escape(expected)}$"):
         ckpt.load_checkpoint(path, fresh, fresh_opt)
+
+
+def test_newest_intact_sets_corrupt_newer_checkpoints_aside_under_a_free_name(tmp_path):
+    torch.set_num_threads(1)
+    model, opt = _model_and_optimizer()
+    root = tmp_path / "ckpts"
+    first, second = (_save(root, step, model, opt) for step in (1, 2))
+    assert ckpt.newest_intact(tmp_path / "nothing-here") is None
+    assert ckpt.newest_intact(root)[:2] == (second, ckpt.verify_checkpoint(second))
+    size = (second / "config.json").stat().st_size
+    (second / "config.json").write_text("{}")
+    (root / "corrupt-step-00000002").mkdir()  # set aside by an earlier resume: never overwritten
+    path, manifest, skipped = ckpt.newest_intact(root)
+    why = f"{second / 'config.json'}: truncated or resized: 2 bytes, manifest says {size}"
+    assert (path, manifest["step"]) == (first, 1)
+    assert skipped == [ckpt.SkippedCheckpoint(second, root / "corrupt-step-00000002.1", why)]
+    assert sorted(p.name for p in root.iterdir()) == [
+        "corrupt-step-00000002",
+        "corrupt-step-00000002.1",
+        "step-00000001",
+    ]
+    assert (root / "corrupt-step-00000002.1" / "config.json").read_text() == "{}"
