@@ -17,9 +17,14 @@ loop seeds all ranks alike, so rank 0's state is what any rank of an uninterrupt
 
 Every rank writes into ``.step-00000123.tmp`` beside the final directory; rank 0 writes the manifest last
 and renames the directory, so a directory named ``step-*`` is complete. Loading re-hashes every file
-against the manifest first (truncated, tampered, missing or unexpected file -> :class:`CheckpointError`
-naming it), then reads DCP's metadata with an unpickler restricted to DCP's own metadata classes and the
-tensors with ``weights_only=True``. Multi-rank saves assume a filesystem shared by all ranks.
+against the manifest first (truncated, tampered, missing or unexpected file, or one outside the folder ->
+:class:`CheckpointError` naming it), then reads DCP's metadata with an unpickler restricted to DCP's own
+metadata classes, refuses any storage path in it that is absolute, holds ``..`` or leads out of ``dcp/``
+through a link (a hostile folder can rewrite its manifest to match), and reads the tensors with
+``weights_only=True``. Multi-rank saves assume a filesystem shared by all ranks.
+
+Resuming (:func:`newest_intact`) takes the newest checkpoint that passes verification; newer ones that fail
+are renamed ``corrupt-step-*`` (kept for inspection, out of ``keep_last``'s count and of a re-save's way).
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ import shutil
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -44,6 +49,7 @@ import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.api import CheckpointException
+from torch.distributed.checkpoint.filesystem import _StorageInfo
 from torch.distributed.checkpoint.metadata import BytesStorageMetadata, Metadata, StorageMeta
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
@@ -87,6 +93,53 @@ def latest_checkpoint(root: Path) -> Path | None:
     """The newest complete checkpoint directory under ``root``, or None."""
     found = list_checkpoints(root)
     return found[-1][1] if found else None
+
+
+@dataclasses.dataclass(frozen=True)
+class SkippedCheckpoint:
+    """A checkpoint that failed verification when resuming, moved aside for inspection (never deleted)."""
+
+    path: Path  # its step-* name, where it was
+    kept_at: Path  # where it is now: corrupt-step-* beside it
+    reason: str  # the verification error (it names the file at ``path``)
+
+
+def newest_intact(root: Path) -> tuple[Path, dict[str, Any], list[SkippedCheckpoint]] | None:
+    """The newest checkpoint under ``root`` that passes verification, its manifest, and the newer ones that
+    failed (collective: rank 0 verifies); None when ``root`` holds no checkpoint.
+
+    The failed ones are renamed ``corrupt-step-*``: kept, but no longer listed by :func:`list_checkpoints`,
+    so neither ``keep_last`` pruning (which would count them and drop intact ones) nor a re-save of their
+    step (which would replace them) touches them. When none passes, nothing is moved and the CheckpointError
+    lists every one and why."""
+    found = list_checkpoints(root)
+    if not found:
+        return None
+    failed: list[tuple[Path, str]] = []
+    for _, path in reversed(found):
+        try:
+            manifest = verified_manifest(path)
+        except CheckpointError as exc:
+            failed.append((path, str(exc)))
+            continue
+        return path, manifest, [SkippedCheckpoint(p, _set_aside(p), why) for p, why in failed]
+    raise CheckpointError(
+        f"{root}: no intact checkpoint to resume from ({len(failed)}, newest first):\n"
+        + "\n".join(f"  {p.name}: {why}" for p, why in failed)
+    )
+
+
+def _set_aside(path: Path) -> Path:
+    """Rename checkpoint ``path`` to a free ``corrupt-step-*`` name beside it (collective; rank 0 renames)."""
+    kept = path.parent / f"corrupt-{path.name}"
+    n = 1
+    while kept.exists():
+        kept, n = path.parent / f"corrupt-{path.name}.{n}", n + 1
+    _barrier()  # every rank has chosen the same free name before rank 0 takes it
+    if _rank() == 0:
+        path.rename(kept)
+    _barrier()
+    return kept
 
 
 # ---- RNG state as JSON ------------------------------------------------------------------------------
@@ -184,10 +237,44 @@ class SafeFileSystemReader(dcp.FileSystemReader):
         if pickled:
             # Non-tensor DCP items are read back with torch.load(weights_only=False): never accept them.
             raise CheckpointError(f"{path}: holds pickled non-tensor items {pickled[:5]}; refusing to load")
+        _check_storage_paths(Path(self.path), metadata, path)
         if getattr(metadata, "storage_meta", None) is None:
             metadata.storage_meta = StorageMeta()
         metadata.storage_meta.load_id = self.load_id
         return metadata
+
+
+def _check_storage_paths(dcp_dir: Path, metadata: Metadata, source: Path) -> None:
+    """Every file DCP metadata ``source`` makes the reader open must be a file inside ``dcp_dir``.
+
+    Its ``storage_data`` maps tensors to ``_StorageInfo(relative_path, offset, length)``; a hostile
+    ``relative_path`` (absolute, ``..``, or a link leading out) would read any file DCP can open."""
+    storage = metadata.storage_data
+    if not isinstance(storage, dict):
+        raise CheckpointError(f"{source}: storage_data is a {type(storage).__name__}, not a dict")
+    inside = dcp_dir.resolve()
+    for rel in sorted({_storage_path(info, source) for info in storage.values()}):
+        why = None
+        if os.path.isabs(rel):
+            why = "is absolute"
+        elif ".." in PurePosixPath(rel).parts:
+            why = "contains '..'"
+        else:
+            target = (dcp_dir / rel).resolve()
+            if not target.is_relative_to(inside):
+                why = f"resolves to {target}"
+            elif target == inside or not target.is_file():
+                why = "names no file"
+        if why is not None:
+            raise CheckpointError(
+                f"{source}: storage path {rel!r} {why}; DCP may read only files inside {dcp_dir}"
+            )
+
+
+def _storage_path(info: Any, source: Path) -> str:
+    if not isinstance(info, _StorageInfo) or not isinstance(info.relative_path, str):
+        raise CheckpointError(f"{source}: storage entry {info!r:.120} is not a file, offset and length")
+    return info.relative_path
 
 
 # ---- manifest ---------------------------------------------------------------------------------------
@@ -199,25 +286,57 @@ def _files(directory: Path) -> list[str]:
     )
 
 
-def verify_checkpoint(path: Path) -> dict[str, Any]:
-    """Check every file of checkpoint ``path`` against its manifest; returns the manifest."""
-    path = Path(path)
-    manifest_path = path / MANIFEST
+def _read_manifest(manifest_path: Path) -> dict[str, Any]:
+    """The manifest at ``manifest_path``, its structure checked (nothing else reads an unchecked one)."""
     if not manifest_path.is_file():
         raise CheckpointError(f"{manifest_path}: manifest missing (incomplete checkpoint?)")
     try:
         manifest = json.loads(manifest_path.read_text())
-        files: dict[str, dict[str, Any]] = manifest["files"]
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        files = manifest["files"]
+    except (ValueError, KeyError, TypeError) as exc:  # ValueError: bad JSON or not UTF-8 at all
         raise CheckpointError(f"{manifest_path}: not a valid checkpoint manifest ({exc})") from exc
     if manifest.get("format") != FORMAT_VERSION:
         raise CheckpointError(
             f"{manifest_path}: format {manifest.get('format')!r}, expected {FORMAT_VERSION}"
         )
+    problem = _manifest_problem(manifest, files)
+    if problem is not None:
+        raise CheckpointError(f"{manifest_path}: not a valid checkpoint manifest ({problem})")
+    return manifest
+
+
+def _manifest_problem(manifest: dict[str, Any], files: Any) -> str | None:
+    """What is wrong with a parsed manifest's fields, or None."""
+    if not isinstance(files, dict):
+        return f"'files' is a {type(files).__name__}, not an object"
+    for key, least in (("step", 0), ("world_size", 1)):
+        value = manifest.get(key)
+        if type(value) is not int or value < least:
+            return f"{key!r} must be a {'positive' if least else 'non-negative'} integer, is {value!r}"
+    for rel, meta in files.items():
+        if not (
+            isinstance(meta, dict) and type(meta.get("bytes")) is int and isinstance(meta.get("sha256"), str)
+        ):
+            return f"entry {rel!r} needs an integer 'bytes' and a string 'sha256'"
+    return None
+
+
+def verify_checkpoint(path: Path) -> dict[str, Any]:
+    """Check every file of checkpoint ``path`` against its manifest; returns the manifest.
+
+    Every listed file must lie inside ``path``: no absolute or ``..`` names, no link leading out."""
+    path = Path(path)
+    manifest = _read_manifest(path / MANIFEST)
+    files: dict[str, dict[str, Any]] = manifest["files"]
+    inside = path.resolve()
     for rel, meta in files.items():
         f = path / rel
+        if os.path.isabs(rel) or ".." in PurePosixPath(rel).parts:
+            raise CheckpointError(f"{f}: listed in the manifest but outside the checkpoint {path}")
         if not f.is_file():
             raise CheckpointError(f"{f}: listed in the manifest but missing")
+        if not f.resolve().is_relative_to(inside):
+            raise CheckpointError(f"{f}: a link to {f.resolve()}, outside the checkpoint {path}")
         size = f.stat().st_size
         if size != meta["bytes"]:
             raise CheckpointError(f"{f}: truncated or resized: {size} bytes, manifest says {meta['bytes']}")
@@ -364,15 +483,17 @@ def load_checkpoint(
     optimizer: torch.optim.Optimizer,
     *,
     model_config: dict[str, Any] | None = None,
+    verified: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Verify ``path``, load model + optimizer in place (collective), return this rank's training state.
 
     The checkpoint may come from any world size (see the module docstring for what is remapped); the
     returned state's ``world_size`` is the saving one. ``model_config``: refuse a checkpoint of another
-    model shape before any tensor is read.
+    model shape before any tensor is read. ``verified``: the manifest :func:`verified_manifest` (or
+    :func:`newest_intact`) just returned for ``path``, so that its files are not hashed twice.
     """
     path = Path(path)
-    manifest = verified_manifest(path)
+    manifest = verified if verified is not None else verified_manifest(path)
     if model_config is not None and manifest.get("model_config") != model_config:
         saved = manifest.get("model_config") or {}
         diff = sorted(k for k in {*saved, *model_config} if saved.get(k) != model_config.get(k))
@@ -393,20 +514,51 @@ def load_checkpoint(
         raise CheckpointError(f"{state_file}: unreadable training state ({exc})") from exc
 
     msd, osd = get_state_dict(model, optimizer)
+    groups = _param_groups(state, osd["param_groups"], state_file)
     target = {"model": msd, "optim": {"state": osd["state"]}}
     _dcp_load(Path(path), target, "model/optimizer state")
-    groups = state.pop("optim_param_groups")
-    for saved, live in zip(groups, osd["param_groups"], strict=True):
-        for k, v in live.items():  # JSON turned tuples (betas) into lists
-            if isinstance(v, tuple) and isinstance(saved.get(k), list):
-                saved[k] = tuple(saved[k])
-    set_state_dict(
-        model,
-        optimizer,
-        model_state_dict=target["model"],
-        optim_state_dict={"state": target["optim"]["state"], "param_groups": groups},
-    )
+    try:
+        set_state_dict(
+            model,
+            optimizer,
+            model_state_dict=target["model"],
+            optim_state_dict={"state": target["optim"]["state"], "param_groups": groups},
+        )
+    except (KeyError, ValueError, TypeError, RuntimeError) as exc:
+        raise CheckpointError(
+            f"{path}: the saved state does not fit this model and optimizer ({exc!r})"
+        ) from exc
     return state
+
+
+def _param_groups(
+    state: dict[str, Any], live: list[dict[str, Any]], state_file: Path
+) -> list[dict[str, Any]]:
+    """The optimizer param_groups saved in training state ``state`` (popped), checked against ``live``."""
+    groups = state.pop("optim_param_groups", None)
+    if groups is None:
+        raise CheckpointError(
+            f"{state_file}: 'optim_param_groups' is missing, this optimizer has {len(live)} parameter group(s)"
+        )
+    if not isinstance(groups, list) or len(groups) != len(live):
+        held = (
+            f"{len(groups)} parameter group(s)" if isinstance(groups, list) else f"a {type(groups).__name__}"
+        )
+        raise CheckpointError(
+            f"{state_file}: 'optim_param_groups' holds {held}, this optimizer has {len(live)}"
+        )
+    for i, (saved, group) in enumerate(zip(groups, live, strict=True)):
+        if not isinstance(saved, dict):
+            raise CheckpointError(
+                f"{state_file}: parameter group {i} is a {type(saved).__name__}, not an object"
+            )
+        missing = sorted(set(group) - set(saved))
+        if missing:
+            raise CheckpointError(f"{state_file}: parameter group {i} has no {missing}")
+        for k, v in group.items():  # JSON turned tuples (betas) into lists
+            if isinstance(v, tuple) and isinstance(saved[k], list):
+                saved[k] = tuple(saved[k])
+    return groups
 
 
 def load_model_state(path: Path, model: torch.nn.Module) -> None:
@@ -429,8 +581,13 @@ def _dcp_load(path: Path, target: dict[str, Any], what: str) -> None:
             dcp.load(target, storage_reader=reader)
     except CheckpointError:
         raise
-    except (Exception, CheckpointException) as exc:
-        raise CheckpointError(f"{path / 'dcp'}: cannot load {what} ({exc})") from exc
+    except CheckpointException as exc:  # its str() is every rank's traceback: name each rank's error
+        failures = "; ".join(
+            f"rank {r}: {type(e).__name__}: {e}" for r, (e, _) in sorted(exc.failures.items())
+        )
+        raise CheckpointError(f"{path / 'dcp'}: cannot load {what} ({failures})") from exc
+    except Exception as exc:
+        raise CheckpointError(f"{path / 'dcp'}: cannot load {what} ({type(exc).__name__}: {exc})") from exc
 
 
 def config_dict(cfg: Any) -> dict[str, Any]:

@@ -2,9 +2,10 @@
 
 ``Trainer(cfg, task, out_dir, info)`` holds a plain Llama and applies to it, in order: compile
 (``apply_compile``), FSDP2 (``apply_fsdp``, when world size > 1), meta-device initialisation, the AdamW
-optimizer. Then ``restore`` (this run's newest checkpoint in ``out_dir/checkpoints``, saved at any world
-size) or ``init_from`` (weights of another stage: ml/train/weights.py), and ``train_step`` /
-``evaluate`` / ``checkpoint`` until ``cfg.steps``, and ``export`` (HF Llama format, ``out_dir/hf``).
+optimizer. Then ``restore`` (this run's newest intact checkpoint in ``out_dir/checkpoints``, saved at any
+world size; corrupt newer ones are skipped and kept aside) or ``init_from`` (weights of another stage:
+ml/train/weights.py), and ``train_step`` / ``evaluate`` / ``checkpoint`` until ``cfg.steps``, and
+``export`` (HF Llama format, ``out_dir/hf``).
 What is trained on, the loss and the evaluation metrics belong to the task (ml/train/tasks/base.py).
 
 :func:`train` runs it all in one process or under torchrun (FSDP2 when world size > 1); rank 0 reports
@@ -19,6 +20,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -66,11 +68,17 @@ class TrainResult:
     wall_time_s: float
     peak_flops: float  # per-device peak MFU was computed against
     peak_flops_source: str  # "config", "gpu:<name>" or "cpu-nominal"
+    # corrupt checkpoints restore skipped (newest first), kept aside for inspection
+    skipped_checkpoints: list[ckpt.SkippedCheckpoint] = dataclasses.field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["checkpoint_dir"] = str(self.checkpoint_dir) if self.checkpoint_dir else None
         d["hf_dir"] = str(self.hf_dir) if self.hf_dir else None
+        d["skipped_checkpoints"] = [
+            {"path": str(s.path), "kept_at": str(s.kept_at), "reason": s.reason}
+            for s in self.skipped_checkpoints
+        ]
         return d
 
 
@@ -160,6 +168,7 @@ class Trainer:
         self.out_dir, self.ckpt_root = Path(out_dir), Path(out_dir) / "checkpoints"
         self.model_config = ckpt.config_dict(cfg.model)
         self.step, self.tokens_seen = 0, 0
+        self.skipped_checkpoints: list[ckpt.SkippedCheckpoint] = []  # by restore: corrupt, newest first
         self.peak_flops, self.peak_source = peak_flops_for(cfg, self.device)
         self._t_start = time.perf_counter()
         self._window_t, self._window_tokens = self._t_start, 0
@@ -214,24 +223,46 @@ class Trainer:
     # ---- where the weights come from ---------------------------------------------------------------
 
     def restore(self) -> Path | None:
-        """Resume from this run's newest checkpoint (any saving world size); None when there is none."""
-        latest = ckpt.latest_checkpoint(self.ckpt_root)
-        if latest is None:
+        """Resume from this run's newest intact checkpoint (any saving world size); None when there is none.
+
+        Newer checkpoints that fail verification are skipped with a warning, kept as ``corrupt-step-*`` and
+        listed in ``skipped_checkpoints`` (ml/train/checkpoint.py: newest_intact); a CheckpointError when none
+        is intact. An intact checkpoint that does not fit this run is an error, never skipped."""
+        found = ckpt.newest_intact(self.ckpt_root)
+        if found is None:
             return None
-        state = ckpt.load_checkpoint(latest, self.model, self.optimizer, model_config=self.model_config)
-        self.step, self.tokens_seen = int(state["step"]), int(state["tokens_seen"])
-        try:
-            self.task.load_state_dict(state["task"])
-        except (KeyError, ValueError) as exc:
-            raise ckpt.CheckpointError(f"{latest}: {exc}") from exc
-        ckpt.set_rng_state(state["rng"])  # rank 0's when the world size changed (ml/train/checkpoint.py)
-        if self.rank0:
-            moved = state["world_size"] != self.info.world_size
-            _log(
-                f"resumed from {latest} at step {self.step} ({self.tokens_seen:,} tokens)"
-                + (f", resharded from {state['world_size']} to {self.info.world_size} ranks" if moved else "")
+        path, manifest, self.skipped_checkpoints = found
+        for skipped in self.skipped_checkpoints if self.rank0 else ():
+            warnings.warn(
+                f"checkpoint {skipped.path} is corrupt, skipped (kept as {skipped.kept_at}): {skipped.reason}",
+                stacklevel=2,
             )
-        return latest
+        state = ckpt.load_checkpoint(
+            path, self.model, self.optimizer, model_config=self.model_config, verified=manifest
+        )
+        try:
+            step, tokens = int(state["step"]), int(state["tokens_seen"])
+            self.task.load_state_dict(state["task"])
+            ckpt.set_rng_state(state["rng"])  # rank 0's when the world size changed (ml/train/checkpoint.py)
+            saved_world = int(state["world_size"])
+        except KeyError as exc:
+            raise ckpt.CheckpointError(f"{path}: the training state has no entry {exc.args[0]!r}") from exc
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise ckpt.CheckpointError(f"{path}: {exc}") from exc
+        self.step, self.tokens_seen = step, tokens
+        if self.rank0:
+            self._log_resume(path, saved_world)
+        return path
+
+    def _log_resume(self, path: Path, saved_world: int) -> None:
+        moved = saved_world != self.info.world_size
+        skipped = self.skipped_checkpoints
+        _log(
+            f"resumed from {path} at step {self.step} ({self.tokens_seen:,} tokens)"
+            + (f", resharded from {saved_world} to {self.info.world_size} ranks" if moved else "")
+            + (f", skipping {len(skipped)} newer corrupt checkpoint(s): " if skipped else "")
+            + ", ".join(f"{s.path.name} (kept as {s.kept_at.name})" for s in skipped)
+        )
 
     def init_from(self, path: str | Path) -> Path:
         """Start from the weights at ``path`` (HF dir or another run's checkpoint); optimizer and data fresh."""
@@ -359,6 +390,7 @@ class Trainer:
             wall_time_s=time.perf_counter() - self._t_start,
             peak_flops=self.peak_flops,
             peak_flops_source=self.peak_source,
+            skipped_checkpoints=list(self.skipped_checkpoints),
         )
 
     def _log_start(self) -> None:

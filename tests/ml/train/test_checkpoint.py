@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import pickle
 import random
+import re
 
 import numpy as np
 import pytest
 import torch
-from train_helpers import TINY_OVERRIDES
+from train_helpers import TINY_OVERRIDES, reseal_manifest
 
 from ml.io import sha256_file
 from ml.model.llama import Llama, ModelConfig
@@ -201,3 +204,212 @@ def test_dcp_checkpoint_exception_surfaces_as_checkpoint_error(saved, monkeypatc
         ckpt.load_checkpoint(path, fresh, fresh_opt)
     with pytest.raises(CheckpointError, match=r"dcp: cannot load the model state"):
         ckpt.load_model_state(path, fresh)
+
+
+# ---- hostile checkpoints: the whole folder is the attacker's, its manifest rewritten to match ------------
+
+
+@pytest.fixture
+def foreign_shard(tmp_path):
+    """The DCP shard of another checkpoint (other weights) outside the one under test."""
+    model, opt = _model_and_optimizer(seed=1)
+    return _save(tmp_path / "elsewhere", 7, model, opt) / "dcp" / "__0_0.distcp"
+
+
+def _edit_metadata(path, edit):
+    """Apply ``edit`` to checkpoint ``path``'s DCP metadata (our own file: plain pickle) and reseal it."""
+    meta = path / "dcp" / ".metadata"
+    metadata = pickle.loads(meta.read_bytes())
+    edit(metadata)
+    meta.write_bytes(pickle.dumps(metadata))
+    reseal_manifest(path)
+
+
+def _weights(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def _unchanged(model, before):
+    return all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+@pytest.mark.parametrize(
+    "storage_path, why",
+    [
+        ("absolute", "is absolute"),
+        ("dot-dot", "contains '..'"),
+        ("/etc/passwd", "is absolute"),
+        ("../../../../../../../../../etc/passwd", "contains '..'"),
+    ],
+    ids=["absolute", "dot-dot", "etc-passwd", "dot-dot-etc-passwd"],
+)
+def test_dcp_storage_paths_outside_the_checkpoint_are_refused(saved, foreign_shard, storage_path, why):
+    """Before: an absolute or ../ path in the metadata loaded another checkpoint's weights (or failed
+    with DCP's traceback for /etc/passwd)."""
+    _, path, _, _ = saved
+    dcp_dir = path / "dcp"
+    rel = {"absolute": str(foreign_shard), "dot-dot": os.path.relpath(foreign_shard, dcp_dir)}.get(
+        storage_path, storage_path
+    )
+    _edit_metadata(
+        path,
+        lambda md: setattr(
+            md,
+            "storage_data",
+            {k: dataclasses.replace(v, relative_path=rel) for k, v in md.storage_data.items()},
+        ),
+    )
+    fresh, fresh_opt = _model_and_optimizer(seed=2)
+    before = _weights(fresh)
+    message = f"{dcp_dir / '.metadata'}: storage path {rel!r} {why}; DCP may read only files inside {dcp_dir}"
+    with pytest.raises(CheckpointError, match=f"^{re.escape(message)}$"):
+        ckpt.load_checkpoint(path, fresh, fresh_opt)
+    assert _unchanged(fresh, before)
+
+
+def test_a_dcp_shard_linked_outside_the_checkpoint_is_refused(saved, foreign_shard):
+    """Before: a symlink in dcp/ to another checkpoint's shard passed the manifest and loaded its weights."""
+    _, path, _, _ = saved
+    shard = path / "dcp" / "__0_0.distcp"
+    shard.unlink()
+    shard.symlink_to(foreign_shard)
+    reseal_manifest(path)
+    fresh, fresh_opt = _model_and_optimizer(seed=2)
+    before = _weights(fresh)
+    message = f"{shard}: a link to {foreign_shard.resolve()}, outside the checkpoint {path}"
+    with pytest.raises(CheckpointError, match=f"^{re.escape(message)}$"):
+        ckpt.load_checkpoint(path, fresh, fresh_opt)
+    assert _unchanged(fresh, before)
+    # The DCP reader checks on its own too (it is also used where no manifest was checked first).
+    message = (
+        f"{path / 'dcp' / '.metadata'}: storage path '__0_0.distcp' resolves to {foreign_shard.resolve()}; "
+        f"DCP may read only files inside {path / 'dcp'}"
+    )
+    with pytest.raises(CheckpointError, match=f"^{re.escape(message)}$"):
+        ckpt.SafeFileSystemReader(path / "dcp").read_metadata()
+
+
+def _drop_norm_metadata(md):
+    del md.state_dict_metadata["model.norm.weight"]
+
+
+def _drop_norm_storage(md):
+    md.storage_data = {k: v for k, v in md.storage_data.items() if k.fqn != "model.norm.weight"}
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (
+            _drop_norm_metadata,
+            "dcp: cannot load model/optimizer state "
+            "(rank 0: RuntimeError: Missing key in checkpoint state_dict: model.norm.weight.)",
+        ),
+        (
+            _drop_norm_storage,
+            "dcp: cannot load model/optimizer state (rank 0: KeyError: "
+            "MetadataIndex(fqn='model.norm.weight', offset=torch.Size([0]), index=0))",
+        ),
+    ],
+    ids=["no-state-dict-entry", "no-storage-entry"],
+)
+def test_dcp_metadata_without_an_expected_entry_is_a_short_checkpoint_error(saved, edit, message):
+    """Before: the CheckpointError carried DCP's whole multi-rank traceback text."""
+    _, path, _, _ = saved
+    _edit_metadata(path, edit)
+    fresh, fresh_opt = _model_and_optimizer(seed=2)
+    with pytest.raises(CheckpointError, match=f"^{re.escape(str(path / message))}$"):
+        ckpt.load_checkpoint(path, fresh, fresh_opt)
+
+
+def _edit_json(path, rel, edit):
+    data = json.loads((path / rel).read_text())
+    edit(data)
+    (path / rel).write_text(json.dumps(data))
+    if rel != "checkpoint.json":
+        reseal_manifest(path)
+
+
+STATE = "train_state/rank-00000.json"
+
+
+@pytest.mark.parametrize(
+    "rel, edit, message",
+    [
+        (
+            STATE,
+            lambda s: s.pop("optim_param_groups"),
+            f"{STATE}: 'optim_param_groups' is missing, this optimizer has 1 parameter group(s)",
+        ),
+        (
+            STATE,
+            lambda s: s["optim_param_groups"].pop(),
+            f"{STATE}: 'optim_param_groups' holds 0 parameter group(s), this optimizer has 1",
+        ),
+        (
+            STATE,
+            lambda s: s["optim_param_groups"][0].pop("params"),
+            f"{STATE}: parameter group 0 has no ['params']",
+        ),
+        (
+            "checkpoint.json",
+            lambda m: m.pop("world_size"),
+            "checkpoint.json: not a valid checkpoint manifest ('world_size' must be a positive integer, is None)",
+        ),
+        (
+            "checkpoint.json",
+            lambda m: m["files"]["config.json"].pop("bytes"),
+            "checkpoint.json: not a valid checkpoint manifest (entry 'config.json' needs an integer 'bytes' "
+            "and a string 'sha256')",
+        ),
+        (
+            "checkpoint.json",
+            lambda m: m.update(files=["config.json"]),
+            "checkpoint.json: not a valid checkpoint manifest ('files' is a list, not an object)",
+        ),
+        (
+            "checkpoint.json",
+            lambda m: m["files"].update({"../elsewhere/config.json": {"bytes": 1, "sha256": "0" * 64}}),
+            "../elsewhere/config.json: listed in the manifest but outside the checkpoint {path}",
+        ),
+    ],
+    ids=[
+        "no-param-groups",
+        "too-few-param-groups",
+        "param-group-without-params",
+        "manifest-without-world-size",
+        "manifest-entry-without-bytes",
+        "manifest-files-a-list",
+        "manifest-lists-a-file-outside",
+    ],
+)
+def test_malformed_manifest_and_training_state_are_checkpoint_errors(saved, rel, edit, message):
+    """Before: KeyError, ValueError or AttributeError escaped, or a file outside the checkpoint was read."""
+    _, path, _, _ = saved
+    _edit_json(path, rel, edit)
+    fresh, fresh_opt = _model_and_optimizer(seed=2)
+    expected = f"{path}/{message}".format(path=path)
+    with pytest.raises(CheckpointError, match=f"^{re.escape(expected)}$"):
+        ckpt.load_checkpoint(path, fresh, fresh_opt)
+
+
+def test_newest_intact_sets_corrupt_newer_checkpoints_aside_under_a_free_name(tmp_path):
+    torch.set_num_threads(1)
+    model, opt = _model_and_optimizer()
+    root = tmp_path / "ckpts"
+    first, second = (_save(root, step, model, opt) for step in (1, 2))
+    assert ckpt.newest_intact(tmp_path / "nothing-here") is None
+    assert ckpt.newest_intact(root)[:2] == (second, ckpt.verify_checkpoint(second))
+    size = (second / "config.json").stat().st_size
+    (second / "config.json").write_text("{}")
+    (root / "corrupt-step-00000002").mkdir()  # set aside by an earlier resume: never overwritten
+    path, manifest, skipped = ckpt.newest_intact(root)
+    why = f"{second / 'config.json'}: truncated or resized: 2 bytes, manifest says {size}"
+    assert (path, manifest["step"]) == (first, 1)
+    assert skipped == [ckpt.SkippedCheckpoint(second, root / "corrupt-step-00000002.1", why)]
+    assert sorted(p.name for p in root.iterdir()) == [
+        "corrupt-step-00000002",
+        "corrupt-step-00000002.1",
+        "step-00000001",
+    ]
+    assert (root / "corrupt-step-00000002.1" / "config.json").read_text() == "{}"

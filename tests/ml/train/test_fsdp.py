@@ -1,5 +1,6 @@
 """FSDP2 over 2 gloo processes under torchrun equals one process with the same global batch, and a checkpoint
-of either resumes at the other world size (2 ranks -> 1 process, 1 process -> 2 ranks)."""
+of either resumes at the other world size (2 ranks -> 1 process, 1 process -> 2 ranks, the latter past a
+corrupt newer checkpoint)."""
 
 from __future__ import annotations
 
@@ -97,11 +98,21 @@ def test_two_rank_checkpoint_resumes_in_one_process(runs, token_shards, tmp_path
 
 @pytest.mark.slow
 def test_one_process_checkpoint_resumes_on_two_ranks(runs, token_shards, tmp_path):
+    """Resumes from step K past a corrupt newer checkpoint (step N truncated): both ranks skip it, rank 0
+    keeps it aside."""
     copy_checkpoint(runs.single_out, K, tmp_path / "out")
+    shard = copy_checkpoint(runs.single_out, N, tmp_path / "out") / "dcp" / "__0_0.distcp"
+    truncated = shard.read_bytes()[:-10]
+    shard.write_bytes(truncated)
     metrics = tmp_path / "m.jsonl"
     done = torchrun(train_cli(runs.cfg_path, token_shards, tmp_path / "out", metrics), timeout=180, cwd=REPO)
     assert done.returncode == 0, done.stderr[-4000:]
-    assert f"at step {K}" in done.stderr and "resharded from 1 to 2 ranks" in done.stderr
+    assert (
+        f"at step {K} ({K * 512:,} tokens), resharded from 1 to 2 ranks, skipping 1 newer corrupt "
+        f"checkpoint(s): step-{N:08d} (kept as corrupt-step-{N:08d})"
+    ) in done.stderr
+    kept = tmp_path / "out" / "checkpoints" / f"corrupt-step-{N:08d}" / "dcp" / "__0_0.distcp"
+    assert kept.read_bytes() == truncated
     resumed = read_metrics(metrics)
     assert sorted(resumed) == list(range(K + 1, N + 1))
     assert_matches_single(resumed, runs.single, range(K + 1, N + 1))

@@ -110,6 +110,19 @@ def copy_checkpoint(src_out: Path, step: int, dst_out: Path) -> Path:
     return Path(shutil.copytree(src_out / "checkpoints" / name, dst_out / "checkpoints" / name))
 
 
+def reseal_manifest(path: Path) -> None:
+    """Rewrite checkpoint ``path``'s manifest to match its files as they are now: what an attacker who
+    controls the whole folder does, so that the sha256 check passes and the loader's own checks are tested."""
+    manifest_path = path / "checkpoint.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["files"] = {
+        str(f.relative_to(path)): {"bytes": f.stat().st_size, "sha256": sha256_file(f)}
+        for f in sorted(path.rglob("*"))
+        if f.is_file() and f != manifest_path
+    }
+    manifest_path.write_text(json.dumps(manifest))
+
+
 def synthetic_docs(n_docs: int, seed: int) -> list[np.ndarray]:
     """Documents ``BOS body EOS`` whose bodies follow a sparse Markov chain (4 likely successors per token)."""
     rng = np.random.default_rng(seed)
