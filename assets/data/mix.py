@@ -4,13 +4,14 @@ import json
 
 import dagster as dg
 
-from dagster_project.artifacts import CuratedCorpus, DocShards
+from dagster_project.artifacts import CuratedCorpus, DocShards, Tokenizer
 from dagster_project.configs import dagster_config_for, resolve_config
 from dagster_project.partitions import SNAPSHOTS
 from dagster_project.resources import DvcResource, MlflowResource
 from dagster_project.stage import md_table, stage_asset, stage_run
 from ml.curate.mix import MixConfig, mix_gate, plot_mix, realize_mix
 from ml.io import atomic_dir, atomic_write_bytes, atomic_write_text, write_shards
+from ml.tokens.tokenizer import count_tokens, load_tokenizer
 
 MixRun = dagster_config_for(MixConfig)
 
@@ -36,14 +37,17 @@ def curated_corpus(
     context: dg.AssetExecutionContext,
     config: MixRun,
     domain_classified: DocShards,
+    tokenizer: Tokenizer,
     mlflow: MlflowResource,
     dvc: DvcResource,
 ) -> dg.MaterializeResult:
     """The data mix: per-class up/down-sampling to the target proportions (Llama 3 paper §3.1.2: 50%
-    general, 25% math & reasoning, 17% code, 8% multilingual); the realized mix is measured and plotted."""
+    general, 25% math & reasoning, 17% code, 8% multilingual) in tokens of the trained tokenizer (column
+    ``n_tokens``, which the curated documents keep); the realized mix is measured and plotted."""
     cfg = resolve_config(MixConfig, config)
     df = domain_classified.read()
-    with stage_run(context, mlflow, dvc, cfg, domain_classified) as run:
+    df["n_tokens"] = count_tokens(load_tokenizer(tokenizer.path), df["text"].tolist())
+    with stage_run(context, mlflow, dvc, cfg, domain_classified, tokenizer) as run:
         mixed, report = realize_mix(df, "domain", cfg)
         png = plot_mix(report)
         with atomic_dir(run.out_dir) as tmp:
@@ -61,7 +65,8 @@ def curated_corpus(
             }
         )
         summary = (
-            f"**Data mix**: {len(df)} classified docs → {len(mixed)} rows in the curated corpus; "
+            f"**Data mix** (unit: {report['unit']}, measured by {report['unit_source']}): {len(df)} classified "
+            f"docs → {len(mixed)} rows in the curated corpus; "
             f"{mix_gate(report)['summary']}.\n\n"
             + md_table(
                 [(c, f"{t:.3f}", f"{a:.3f}", f"{r:.3f}", f"{w:.2f}") for c, t, a, r, w in rows],

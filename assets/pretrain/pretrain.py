@@ -52,8 +52,8 @@ def pretrained_base(
         metrics = read_metrics(work / "metrics.jsonl")
         run.log.log_metric_series([(m["step"], {k: v for k, v in m.items() if k != "step"}) for m in metrics])
         final = {k: getattr(v, "value", v) for k, v in reported.items() if k != "hf_export"}
-        evals = _beyond_unigram(token_shards, final)
-        final.update({k: evals[k] for k in ("unigram_nats", "nats_below_unigram")})
+        evals = _beyond_unigram(token_shards, final, metrics)
+        final.update({k: evals[k] for k in ("unigram_nats", "nats_below_unigram", "val_tokens", "val_docs")})
         with atomic_dir(run.out_dir) as tmp:
             atomic_write_text(tmp / "evals.json", json.dumps(evals, indent=2))
             shutil.copytree(work / "hf", tmp / "hf")
@@ -97,13 +97,17 @@ def _work_dir(run: StageRun, cfg: TrainConfig):
 MIN_NATS_BELOW_UNIGRAM = 1.5
 
 
-def _beyond_unigram(token_shards: TokenShards, final: dict) -> dict:
-    """The validation loss next to the unigram baseline of the same validation split (``evals.json``)."""
+def _beyond_unigram(token_shards: TokenShards, final: dict, metrics: list[dict]) -> dict:
+    """The validation loss next to the unigram baseline of the same validation split, with the validation
+    budget it was measured on (tokens, documents; ``evals.json``)."""
     base = unigram_baseline(token_shards.path)
     val_loss = float(final.get("final_val_loss", float("nan")))
     below = base["unigram_nats"] - val_loss
+    budget = next((m for m in reversed(metrics) if "val_docs" in m), {})
     return {
         **base,
+        "val_tokens": float(budget.get("val_tokens", 0.0)),
+        "val_docs": float(budget.get("val_docs", 0.0)),
         "val_loss": val_loss,
         "nats_below_unigram": below,
         "min_nats_below_unigram": MIN_NATS_BELOW_UNIGRAM,

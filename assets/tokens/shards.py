@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from dagster_project.artifacts import DocShards, Tokenizer, TokenShards
+from dagster_project.artifacts import CuratedCorpus, Tokenizer, TokenShards
 from dagster_project.configs import dagster_config_for, resolve_config
 from dagster_project.partitions import SNAPSHOTS
 from dagster_project.resources import DvcResource, MlflowResource
@@ -26,7 +26,7 @@ def token_shards_verify(token_shards: TokenShards) -> dg.AssetCheckResult:
 def token_shards(
     context: dg.AssetExecutionContext,
     config: ShardRun,
-    curated_corpus: DocShards,
+    curated_corpus: CuratedCorpus,
     tokenizer: Tokenizer,
     mlflow: MlflowResource,
     dvc: DvcResource,
@@ -42,13 +42,38 @@ def token_shards(
         run.log_metrics(stats)
         run.log.log_artifact(run.out_dir / "manifest.json")
         by_class = {k.split("/", 1)[1]: v for k, v in stats.items() if k.startswith("tokens_by_class/")}
+        mix = _mix_in_tokens(curated_corpus.mix_report, manifest.mix.get("realized", {}))
         summary = (
             f"**{stats.get('train_tokens', 0):,} train / {stats.get('val_tokens', 0):,} val tokens** in "
-            f"{stats.get('shards', 0)} shards.\n\n### Tokens by class\n"
-            + md_table(by_class or {"-": 0}, ("class", "tokens"))
+            f"{stats.get('shards', 0)} shards; validation: {manifest.splits['val']['unique_docs']} documents."
+            "\n\n### Training mix in tokens of the trained tokenizer\n"
+            + md_table(
+                [
+                    (c, v["target"], v["curated"], v["train_tokens"], by_class.get(c, 0))
+                    for c, v in mix.items()
+                ],
+                ("class", "configured target", "curated corpus", "train shards", "tokens"),
+            )
         )
         return run.result(
             num_records=int(stats.get("train_tokens", 0) + stats.get("val_tokens", 0)),
             summary=summary,
-            metadata={k.replace("/", "."): v for k, v in stats.items()},
+            metadata={
+                **{k.replace("/", "."): v for k, v in stats.items()},
+                "val_docs": int(manifest.splits["val"]["unique_docs"]),
+                "mix_in_tokens": dg.MetadataValue.json(mix),
+            },
         )
+
+
+def _mix_in_tokens(report: dict, realized: dict[str, float]) -> dict[str, dict[str, float]]:
+    """Per class: configured target, the curated corpus's realized share (its unit) and the share of the
+    training shards' tokens (BOS/EOS included, validation documents excluded)."""
+    return {
+        c: {
+            "target": float(v["target"]),
+            "curated": float(v["realized"]),
+            "train_tokens": float(realized.get(c, 0.0)),
+        }
+        for c, v in report["classes"].items()
+    }

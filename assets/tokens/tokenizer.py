@@ -10,6 +10,7 @@ from dagster_project.partitions import SNAPSHOTS
 from dagster_project.resources import DvcResource, MlflowResource
 from dagster_project.stage import md_table, stage_asset, stage_run
 from ml.io import atomic_dir, atomic_write_text
+from ml.tokens.shards import assign_split
 from ml.tokens.tokenizer import (
     NAMED_SPECIAL_OFFSETS,
     TokenizerConfig,
@@ -37,40 +38,54 @@ def tokenizer_special_tokens(tokenizer: Tokenizer) -> dg.AssetCheckResult:
 def tokenizer(
     context: dg.AssetExecutionContext,
     config: TokenizerRun,
-    curated_corpus: DocShards,
+    domain_classified: DocShards,
     mlflow: MlflowResource,
     dvc: DvcResource,
 ) -> dg.MaterializeResult:
-    """Byte-level BPE (HF ``tokenizers``) trained on the curated corpus, with the Llama 3 special tokens
+    """Byte-level BPE (HF ``tokenizers``) trained on the classified documents (each once, before the mix
+    re-weights them, so the mix can be measured in this tokenizer's tokens), with the Llama 3 special tokens
     (``<|begin_of_text|>``, header ids, ``<|eot_id|>``, ``<|eom_id|>``, ``<|python_tag|>``, reserved) at the
-    end of the vocabulary. Saved as ``tokenizer.json`` loadable by ``transformers.PreTrainedTokenizerFast``."""
+    end of the vocabulary. Documents of the validation hash rule are held out: compression (bytes per
+    token) is reported on them per language, next to the training text's. Saved as ``tokenizer.json``
+    loadable by ``transformers.PreTrainedTokenizerFast``."""
     cfg = resolve_config(TokenizerConfig, config)
-    unique = curated_corpus.read().drop_duplicates(
-        "id"
-    )  # the mix repeats up-sampled docs; train on each once
-    with stage_run(context, mlflow, dvc, cfg, curated_corpus) as run:
-        tok = train_tokenizer(unique["text"].tolist(), cfg)
+    docs = domain_classified.read().drop_duplicates("id")
+    held = assign_split(docs["id"], cfg.heldout_fraction, cfg.heldout_seed, cfg.heldout_min_docs)
+    train, heldout = docs[~held], docs[held]
+    with stage_run(context, mlflow, dvc, cfg, domain_classified) as run:
+        tok = train_tokenizer(train["text"].tolist(), cfg)
+        stats = {"heldout": compression_stats(tok, heldout), "train": compression_stats(tok, train)}
         with atomic_dir(run.out_dir) as tmp:
             save_tokenizer(tok, tmp)
-            stats = compression_stats(tok, unique, "text", "lang")
             atomic_write_text(tmp / "compression.json", json.dumps(stats, indent=2))
         from transformers import PreTrainedTokenizerFast
 
         hf = PreTrainedTokenizerFast.from_pretrained(str(run.out_dir))  # the contract: transformers loads it
-        per_lang = {k.split("/", 1)[1]: v for k, v in stats.items() if k.startswith("bytes_per_token/")}
-        run.log_metrics({"vocab_size": tok.get_vocab_size(), **stats})
-        summary = (
-            f"**Tokenizer**: vocab {tok.get_vocab_size()} trained on {len(unique)} docs; "
-            f"loads in transformers as `{type(hf).__name__}`.\n\n### Bytes per token by language\n"
-            + md_table(sorted(per_lang.items(), key=lambda kv: -kv[1]), ("lang", "bytes/token"))
-        )
+        per_lang = {split: _per_lang(s) for split, s in stats.items()}
+        run.log_metrics({f"{split}/{k}": v for split, s in stats.items() for k, v in s.items()})
         return run.result(
             num_records=tok.get_vocab_size(),
-            summary=summary,
+            summary=_summary(tok.get_vocab_size(), len(train), len(heldout), type(hf).__name__, per_lang),
             metadata={
                 "vocab_size": tok.get_vocab_size(),
-                "bytes_per_token": float(stats.get("bytes_per_token", 0.0)),
-                "bytes_per_token_by_lang": dg.MetadataValue.json(per_lang),
-                "training_docs": len(unique),
+                "bytes_per_token_heldout": float(stats["heldout"].get("bytes_per_token", 0.0)),
+                "bytes_per_token_train": float(stats["train"].get("bytes_per_token", 0.0)),
+                "bytes_per_token_by_lang_heldout": dg.MetadataValue.json(per_lang["heldout"]),
+                "training_docs": len(train),
+                "heldout_docs": len(heldout),
             },
         )
+
+
+def _per_lang(stats: dict) -> dict[str, float]:
+    return {k.split("/", 1)[1]: v for k, v in stats.items() if k.startswith("bytes_per_token/")}
+
+
+def _summary(vocab: int, n_train: int, n_heldout: int, hf_class: str, per_lang: dict) -> str:
+    langs = sorted(per_lang["heldout"], key=lambda lang: -per_lang["heldout"][lang])
+    rows = [(lang, per_lang["heldout"][lang], per_lang["train"].get(lang, float("nan"))) for lang in langs]
+    return (
+        f"**Tokenizer**: vocab {vocab} trained on {n_train} docs ({n_heldout} held out); loads in "
+        f"transformers as `{hf_class}`.\n\n### Bytes per token by language (held-out vs training docs)\n"
+        + md_table(rows, ("lang", "held-out bytes/token", "train bytes/token"))
+    )

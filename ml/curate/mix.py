@@ -36,8 +36,10 @@ class MixConfig(StageConfig):
     targets: dict[str, float] = field(
         default_factory=lambda: dict(PAPER_MIX)
     )  # Llama 3 paper §3.1.2: 50/25/17/8
-    unit: str = "tokens"  # "tokens" (≈ chars / chars_per_token) or "docs"
-    chars_per_token: float = 4.0  # chosen: ~4 chars per BPE token for English web text
+    # "tokens" (the trained tokenizer's count in column ``n_tokens``; without it ≈ chars / chars_per_token)
+    # or "docs"
+    unit: str = "tokens"
+    chars_per_token: float = 4.0  # chosen: ~4 chars per BPE token for English web text (the fallback only)
     total_units: float | None = None  # None: the input's size; else the mixed corpus size (same unit)
     max_upsample: float = (
         4.0  # chosen: Muennighoff et al. 2023 find up to ~4 epochs nearly as good as new data
@@ -69,9 +71,12 @@ class MixConfig(StageConfig):
 
 
 def doc_units(df: pd.DataFrame, cfg: MixConfig) -> np.ndarray:
-    """Size of each doc in the mix unit: 1 per doc, or ``n_chars / chars_per_token`` tokens."""
+    """Size of each doc in the mix unit: 1 per doc; its ``n_tokens`` (counted by the trained tokenizer)
+    when the column exists; else the estimate ``n_chars / chars_per_token`` (off by ~30% on non-English)."""
     if cfg.unit == "docs":
         return np.ones(len(df), dtype=np.float64)
+    if "n_tokens" in df.columns:
+        return df["n_tokens"].to_numpy(dtype=np.float64)
     chars = (
         df["n_chars"].to_numpy() if "n_chars" in df.columns else df["text"].astype(str).str.len().to_numpy()
     )
@@ -138,6 +143,13 @@ def _select(
     return picks, classes
 
 
+def unit_source(df: pd.DataFrame, cfg: MixConfig) -> str:
+    """How the mix unit was measured: ``documents``, ``tokenizer`` or ``chars/<chars_per_token>``."""
+    if cfg.unit == "docs":
+        return "documents"
+    return "tokenizer" if "n_tokens" in df.columns else f"chars/{cfg.chars_per_token:g}"
+
+
 def realize_mix(df: pd.DataFrame, class_col: str, cfg: MixConfig) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Sample/repeat docs per class to hit ``cfg.targets``; returns (mixed frame, report).
 
@@ -179,6 +191,7 @@ def realize_mix(df: pd.DataFrame, class_col: str, cfg: MixConfig) -> tuple[pd.Da
     mixed["repeat"] = rep[order]
     report = {
         "unit": cfg.unit,
+        "unit_source": unit_source(df, cfg),
         "total_units": grand,
         "capped": bool(capped),
         "empty_classes": empty,

@@ -44,7 +44,11 @@ class ShardConfig(StageConfig):
         8b+ 2^28 = 1 GiB per file; the paper does not say).
     val_fraction: share of DOCUMENTS held out for validation (chosen: 0.05 tiny so the val split is
         not empty on a small crawl, 0.01 above; at least one val doc whenever > 0 and >= 2 docs).
-    seed: salt of the document hash that assigns the split.
+    min_val_docs: at least this many documents in the validation split (the ones with the smallest
+        hashes), so a validation loss averages over enough documents (chosen: 64 on tiny, where 5% of a
+        ~1,000-document crawl is ~50 and was 28 on one run; 0 above, where 1% is thousands).
+    seed: salt of the document hash that assigns the split. The tokenizer holds out the documents of the
+        same hash rule (TokenizerConfig.heldout_*), so validation documents are never tokenizer training text.
     dtype: token dtype on disk; uint32 holds 128,256 ids (uint16 would not).
     add_bos / add_eos: wrap every document in <|begin_of_text|> ... <|end_of_text|>.
     encode_batch_size: documents per ``encode_batch`` call.
@@ -52,6 +56,7 @@ class ShardConfig(StageConfig):
 
     tokens_per_shard: int = 1 << 20
     val_fraction: float = 0.05
+    min_val_docs: int = 0
     seed: int = 0
     dtype: str = "uint32"
     add_bos: bool = True
@@ -59,7 +64,7 @@ class ShardConfig(StageConfig):
     encode_batch_size: int = 1024
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
-        "tiny": {"tokens_per_shard": 1 << 20, "val_fraction": 0.05},
+        "tiny": {"tokens_per_shard": 1 << 20, "val_fraction": 0.05, "min_val_docs": 64},
         "small": {"tokens_per_shard": 1 << 26, "val_fraction": 0.01},
         "8b": {"tokens_per_shard": 1 << 28, "val_fraction": 0.01},
         "70b": {"tokens_per_shard": 1 << 28, "val_fraction": 0.01},
@@ -71,6 +76,8 @@ class ShardConfig(StageConfig):
             raise ValueError(f"ShardConfig.dtype={self.dtype!r}: only 'uint32' is supported")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError(f"ShardConfig.val_fraction={self.val_fraction}: must be in [0, 1)")
+        if self.min_val_docs < 0:
+            raise ValueError(f"ShardConfig.min_val_docs={self.min_val_docs}: must be >= 0")
         if self.tokens_per_shard < 1 or self.encode_batch_size < 1:
             raise ValueError("ShardConfig.tokens_per_shard and encode_batch_size must be >= 1")
 
@@ -142,17 +149,20 @@ class ShardManifest:
         return {"format_version": FORMAT_VERSION, **d}
 
 
-def assign_split(ids: pd.Series, val_fraction: float, seed: int) -> np.ndarray:
+def assign_split(ids: pd.Series, val_fraction: float, seed: int, min_docs: int = 1) -> np.ndarray:
     """Boolean mask, True = validation: a doc is val when xxh64(f"{seed}:{id}") / 2^64 < val_fraction.
 
-    Rows sharing an id share the split. If no document is picked while ``val_fraction > 0`` and there are
-    >= 2 distinct docs, the doc with the smallest hash goes to val, so the val split is never empty by chance.
+    Rows sharing an id share the split. While ``val_fraction > 0`` the split holds at least ``min_docs``
+    distinct documents (at least 1; the ones with the smallest hashes, every copy of each), leaving at
+    least one document for training, so the val split is never empty or tiny by chance.
     """
     keys = (f"{seed}:{i}".encode() for i in ids.astype(str))
     u = np.array([xxhash.xxh64_intdigest(k) / 2.0**64 for k in keys], dtype=np.float64)
     is_val = u < val_fraction
-    if val_fraction > 0 and len(np.unique(u)) >= 2 and not is_val.any():
-        is_val = u == u.min()  # every copy of that document, if the table repeats it
+    distinct = np.unique(u)
+    want = min(max(1, min_docs), len(distinct) - 1)
+    if val_fraction > 0 and want >= 1 and len(np.unique(u[is_val])) < want:
+        is_val = u <= distinct[want - 1]
     return is_val
 
 
@@ -283,7 +293,7 @@ def write_token_shards(
     df = df.reset_index(drop=True)
     bos = special_token_id(tok, BOS) if cfg.add_bos else None
     eos = special_token_id(tok, EOS) if cfg.add_eos else None
-    is_val = assign_split(df["id"], cfg.val_fraction, cfg.seed)
+    is_val = assign_split(df["id"], cfg.val_fraction, cfg.seed, cfg.min_val_docs)
 
     docs = _encode_docs(df["text"], tok, cfg.encode_batch_size, bos, eos)
     n_tokens = np.array([len(d) for d in docs], dtype=np.int64)

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import pandas as pd
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
@@ -79,6 +80,9 @@ class TokenizerConfig(StageConfig):
         chosen so tiny trains in seconds on CPU).
     split_pattern: pre-tokenizer regex (Llama 3's, see LLAMA3_SPLIT_PATTERN).
     model_max_length: written to tokenizer_config.json (Llama 3 paper §3.4.2: 128K context after long-context training).
+    heldout_fraction / heldout_min_docs / heldout_seed: documents kept out of training, on which compression
+        is reported per language; the same hash rule and defaults as ShardConfig's validation split
+        (val_fraction / min_val_docs / seed), so the model's validation documents are unseen here too.
     """
 
     vocab_size: int = 4096
@@ -88,16 +92,24 @@ class TokenizerConfig(StageConfig):
     max_training_bytes: int | None = 32_000_000
     split_pattern: str = LLAMA3_SPLIT_PATTERN
     model_max_length: int = 131_072
+    heldout_fraction: float = 0.05
+    heldout_min_docs: int = 0
+    heldout_seed: int = 0
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
-        "tiny": {"vocab_size": 4096, "max_training_bytes": 32_000_000},
-        "small": {"vocab_size": 32_768, "max_training_bytes": 2_000_000_000},
-        "8b": {"vocab_size": 128_256, "max_training_bytes": None},
-        "70b": {"vocab_size": 128_256, "max_training_bytes": None},
-        "405b": {"vocab_size": 128_256, "max_training_bytes": None},
+        "tiny": {"vocab_size": 4096, "max_training_bytes": 32_000_000, "heldout_min_docs": 64},
+        "small": {"vocab_size": 32_768, "max_training_bytes": 2_000_000_000, "heldout_fraction": 0.01},
+        "8b": {"vocab_size": 128_256, "max_training_bytes": None, "heldout_fraction": 0.01},
+        "70b": {"vocab_size": 128_256, "max_training_bytes": None, "heldout_fraction": 0.01},
+        "405b": {"vocab_size": 128_256, "max_training_bytes": None, "heldout_fraction": 0.01},
     }
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.heldout_fraction < 1.0 or self.heldout_min_docs < 0:
+            raise ValueError(
+                f"TokenizerConfig.heldout_fraction={self.heldout_fraction} must be in [0, 1) and "
+                f"heldout_min_docs={self.heldout_min_docs} >= 0"
+            )
         need = max(NAMED_SPECIAL_OFFSETS.values()) + 1
         if self.num_reserved_special_tokens < need:
             raise ValueError(
@@ -278,6 +290,16 @@ def load_tokenizer(directory: Path | str) -> Tokenizer:
         if tok.token_to_id(t) is None:
             raise ValueError(f"{path}: tokenizer lacks the special token {t!r}")
     return tok
+
+
+def count_tokens(tok: Tokenizer, texts: Sequence[str], batch_size: int = 1024) -> np.ndarray:
+    """Tokens of each text (no BOS/EOS), as ``int64``."""
+    counts: list[int] = []
+    for i in range(0, len(texts), batch_size):
+        counts.extend(
+            len(e.ids) for e in tok.encode_batch(list(texts[i : i + batch_size]), add_special_tokens=False)
+        )
+    return np.asarray(counts, dtype=np.int64)
 
 
 def compression_stats(

@@ -159,15 +159,33 @@ class TokenLoader:
             doc_ids=torch.from_numpy(np.ascontiguousarray(doc[:, :-1])),
         )
 
-    def val_batches(self, n: int) -> list[Batch]:
-        """The first ``n`` batches of this rank's windows in stream order (no shuffle, state untouched).
-
-        Fewer when the split runs out; the same list on every call.
-        """
+    def val_windows(self, n: int) -> np.ndarray:
+        """``n`` batches' worth of this rank's windows, spread evenly over the whole split in stream order
+        (every window when the split holds fewer), so a fixed budget samples every part of the split."""
         windows = np.arange(self.rank, self.num_windows, self.world_size)[: self.windows_per_rank]
-        b = self.batch_size
-        count = min(n, len(windows) // b)
-        return [self.make_batch(windows[i * b : (i + 1) * b]) for i in range(count)]
+        count = min(n, len(windows) // self.batch_size) * self.batch_size
+        return (
+            windows[np.linspace(0, len(windows) - 1, count).round().astype(np.int64)]
+            if count
+            else windows[:0]
+        )
+
+    def val_batches(self, n: int) -> list[Batch]:
+        """The validation batches of :meth:`val_windows` (no shuffle, state untouched); the same list on
+        every call."""
+        windows, b = self.val_windows(n), self.batch_size
+        return [self.make_batch(windows[i * b : (i + 1) * b]) for i in range(len(windows) // b)]
+
+    def docs_in(self, windows: np.ndarray) -> int:
+        """How many distinct documents have tokens in ``windows`` (each ``seq_len + 1`` tokens long)."""
+        T = self.seq_len
+        starts = self.stream.doc_starts(0, len(self.stream))
+        docs: set[int] = set()
+        for w in windows:
+            first = int(np.searchsorted(starts, int(w) * T, side="right"))  # docs begun at or before it
+            last = int(np.searchsorted(starts, int(w) * T + T, side="right"))
+            docs.update(range(first, last + 1))
+        return len(docs)
 
     @property
     def global_batch_size(self) -> int:

@@ -305,7 +305,8 @@ class Trainer:
     def evaluate(self) -> dict[str, float]:
         """The task's evaluation metrics on its fixed evaluation batches."""
         batches = self.task.eval_batches()
-        return evaluate(self.model, self.task, batches, self.device, self.autocast, eager=self.eval_eager)
+        metrics = evaluate(self.model, self.task, batches, self.device, self.autocast, eager=self.eval_eager)
+        return {**metrics, **self.task.eval_info()}
 
     def checkpoint(self) -> Path:
         """Save model, optimizer and training state at this step (collective); returns the directory."""

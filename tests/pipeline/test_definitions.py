@@ -25,8 +25,8 @@ CORE_STAGES = [
     "quality_classifier",
     "quality_scored",
     "domain_classified",
-    "curated_corpus",
     "tokenizer",
+    "curated_corpus",
     "token_shards",
     "pretrained_base",
 ]
@@ -47,6 +47,8 @@ def test_asset_graph_is_the_lifecycle():
     assert parents["pii_redacted"] == {"boilerplate_removed"}
     assert parents["minhash_deduped"] == {"pii_redacted"}
     assert parents["quality_scored"] == {"filtered_docs", "quality_classifier"}
+    assert parents["tokenizer"] == {"domain_classified"}  # trained before the mix, which counts its tokens
+    assert parents["curated_corpus"] == {"domain_classified", "tokenizer"}
     assert parents["token_shards"] == {"curated_corpus", "tokenizer"}
     assert parents["pretrained_base"] == {"token_shards", "tokenizer"}
 

@@ -74,6 +74,11 @@ class Task(abc.ABC):
     def eval_batches(self) -> list[Batch]:
         """This rank's fixed evaluation batches (the same ones at every evaluation of one data layout)."""
 
+    def eval_info(self) -> dict[str, float]:
+        """Facts about the evaluation batches reported with every evaluation (e.g. tokens and documents
+        covered); none by default."""
+        return {}
+
     @abc.abstractmethod
     def eval_step(self, forward: Any, batch: Batch) -> dict[str, torch.Tensor]:
         """Metrics of one evaluation batch (scalar tensors) computed with ``forward`` (the model's call)."""

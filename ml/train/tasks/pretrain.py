@@ -44,6 +44,7 @@ class PretrainTask(Task):
                 f"vocab_size={cfg.model.vocab_size}: set TrainConfig.model.vocab_size"
             )
         self._val: tuple[int, list[Batch]] = (-1, [])
+        self._val_info: dict[str, float] = {}
         self._flops: dict[int, float] = {}
 
     def _make_loader(self, split: str) -> TokenLoader:
@@ -84,11 +85,22 @@ class PretrainTask(Task):
         return self._forward(model, batch), batch["inputs"].numel()
 
     def eval_batches(self) -> list[Batch]:
-        """The validation split's first ``eval_batches`` batches at the current sequence length."""
+        """``eval_batches`` batches of windows spread evenly over the validation split, at the current
+        sequence length (the fixed validation budget: tokens and documents covered in :meth:`eval_info`)."""
         if self._val[0] != self.seq_len:
-            val = self._make_loader("val").val_batches(self.cfg.eval_batches)
+            loader = self._make_loader("val")
+            windows = loader.val_windows(self.cfg.eval_batches)
+            val = loader.val_batches(self.cfg.eval_batches)
             self._val = (self.seq_len, [b._asdict() for b in val])
+            self._val_info = {
+                "val_tokens": float(len(windows) * self.seq_len),
+                "val_docs": float(loader.docs_in(windows)),
+            }
         return self._val[1]
+
+    def eval_info(self) -> dict[str, float]:
+        """This rank's validation budget: target tokens scored and documents they come from."""
+        return dict(self._val_info)
 
     def eval_step(self, forward: Any, batch: Batch) -> dict[str, torch.Tensor]:
         return {"val_loss": self._forward(forward, batch).float()}

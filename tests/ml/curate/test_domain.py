@@ -68,6 +68,9 @@ def frame(texts: list[str], langs: list[str], **extra) -> pd.DataFrame:
         ("E = m c^2 for a body at rest", "math"),
         ("Let α be the angle between the two vectors.", "math"),
         ("Lemma 2 follows from the definition.", "math"),
+        ("(%i1) integrate(x^2, x);", "math"),  # a Maxima REPL line: mathematics written as code
+        (">>> sqrt(8)", "math"),
+        ("these expressions, $F_r$ and $F_r^*$, sum to zero", "math"),
         ("See the manual for more details.", "prose"),
         ("### Installation", "prose"),
         ("a well-known, user-friendly tool (and/or library)", "prose"),
@@ -80,11 +83,24 @@ def test_line_kind(line, kind):
 
 def test_domain_scores_hand_counted():
     cfg = DomainConfig()
-    assert domain_scores(C_SNIPPET, cfg) == (1.0, 0.0)  # all 9 lines are code
-    assert domain_scores(MATH, cfg) == (0.0, 0.8)  # 4 of 5 lines carry math markers
+    assert domain_scores(C_SNIPPET, cfg) == (1.0, 0.0, 0.0)  # all 9 lines are code, no math term
+    # 4 of 5 lines carry math markers; 4 of its 54 words are math terms (quadratic, equation, Theorem, Proof)
+    assert domain_scores(MATH, cfg) == (0.0, 0.8, 4 / 54)
     # the ===== ruler and the blank line are skipped: 1 code line ($ prompt) of 3
-    assert domain_scores("Title\n=====\nSome prose here.\n\n$ make install", cfg) == (1 / 3, 0.0)
-    assert domain_scores("", cfg) == (0.0, 0.0)
+    assert domain_scores("Title\n=====\nSome prose here.\n\n$ make install", cfg) == (1 / 3, 0.0, 0.0)
+    assert domain_scores("", cfg) == (0.0, 0.0, 0.0)
+
+
+def test_prose_about_mathematics_is_math_by_its_vocabulary():
+    text = (
+        "The determinant of a square matrix is zero exactly when its columns are dependent.\n"
+        "The integral of a derivative recovers the function up to a constant.\n"
+        "This chapter explains how to read the reference pages.\n"
+    )
+    code, lines, vocab = domain_scores(text, DomainConfig())
+    # determinant, matrix, integral, derivative: 4 of 35 words; no line has math notation or a math word
+    assert (code, lines, vocab) == (0.0, 0.0, 4 / 35)
+    assert teacher_domains(frame([text], ["en"]), DomainConfig())["domain"].tolist() == ["math_reasoning"]
 
 
 def test_teacher_labels_code_math_multilingual_general():
@@ -93,6 +109,7 @@ def test_teacher_labels_code_math_multilingual_general():
     assert labels["domain"].tolist() == ["code", "math_reasoning", "multilingual", "general"]
     assert labels["code_score"].tolist() == [1.0, 0.0, 0.0, 0.0]
     assert labels["math_score"].tolist() == [0.0, 0.8, 0.0, 0.0]
+    assert labels["math_vocab"].tolist() == [0.0, 4 / 54, 0.0, 0.0]
 
 
 def test_domain_config_presets_and_errors():

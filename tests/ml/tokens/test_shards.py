@@ -141,6 +141,20 @@ def test_val_never_empty_by_chance():
     assert assign_split(ids.iloc[:1], 1e-12, seed=0).sum() == 0
 
 
+def test_min_val_docs_takes_the_smallest_hashes_and_leaves_training_docs():
+    import xxhash
+
+    ids = pd.Series([f"doc-{i}" for i in range(100)])
+    by_hash = sorted(range(100), key=lambda i: xxhash.xxh64_intdigest(f"0:doc-{i}".encode()))
+    plain = assign_split(ids, 0.05, seed=0)
+    assert set(np.flatnonzero(plain)) <= set(by_hash[:10])  # the hash rule alone: u < 0.05
+    at_least = assign_split(ids, 0.05, seed=0, min_docs=20)
+    assert sorted(np.flatnonzero(at_least)) == sorted(by_hash[:20])
+    assert (assign_split(ids, 0.05, seed=0, min_docs=1) == plain).all()  # already enough: unchanged
+    assert assign_split(ids, 0.05, seed=0, min_docs=500).sum() == 99  # one document stays for training
+    assert assign_split(ids, 0.0, seed=0, min_docs=20).sum() == 0  # no validation asked for
+
+
 def test_upsampled_copies_and_weight_column(tok, tmp_path):
     # ml/curate/mix.py's output: copies are extra rows with the same id, `repeat` = copy index.
     df = three_docs()

@@ -219,15 +219,27 @@ def test_two_ranks_disjoint_and_cover_epoch(big):
 
 def test_val_batches_deterministic(big):
     loader = TokenLoader(big, batch_size=3, seq_len=8, seed=1)
-    first = loader.val_batches(2)
-    assert len(first) == 2
-    assert torch.equal(first[1].inputs, loader.make_batch(np.array([3, 4, 5])).inputs)
+    first, windows = loader.val_batches(2), loader.val_windows(2)
+    n = loader.num_windows
+    assert len(first) == 2 and len(windows) == 6 and windows[0] == 0 and windows[-1] == n - 1  # spread out
+    assert (np.diff(windows) >= (n - 1) // 5).all()
+    assert torch.equal(first[1].inputs, loader.make_batch(windows[3:6]).inputs)
     take(loader, 3)
     assert same(loader.val_batches(2), first)
     assert loader.state_dict()["windows_consumed"] == 9
-    assert len(loader.val_batches(10_000)) == loader.num_windows // 3
-    rank1 = TokenLoader(big, batch_size=3, seq_len=8, rank=1, world_size=2).val_batches(1)
-    assert torch.equal(rank1[0].inputs, loader.make_batch(np.array([1, 3, 5])).inputs)
+    assert len(loader.val_batches(10_000)) == n // 3
+    assert loader.val_windows(10_000).tolist() == list(range(n // 3 * 3))  # the whole split
+    rank1 = TokenLoader(big, batch_size=3, seq_len=8, rank=1, world_size=2)
+    own = np.arange(1, n, 2)[: rank1.windows_per_rank]
+    assert rank1.val_windows(1).tolist() == [own[0], own[round((len(own) - 1) / 2)], own[-1]]
+
+
+def test_val_windows_and_the_documents_they_cover(tmp_path):
+    # stream 256 97 98 257 | 256 99 100 101 257 | 256 102 257; seq_len 3: windows 0-3, 3-6, 6-9 (+1 target)
+    loader = TokenLoader(write(tmp_path, ["ab", "cde", "f"]), batch_size=1, seq_len=3)
+    assert loader.val_windows(2).tolist() == [0, 2]  # first and last of 3
+    assert [loader.docs_in(np.array([w])) for w in (0, 1, 2)] == [1, 2, 2]
+    assert loader.docs_in(np.array([0, 2])) == 3 and loader.docs_in(np.array([], dtype=np.int64)) == 0
 
 
 def test_val_split_loader(tmp_path):
