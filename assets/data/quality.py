@@ -12,7 +12,6 @@ from dagster_project.resources import DaskResource, DvcResource, MlflowResource
 from dagster_project.stage import md_table, stage_asset, stage_run
 from ml.curate.classify import flat_metrics
 from ml.curate.quality import (
-    TEACHER_DESCRIPTION,
     QualityConfig,
     QualityModel,
     score_quality,
@@ -33,10 +32,11 @@ def quality_classifier(
 ) -> dg.MaterializeResult:
     """Train the model-based quality classifier (a fastText-style hashed n-gram linear model).
 
-    Teacher (honest and offline): see ``ml.curate.quality`` — the perplexity of each document under a
-    reference n-gram language model trained on curated reference text that ships with Python; the
-    lowest-perplexity documents are labelled positive, the highest negative. Reports held-out
-    precision / recall / AUC against the teacher."""
+    Teacher (honest and offline): see ``ml.curate.quality`` — by default a logistic regression over
+    reference-LM fluency, legal-vocabulary density, length and prose-line fraction, fitted to people's
+    good/bad labels (dev split of ``ml/resources/quality_annotations``); the best-scoring documents are
+    labelled positive, the worst negative. Reports held-out precision / recall / AUC against the teacher,
+    and teacher and student agreement with people on the annotated test split (MLflow ``annotated/...``)."""
     cfg = resolve_config(QualityConfig, config)
     df = filtered_docs.read()
     with stage_run(context, mlflow, dvc, cfg, filtered_docs) as run:
@@ -50,18 +50,34 @@ def quality_classifier(
         student, held = report["student"], report["student"]["held_out"]
         headline = {k: held[k] for k in ("precision", "recall", "f1", "roc_auc", "accuracy")}
         headline["teacher_student_spearman_unseen"] = report["agreement"]["spearman_unseen"]
+        people = annotated_headline(report.get("annotated"))
         summary = (
             f"**Quality classifier** trained on {student['train_docs']} teacher-labelled docs; held-out "
             f"{student['held_out_docs']} docs vs the teacher:\n\n"
             + md_table(headline, ("metric", "value"))
             + "\n\nTeacher: "
-            + TEACHER_DESCRIPTION.strip().splitlines()[0]
+            + report["teacher"]["description"]
         )
+        if people:
+            summary += "\n\nAgreement with people (annotated test split):\n\n" + md_table(
+                people, ("metric", "value")
+            )
         return run.result(
             num_records=int(student["train_docs"] + student["held_out_docs"]),
             summary=summary,
-            metadata={f"heldout_{k}": float(v) for k, v in headline.items()},
+            metadata={f"heldout_{k}": float(v) for k, v in headline.items()} | people,
         )
+
+
+def annotated_headline(annotated: dict | None) -> dict[str, float | int]:
+    """Student AUC/precision/recall and teacher AUC on the annotated test split, and its size."""
+    if not annotated:
+        return {}
+    student = annotated["student"]
+    return {f"annotated_student_{k}": float(student[k]) for k in ("roc_auc", "precision", "recall")} | {
+        "annotated_teacher_roc_auc": float(annotated["teacher"]["roc_auc"]),
+        "annotated_n": int(student["n"]),
+    }
 
 
 @stage_asset(DocShards, partitions_def=SNAPSHOTS, kinds={"python", "dask"})

@@ -110,11 +110,13 @@ def toy_corpus() -> pd.DataFrame:
     )
 
 
-def test_train_quality_classifier_learns_teacher_labels_and_filters():
+@pytest.mark.parametrize("teacher", ["signals", "perplexity"])
+def test_train_quality_classifier_learns_teacher_labels_and_filters(teacher):
     df = toy_corpus()
     cfg = QualityConfig.from_dict(
         {
             **FAST,
+            "teacher": teacher,
             "positive_fraction": 0.5,
             "negative_fraction": 0.5,
             "held_out_fraction": 0.2,
@@ -124,7 +126,7 @@ def test_train_quality_classifier_learns_teacher_labels_and_filters():
     model, report = train_quality_classifier(df, cfg)
     t = report["teacher"]
     assert (t["docs_eligible"], t["docs_positive"], t["docs_negative"]) == (20, 10, 10)
-    assert t["perplexity_positive_max"] < t["perplexity_negative_min"]
+    assert t["teacher"] == teacher and t["score_positive_min"] > t["score_negative_max"]
     held = report["student"]["held_out"]
     assert (report["student"]["train_docs"], held["n"]) == (16, 4)
     assert held["accuracy"] == 1.0 and held["roc_auc"] == 1.0 and held["confusion"]["tp"] == 2
