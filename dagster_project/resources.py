@@ -44,6 +44,7 @@ class MlflowResource(dg.ConfigurableResource):
     tracking_uri: str = ""
     experiment: str = "llama-lifecycle"
     ui_url: str = "http://127.0.0.1:5000"
+    dagster_ui_url: str = "http://127.0.0.1:3000"  # links from each MLflow run back to its Dagster run
 
     def resolved_uri(self) -> str:
         return (
@@ -124,14 +125,22 @@ class MlflowResource(dg.ConfigurableResource):
         client = self.client()
         exp_id = self._experiment_id(client)
         parent = self._parent_run(client, exp_id, dagster_run_id, job_name)
+        dagster = self.dagster_ui_url.rstrip("/")
+        run_link, asset_link = f"{dagster}/runs/{dagster_run_id}", f"{dagster}/assets/{asset}"
         run = client.create_run(
             exp_id,
             run_name=f"{asset}[{partition}]" if partition else asset,
             tags={
                 "mlflow.parentRunId": parent,
                 "dagster.run_id": dagster_run_id,
+                "dagster.run_url": run_link,
                 "dagster.asset_key": asset,
+                "dagster.asset_url": asset_link,
                 "dagster.partition": partition or "",
+                # the run page's description (markdown): the way back to Dagster is a click
+                "mlflow.note.content": f"Materialization of [{asset}]({asset_link})"
+                + (f" partition `{partition}`" if partition else "")
+                + f" in Dagster run [{dagster_run_id[:8]}]({run_link}).",
                 **tags,
             },
         )

@@ -25,6 +25,9 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import os
+import sys
+import time
 import typing
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -89,6 +92,13 @@ def run_gate(gate: Gate, asset: str, partition: str | None, path: Path, md5: str
     )
 
 
+def progress(line: str) -> None:
+    """One line per asset start and end on stderr, for people watching ``make run`` (``LIFECYCLE_PROGRESS=0``
+    silences it); Dagster captures it in the step's logs too."""
+    if os.environ.get("LIFECYCLE_PROGRESS", "1") not in ("0", "false", "off"):
+        print(f"[lifecycle {time.strftime('%H:%M:%S')}] {line}", file=sys.stderr, flush=True)
+
+
 def partition_of(context: dg.AssetExecutionContext) -> str | None:
     return context.partition_key if context.has_partition_key else None
 
@@ -139,6 +149,10 @@ class StageRun:
         )
         for a in inputs:
             self.log.log_input(a.asset, a.path, a.md5)
+        self.t0 = time.perf_counter()
+        progress(
+            f"> {self.asset}{f' [{self.partition}]' if self.partition else ''}: started (version {self.version})"
+        )
         self.metrics: dict[str, float] = {}
         self.extra_md: list[str] = []
         self.plots: dict[str, str] = {}
@@ -186,6 +200,11 @@ class StageRun:
         self.log.log_metrics({"num_records": num_records})
         self.log.log_text(summary, "summary.md")
         self.log.finish("FINISHED" if status == "current" else "FAILED")
+        progress(
+            f"{'+' if status == 'current' else 'x'} {self.asset}{f' [{self.partition}]' if self.partition else ''}: "
+            f"{num_records:,} records, version {status}, {time.perf_counter() - self.t0:.1f}s"
+            + (f" (blocked by {', '.join(blocked)})" if blocked else "")
+        )
         meta = self._metadata(num_records, summary, md5, status, previous)
         meta.update(metadata or {})
         return dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(md5), check_results=checks)
@@ -226,6 +245,11 @@ def stage_run(
         yield run
     except BaseException as exc:
         run.log.finish("FAILED")
+        progress(
+            f"x {run.asset}: failed after {time.perf_counter() - run.t0:.1f}s: {type(exc).__name__}: {exc}"[
+                :500
+            ]
+        )
         if run.store.record(run.version).get("status") == "pending":  # kept for inspection, never current
             run.store.fail(run.version, f"materialization raised {type(exc).__name__}: {exc}"[:2000])
         raise

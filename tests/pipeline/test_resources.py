@@ -59,6 +59,13 @@ def test_mlflow_nests_asset_runs_under_one_parent(home):
     assert [d.dataset.digest for d in ra.inputs.dataset_inputs] == ["abc123"]
     assert ra.data.tags["dagster.asset_key"] == "a" and ra.data.tags["dagster.partition"] == "p"
     assert a.url.startswith("http://127.0.0.1:5000/#/experiments/")
+    # the way back to Dagster: links as tags and in the run's markdown description
+    assert ra.data.tags["dagster.run_url"] == "http://127.0.0.1:3000/runs/run-1"
+    assert ra.data.tags["dagster.asset_url"] == "http://127.0.0.1:3000/assets/a"
+    assert ra.data.tags["mlflow.note.content"] == (
+        "Materialization of [a](http://127.0.0.1:3000/assets/a) partition `p` in Dagster run "
+        "[run-1](http://127.0.0.1:3000/runs/run-1)."
+    )
 
 
 def test_experiment_opens_on_runs_and_parent_runs_end_with_the_dagster_status(home):
