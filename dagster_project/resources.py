@@ -21,7 +21,7 @@ import dagster as dg
 import yaml
 
 from dagster_project.home import lifecycle_home
-from ml.io import atomic_write_text, update_hash
+from ml.io import atomic_write_text, md5_file
 
 
 def _flatten(prefix: str, value: Any, out: dict[str, str]) -> None:
@@ -337,14 +337,19 @@ def dvc_md5(home: Path, rel: str, stage: str | None) -> str:
 
 
 def directory_md5(path: Path) -> str:
-    """A content hash of a file or directory tree (used when DVC versioning is switched off)."""
-    h = hashlib.md5()
+    """DVC's md5 of a file or directory, computed without DVC (when versioning is off, and for a version
+    before DVC records it), so the md5 Dagster and MLflow show is DVC's own: a file's is the md5 of its bytes;
+    a directory's is the md5 of the JSON list ``[{"md5": <file md5>, "relpath": <posix path>}, ...]``
+    sorted by path (``json.dumps(..., sort_keys=True)``), plus ``.dir`` (dvc-data's ``Tree.digest``)."""
     path = Path(path)
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    for f in files:
-        h.update(f.relative_to(path.parent if path.is_file() else path).as_posix().encode())
-        update_hash(h, f)
-    return h.hexdigest() + (".dir" if path.is_dir() else "")
+    if path.is_file():
+        return md5_file(path)
+    entries = [
+        {"md5": md5_file(f), "relpath": f.relative_to(path).as_posix()}
+        for f in sorted(p for p in path.rglob("*") if p.is_file())
+    ]
+    entries.sort(key=lambda e: e["relpath"])
+    return hashlib.md5(json.dumps(entries, sort_keys=True).encode("utf-8")).hexdigest() + ".dir"
 
 
 class LocalWebResource(dg.ConfigurableResource):

@@ -12,9 +12,14 @@ def test_dvc_track_adds_artifact_and_returns_md5(home):
     art = home / "data" / "demo" / "p1"
     art.mkdir(parents=True)
     (art / "a.txt").write_text("hello")
+    (art / "sub" / "deeper").mkdir(parents=True)
+    (art / "sub" / "deeper" / "b.bin").write_bytes(bytes(range(256)) * 9)
+    (art / "sub" / "c.txt").write_text("ünïcode\r\nline")
     md5 = DvcResource().track(art)
     dvc_file = yaml.safe_load((home / "data" / "demo" / "p1.dvc").read_text())
     assert dvc_file["outs"][0]["md5"] == md5 and md5.endswith(".dir")
+    assert directory_md5(art) == md5  # computed without DVC, DVC's own md5
+    assert directory_md5(art / "a.txt") == "5d41402abc4b2a76b9719d911017c592"  # md5("hello")
     assert (home / "dvc-remote").is_dir()  # pushed to the local remote
     # a new version gets a new md5 and the old one stays in the cache
     (art / "a.txt").write_text("hello again")
