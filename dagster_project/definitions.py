@@ -24,7 +24,7 @@ from dagster_project.resources import (  # noqa: E402 (after the warnings filter
     RedisResource,
     TorchrunResource,
 )
-from dagster_project.schedules import SCHEDULES  # noqa: E402 (after the warnings filter)
+from dagster_project.schedules import AUTOMATION_SENSORS, SCHEDULES  # noqa: E402 (after the warnings filter)
 from dagster_project.sensors import SENSORS  # noqa: E402 (after the warnings filter)
 
 
@@ -45,7 +45,7 @@ defs = dg.Definitions(
     asset_checks=CHECKS,
     jobs=JOBS,
     schedules=SCHEDULES,
-    sensors=SENSORS,
+    sensors=[*SENSORS, *AUTOMATION_SENSORS],
     resources=default_resources(),
 )
 

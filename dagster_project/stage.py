@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
+import hashlib
 import os
 import sys
 import time
@@ -36,10 +38,12 @@ from typing import Any
 import dagster as dg
 
 from dagster_project.artifacts import Artifact
-from dagster_project.home import git_sha, lifecycle_home
+from dagster_project.dvc_yaml import source_deps
+from dagster_project.home import REPO_ROOT, git_sha, lifecycle_home
 from dagster_project.resources import AssetRunLog, DvcResource, MlflowResource, directory_md5
 from dagster_project.versions import VersionError, VersionStore
 from ml.config import StageConfig
+from ml.io import update_hash
 
 Gate = Callable[[Any], dg.AssetCheckResult]
 _GATES: dict[str, tuple[Gate, ...]] = {}
@@ -51,10 +55,17 @@ def stage_asset(
     """``dg.asset`` for a stage writing an ``artifact`` (a handle class), with blocking checks (``gates``)
     that run inside the materialization on the new version, before it may become current. A gate takes the
     artifact handle (typed by its first parameter) and returns a ``dg.AssetCheckResult``; it shows in the
-    UI as the asset's check of the same name."""
+    UI as the asset's check of the same name.
+
+    Defaults (overridable per asset): ``code_version`` = a hash of the source files on the asset module's
+    import graph (the files its dvc.yaml stage depends on), so a code change marks exactly the assets whose
+    code changed, and what is downstream of them, stale; ``automation_condition`` = eager: when an upstream
+    partition is materialized (a new weekly snapshot) the automation sensor materializes it too."""
 
     def wrap(fn: Callable) -> dg.AssetsDefinition:
         name = asset_kwargs.get("name") or fn.__name__
+        asset_kwargs.setdefault("code_version", code_version(fn.__module__))
+        asset_kwargs.setdefault("automation_condition", dg.AutomationCondition.eager())
         specs = [
             dg.AssetCheckSpec(g.__name__, asset=name, blocking=True, description=(g.__doc__ or "").strip())
             for g in gates
@@ -65,6 +76,16 @@ def stage_asset(
         return dg.asset(check_specs=specs or None, metadata=meta, **asset_kwargs)(fn)
 
     return wrap
+
+
+@functools.cache
+def code_version(module: str, root: Path = REPO_ROOT) -> str:
+    """sha256 (16 hex) over the path and bytes of every repo source file on ``module``'s import graph."""
+    h = hashlib.sha256()
+    for rel in source_deps(module, root=root):
+        h.update(rel.encode() + b"\0")
+        update_hash(h, root / rel)
+    return h.hexdigest()[:16]
 
 
 def gates_of(asset: str) -> tuple[Gate, ...]:
