@@ -4,6 +4,7 @@ lifecycle run [--partition local-web] [--preset P] [--select ASSET ...]   # what
 lifecycle materialize ASSET --partition P --preset P                      # what each dvc.yaml stage runs
 lifecycle dvc-yaml [--check]                                              # dvc.yaml from the asset graph
 lifecycle configs                                                         # the generated run configs
+lifecycle lineage ASSET [--partition P] [--version V]                      # what a version was built from
 lifecycle versions [ASSET]                                                # every artifact version and its status
 lifecycle gc [--keep N] [--failed-older-than-days D] [--dry-run]          # delete old and failed versions
 
@@ -135,9 +136,25 @@ def main(argv: list[str] | None = None) -> int:
     gc.add_argument("--keep", type=int, default=1, help="superseded versions kept per partition (default 1)")
     gc.add_argument("--failed-older-than-days", type=float, default=7.0)
     gc.add_argument("--dry-run", action="store_true")
+    lin = sub.add_parser(
+        "lineage", help="the upstream versions, runs, configs and code an artifact came from"
+    )
+    lin.add_argument("asset")
+    lin.add_argument("--partition", default="local-web", help="'' for an unpartitioned asset")
+    lin.add_argument("--version", default=None, help="an artifact version (default: the newest)")
     args = parser.parse_args(argv)
     if args.cmd in ("versions", "gc"):
         return _versions(args)
+    if args.cmd == "lineage":
+        from dagster_project.lineage import lineage
+
+        try:
+            node = lineage(_instance(), args.asset, args.partition or None, args.version)
+        except LookupError as exc:
+            print(f"lifecycle lineage: {exc}", file=sys.stderr)
+            return 1
+        print("\n".join(node.lines()))
+        return 0
 
     if args.cmd == "run":
         return 0 if materialize(args.select, args.partition, args.preset) else 1

@@ -67,6 +67,17 @@ def test_garbage_input_fails_its_check_and_the_good_version_stays_current(home, 
     assert meta["inputs"]["raw_crawl"]["version"] == v1["version"]
     assert len(read_shards(home / "data" / "extracted_docs" / "p" / "docs")) == 5
 
+    # lineage walks back to the version that was read, not to the newer failed one
+    from dagster_project.cli import _instance, main
+    from dagster_project.lineage import lineage
+
+    node = lineage(_instance(), "extracted_docs", "p")
+    assert (node.version, node.run_id, node.facts["dvc_md5"]) == (meta["version"], docs.run_id, meta["dvc_md5"])
+    assert [(n.asset, n.version, n.run_id) for n in node.inputs] == [("raw_crawl", v1["version"], good.run_id)]
+    assert node.code_version and node.inputs[0].facts["dvc_md5"] == v1["dvc_md5"]
+    assert main(["lineage", "extracted_docs", "--partition", "p"]) == 0
+    assert main(["lineage", "extracted_docs", "--partition", "p", "--version", "v0-none"]) == 1
+
 
 def test_a_failed_dvc_push_leaves_the_previous_version_current(home, tmp_path):
     v1 = asset_metadata(
