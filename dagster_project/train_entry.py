@@ -27,13 +27,10 @@ def main() -> None:
             pipes.log.info(f"step {step}: {shown}")
 
         result = run.run(on_metrics=on_metrics)
+        # the asset reads WORK/train_result.json (authoritative); this report is for the UI's run view
         pipes.report_asset_materialization(
             metadata={
-                "final_step": result.final_step,
-                "final_loss": float(result.losses[-1]) if result.losses else float("nan"),
-                "final_val_loss": float(result.val_losses[-1][1]) if result.val_losses else float("nan"),
-                "tokens_seen": int(result.tokens_seen),
-                "wall_time_s": float(result.wall_time_s),
+                **result.final_metrics(),
                 "hf_export": {"raw_value": str(result.hf_dir), "type": "path"},
             }
         )

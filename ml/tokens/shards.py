@@ -45,8 +45,9 @@ class ShardConfig(StageConfig):
     val_fraction: share of DOCUMENTS held out for validation (chosen: 0.05 tiny so the val split is
         not empty on a small crawl, 0.01 above; at least one val doc whenever > 0 and >= 2 docs).
     min_val_docs: at least this many documents in the validation split (the ones with the smallest
-        hashes), so a validation loss averages over enough documents (chosen: 64 on tiny, where 5% of a
-        ~1,000-document crawl is ~50 and was 28 on one run; 0 above, where 1% is thousands).
+        hashes; at most half of the documents), so a validation loss averages over enough documents
+        (chosen: 64 on tiny, where 5% of a ~1,000-document crawl is ~50 and was 28 on one run; 0 above,
+        where 1% is thousands).
     seed: salt of the document hash that assigns the split. The tokenizer holds out the documents of the
         same hash rule (TokenizerConfig.heldout_*), so validation documents are never tokenizer training text.
     dtype: token dtype on disk; uint32 holds 128,256 ids (uint16 would not).
@@ -153,14 +154,15 @@ def assign_split(ids: pd.Series, val_fraction: float, seed: int, min_docs: int =
     """Boolean mask, True = validation: a doc is val when xxh64(f"{seed}:{id}") / 2^64 < val_fraction.
 
     Rows sharing an id share the split. While ``val_fraction > 0`` the split holds at least ``min_docs``
-    distinct documents (at least 1; the ones with the smallest hashes, every copy of each), leaving at
-    least one document for training, so the val split is never empty or tiny by chance.
+    distinct documents (at least 1; the ones with the smallest hashes, every copy of each) but never more
+    than half of them by that rule, so the val split is never empty or tiny by chance and training keeps
+    most of a small corpus.
     """
     keys = (f"{seed}:{i}".encode() for i in ids.astype(str))
     u = np.array([xxhash.xxh64_intdigest(k) / 2.0**64 for k in keys], dtype=np.float64)
     is_val = u < val_fraction
     distinct = np.unique(u)
-    want = min(max(1, min_docs), len(distinct) - 1)
+    want = min(max(1, min_docs), len(distinct) // 2)
     if val_fraction > 0 and want >= 1 and len(np.unique(u[is_val])) < want:
         is_val = u <= distinct[want - 1]
     return is_val

@@ -71,6 +71,10 @@ class TrainResult:
     # corrupt checkpoints restore skipped (newest first), kept aside for inspection
     skipped_checkpoints: list[ckpt.SkippedCheckpoint] = dataclasses.field(default_factory=list)
 
+    def final_metrics(self) -> dict[str, float]:
+        """The headline figures of the run (what an asset reports): final step, losses, tokens, time."""
+        return final_metrics(self.to_dict())
+
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["checkpoint_dir"] = str(self.checkpoint_dir) if self.checkpoint_dir else None
@@ -80,6 +84,18 @@ class TrainResult:
             for s in self.skipped_checkpoints
         ]
         return d
+
+
+def final_metrics(result: dict[str, Any]) -> dict[str, float]:
+    """The headline figures of a run from its ``TrainResult.to_dict()`` (``train_result.json``)."""
+    losses, val = result.get("losses") or [], result.get("val_losses") or []
+    return {
+        "final_step": int(result["final_step"]),
+        "final_loss": float(losses[-1]) if losses else float("nan"),
+        "final_val_loss": float(val[-1][1]) if val else float("nan"),
+        "tokens_seen": int(result["tokens_seen"]),
+        "wall_time_s": float(result["wall_time_s"]),
+    }
 
 
 def build_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
