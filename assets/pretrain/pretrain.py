@@ -15,6 +15,7 @@ from dagster_project.stage import StageRun, md_table, stage_asset, stage_run
 from ml.eval.unigram import unigram_baseline
 from ml.io import atomic_dir, atomic_write_bytes, atomic_write_text
 from ml.train.config import TrainConfig
+from ml.train.engine import final_metrics
 from ml.train.report import loss_curve_png, read_metrics
 
 TrainRun = dagster_config_for(TrainConfig)
@@ -51,7 +52,7 @@ def pretrained_base(
         reported = torchrun.launch(context, args).get_materialize_result().metadata
         metrics = read_metrics(work / "metrics.jsonl")
         run.log.log_metric_series([(m["step"], {k: v for k, v in m.items() if k != "step"}) for m in metrics])
-        final = {k: getattr(v, "value", v) for k, v in reported.items() if k != "hf_export"}
+        final = _final(work)  # the file, not the Pipes report: a Pipes message can be lost (a reader race)
         evals = _beyond_unigram(token_shards, final, metrics)
         final.update({k: evals[k] for k in ("unigram_nats", "nats_below_unigram", "val_tokens", "val_docs")})
         with atomic_dir(run.out_dir) as tmp:
@@ -79,6 +80,14 @@ def pretrained_base(
                 "nproc_per_node": torchrun.nproc_per_node,
             },
         )
+
+
+def _final(work) -> dict:
+    """The run's headline figures from ``train_result.json``; a clear failure when the run wrote none."""
+    path = work / "train_result.json"
+    if not path.exists():
+        raise dg.Failure(description=f"training finished without {path}: the run did not complete")
+    return final_metrics(json.loads(path.read_text()))
 
 
 def _work_dir(run: StageRun, cfg: TrainConfig):
