@@ -164,6 +164,19 @@ class Doc:
         return [w for w in self.words if not is_symbol_word(w)]
 
     @cached_property
+    def word_counts(self) -> Counter[str]:  # each distinct word once: per-word rules run on these
+        return Counter(self.words)
+
+    @cached_property
+    def content_word_stats(self) -> tuple[int, int]:  # (number, total characters) of the content words
+        number = chars = 0
+        for w, k in self.word_counts.items():
+            if not is_symbol_word(w):
+                number += k
+                chars += k * len(w)
+        return number, chars
+
+    @cached_property
     def tokens(self) -> list[str]:  # lowercased \w+ tokens for word lists and word-KL
         return _TOKEN.findall(self.text.lower())
 
@@ -211,7 +224,7 @@ class LengthFilter(HeuristicFilter):
     name = "length"
 
     def scores(self, doc: Doc) -> dict[str, float]:
-        return {"n_words": len(doc.content_words)}
+        return {"n_words": doc.content_word_stats[0]}
 
     def check(self, s: Mapping[str, float], doc: Doc) -> tuple[str, str] | None:
         if s["n_words"] < self.cfg.min_words:
@@ -226,7 +239,7 @@ class AlphaRatioFilter(HeuristicFilter):
 
     def scores(self, doc: Doc) -> dict[str, float]:
         n = len(doc.words)
-        alpha = sum(1 for w in doc.words if has_alpha(w))
+        alpha = sum(k for w, k in doc.word_counts.items() if has_alpha(w))
         return {"alpha_word_frac": alpha / n if n else 0.0}
 
     def check(self, s: Mapping[str, float], doc: Doc) -> tuple[str, str] | None:
@@ -241,8 +254,8 @@ class MeanWordLengthFilter(HeuristicFilter):
     name = "mean_word_length"
 
     def scores(self, doc: Doc) -> dict[str, float]:
-        words = doc.content_words
-        return {"mean_word_length": sum(len(w) for w in words) / len(words) if words else 0.0}
+        number, chars = doc.content_word_stats
+        return {"mean_word_length": chars / number if number else 0.0}
 
     def check(self, s: Mapping[str, float], doc: Doc) -> tuple[str, str] | None:
         m, cfg = s["mean_word_length"], self.cfg
@@ -417,8 +430,8 @@ def ngram_char_fracs(words: list[str], n_chars: int, sep: int = 1) -> dict[str, 
     out = {f"top{n}gram_frac": 0.0 for n in (2, 3, 4)} | {f"dup{n}gram_frac": 0.0 for n in range(5, 11)}
     if n_chars <= 0 or len(words) < 2:
         return out
-    index: dict[str, int] = {}
-    word_ids = np.fromiter((index.setdefault(w, len(index)) for w in words), dtype=np.int64, count=len(words))
+    index = {w: i for i, w in enumerate(dict.fromkeys(words))}
+    word_ids = np.fromiter(map(index.__getitem__, words), dtype=np.int64, count=len(words))
     starts = np.concatenate(([0], np.cumsum(np.fromiter(map(len, words), dtype=np.int64, count=len(words)))))
     grams = word_ids
     for n in range(2, min(len(words), 10) + 1):
