@@ -40,7 +40,7 @@ def crawl(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_repack_balances_files_and_keeps_every_record(crawl: Path, tmp_path: Path):
     paths = sorted(crawl.glob("*.warc.gz"))
-    assert len(paths) > 2  # the sink rotated its files
+    assert len(paths) == 2  # the sink rotated its file once
     warcs, n = repack(paths, tmp_path / "two", 2, None)
     assert n == 10 and len(warcs) == 2
     before = sorted((r.url, r.payload) for r in iter_many(paths, []))
@@ -56,11 +56,8 @@ def test_our_stages_equal_in_process_and_on_two_workers(crawl: Path, tmp_path: P
     two = {r["stage"]: (r["kept"], r["digest"]) for r in run_ours(warcs, 2).rows}
     assert one == two
     assert one["read+extract+langid"][0] == 10
-    assert one["core: minhash"][0] == 9  # the GPL-3 copy
-    assert one["core: filters"][0] == EXPECTED_CORE_KEPT
-
-
-EXPECTED_CORE_KEPT = 9
+    assert one["core: minhash"][0] == 8  # the GPL-3 copy and one near-duplicate licence
+    assert one["core: filters"][0] == 8  # licences are prose: every rule passes
 
 
 @pytest.mark.skipif(
