@@ -168,10 +168,15 @@ def run_ours(warcs: list[Path], workers: int, profile_top: int = 0) -> Stages:
     st = Stages(profile_top)
     holder: dict = {}
     workers = workers if parallel_extraction() else 0
-    st.run("cluster start", lambda: holder.update(zip(("cluster", "client"), start_cluster(workers))))
+    st.run(
+        "cluster start",
+        lambda: holder.update(zip(("cluster", "client"), start_cluster(workers), strict=True)),
+    )
     try:
         errors: list = []
-        ext = st.run("read+extract+langid", lambda: _extract(warcs, cfgs["ExtractConfig"], holder["client"], errors))
+        ext = st.run(
+            "read+extract+langid", lambda: _extract(warcs, cfgs["ExtractConfig"], holder["client"], errors)
+        )
     finally:
         if holder.get("client") is not None:
             holder["client"].close()
@@ -256,16 +261,36 @@ def run_datatrove(warc_dir: Path, work: Path, workers: int) -> dict:
     extract = Trafilatura(favour_precision=False, favor_recall=True, include_tables=True, deduplicate=False,
                           timeout=10.0)  # fmt: skip
     stages = {
-        "read+extract+gopher": ([WarcReader(str(warc_dir), glob_pattern="*.warc.gz"), extract,
-                                 GopherRepetitionFilter(language=words), GopherQualityFilter(language=words),
-                                 JsonlWriter(str(work / "filtered"))], workers),  # fmt: skip
-        "minhash signatures": ([JsonlReader(str(work / "filtered")),
-                                Signature(str(work / "sigs"), config=mh, language=words)], workers),  # fmt: skip
-        "minhash buckets": ([MinhashDedupBuckets(str(work / "sigs"), str(work / "buckets"), config=mh)],
-                            mh.num_buckets),  # fmt: skip
-        "minhash clusters": ([MinhashDedupCluster(str(work / "buckets"), str(work / "remove"), config=mh)], 1),
-        "minhash filter": ([JsonlReader(str(work / "filtered")), MinhashDedupFilter(str(work / "remove")),
-                            JsonlWriter(str(work / "deduped"))], workers),  # fmt: skip
+        "read+extract+gopher": (
+            [
+                WarcReader(str(warc_dir), glob_pattern="*.warc.gz"),
+                extract,
+                GopherRepetitionFilter(language=words),
+                GopherQualityFilter(language=words),
+                JsonlWriter(str(work / "filtered")),
+            ],
+            workers,
+        ),  # fmt: skip
+        "minhash signatures": (
+            [JsonlReader(str(work / "filtered")), Signature(str(work / "sigs"), config=mh, language=words)],
+            workers,
+        ),  # fmt: skip
+        "minhash buckets": (
+            [MinhashDedupBuckets(str(work / "sigs"), str(work / "buckets"), config=mh)],
+            mh.num_buckets,
+        ),  # fmt: skip
+        "minhash clusters": (
+            [MinhashDedupCluster(str(work / "buckets"), str(work / "remove"), config=mh)],
+            1,
+        ),
+        "minhash filter": (
+            [
+                JsonlReader(str(work / "filtered")),
+                MinhashDedupFilter(str(work / "remove")),
+                JsonlWriter(str(work / "deduped")),
+            ],
+            workers,
+        ),  # fmt: skip
     }
     times = {}
     for name, (pipeline, tasks) in stages.items():
@@ -292,17 +317,23 @@ def report(n: int, warcs: list[Path], ours: Stages | None, theirs: dict | None, 
              f"load: {load}", ""]  # fmt: skip
     rows: list[tuple[str, str, float, int | str]] = []
     if theirs is not None:
-        rows.append(("datatrove", "read+extract+gopher+minhash", sum(theirs["times"].values()), theirs["kept"]))
+        rows.append(
+            ("datatrove", "read+extract+gopher+minhash", sum(theirs["times"].values()), theirs["kept"])
+        )
     if ours is not None:
         core = ("cluster start", "read+extract+langid", "core: minhash", "core: filters")
         full = ("cluster start", "read+extract+langid", "url filter", "url dedup", "boilerplate", "pii",
                 "full: minhash", "line dedup", "full: filters")  # fmt: skip
         kept = {r["stage"]: r["kept"] for r in ours.rows}
-        rows.append(("ours core", "read+extract+langid+minhash+filters", ours.seconds(*core), kept["core: filters"]))
+        rows.append(
+            ("ours core", "read+extract+langid+minhash+filters", ours.seconds(*core), kept["core: filters"])
+        )
         rows.append(("ours full", "core + url filter/dedup, boilerplate, pii, line dedup", ours.seconds(*full),
                      kept["full: filters"]))  # fmt: skip
     base = rows[0][2] if theirs is not None else None
-    lines.append(f"{'side':<10} {'stages':<54} {'seconds':>8} {'docs/s':>8} {'docs out':>8} {'vs datatrove':>12}")
+    lines.append(
+        f"{'side':<10} {'stages':<54} {'seconds':>8} {'docs/s':>8} {'docs out':>8} {'vs datatrove':>12}"
+    )
     for side, stages, sec, kept in rows:
         vs = f"{base / sec:.2f}x" if base else "-"
         lines.append(f"{side:<10} {stages:<54} {sec:8.2f} {n / sec:8.1f} {kept:>8} {vs:>12}")
@@ -334,7 +365,9 @@ def main(argv: list[str] | None = None) -> str:
     try:
         warcs, n = repack(paths, work / "warc", args.workers, args.limit)
         ours = None if args.skip_ours else run_ours(warcs, 0 if args.profile else args.workers, args.profile)
-        theirs = None if args.skip_datatrove else run_datatrove(work / "warc", work / "datatrove", args.workers)
+        theirs = (
+            None if args.skip_datatrove else run_datatrove(work / "warc", work / "datatrove", args.workers)
+        )
         text = report(n, warcs, ours, theirs, 0 if args.profile else args.workers)
     finally:
         if args.work_dir is None:

@@ -436,12 +436,18 @@ def ngram_char_fracs(words: list[str], n_chars: int, sep: int = 1) -> dict[str, 
     grams = word_ids
     for n in range(2, min(len(words), 10) + 1):
         key = grams[:-1] * len(index) + word_ids[n - 1 :]
-        uniq, first, grams, counts = np.unique(key, return_index=True, return_inverse=True, return_counts=True)
-        chars = starts[n:] - starts[: len(starts) - n]  # characters of the words of the n-gram at each position
+        uniq, first, grams, counts = np.unique(
+            key, return_index=True, return_inverse=True, return_counts=True
+        )
+        chars = (
+            starts[n:] - starts[: len(starts) - n]
+        )  # characters of the words of the n-gram at each position
         if n <= 4:
             best = int(counts.max())
             if best >= 2:
-                pos = int(first[counts == best].min())  # the most frequent n-gram seen first (Counter's tie rule)
+                pos = int(
+                    first[counts == best].min()
+                )  # the most frequent n-gram seen first (Counter's tie rule)
                 out[f"top{n}gram_frac"] = (int(chars[pos]) + (n - 1) * sep) * best / n_chars
         else:
             out[f"dup{n}gram_frac"] = int(_dup_ngram_chars(grams.astype(np.int64), chars, n)) / n_chars

@@ -449,7 +449,9 @@ def _stats(kept: pd.DataFrame, n_records: int, counts: dict[str, int]) -> dict[s
     return stats
 
 
-PARALLEL_BATCH = 32  # records per task when extracting on workers: small tasks keep both cores busy to the end
+PARALLEL_BATCH = (
+    32  # records per task when extracting on workers: small tasks keep both cores busy to the end
+)
 _QUEUED_PER_WORKER = 4  # tasks submitted ahead of the results read back (bounds the records held in memory)
 
 

@@ -17,8 +17,8 @@ from ml.curate.filters import (
     heuristic_filter,
     load_wordlist,
     ngram_char_fracs,
-    unit_counts,
     top_ngram_char_frac,
+    unit_counts,
 )
 
 SENTENCES = [
@@ -219,5 +219,7 @@ def test_unit_counts_equal_a_counter_of_the_units_in_order():
 
     text = "Ab c\u00a0d\tab\n\u3000Ab"
     doc = Doc(text)
-    assert list(unit_counts(doc, "char").items()) == list(Counter(ch for ch in text if not ch.isspace()).items())
+    assert list(unit_counts(doc, "char").items()) == list(
+        Counter(ch for ch in text if not ch.isspace()).items()
+    )
     assert unit_counts(doc, "word") == Counter(["ab", "c", "d", "ab", "ab"])

@@ -40,7 +40,9 @@ ODD_TEXTS = [
 
 def test_equal_to_py3langid_on_real_and_odd_texts(reference: LanguageIdentifier):
     rng = random.Random(0)
-    noise = ["".join(chr(rng.randrange(32, 0x3000)) for _ in range(rng.randrange(1, 400))) for _ in range(200)]
+    noise = [
+        "".join(chr(rng.randrange(32, 0x3000)) for _ in range(rng.randrange(1, 400))) for _ in range(200)
+    ]
     texts = real_texts() + ODD_TEXTS + noise
     assert len(texts) > 250
     ours = language_identifier()
@@ -61,7 +63,9 @@ def test_identify_language_cuts_at_max_chars():
     assert (lang, score) == language_identifier().classify(text[:50]) and lang == "en"
 
 
-def test_falls_back_to_py3langid_without_numba(monkeypatch: pytest.MonkeyPatch, reference: LanguageIdentifier):
+def test_falls_back_to_py3langid_without_numba(
+    monkeypatch: pytest.MonkeyPatch, reference: LanguageIdentifier
+):
     monkeypatch.setattr(langid, "numba", None)
     assert language_identifier().classify("Ceci est une phrase en français.") == reference.classify(
         "Ceci est une phrase en français."
