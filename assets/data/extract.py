@@ -5,7 +5,7 @@ import dagster as dg
 from dagster_project.artifacts import DocShards, RawCrawl
 from dagster_project.configs import dagster_config_for, resolve_config
 from dagster_project.partitions import SNAPSHOTS
-from dagster_project.resources import DvcResource, MlflowResource
+from dagster_project.resources import DaskResource, DvcResource, MlflowResource
 from dagster_project.stage import md_table, stage_asset, stage_run
 from ml.io import atomic_dir, write_shards
 from ml.sources.extract import ExtractConfig, extract_documents
@@ -34,18 +34,21 @@ def extracted_docs(
     raw_crawl: RawCrawl,
     mlflow: MlflowResource,
     dvc: DvcResource,
+    dask: DaskResource,
 ) -> dg.MaterializeResult:
     """HTML → main text (trafilatura; code blocks and math kept), WET text passed through, language id with
-    py3langid (model ships in the package). Parquet shards of documents (``id, url, text, lang, fetch_time,
+    py3langid (model ships in the package), on the Dask workers. Parquet shards of documents (``id, url, text, lang, fetch_time,
     source`` …) plus ``dropped/`` with a ``reason`` per record (not HTML, empty, too short, undecodable)."""
     cfg = resolve_config(ExtractConfig, config)
     with stage_run(context, mlflow, dvc, cfg, raw_crawl) as run:
         errors: list = []
-        result = extract_documents(
-            iter_many(raw_crawl.warc_files(), errors, max_payload_bytes=cfg.max_payload_bytes),
-            cfg,
-            source=run.partition or "crawl",
-        )
+        with dask.client() as client:
+            result = extract_documents(
+                iter_many(raw_crawl.warc_files(), errors, max_payload_bytes=cfg.max_payload_bytes),
+                cfg,
+                source=run.partition or "crawl",
+                client=client,
+            )
         with atomic_dir(run.out_dir) as tmp:
             write_shards(result.kept, tmp / "docs")
             write_shards(result.dropped, tmp / "dropped")

@@ -21,12 +21,17 @@ import unicodedata
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from functools import cache, cached_property
+from functools import cache, cached_property, lru_cache
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
+
+try:
+    import numba
+except ImportError:  # pragma: no cover - numba ships with the project; the kernel then runs as Python
+    numba = None
 
 from ml.config import ConfigError, StageConfig
 from ml.curate.steps import StepResult, empty_dropped
@@ -120,6 +125,7 @@ _CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f"  # ka
 _CHAR_WORD = re.compile(rf"[{_CJK}]|[^\s{_CJK}]+")  # one CJK character, or a run of anything else
 
 
+@lru_cache(maxsize=1 << 17)  # words repeat: each distinct word is classified once
 def is_symbol_word(word: str) -> bool:
     """A word made only of punctuation, ASCII symbols or control characters (Gopher excludes these words
     from the word count and the mean word length)."""
@@ -127,6 +133,12 @@ def is_symbol_word(word: str) -> bool:
         unicodedata.category(ch)[0] == "P" or ch in _ASCII_SYMBOLS or unicodedata.category(ch) == "Cc"
         for ch in word
     )
+
+
+@lru_cache(maxsize=1 << 17)
+def has_alpha(word: str) -> bool:
+    """A word with at least one alphabetic character (``str.isalpha``)."""
+    return any(ch.isalpha() for ch in word)
 
 
 class Doc:
@@ -150,6 +162,19 @@ class Doc:
     @cached_property
     def content_words(self) -> list[str]:  # words with at least one non-symbol character
         return [w for w in self.words if not is_symbol_word(w)]
+
+    @cached_property
+    def word_counts(self) -> Counter[str]:  # each distinct word once: per-word rules run on these
+        return Counter(self.words)
+
+    @cached_property
+    def content_word_stats(self) -> tuple[int, int]:  # (number, total characters) of the content words
+        number = chars = 0
+        for w, k in self.word_counts.items():
+            if not is_symbol_word(w):
+                number += k
+                chars += k * len(w)
+        return number, chars
 
     @cached_property
     def tokens(self) -> list[str]:  # lowercased \w+ tokens for word lists and word-KL
@@ -199,7 +224,7 @@ class LengthFilter(HeuristicFilter):
     name = "length"
 
     def scores(self, doc: Doc) -> dict[str, float]:
-        return {"n_words": len(doc.content_words)}
+        return {"n_words": doc.content_word_stats[0]}
 
     def check(self, s: Mapping[str, float], doc: Doc) -> tuple[str, str] | None:
         if s["n_words"] < self.cfg.min_words:
@@ -214,7 +239,7 @@ class AlphaRatioFilter(HeuristicFilter):
 
     def scores(self, doc: Doc) -> dict[str, float]:
         n = len(doc.words)
-        alpha = sum(1 for w in doc.words if any(ch.isalpha() for ch in w))
+        alpha = sum(k for w, k in doc.word_counts.items() if has_alpha(w))
         return {"alpha_word_frac": alpha / n if n else 0.0}
 
     def check(self, s: Mapping[str, float], doc: Doc) -> tuple[str, str] | None:
@@ -229,8 +254,8 @@ class MeanWordLengthFilter(HeuristicFilter):
     name = "mean_word_length"
 
     def scores(self, doc: Doc) -> dict[str, float]:
-        words = doc.content_words
-        return {"mean_word_length": sum(len(w) for w in words) / len(words) if words else 0.0}
+        number, chars = doc.content_word_stats
+        return {"mean_word_length": chars / number if number else 0.0}
 
     def check(self, s: Mapping[str, float], doc: Doc) -> tuple[str, str] | None:
         m, cfg = s["mean_word_length"], self.cfg
@@ -374,16 +399,66 @@ def dup_ngram_char_frac(words: list[str], n: int, n_chars: int) -> float:
     return repeated / n_chars
 
 
+def _kernel(fn):
+    """``fn`` compiled by numba when it is installed; else ``fn`` itself (same results, slower)."""
+    return numba.njit(cache=True, nogil=True)(fn) if numba is not None else fn
+
+
+@_kernel
+def _dup_ngram_chars(gram_ids, ends, n):  # pragma: no cover - compiled
+    """:func:`dup_ngram_char_frac`'s scan on n-gram ids (``ends[i]``: characters of the n-gram at ``i``)."""
+    seen = np.zeros(len(gram_ids), dtype=np.bool_)
+    repeated, i = 0, 0
+    while i < len(gram_ids):
+        g = gram_ids[i]
+        if seen[g]:
+            repeated += ends[i]
+            i += n
+        else:
+            seen[g] = True
+            i += 1
+    return repeated
+
+
+def ngram_char_fracs(words: list[str], n_chars: int, sep: int = 1) -> dict[str, float]:
+    """``top{2,3,4}gram_frac`` and ``dup{5..10}gram_frac`` of :func:`top_ngram_char_frac` and
+    :func:`dup_ngram_char_frac`, equal to theirs, on integer n-gram ids (``tests/ml/curate/test_filters.py``).
+
+    An n-gram's id is the dense rank of the pair (id of its first n-1 words, id of its last word), so equal
+    n-grams, and only they, share an id; counts and first positions come from ``np.unique``.
+    """
+    out = {f"top{n}gram_frac": 0.0 for n in (2, 3, 4)} | {f"dup{n}gram_frac": 0.0 for n in range(5, 11)}
+    if n_chars <= 0 or len(words) < 2:
+        return out
+    index = {w: i for i, w in enumerate(dict.fromkeys(words))}
+    word_ids = np.fromiter(map(index.__getitem__, words), dtype=np.int64, count=len(words))
+    starts = np.concatenate(([0], np.cumsum(np.fromiter(map(len, words), dtype=np.int64, count=len(words)))))
+    grams = word_ids
+    for n in range(2, min(len(words), 10) + 1):
+        key = grams[:-1] * len(index) + word_ids[n - 1 :]
+        uniq, first, grams, counts = np.unique(
+            key, return_index=True, return_inverse=True, return_counts=True
+        )
+        chars = (
+            starts[n:] - starts[: len(starts) - n]
+        )  # characters of the words of the n-gram at each position
+        if n <= 4:
+            best = int(counts.max())
+            if best >= 2:
+                pos = int(
+                    first[counts == best].min()
+                )  # the most frequent n-gram seen first (Counter's tie rule)
+                out[f"top{n}gram_frac"] = (int(chars[pos]) + (n - 1) * sep) * best / n_chars
+        else:
+            out[f"dup{n}gram_frac"] = int(_dup_ngram_chars(grams.astype(np.int64), chars, n)) / n_chars
+    return out
+
+
 class DupNgramFilter(HeuristicFilter):
     name = "dup_ngram_coverage"
 
     def scores(self, doc: Doc) -> dict[str, float]:
-        n_chars = len(doc.text)
-        out = {
-            f"top{n}gram_frac": top_ngram_char_frac(doc.words, n, n_chars, doc.word_sep) for n in (2, 3, 4)
-        }
-        out.update({f"dup{n}gram_frac": dup_ngram_char_frac(doc.words, n, n_chars) for n in range(5, 11)})
-        return out
+        return ngram_char_fracs(doc.words, len(doc.text), doc.word_sep)
 
     def check(self, s: Mapping[str, float], doc: Doc) -> tuple[str, str] | None:
         limits = {f"top{n}gram_frac": t for n, t in zip((2, 3, 4), self.cfg.max_top_ngram_frac, strict=True)}
@@ -430,8 +505,15 @@ class DirtyWordsFilter(HeuristicFilter):
 # ---------------------------------------------------------------------------------------------- KL divergence
 
 
-def _units(doc: Doc, unit: str) -> list[str]:
-    return doc.tokens if unit == "word" else [ch for ch in doc.text if not ch.isspace()]
+def unit_counts(doc: Doc, unit: str) -> Counter[str]:
+    """Counts of the doc's units (lowercased ``\\w+`` tokens, or non-space characters) in order of first
+    appearance: what ``Counter`` of the unit list gives, counted without building the list."""
+    if unit == "word":
+        return Counter(doc.tokens)
+    counts = Counter(doc.text)
+    for ch in [ch for ch in counts if ch.isspace()]:
+        del counts[ch]  # deleting keeps the order of the others
+    return counts
 
 
 @dataclass(frozen=True)
@@ -453,7 +535,7 @@ def fit_kl_reference(df: pd.DataFrame, cfg: FilterConfig) -> dict[str, UnigramRe
     n_docs: Counter[str] = Counter()
     langs = df["lang"].astype(str) if "lang" in df.columns else pd.Series(["und"] * len(df))
     for text, lang in zip(df["text"].astype(str), langs, strict=True):
-        counts.setdefault(lang, Counter()).update(_units(Doc(text, lang), cfg.kl_unit))
+        counts.setdefault(lang, Counter()).update(unit_counts(Doc(text, lang), cfg.kl_unit))
         n_docs[lang] += 1
     return {
         lang: UnigramReference(counts=dict(c), total=sum(c.values()), n_docs=n_docs[lang])
@@ -464,7 +546,7 @@ def fit_kl_reference(df: pd.DataFrame, cfg: FilterConfig) -> dict[str, UnigramRe
 
 def kl_divergence(doc: Doc, ref: UnigramReference, unit: str, smoothing: float) -> float:
     """KL(P_doc || Q_corpus) in nats over unigrams; P is the doc's empirical distribution."""
-    c = Counter(_units(doc, unit))
+    c = unit_counts(doc, unit)
     n = sum(c.values())
     if n == 0:
         return 0.0

@@ -12,13 +12,12 @@ makes a step raise is dropped as ``record_error`` (WARC file@offset and the erro
 from __future__ import annotations
 
 import codecs
-import copy
+import collections
 import hashlib
 import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from functools import cache
 from typing import Any, ClassVar
 
 import lxml.etree
@@ -29,6 +28,7 @@ import trafilatura
 from ml.config import ConfigError, StageConfig
 from ml.curate.steps import StepResult, empty_dropped, make_dropped
 from ml.sources.field_checks import check_fields
+from ml.sources.langid import language_identifier
 from ml.sources.records import DEFAULT_MAX_PAYLOAD_BYTES, WebRecord, header_charset, text_codec
 
 KEPT_COLUMNS: tuple[str, ...] = (
@@ -297,52 +297,59 @@ def tidy_table_rows(text: str) -> str:
     return "\n".join(out)
 
 
+def _prepared_tree(html: str, cfg: ExtractConfig) -> lxml.html.HtmlElement | None:
+    tree = parse_html(html)
+    if tree is not None:
+        prepare_tree(tree, include_math=cfg.include_math, include_code=cfg.include_code)
+    return tree
+
+
+def _trafilatura_text(tree: lxml.html.HtmlElement, cfg: ExtractConfig, url: str | None) -> str:
+    """trafilatura's main text of ``tree`` (which it prunes in place), table markers tidied."""
+    try:
+        text = trafilatura.extract(
+            tree,
+            url=url,
+            favor_recall=cfg.favor_recall,
+            include_tables=cfg.include_tables,
+            include_formatting=cfg.markdown_markers,
+            include_comments=False,
+            include_images=False,
+            include_links=False,
+            deduplicate=False,  # its LRU cache would make output depend on record order
+            with_metadata=False,
+            output_format="markdown" if cfg.markdown_markers else "txt",
+        )
+    except Exception:  # a parser bug on one odd page must not stop the crawl's extraction
+        text = None
+    text = (text or "").strip()
+    return text if cfg.markdown_markers else tidy_table_rows(text)
+
+
 def extract_html(html: str, cfg: ExtractConfig, url: str | None = None) -> tuple[str, str]:
     """Main text of one HTML page; returns ``(text, extractor)`` (text may be empty)."""
-    tree = parse_html(html)
+    tree = _prepared_tree(html, cfg)
     if tree is None:
         return "", cfg.extractor
-    prepare_tree(tree, include_math=cfg.include_math, include_code=cfg.include_code)
-    if cfg.extractor == "trafilatura":
-        try:
-            text = trafilatura.extract(
-                copy.deepcopy(tree),  # trafilatura prunes the tree it is given; the fallback needs it whole
-                url=url,
-                favor_recall=cfg.favor_recall,
-                include_tables=cfg.include_tables,
-                include_formatting=cfg.markdown_markers,
-                include_comments=False,
-                include_images=False,
-                include_links=False,
-                deduplicate=False,  # its LRU cache would make output depend on record order
-                with_metadata=False,
-                output_format="markdown" if cfg.markdown_markers else "txt",
-            )
-        except Exception:  # a parser bug on one odd page must not stop the crawl's extraction
-            text = None
-        text = (text or "").strip()
-        if not cfg.markdown_markers:
-            text = tidy_table_rows(text)
-        if len(text) >= cfg.min_chars or not cfg.fallback_to_lxml:
-            return text, "trafilatura"
-        walked = lxml_text(tree)
-        return (walked, "lxml") if len(walked) > len(text) else (text, "trafilatura")
-    return lxml_text(tree), "lxml"
+    if cfg.extractor != "trafilatura":
+        return lxml_text(tree), "lxml"
+    text = _trafilatura_text(tree, cfg, url)
+    if len(text) >= cfg.min_chars or not cfg.fallback_to_lxml:
+        return text, "trafilatura"
+    # trafilatura pruned ``tree``: the fallback walks a fresh parse (cheaper than copying every page's
+    # tree up front, as only short extractions come here)
+    whole = _prepared_tree(html, cfg)
+    walked = lxml_text(whole) if whole is not None else ""
+    return (walked, "lxml") if len(walked) > len(text) else (text, "trafilatura")
 
 
 # ---------------------------------------------------------------------------------------------- language id
 
 
-@cache
-def _lang_identifier() -> Any:
-    from py3langid.langid import MODEL_FILE, LanguageIdentifier  # model ships inside the package
-
-    return LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
-
-
 def identify_language(text: str, max_chars: int = 5000) -> tuple[str, float]:
-    """``(iso639 code, normalised probability)`` from py3langid on the first ``max_chars`` chars."""
-    lang, score = _lang_identifier().classify(text[:max_chars])
+    """``(iso639 code, normalised probability)`` from py3langid on the first ``max_chars`` chars (its feature
+    walk compiled: :mod:`ml.sources.langid`, equal results)."""
+    lang, score = language_identifier().classify(text[:max_chars])
     return str(lang), float(score)
 
 
@@ -442,26 +449,71 @@ def _stats(kept: pd.DataFrame, n_records: int, counts: dict[str, int]) -> dict[s
     return stats
 
 
-def iter_extract_batches(
-    records: Iterable[WebRecord], cfg: ExtractConfig, source: str
-) -> Iterator[StepResult]:
-    """Extract ``records`` in batches of ``cfg.batch_size``; one StepResult per batch (one shard each)."""
+PARALLEL_BATCH = (
+    32  # records per task when extracting on workers: small tasks keep both cores busy to the end
+)
+_QUEUED_PER_WORKER = 4  # tasks submitted ahead of the results read back (bounds the records held in memory)
+
+
+def _record_batches(records: Iterable[WebRecord], size: int) -> Iterator[list[WebRecord]]:
     batch: list[WebRecord] = []
     for rec in records:
         if not isinstance(rec, WebRecord):
             raise TypeError(f"extract_documents: expected WebRecord, got {type(rec).__name__}")
         batch.append(rec)
-        if len(batch) >= cfg.batch_size:
-            yield _extract_batch(batch, cfg, source)
+        if len(batch) >= size:
+            yield batch
             batch = []
     if batch:
+        yield batch
+
+
+def iter_extract_batches(
+    records: Iterable[WebRecord], cfg: ExtractConfig, source: str
+) -> Iterator[StepResult]:
+    """Extract ``records`` in batches of ``cfg.batch_size``; one StepResult per batch (one shard each)."""
+    for batch in _record_batches(records, cfg.batch_size):
         yield _extract_batch(batch, cfg, source)
 
 
-def extract_documents(records: Iterable[WebRecord], cfg: ExtractConfig, source: str) -> StepResult:
+def _worker_count(client: Any) -> int:
+    if hasattr(client, "scheduler_info"):  # dask.distributed.Client
+        return max(sum(w.get("nthreads", 1) for w in client.scheduler_info()["workers"].values()), 1)
+    return max(int(getattr(client, "_max_workers", 1)), 1)  # concurrent.futures executors
+
+
+def iter_extract_on(
+    client: Any, records: Iterable[WebRecord], cfg: ExtractConfig, source: str
+) -> Iterator[StepResult]:
+    """Batches of ``PARALLEL_BATCH`` records extracted by ``client``'s workers, results in record order.
+
+    ``client``: anything with ``submit(fn, *args) -> future`` (a ``dask.distributed.Client`` or a
+    ``concurrent.futures`` executor). Records are read here and sent to the workers; the results are the
+    in-process ones, batch for batch, so :func:`extract_documents` returns the same table either way.
+    """
+    pending: collections.deque = collections.deque()
+    ahead = _QUEUED_PER_WORKER * _worker_count(client)
+    for batch in _record_batches(records, min(cfg.batch_size, PARALLEL_BATCH)):
+        pending.append(client.submit(_extract_batch, batch, cfg, source))
+        if len(pending) > ahead:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
+
+
+def extract_documents(
+    records: Iterable[WebRecord], cfg: ExtractConfig, source: str, client: Any | None = None
+) -> StepResult:
     """Records → documents (``KEPT_COLUMNS``) and dropped records with a reason; stats: per language and
-    extractor, documents decoded by a charset fallback, record errors."""
-    parts = list(iter_extract_batches(records, cfg, source))
+    extractor, documents decoded by a charset fallback, record errors.
+
+    ``client``: a Dask client or ``concurrent.futures`` executor to extract on its workers (same result);
+    None extracts in this process.
+    """
+    if client is None:
+        parts = list(iter_extract_batches(records, cfg, source))
+    else:
+        parts = list(iter_extract_on(client, records, cfg, source))
     if not parts:
         return StepResult(
             kept=_empty_kept(), dropped=empty_dropped(), stats=_stats(_empty_kept(), 0, _NO_COUNTS)

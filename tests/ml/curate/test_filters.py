@@ -16,7 +16,9 @@ from ml.curate.filters import (
     fit_kl_reference,
     heuristic_filter,
     load_wordlist,
+    ngram_char_fracs,
     top_ngram_char_frac,
+    unit_counts,
 )
 
 SENTENCES = [
@@ -191,3 +193,33 @@ def test_cjk_words_are_characters():
     ]
     with pytest.raises(ConfigError, match="char_word_mean_length"):
         FilterConfig(char_word_mean_length=(4.0, 1.0))
+
+
+def _reference_ngram_fracs(words: list[str], n_chars: int, sep: int) -> dict[str, float]:
+    out = {f"top{n}gram_frac": top_ngram_char_frac(words, n, n_chars, sep) for n in (2, 3, 4)}
+    return out | {f"dup{n}gram_frac": dup_ngram_char_frac(words, n, n_chars) for n in range(5, 11)}
+
+
+def test_ngram_fracs_on_ids_equal_the_reference_functions():
+    import random
+
+    rng = random.Random(0)
+    vocab = ["a", "bb", "ccc", "a b", "dd", "e", "ff", "g"]
+    cases = [([], 0, 1), (["x"], 1, 1), ("a b a b a".split(), 9, 1), ("a b a b a".split(), 0, 1)]
+    for _ in range(2000):  # small vocabularies: many repeats, ties between top n-grams, overlapping repeats
+        words = [rng.choice(vocab[: rng.randint(1, 8)]) for _ in range(rng.randint(0, 60))]
+        cases.append((words, sum(map(len, words)) + len(words) + rng.randint(-1, 3), rng.choice([0, 1])))
+    cases.append(((PROSE + " " + PROSE[:200]).split(), len(PROSE) + 201, 1))
+    for words, n_chars, sep in cases:
+        assert ngram_char_fracs(words, n_chars, sep) == _reference_ngram_fracs(words, n_chars, sep), words
+
+
+def test_unit_counts_equal_a_counter_of_the_units_in_order():
+    from collections import Counter
+
+    text = "Ab c\u00a0d\tab\n\u3000Ab"
+    doc = Doc(text)
+    assert list(unit_counts(doc, "char").items()) == list(
+        Counter(ch for ch in text if not ch.isspace()).items()
+    )
+    assert unit_counts(doc, "word") == Counter(["ab", "c", "d", "ab", "ab"])

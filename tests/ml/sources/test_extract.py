@@ -153,6 +153,19 @@ def test_batches_give_the_same_result():
     assert one.summary() == many.summary()
 
 
+def test_workers_give_the_same_result():
+    from concurrent.futures import ProcessPoolExecutor
+
+    records = [rec(f"http://local/{i}.html", page(GERMAN if i % 3 else FRENCH), offset=i) for i in range(70)]
+    records.append(rec("http://local/empty.html", b"  "))
+    here = extract_documents(records, CFG, "s")
+    with ProcessPoolExecutor(2) as pool:
+        there = extract_documents(records, CFG, "s", client=pool)
+    assert here.kept.equals(there.kept) and here.dropped.equals(there.dropped)
+    assert here.summary() == there.summary() and here.summary()["docs_in"] == 71
+    assert (len(here.kept), len(here.dropped)) == (70, 1)  # three batches of 32 on the workers
+
+
 def test_decode_payload_charsets():
     assert decode_payload("Grüße".encode("latin-1"), "text/html; charset=ISO-8859-1") == (
         "Grüße",
