@@ -139,3 +139,23 @@ def assert_no_heldout(ids: Iterator[str] | Iterable[str], heldout_fraction: floa
     for rid in ids:
         if split_of(rid, heldout_fraction, seed) == "heldout":
             raise RecordError(f"record id {rid!r} is in the held-out split and must not be trained on")
+
+
+def write_posttrain_splits(
+    records: Iterable[Mapping[str, Any]],
+    directory: Path | str,
+    heldout_fraction: float,
+    val_fraction: float,
+    seed: int = 0,
+) -> dict[str, int]:
+    """``train.jsonl``, ``val.jsonl`` and ``heldout.jsonl`` in ``directory``; returns records per split.
+
+    ``heldout`` (never trained on, for the final evaluations) is decided by ``split_of(id)``; the rest is
+    split into train and validation by the id's hash under another seed, so val moves with val_fraction
+    while held-out stays put."""
+    splits = split_records(records, heldout_fraction, seed)
+    rest = split_records(splits["train"], val_fraction, seed + 1)
+    out = {"train": rest["train"], "val": rest["heldout"], "heldout": splits["heldout"]}
+    for name, recs in out.items():
+        write_jsonl(recs, Path(directory) / f"{name}.jsonl")
+    return {name: len(recs) for name, recs in out.items()}

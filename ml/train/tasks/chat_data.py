@@ -1,7 +1,8 @@
 """What the post-training tasks (sft, reward, dpo) share: their data directory and the example stream.
 
 A post-training data directory holds ``tokenizer.json`` (the chat format's special tokens) and
-``train.jsonl`` / ``val.jsonl`` records (ml/posttrain/records.py formats). The tasks encode every record
+``train.jsonl`` / ``val.jsonl`` records (ml/posttrain/records.py formats); a ``heldout.jsonl`` next to them
+is checked to share no id with either. The tasks encode every record
 once at start-up (tiny to moderate sets; pre-tokenized shards are the scale-out path).
 
 :class:`ExampleStream` walks the training examples in a seeded random order per epoch, ``batch_size`` global
@@ -18,7 +19,7 @@ from typing import Any
 import torch
 from tokenizers import Tokenizer
 
-from ml.posttrain.records import read_jsonl
+from ml.posttrain.records import RecordError, read_jsonl
 from ml.tokens.tokenizer import PAD, load_tokenizer, special_token_id
 from ml.train.dist import DistInfo
 
@@ -34,7 +35,15 @@ def load_chat_data(
     if missing:
         raise FileNotFoundError(f"{data_dir}: post-training data lacks {', '.join(missing)}")
     tok = load_tokenizer(data_dir / "tokenizer.json")
-    return tok, {s: read_jsonl(data_dir / f"{s}.jsonl", check) for s in SPLITS}
+    records = {s: read_jsonl(data_dir / f"{s}.jsonl", check) for s in SPLITS}
+    heldout_path = data_dir / "heldout.jsonl"
+    if heldout_path.is_file():  # training never sees a held-out record (ml/posttrain/records.py)
+        heldout = {r["id"] for r in read_jsonl(heldout_path, lambda r, where: r)}
+        for split, recs in records.items():
+            for r in recs:
+                if r["id"] in heldout:
+                    raise RecordError(f"{data_dir / (split + '.jsonl')}: record id {r['id']!r} is held out")
+    return tok, records
 
 
 def pad_id_of(tok: Tokenizer) -> int:
