@@ -1,5 +1,10 @@
 """Reward modelling (Llama 3 paper §4.1): the base model with a scalar head, pairwise loss without margin.
 
+The scalar head is one row of the LM head: the logit of a reserved special token that never occurs in text
+(``REWARD_TOKEN``), read at a response's last token. It is a linear map of the final hidden state like any
+scalar head, and it keeps the reward model an ordinary Llama checkpoint: ``init_from`` the base model,
+FSDP2, checkpoints and the HF export work unchanged, and a reader needs only the token's id.
+
 A record's responses are ranked edited > chosen > rejected (two or three of them). Each response is
 encoded after its prompt as an assistant turn; its reward is the head's value at the turn's closing
 ``<|eot_id|>``. The loss is, over every ordered pair (better i, worse j) of one record,
@@ -20,22 +25,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from ml.model.flops import flops_per_token
-from ml.model.llama import Llama
 from ml.posttrain.records import check_preference_record, ranked_responses
 from ml.tokens.chat import encode_chat_masked
+from ml.tokens.tokenizer import special_token_id
 from ml.train.config import TrainConfig
 from ml.train.dist import DistInfo
 from ml.train.tasks.base import Batch, Task
 from ml.train.tasks.chat_data import ExampleStream, eval_index_batches, load_chat_data, pad_id_of, pad_right
 
-
-def add_reward_head(model: Llama) -> Llama:
-    """The model with its LM head replaced by a scalar head (dim -> 1, N(0, init_std) like the other weights)."""
-    head = nn.Linear(model.cfg.dim, 1, bias=False, device=model.embed_tokens.weight.device)
-    if head.weight.device.type != "meta":
-        nn.init.normal_(head.weight, std=model.cfg.init_std)
-    model.lm_head = head
-    return model
+REWARD_TOKEN = "<|reserved_special_token_0|>"  # its logit is the reward (Llama 3.1 id 128002)
 
 
 def ranked_pairs(group: torch.Tensor, rank: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -58,10 +56,11 @@ def reward_ranking_loss(
     return -F.logsigmoid(gap).mean(), parts
 
 
-def sequence_rewards(model: Any, inputs: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
-    """The scalar head's value at each row's ``last`` token: (N,)."""
-    values = model(inputs).squeeze(-1)  # (N, T)
-    return values.gather(1, last[:, None]).squeeze(1).float()
+def sequence_rewards(model: Any, inputs: torch.Tensor, last: torch.Tensor, reward_id: int) -> torch.Tensor:
+    """The reward of each row: the ``reward_id`` logit at its ``last`` token, (N,)."""
+    logits = model(inputs)  # (N, T, V)
+    rows = torch.arange(inputs.shape[0], device=inputs.device)
+    return logits[rows, last, reward_id].float()
 
 
 class RewardTask(Task):
@@ -72,6 +71,7 @@ class RewardTask(Task):
     def __init__(self, cfg: TrainConfig, data_dir: Path, info: DistInfo):
         tok, records = load_chat_data(data_dir, check_preference_record)
         self.cfg, self.info, self.pad = cfg, info, pad_id_of(tok)
+        self.reward_id = special_token_id(tok, REWARD_TOKEN)
         self.examples = {s: [self._encode(r, tok) for r in recs] for s, recs in records.items()}
         self.stream = ExampleStream(len(self.examples["train"]), cfg.data.batch_size, info, cfg.seed)
         self._flops = float(flops_per_token(cfg.model, cfg.data.seq_len))
@@ -87,9 +87,6 @@ class RewardTask(Task):
                 )
             seqs.append(ids)
         return seqs
-
-    def prepare_model(self, model: nn.Module) -> nn.Module:
-        return add_reward_head(model)
 
     def collate(self, split: str, idx: Any) -> Batch:
         """One row per response; ``group`` (record) and ``rank`` (0 = best) per row, ``last`` its eot."""
@@ -111,7 +108,7 @@ class RewardTask(Task):
         return self.collate("train", self.stream.next_indices())
 
     def _loss(self, forward: Any, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        rewards = sequence_rewards(forward, batch["inputs"], batch["last"])
+        rewards = sequence_rewards(forward, batch["inputs"], batch["last"], self.reward_id)
         return reward_ranking_loss(rewards, batch["group"], batch["rank"])
 
     def loss(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, int]:

@@ -6,11 +6,11 @@ import math
 
 import pytest
 import torch
-from posttrain_helpers import ONE, config, preference_records, write_data
+from posttrain_helpers import ONE, config, preference_records, tiny_hf_model, write_data
 
-from ml.model.llama import Llama
+from ml.model.hf import load_hf
 from ml.train.engine import Trainer
-from ml.train.tasks.reward import RewardTask, add_reward_head, ranked_pairs, reward_ranking_loss
+from ml.train.tasks.reward import RewardTask, ranked_pairs, reward_ranking_loss, sequence_rewards
 
 
 def test_ranking_loss_fixed_case():
@@ -36,16 +36,26 @@ def test_batch_rows_rank_and_last_token(tmp_path):
     assert (batch["inputs"][torch.arange(5), batch["last"]] == 265).all()  # the reward is read at eot
 
 
-def test_scalar_head_and_training_ranks_pairs(tmp_path):
+def test_reward_model_trains_from_the_base_and_exports(tmp_path):
     torch.set_num_threads(1)
+    _, base = tiny_hf_model(tmp_path / "base")
     data = write_data(tmp_path / "d", preference_records(12), preference_records(6, prefix="v"))
-    cfg = config(task="reward", steps=30, optimizer=dict(lr=1e-2), data=dict(batch_size=4))
-    model = add_reward_head(Llama.from_config(cfg.model))
-    assert tuple(model.lm_head.weight.shape) == (1, 32)
-    trainer = Trainer(cfg, RewardTask(cfg, data, ONE), tmp_path / "out", ONE)
+    cfg = config(
+        task="reward", init_from=str(base), steps=30, optimizer=dict(lr=1e-2), data=dict(batch_size=4)
+    )
+    task = RewardTask(cfg, data, ONE)
+    assert task.reward_id == 258  # <|reserved_special_token_0|>: the scalar head is its LM-head row
+    trainer = Trainer(cfg, task, tmp_path / "out", ONE)
     trainer.build()
+    trainer.init_from(cfg.init_from)
     before = trainer.evaluate()
     for _ in range(30):
         trainer.train_step()
     after = trainer.evaluate()
     assert after["val_loss"] < before["val_loss"] and after["pair_accuracy"] == 1.0, (before, after)
+    exported = load_hf(trainer.export()).eval()  # an ordinary Llama checkpoint
+    batch = task.collate("val", [0, 1])
+    with torch.no_grad():
+        rewards = sequence_rewards(exported, batch["inputs"], batch["last"], task.reward_id)
+    loss, parts = reward_ranking_loss(rewards, batch["group"], batch["rank"])
+    assert parts["pair_accuracy"].item() == 1.0
