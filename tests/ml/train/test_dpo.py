@@ -154,3 +154,18 @@ def test_dpo_trains_through_the_engine(tmp_path):
     after = trainer.evaluate()
     assert after["reward_accuracy"] == 1.0 and after["reward_margin"] > 0.5, after
     assert after["nll_chosen"] < before["nll_chosen"]
+
+
+def test_dpo_run_exports_and_resumes_exactly(tmp_path):
+    from train_helpers import copy_checkpoint
+
+    from ml.train.engine import train
+
+    torch.set_num_threads(1)
+    _, hf_dir = tiny_hf_model(tmp_path / "hf")
+    data = write_data(tmp_path / "d", preference_records(8), preference_records(2, prefix="v"))
+    cfg = config(task="dpo", init_from=str(hf_dir), steps=6, ckpt_every=2, deterministic=True)
+    whole = train(cfg, data, tmp_path / "whole")
+    resumed = train(cfg, data, copy_checkpoint(tmp_path / "whole", 4, tmp_path / "split").parents[1])
+    assert resumed.start_step == 4 and resumed.losses == whole.losses[4:]  # reference re-scored, same values
+    assert (whole.hf_dir / "model.safetensors").is_file()

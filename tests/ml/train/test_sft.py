@@ -72,3 +72,18 @@ def test_sft_trains_through_the_engine(tmp_path):
     losses = [trainer.train_step()["loss"] for _ in range(12)]
     after = trainer.evaluate()["val_loss"]
     assert after < before - 1.0, (before, after, losses)
+
+
+def test_sft_run_resumes_exactly(tmp_path):
+    from train_helpers import copy_checkpoint
+
+    from ml.train.engine import train
+
+    torch.set_num_threads(1)
+    data = write_data(tmp_path / "d", sft_records(8), sft_records(2, prefix="v"))
+    cfg = config(task="sft", steps=6, ckpt_every=2, deterministic=True, data=dict(seq_len=96, batch_size=2))
+    whole = train(cfg, data, tmp_path / "whole")
+    resumed = train(cfg, data, copy_checkpoint(tmp_path / "whole", 4, tmp_path / "split").parents[1])
+    assert resumed.start_step == 4 and resumed.final_step == 6
+    assert resumed.losses == whole.losses[4:]
+    assert (whole.hf_dir / "model.safetensors").is_file()
