@@ -13,8 +13,9 @@ that code runs. Every run gets:
   the run started (a fork bomb's included) is found and killed afterwards.
 
 Backends: ``bwrap`` (bubblewrap, installed by scripts/install-system-deps.sh) or, where it is missing,
-``unshare`` (network and PID namespaces, limits and the unprivileged user; writes outside the directory are
-then stopped by file permissions only). Whatever the candidate does, :func:`run_python` returns a
+``unshare`` + ``setpriv`` (network and PID namespaces, limits and the run's own user id; writes outside the
+directory are then stopped by file permissions only, so world-writable places such as /tmp stay open —
+use bubblewrap). Whatever the candidate does, :func:`run_python` returns a
 :class:`SandboxResult` (exit code, signal, timed out, output capped) instead of raising.
 """
 
@@ -123,20 +124,14 @@ def _bwrap_command(workdir: Path, python: str) -> list[str]:
     return [*cmd, python, "-I", "-S", "-B", "main.py"]
 
 
-def _unshare_command(workdir: Path, python: str) -> list[str]:
-    return [
-        "unshare",
-        "--net",
-        "--pid",
-        "--fork",
-        "--kill-child",
-        "--mount-proc",
-        python,
-        "-I",
-        "-S",
-        "-B",
-        "main.py",
-    ]
+def _unshare_command(workdir: Path, python: str, uid: int | None) -> list[str]:
+    """Namespaces made as root, then the run's own user id (setpriv) before the interpreter starts; as a
+    non-root caller, a user namespace first (where the kernel allows one)."""
+    namespaces = ["--net", "--pid", "--fork", "--kill-child", "--mount-proc"]
+    if uid is None:
+        return ["unshare", "--user", "--map-root-user", *namespaces, python, "-I", "-S", "-B", "main.py"]
+    drop = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--no-new-privs"]
+    return ["unshare", *namespaces, *drop, python, "-I", "-S", "-B", "main.py"]
 
 
 def _limit(limits: SandboxLimits):
@@ -203,7 +198,10 @@ def run_python(
             os.chmod(tmp, 0o711)  # it may pass through the parent, not list it (logs stay the caller's)
             for p in (workdir, *workdir.iterdir()):
                 os.chown(p, uid, uid)
-        cmd = _bwrap_command(workdir, python) if which == "bwrap" else _unshare_command(workdir, python)
+        if which == "bwrap":
+            cmd, as_user = _bwrap_command(workdir, python), root
+        else:  # unshare needs root for its namespaces: it drops to the run's uid itself
+            cmd, as_user = _unshare_command(workdir, python, uid if root else None), False
         t0 = time.monotonic()
         with (logs / "out").open("wb") as out, (logs / "err").open("wb") as err:
             proc = subprocess.Popen(
@@ -215,7 +213,7 @@ def run_python(
                 env={"PATH": "/usr/bin:/bin"},
                 preexec_fn=_limit(limits),
                 start_new_session=True,
-                **({"user": uid, "group": uid, "extra_groups": []} if root else {}),
+                **({"user": uid, "group": uid, "extra_groups": []} if as_user else {}),
             )
             timed_out = False
             try:

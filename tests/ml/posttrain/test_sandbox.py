@@ -111,3 +111,19 @@ def test_memory_and_output_limits():
     assert r.outcome == "exit:1" and r.stderr.rstrip().endswith("MemoryError")
     r = run_python("print('x' * 10**7)", SandboxLimits(file_bytes=2**20, output_bytes=1000))
     assert len(r.stdout) == 1000 and "File too large" in r.stderr
+
+
+def test_unshare_fallback_still_refuses_network_and_contains_forks(monkeypatch):
+    import ml.posttrain.sandbox as sandbox
+
+    monkeypatch.setattr(sandbox, "backend", lambda: "unshare")
+    code = (
+        "import socket\n"
+        "try:\n    socket.create_connection(('1.1.1.1', 80), timeout=2)\nexcept OSError as e:\n    print('net', e.errno)\n"
+        "try:\n    open('/usr/evil', 'w')\nexcept OSError as e:\n    print('usr', e.errno)\n"
+    )
+    r = run_python(code, FAST)
+    assert (r.backend, r.stdout) == ("unshare", "net 101\nusr 13\n")  # unreachable; permission denied
+    bomb = "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n"
+    assert run_python(bomb, SandboxLimits(wall_seconds=2, max_processes=32)).outcome == "timeout"
+    assert sandbox_processes() == []
