@@ -17,18 +17,15 @@ FAST = SandboxLimits(cpu_seconds=2, wall_seconds=20)
 
 
 def sandbox_processes() -> list[int]:
-    return [
-        int(p.name)
-        for p in Path("/proc").iterdir()
-        if p.name.isdigit() and _alive(p) and SANDBOX_UIDS[0] <= p.stat().st_uid < SANDBOX_UIDS[1]
-    ]
-
-
-def _alive(p: Path) -> bool:
-    try:
-        return p.stat() is not None and _processes_of(p.stat().st_uid).count(int(p.name)) > 0
-    except FileNotFoundError:
-        return False
+    """Live processes of any sandbox run's user id (zombies excluded)."""
+    uids = set()
+    for p in Path("/proc").iterdir():
+        try:
+            if p.name.isdigit() and SANDBOX_UIDS[0] <= p.stat().st_uid < SANDBOX_UIDS[1]:
+                uids.add(p.stat().st_uid)
+        except FileNotFoundError:
+            continue
+    return [pid for uid in uids for pid in _processes_of(uid)]
 
 
 def test_runs_code_and_reports_output():
