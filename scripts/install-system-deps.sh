@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Debian packages the project needs: groff (renders man pages for the local web), redis-server (shared
 # MinHash LSH index), translated man pages, and documentation with real mathematics for the local web
-# (maxima, octave, R and sympy manuals in HTML, PARI/GP's manual in TeX). Installs only what is missing,
+# (maxima, octave, R and sympy manuals in HTML, PARI/GP's manual in TeX), and bubblewrap (the sandbox that
+# runs model-written code in post-training, ml/posttrain/sandbox.py). Installs only what is missing,
 # so a machine that has them pays nothing.
 set -euo pipefail
 need=()
 command -v groff >/dev/null 2>&1 || need+=(groff)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+command -v bwrap >/dev/null 2>&1 || need+=(bubblewrap)
 [ -d /usr/share/man/de ] || need+=(manpages-de)
 for pkg in maxima-doc octave-doc r-doc-html pari-doc python-sympy-doc; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")

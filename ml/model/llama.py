@@ -20,6 +20,8 @@ Choices the paper does not spell out, stated here once:
   logits never exist at once (ml/model/loss.py: fused linear + cross-entropy with its own backward).
 * Init: every weight ~ N(0, init_std); the two residual-stream output projections (``o_proj``,
   ``down_proj``) use init_std / sqrt(2 * n_layers) (GPT-2 / nanoGPT scaling); norms start at 1.
+* Decoding (``forward_cached``, used by ml/infer/generate.py) keeps every layer's RoPE-rotated keys and
+  values in a ``KVCache``; explicit per-row positions and a key mask let left-padded prompts share a batch.
 * Building a model changes nothing in torch; tuned FlexAttention configs are offered to Inductor by whoever
   compiles (ml/model/flex_tuning.py).
 """
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from typing import Any, ClassVar, Self
 
 import torch
@@ -219,6 +222,41 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return (xf * cos + rotate_half(xf) * sin).to(x.dtype)
 
 
+KVUpdate = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclasses.dataclass
+class KVCache:
+    """Keys and values of every layer for the first ``length`` slots of each row, for decoding.
+
+    ``k[i]``, ``v[i]``: (B, S_max, K, Hd) of layer i, RoPE already applied to the keys. ``key_mask``
+    (B, S_max) marks the slots that hold real tokens (a left-padded prompt's pads are False).
+    """
+
+    k: list[torch.Tensor]
+    v: list[torch.Tensor]
+    key_mask: torch.Tensor
+    length: int = 0
+
+    @classmethod
+    def empty(cls, cfg: ModelConfig, batch: int, max_len: int, device: Any, dtype: torch.dtype) -> KVCache:
+        shape = (batch, max_len, cfg.n_kv_heads, cfg.head_dim)
+        zeros = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(2 * cfg.n_layers)]
+        mask = torch.zeros(batch, max_len, dtype=torch.bool, device=device)
+        return cls(zeros[: cfg.n_layers], zeros[cfg.n_layers :], mask)
+
+    def updater(self, layer: int) -> KVUpdate:
+        """Writes a layer's new (B, T, K, Hd) keys/values at slots [length, length+T); returns all so far."""
+
+        def update(k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            end = self.length + k.shape[1]
+            self.k[layer][:, self.length : end] = k
+            self.v[layer][:, self.length : end] = v
+            return self.k[layer][:, :end], self.v[layer][:, :end]
+
+        return update
+
+
 class Attention(nn.Module):
     """Causal self-attention with grouped-query heads (K KV heads shared by H/K query heads each)."""
 
@@ -233,7 +271,9 @@ class Attention(nn.Module):
         kv = cfg.n_kv_heads * cfg.head_dim
         self.split = (cfg.n_heads * cfg.head_dim, kv, kv)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: Any) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: Any, kv: KVUpdate | None = None
+    ) -> torch.Tensor:
         B, T, _ = x.shape
         if self.fused:  # weights concatenated on the fly: one matmul, names and checkpoints stay HF's
             w = torch.cat((self.q_proj.weight, self.k_proj.weight, self.v_proj.weight))  # ((H+2K)*Hd, D)
@@ -243,6 +283,8 @@ class Attention(nn.Module):
         q = apply_rope(q.view(B, T, self.n_heads, self.head_dim), cos, sin)  # (B, T, H, Hd)
         k = apply_rope(k.view(B, T, self.n_kv_heads, self.head_dim), cos, sin)  # (B, T, K, Hd)
         v = v.view(B, T, self.n_kv_heads, self.head_dim)  # (B, T, K, Hd)
+        if kv is not None:  # decoding: attend over the cached keys/values too
+            k, v = kv(k, v)  # (B, S, K, Hd), S = cached + T
         y = attend(q, k, v, mask)  # (B, T, H, Hd)
         return self.o_proj(y.reshape(B, T, self.n_heads * self.head_dim))  # (B, T, D)
 
@@ -276,8 +318,10 @@ class Block(nn.Module):
         self.post_attention_layernorm = RMSNorm(cfg.dim, cfg.norm_eps)
         self.mlp = FeedForward(cfg)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: Any) -> torch.Tensor:
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask)  # (B, T, D)
+    def forward(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: Any, kv: KVUpdate | None = None
+    ) -> torch.Tensor:
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, kv)  # (B, T, D)
         return x + self.mlp(self.post_attention_layernorm(x))  # (B, T, D)
 
 
@@ -366,3 +410,28 @@ class Llama(nn.Module):
         return linear_cross_entropy(
             h.flatten(0, 1), self.lm_head.weight, labels.flatten(), self.cfg.loss_chunk_tokens
         )
+
+    def forward_cached(
+        self, tokens: torch.Tensor, positions: torch.Tensor, new_mask: torch.Tensor, cache: KVCache
+    ) -> torch.Tensor:
+        """Logits (B, T, V) of ``tokens`` (B, T) appended after the ``cache.length`` cached slots.
+
+        ``positions`` (B, T): RoPE positions of the new tokens; ``new_mask`` (B, T): which of them are real
+        (False for left padding: no real token attends to them). Fills the cache and advances its length.
+        """
+        B, T = tokens.shape
+        start, end = cache.length, cache.length + T
+        if end > cache.k[0].shape[1] or int(positions.max()) >= self.cfg.max_seq_len:
+            raise ValueError(f"decoding past the cache ({cache.k[0].shape[1]} slots) or max_seq_len")
+        cache.key_mask[:, start:end] = new_mask
+        slots = torch.arange(end, device=tokens.device)  # (S,)
+        query_slots = slots[start:, None]  # (T, 1)
+        mask = (slots[None, :] <= query_slots) & cache.key_mask[:, None, :end]  # (B, T, S)
+        mask |= slots[None, :] == query_slots  # a pad query sees itself: no all-masked row (NaN)
+        rope = self.rope.float()
+        cos, sin = rope[0][positions].unsqueeze(-2), rope[1][positions].unsqueeze(-2)  # (B, T, 1, Hd)
+        x = self.embed_tokens(tokens)  # (B, T, D)
+        for i, block in enumerate(self.layers):
+            x = block(x, cos, sin, mask[:, None], cache.updater(i))
+        cache.length = end
+        return self.lm_head(self.norm(x))  # (B, T, V)

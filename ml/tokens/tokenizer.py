@@ -55,12 +55,16 @@ CHAT_ROLES: tuple[str, ...] = ("system", "user", "assistant", "ipython")
 
 # Jinja twin of `render_chat` for transformers' `apply_chat_template` (the dialog format of Llama 3 paper §4.1).
 # A message with a true `tool_call` is an assistant turn holding code to run: <|python_tag|>code<|eom_id|>.
+# `{% generation %}` marks what an assistant turn produces, so `return_assistant_tokens_mask=True` gives the
+# SFT targets of ml/tokens/chat.py (python_tag, content, eot/eom).
 CHAT_TEMPLATE = (
     "{{ bos_token }}"
     "{% for message in messages %}"
     "{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' }}"
+    "{% if message['role'] == 'assistant' %}{% generation %}"
     "{% if message.tool_call %}{{ '<|python_tag|>' + message['content'] + '<|eom_id|>' }}"
     "{% else %}{{ message['content'] + '<|eot_id|>' }}{% endif %}"
+    "{% endgeneration %}{% else %}{{ message['content'] + '<|eot_id|>' }}{% endif %}"
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% endif %}"
 )
@@ -335,7 +339,7 @@ def compression_stats(
     return out
 
 
-def _check_message(i: int, m: Mapping[str, Any]) -> tuple[str, str, bool]:
+def check_message(i: int, m: Mapping[str, Any]) -> tuple[str, str, bool]:
     if not isinstance(m, Mapping) or "role" not in m or "content" not in m:
         raise ValueError(f"chat message #{i} must be a mapping with 'role' and 'content', got {m!r}")
     role, content, tool_call = m["role"], m["content"], bool(m.get("tool_call", False))
@@ -354,7 +358,7 @@ def render_chat(messages: Sequence[Mapping[str, Any]], add_generation_prompt: bo
     ``<|python_tag|>{code}<|eom_id|>``); with ``add_generation_prompt`` an open assistant header."""
     parts = [BOS]
     for i, m in enumerate(messages):
-        role, content, tool_call = _check_message(i, m)
+        role, content, tool_call = check_message(i, m)
         parts.append(f"{START_HEADER}{role}{END_HEADER}\n\n")
         parts.append(f"{PYTHON_TAG}{content}{EOM}" if tool_call else f"{content}{EOT}")
     if add_generation_prompt:
@@ -368,27 +372,9 @@ def encode_chat(
     """Token ids of ``render_chat(messages)``.
 
     Equal to encoding the rendered string, except that special-token text inside a role or content is
-    encoded as plain text (a user cannot inject ``<|eot_id|>``). Toggles ``tok.encode_special_tokens``
-    for the duration of the call, so do not share ``tok`` across threads while encoding chats.
+    encoded as plain text (a user cannot inject ``<|eot_id|>``). The loss masks that go with these ids:
+    ``ml.tokens.chat.encode_chat_masked``.
     """
-    sid = {t: special_token_id(tok, t) for t in (BOS, START_HEADER, END_HEADER, EOT, EOM, PYTHON_TAG)}
+    from ml.tokens.chat import encode_chat_masked  # chat.py builds on this module
 
-    def text(s: str) -> list[int]:
-        return tok.encode(s, add_special_tokens=False).ids
-
-    previous = tok.encode_special_tokens
-    tok.encode_special_tokens = True
-    try:
-        ids = [sid[BOS]]
-        for i, m in enumerate(messages):
-            role, content, tool_call = _check_message(i, m)
-            ids += [sid[START_HEADER], *text(role), sid[END_HEADER]]
-            if tool_call:
-                ids += [*text("\n\n"), sid[PYTHON_TAG], *text(content), sid[EOM]]
-            else:
-                ids += [*text("\n\n" + content), sid[EOT]]
-        if add_generation_prompt:
-            ids += [sid[START_HEADER], *text("assistant"), sid[END_HEADER], *text("\n\n")]
-    finally:
-        tok.encode_special_tokens = previous
-    return ids
+    return encode_chat_masked(messages, tok, add_generation_prompt).ids

@@ -17,7 +17,7 @@ from ml.model.llama import ModelConfig
 from ml.train.dist import COMPILE_SCOPES
 from ml.train.schedule import PAPER_405B_RAMP, LRSchedule, batch_schedule
 
-TASKS = ("pretrain",)
+TASKS = ("pretrain", "sft", "reward", "dpo")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -15,4 +15,16 @@ def build_task(cfg: TrainConfig, data_dir: Path, info: DistInfo) -> Task:
         from ml.train.tasks.pretrain import PretrainTask
 
         return PretrainTask(cfg, data_dir, info)
+    if cfg.task == "sft":
+        from ml.train.tasks.sft import SFTTask
+
+        return SFTTask(cfg, data_dir, info)
+    if cfg.task == "reward":
+        from ml.train.tasks.reward import RewardTask
+
+        return RewardTask(cfg, data_dir, info)
+    if cfg.task == "dpo":
+        from ml.train.tasks.dpo import DPOTask
+
+        return DPOTask(cfg, data_dir, info)
     raise ValueError(f"unknown task {cfg.task!r}")

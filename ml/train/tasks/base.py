@@ -9,12 +9,13 @@ and what evaluation measures. One module per objective under ml/train/tasks/:
   (Llama 3 paper §3.4.1).
 * ``sft`` (§4.1): packed chat sequences whose prompt tokens are masked out of the loss (targets -100);
   the same ``loss`` shape as pretraining, another data iterator; ``tokens`` counts target tokens.
-* ``reward`` (§4.1): pairs (chosen, rejected) in one batch dict; the model is the policy with a scalar
-  head (:meth:`Task.prepare_model` swaps the output layer before compile/FSDP); loss
-  ``-logsigmoid(r_chosen - r_rejected)``; eval metrics: pairwise accuracy, margin.
+* ``reward`` (§4.1): ranked responses (edited > chosen > rejected) of one prompt in one batch dict; the scalar
+  head is the LM head's row of a reserved token (so the reward model stays an ordinary Llama checkpoint);
+  loss ``-logsigmoid(r_better - r_worse)`` over ranked pairs; eval metrics: pairwise accuracy, reward gap.
 * ``dpo`` (§4.1): pairs scored by the trained policy and a frozen reference: :meth:`Task.frozen_models`
   names ``{"reference": <HF dir or checkpoint>}``, the engine builds, loads, shards and freezes it and
-  hands it over in :meth:`Task.bind_frozen`; the loss reads both models' sequence log-probs.
+  hands it over in :meth:`Task.bind_frozen`, where the task scores every example once and keeps the
+  reference log-probs with the examples.
 
 Contract:
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from ml.config import ConfigError
@@ -27,8 +29,10 @@ def test_unknown_nested_key_names_the_path():
         TrainConfig.from_dict({"model": {"xyz": 1}})
     with pytest.raises(ConfigError, match=r"unknown key\(s\) TrainConfig\.data\.batch"):
         TrainConfig.from_preset("tiny", data={"batch": 1})
-    with pytest.raises(ConfigError, match="task must be pretrain, got 'sft'"):
-        TrainConfig.from_dict({"task": "sft"})
+    with pytest.raises(
+        ConfigError, match=re.escape("task must be pretrain | sft | reward | dpo, got 'rlhf'")
+    ):
+        TrainConfig.from_dict({"task": "rlhf"})
 
 
 def test_replace_model_changes_only_the_model():
