@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -60,10 +59,6 @@ def test_our_stages_equal_in_process_and_on_two_workers(crawl: Path, tmp_path: P
     assert one["core: filters"][0] == 8  # licences are prose: every rule passes
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("cchardet") is None or importlib.util.find_spec("magic") is None,
-    reason="datatrove's WarcReader needs faust-cchardet and python-magic (see the benchmark's docstring)",
-)
 def test_main_prints_both_sides(crawl: Path, capsys):
     text = main(["--warc", str(crawl / "*.warc.gz"), "--limit", "6", "--workers", "2"])
     assert "datatrove  read+extract+gopher+minhash" in text and "ours core" in text
