@@ -29,8 +29,8 @@ sha1 of the kept documents' ``id\\ttext`` lines after a stage: two runs (code be
 print the same digests produced the same documents. ``--profile N`` runs our stages in this process under
 cProfile (no cluster) and prints each stage's top N functions by cumulative time.
 
-datatrove's ``WarcReader`` imports ``cchardet`` and ``magic`` (not dependencies of this project):
-``pip install --target /tmp/bench-deps faust-cchardet python-magic`` and add /tmp/bench-deps to PYTHONPATH.
+datatrove's ``WarcReader`` imports ``cchardet`` and ``magic``: the dev extra installs them
+(``faust-cchardet``, ``python-magic``) with datatrove.
 """
 
 from __future__ import annotations
