@@ -160,15 +160,15 @@ class TokenLoader:
         )
 
     def val_windows(self, n: int) -> np.ndarray:
-        """``n`` batches' worth of this rank's windows, spread evenly over the whole split in stream order
-        (every window when the split holds fewer), so a fixed budget samples every part of the split."""
-        windows = np.arange(self.rank, self.num_windows, self.world_size)[: self.windows_per_rank]
-        count = min(n, len(windows) // self.batch_size) * self.batch_size
-        return (
-            windows[np.linspace(0, len(windows) - 1, count).round().astype(np.int64)]
-            if count
-            else windows[:0]
-        )
+        """This rank's share of ``n`` batches per rank of validation windows spread evenly over the whole
+        split in stream order (every window when the split holds fewer): the windows are chosen for all
+        ranks together and dealt round-robin, so any world size scores the same windows."""
+        per_rank = min(n, self.windows_per_rank // self.batch_size) * self.batch_size
+        count = per_rank * self.world_size
+        if not count:
+            return np.zeros(0, dtype=np.int64)
+        picks = np.linspace(0, self.num_windows - 1, count).round().astype(np.int64)
+        return picks[self.rank :: self.world_size]
 
     def val_batches(self, n: int) -> list[Batch]:
         """The validation batches of :meth:`val_windows` (no shuffle, state untouched); the same list on
