@@ -136,7 +136,6 @@ def sample(
     return results
 
 
-
 @dataclasses.dataclass(frozen=True)
 class ChatAnswers:
     texts: list[str]  # the next assistant turn of each chat, special tokens removed
