@@ -58,9 +58,10 @@ class SafetyClassifierConfig(StageConfig):
     c: float = 1.0  # chosen: scikit-learn's default L2 strength
     max_iter: int = 300
     # Measured first (v1 data, the defaults above): held-out macro recall 0.42, macro precision 0.51 over
-    # S1..S14 + safe (flagged unsafe at all: recall 0.65, precision 0.82), refusal detector held-out accuracy 0.96. Ten seeds per
-    # category do not teach a linear model new held-out requests well; the bars sit ~0.07 below the
-    # measurement, so a data or feature change that loses more than that fails the stage.
+    # S1..S14 + safe (flagged unsafe at all: recall 0.65, precision 0.82); refusal detector held-out
+    # accuracy 0.89 (25 of 28). Ten seeds per category do not teach a linear model new held-out requests
+    # well. The bars sit ~0.07 below the measurements (refusal: one more miss of 28 still passes), so a
+    # data or feature change that loses more than that fails the stage.
     min_heldout_macro_recall: float = 0.35
     min_heldout_macro_precision: float = 0.44
     min_refusal_heldout_accuracy: float = 0.85
