@@ -34,9 +34,12 @@ class SampleConfig(StageConfig):
     top_k: int = 0  # 0 = the whole vocabulary
     batch_size: int = 16
     seed: int = 0
+    max_prompt_tokens: int = 0  # keep at most the last N prompt tokens (0: whatever the context leaves)
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
-        "tiny": dict(max_new_tokens=24),  # chosen: a near-random 1.8M model; seconds on CPU for ~200 prompts
+        # chosen: a near-random 1.8M model without a KV cache: every step re-reads the prompt, so prompts
+        # keep their last 96 tokens (long-context ones lose their start, counted as truncated)
+        "tiny": dict(max_new_tokens=16, max_prompt_tokens=96),
         "small": dict(max_new_tokens=128),
         "8b": dict(max_new_tokens=256),
         "70b": dict(max_new_tokens=256),
@@ -44,6 +47,8 @@ class SampleConfig(StageConfig):
     }
 
     def __post_init__(self) -> None:
+        if self.max_prompt_tokens < 0:
+            raise ConfigError(f"SampleConfig.max_prompt_tokens must be >= 0, got {self.max_prompt_tokens}")
         for name in ("max_new_tokens", "batch_size"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"SampleConfig.{name} must be > 0, got {getattr(self, name)}")
@@ -51,6 +56,12 @@ class SampleConfig(StageConfig):
             raise ConfigError(
                 f"SampleConfig: temperature and top_k must be >= 0, got {self.temperature}, {self.top_k}"
             )
+
+
+def prompt_window(max_seq_len: int, cfg: SampleConfig) -> int:
+    """Prompt tokens kept: what the context leaves after the answer, capped by ``max_prompt_tokens``."""
+    window = max_seq_len - cfg.max_new_tokens
+    return min(window, cfg.max_prompt_tokens) if cfg.max_prompt_tokens else window
 
 
 def _next_token(logits: torch.Tensor, cfg: SampleConfig, gen: torch.Generator) -> torch.Tensor:
@@ -86,7 +97,7 @@ def sample_batch(
     gen: torch.Generator | None = None,
 ) -> list[list[int]]:
     """New token ids for each prompt (without the prompt), cut before the first stop token."""
-    window = model.cfg.max_seq_len - cfg.max_new_tokens
+    window = prompt_window(model.cfg.max_seq_len, cfg)
     if window <= 0:
         raise ValueError(
             f"max_new_tokens={cfg.max_new_tokens} leaves no room in max_seq_len={model.cfg.max_seq_len}"
@@ -150,7 +161,7 @@ def answer_chats(
     prompts = [encode_chat(chat, tok, add_generation_prompt=True) for chat in chats]
     stops = [special_token_id(tok, t) for t in (EOT, EOM, EOS)]
     ids = sample(model, prompts, cfg, stop_ids=stops, pad_id=special_token_id(tok, PAD))
-    window = model.cfg.max_seq_len - cfg.max_new_tokens
+    window = prompt_window(model.cfg.max_seq_len, cfg)
     return ChatAnswers(
         texts=[tok.decode(row, skip_special_tokens=True) for row in ids],
         truncated=sum(len(p) > window for p in prompts),

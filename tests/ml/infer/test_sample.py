@@ -53,6 +53,8 @@ def test_long_prompt_keeps_its_last_tokens(model):
     long = list(range(1, 60))  # 59 tokens > 48 - 4
     cfg = SampleConfig(max_new_tokens=4)
     assert sample(model, [long], cfg) == [_greedy_alone(model, long[-44:], 4)]
+    capped = SampleConfig(max_new_tokens=4, max_prompt_tokens=10)
+    assert sample(model, [long], capped) == [_greedy_alone(model, long[-10:], 4)]
 
 
 def test_config_rejects_bad_values():
