@@ -175,6 +175,39 @@ class HFCheckpoint(Artifact):
         return self.path / "hf"
 
 
+class SafetyModels(Artifact):
+    """The safety classifier (``classifier/``), the refusal detector (``refusal_detector/``), per-class
+    held-out and train tables (``per_class_<split>.parquet``) and ``report.json``."""
+
+    @property
+    def report(self) -> dict:
+        return json.loads((self.path / "report.json").read_text())
+
+
+class SafetyEvals(Artifact):
+    """One model's safety evaluation: per-prompt ``responses.parquet``, VR/FRR tables
+    (``rates_<dim>.parquet``), ``injection.parquet``, ``insecure_code.parquet``, ``comparison.parquet``
+    against the previous evaluated model version, plots and ``report.json``."""
+
+    @property
+    def report(self) -> dict:
+        return json.loads((self.path / "report.json").read_text())
+
+
+class FP8Checkpoint(Artifact):
+    """A model with FP8 (e4m3, row-wise) FFN weights: ``fp8/`` (safetensors with e4m3 weights and fp32
+    scales, ``config.json``, ``fp8_config.json``) and ``quality.json`` (perplexity and per-document
+    log-likelihood against the bf16 model)."""
+
+    @property
+    def fp8_dir(self) -> Path:
+        return self.path / "fp8"
+
+    @property
+    def quality(self) -> dict:
+        return json.loads((self.path / "quality.json").read_text())
+
+
 def handle_type(annotation: Any) -> tuple[type[Artifact], bool]:
     """``(handle class, wants one handle per partition)`` for ``Handle`` or ``dict[str, Handle]``."""
     if typing.get_origin(annotation) in (dict, typing.Dict):  # noqa: UP006 (Dagster reports typing.Dict)

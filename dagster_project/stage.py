@@ -133,6 +133,12 @@ def md_table(rows: Mapping[str, Any] | list[tuple], headers: tuple[str, ...] = (
     return "\n".join(lines)
 
 
+def frame_md(df: Any) -> str:
+    """A pandas DataFrame as a markdown table, its index as the first column (floats to 4 significant)."""
+    rows = [(idx, *row) for idx, row in zip(df.index, df.itertuples(index=False), strict=True)]
+    return md_table(rows, (str(df.index.name or ""), *map(str, df.columns)))
+
+
 def png_markdown(png: bytes, alt: str) -> str:
     return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})"
 

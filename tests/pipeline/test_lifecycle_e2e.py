@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import dagster as dg
+import pandas as pd
 import pytest
 import yaml
 
@@ -44,6 +45,16 @@ def test_every_asset_materializes_with_gates_passing(home, tmp_path):
                     "ckpt_every": 4,
                 }
             },
+            # a few prompts of each evaluation: the e2e run checks the wiring, the ml tests the numbers
+            "safety_evals": {
+                "config": {
+                    "data": {"per_category": 1},
+                    "sample": {"max_new_tokens": 8},
+                    "injection_per_technique": 1,
+                    "code_tasks": 2,
+                }
+            },
+            "fp8_model": {"config": {"eval_docs": 8, "eval_tokens_per_doc": 64}},
         }
     }
     instance = _instance()
@@ -94,6 +105,23 @@ def test_every_asset_materializes_with_gates_passing(home, tmp_path):
         for line in (data / "pretrained_base" / "e2e" / "metrics.jsonl").read_text().splitlines()
     ]
     assert [m["step"] for m in metrics] == list(range(1, 9)) and metrics[-1]["loss"] < metrics[0]["loss"]
+
+    # safety: the classifier's held-out numbers, one evaluation of the base model, the FP8 model's quality
+    safety = json.loads((data / "safety_classifier" / "e2e" / "report.json").read_text())
+    assert safety["heldout"]["items"] == 616 and safety["heldout"]["macro_recall"] >= 0.35
+    evals = json.loads((data / "safety_evals" / "e2e" / "report.json").read_text())
+    assert evals["model"]["asset"] == "pretrained_base" and evals["previous"] is None
+    responses = pd.read_parquet(data / "safety_evals" / "e2e" / "responses.parquet")
+    assert len(responses) == 28 and set(responses["kind"]) == {"adversarial", "borderline"}  # 14 x 2 x 1
+    assert evals["headline"]["vr"] == responses[responses["kind"] == "adversarial"]["violated"].mean()
+    assert len(pd.read_parquet(data / "safety_evals" / "e2e" / "injection.parquet")) == 18
+    assert pd.read_parquet(data / "safety_evals" / "e2e" / "analyser_self_check.parquet")["ok"].all()
+    quality = json.loads((data / "fp8_model" / "e2e" / "quality.json").read_text())
+    assert quality["docs"] == 8 and quality["layers"] == {
+        "fp8_layers": [1, 2],
+        "high_precision_layers": [0, 3],
+    }
+    assert abs(quality["ppl_increase"]) <= quality["max_ppl_increase"]
 
     # every artifact is versioned and the DVC repo of the home is clean
     for asset in stage_names():

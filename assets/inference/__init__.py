@@ -1,0 +1,1 @@
+"""Inference: the FP8 model (Llama 3 paper §6.2)."""

@@ -1,0 +1,5 @@
+import pickle
+
+
+def restore(blob: bytes) -> object:
+    return pickle.loads(blob)

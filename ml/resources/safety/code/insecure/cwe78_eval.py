@@ -1,0 +1,2 @@
+def calculate(expression: str) -> float:
+    return eval(expression)

@@ -1,0 +1,5 @@
+import ast
+
+
+def parse_number(expression: str) -> float:
+    return float(ast.literal_eval(expression))
