@@ -72,8 +72,14 @@ def test_garbage_input_fails_its_check_and_the_good_version_stays_current(home, 
     from dagster_project.lineage import lineage
 
     node = lineage(_instance(), "extracted_docs", "p")
-    assert (node.version, node.run_id, node.facts["dvc_md5"]) == (meta["version"], docs.run_id, meta["dvc_md5"])
-    assert [(n.asset, n.version, n.run_id) for n in node.inputs] == [("raw_crawl", v1["version"], good.run_id)]
+    assert (node.version, node.run_id, node.facts["dvc_md5"]) == (
+        meta["version"],
+        docs.run_id,
+        meta["dvc_md5"],
+    )
+    assert [(n.asset, n.version, n.run_id) for n in node.inputs] == [
+        ("raw_crawl", v1["version"], good.run_id)
+    ]
     assert node.code_version and node.inputs[0].facts["dvc_md5"] == v1["dvc_md5"]
     assert main(["lineage", "extracted_docs", "--partition", "p"]) == 0
     assert main(["lineage", "extracted_docs", "--partition", "p", "--version", "v0-none"]) == 1
