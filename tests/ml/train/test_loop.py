@@ -82,7 +82,7 @@ def test_metrics_every_step_with_validation_merged(tiny_run):
         "tokens_seen",
         "batch_tokens",
     }
-    assert set(rows[24][1]) == set(rows[0][1]) | {"val_loss"}
+    assert set(rows[24][1]) == set(rows[0][1]) | {"val_loss", "val_tokens", "val_docs"}
     for step, m in rows:
         assert m["lr"] == lr_at(step - 1, cfg.lr_schedule)
         assert m["tokens_seen"] == step * 8 * 64
