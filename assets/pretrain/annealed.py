@@ -30,7 +30,11 @@ AnnealRun = dagster_config_for(AnnealConfig)
 def pretrain_annealed_lr_reaches_zero(pretrain_annealed: HFCheckpoint) -> dg.AssetCheckResult:
     """The LR of the last logged step is exactly 0 (Llama 3 paper §3.4.3: linearly to 0), and annealing
     kept its checkpoints for averaging."""
-    rows = [json.loads(x) for x in (pretrain_annealed.path / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    rows = [
+        json.loads(x)
+        for x in (pretrain_annealed.path / "metrics.jsonl").read_text().splitlines()
+        if x.strip()
+    ]
     kept = sorted(p.name for p in (pretrain_annealed.path / "checkpoints").iterdir())
     return dg.AssetCheckResult(
         passed=rows[-1]["lr"] == 0.0 and bool(kept),
@@ -63,7 +67,9 @@ def pretrain_annealed(
     cfg = resolve_config(AnnealConfig, config)
     if vocab_unset(config.train):
         cfg = cfg.replace(train=cfg.train.replace_model(vocab_size=token_shards.vocab_size))
-    with stage_run(context, mlflow, dvc, cfg, pretrain_long_context, curated_corpus, token_shards, tokenizer) as run:
+    with stage_run(
+        context, mlflow, dvc, cfg, pretrain_long_context, curated_corpus, token_shards, tokenizer
+    ) as run:
         mix_dir = work_dir(run, cfg, "mix")
         tok = load_tokenizer(tokenizer.path)
         mix = anneal_mix(curated_corpus.read(), tok, mix_dir / "shards", shard_config(token_shards), cfg)

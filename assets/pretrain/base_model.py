@@ -29,7 +29,9 @@ def base_model_beats_unigram(base_model: HFCheckpoint) -> dg.AssetCheckResult:
     ev = _evals(base_model)
     return dg.AssetCheckResult(
         passed=bool(ev["nats_below_unigram"] >= ev["min_nats_below_unigram"]),
-        metadata={k: ev[k] for k in ("average_loss", "unigram_nats", "nats_below_unigram", "min_nats_below_unigram")},
+        metadata={
+            k: ev[k] for k in ("average_loss", "unigram_nats", "nats_below_unigram", "min_nats_below_unigram")
+        },
     )
 
 
@@ -65,11 +67,24 @@ def base_model(
     single annealing checkpoint and with the model before annealing, next to the unigram baseline on the
     same tokens, and with the loss ``transformers`` computes from the exported files."""
     cfg = resolve_config(AverageConfig, config)
-    with stage_run(context, mlflow, dvc, cfg, pretrain_annealed, pretrain_long_context, curated_corpus,
-                   token_shards, tokenizer) as run:
-        ckpts = {int(p.name.split("-")[-1]): p for p in (pretrain_annealed.path / "checkpoints").glob("step-*")}
+    with stage_run(
+        context,
+        mlflow,
+        dvc,
+        cfg,
+        pretrain_annealed,
+        pretrain_long_context,
+        curated_corpus,
+        token_shards,
+        tokenizer,
+    ) as run:
+        ckpts = {
+            int(p.name.split("-")[-1]): p for p in (pretrain_annealed.path / "checkpoints").glob("step-*")
+        }
         picked = cfg.pick(list(ckpts))
-        suite = EvalSuite.build(curated_corpus, token_shards, tokenizer, cfg.max_doc_tokens, cfg.heldout_seq_len)
+        suite = EvalSuite.build(
+            curated_corpus, token_shards, tokenizer, cfg.max_doc_tokens, cfg.heldout_seq_len
+        )
         with atomic_dir(run.out_dir) as tmp:
             average_checkpoints([ckpts[s] for s in picked], tmp / "hf")
             for f in tokenizer.hf_files():
@@ -81,7 +96,9 @@ def base_model(
         run.log_metrics(numbers)
         summary = "**Base model** = mean of annealing steps " + ", ".join(map(str, picked)) + "\n\n"
         summary += md_table(numbers, ("metric", "value"))
-        return run.result(num_records=len(picked), summary=summary, metadata={**numbers, "averaged_steps": str(picked)})
+        return run.result(
+            num_records=len(picked), summary=summary, metadata={**numbers, "averaged_steps": str(picked)}
+        )
 
 
 def _compare(suite: EvalSuite, average, ckpts: dict, before: HFCheckpoint, shards: TokenShards, cfg) -> dict:

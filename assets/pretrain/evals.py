@@ -43,9 +43,19 @@ def base_model_evals(
         "annealed": pretrain_annealed,
         "average": base_model,
     }
-    with stage_run(context, mlflow, dvc, cfg, *models.values(), curated_corpus, token_shards, tokenizer) as run:
-        suite = EvalSuite.build(curated_corpus, token_shards, tokenizer, cfg.max_doc_tokens, cfg.heldout_seq_len,
-                                niah=cfg.niah, mc=cfg.mc, group_by=cfg.group_by)
+    with stage_run(
+        context, mlflow, dvc, cfg, *models.values(), curated_corpus, token_shards, tokenizer
+    ) as run:
+        suite = EvalSuite.build(
+            curated_corpus,
+            token_shards,
+            tokenizer,
+            cfg.max_doc_tokens,
+            cfg.heldout_seq_len,
+            niah=cfg.niah,
+            mc=cfg.mc,
+            group_by=cfg.group_by,
+        )
         results = {name: suite.evaluate(handle.hf_dir) for name, handle in models.items()}
         headline, groups, niah = _tables(results)
         with atomic_dir(run.out_dir) as tmp:
@@ -64,13 +74,19 @@ def base_model_evals(
         for name in models:
             if (run.out_dir / f"niah-{name}.png").exists():
                 run.log_png(run.out_dir / f"niah-{name}.png", f"NIAH {name}")
-        flat = {f"{r['stage']}.{k}": v for r in headline.to_dict(orient="records") for k, v in r.items() if k != "stage"}
+        flat = {
+            f"{r['stage']}.{k}": v
+            for r in headline.to_dict(orient="records")
+            for k, v in r.items()
+            if k != "stage"
+        }
         run.log_metrics(flat)
         wide = groups.pivot_table(index=["column", "group"], columns="stage", values="loss").reset_index()
-        summary = "**Stages compared**\n\n" + md_table(
-            [tuple(r) for r in headline.itertuples(index=False)], tuple(headline.columns)
-        ) + "\n\n**Held-out loss per group**\n\n" + md_table(
-            [tuple(r) for r in wide.itertuples(index=False)], tuple(str(c) for c in wide.columns)
+        summary = (
+            "**Stages compared**\n\n"
+            + md_table([tuple(r) for r in headline.itertuples(index=False)], tuple(headline.columns))
+            + "\n\n**Held-out loss per group**\n\n"
+            + md_table([tuple(r) for r in wide.itertuples(index=False)], tuple(str(c) for c in wide.columns))
         )
         return run.result(num_records=len(models), summary=summary, metadata=flat)
 
@@ -80,13 +96,15 @@ def _tables(results: dict) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     rows, groups, niah = [], [], []
     for name, r in results.items():
         cells = r.get("niah")
-        rows.append({
-            "stage": name,
-            "heldout_loss": r["heldout_loss"],
-            "mc_accuracy": r["mc"]["accuracy"],
-            "mc_normalized_nll": r["mc"]["normalized_nll"],
-            "niah_accuracy": float(cells["accuracy"].mean()) if cells is not None else float("nan"),
-        })
+        rows.append(
+            {
+                "stage": name,
+                "heldout_loss": r["heldout_loss"],
+                "mc_accuracy": r["mc"]["accuracy"],
+                "mc_normalized_nll": r["mc"]["normalized_nll"],
+                "niah_accuracy": float(cells["accuracy"].mean()) if cells is not None else float("nan"),
+            }
+        )
         groups.append(r["groups"].assign(stage=name))
         if cells is not None:
             niah.append(cells.assign(stage=name))

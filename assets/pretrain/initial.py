@@ -72,7 +72,9 @@ def pretrain_initial(
         prune_work(run, [trained.work])
         run.log_png(run.out_dir / "loss.png", "loss curve")
         run.log_metrics(final)
-        summary = "**Initial pre-training** (rank 0 report through Pipes)\n\n" + md_table(final, ("metric", "value"))
+        summary = "**Initial pre-training** (rank 0 report through Pipes)\n\n" + md_table(
+            final, ("metric", "value")
+        )
         return run.result(
             num_records=int(final.get("tokens_seen", 0)),
             summary=summary,

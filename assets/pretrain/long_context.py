@@ -45,7 +45,13 @@ def _gate(handle: HFCheckpoint, key: str, what: str) -> dg.AssetCheckResult:
         metadata={
             f"{s['seq_len']}.{k}": float(s[k])
             for s in stages
-            for k in ("short_loss_before", "short_loss", "max_short_loss_increase", "niah_accuracy", "min_niah_accuracy")
+            for k in (
+                "short_loss_before",
+                "short_loss",
+                "max_short_loss_increase",
+                "niah_accuracy",
+                "min_niah_accuracy",
+            )
         },
     )
 
@@ -87,12 +93,22 @@ def pretrain_long_context(
     cfg = resolve_config(LongContextConfig, config)
     if vocab_unset(config.train):
         cfg = cfg.replace(train=cfg.train.replace_model(vocab_size=token_shards.vocab_size))
-    with stage_run(context, mlflow, dvc, cfg, pretrain_initial, curated_corpus, token_shards, tokenizer) as run:
+    with stage_run(
+        context, mlflow, dvc, cfg, pretrain_initial, curated_corpus, token_shards, tokenizer
+    ) as run:
         mix_dir = work_dir(run, cfg, "mix")
         tok = load_tokenizer(tokenizer.path)
-        mix = long_context_mix(curated_corpus.read(), tok, mix_dir / "shards", shard_config(token_shards), cfg)
-        suite = EvalSuite.build(curated_corpus, token_shards, tokenizer, cfg.max_doc_tokens, cfg.short_seq_len,
-                                niah=cfg.niah.replace(lengths=cfg.seq_lens))
+        mix = long_context_mix(
+            curated_corpus.read(), tok, mix_dir / "shards", shard_config(token_shards), cfg
+        )
+        suite = EvalSuite.build(
+            curated_corpus,
+            token_shards,
+            tokenizer,
+            cfg.max_doc_tokens,
+            cfg.short_seq_len,
+            niah=cfg.niah.replace(lengths=cfg.seq_lens),
+        )
         before = suite.evaluate(pretrain_initial.hf_dir, niah=False)["heldout_loss"]
         stages, works, model = [], [mix_dir], pretrain_initial.hf_dir
         for seq_len in cfg.seq_lens:
@@ -111,7 +127,10 @@ def pretrain_long_context(
         run.log_png(run.out_dir / "loss.png", "loss curve")
         flat = {f"{s['seq_len']}.{k}": v for s in stages for k, v in s.items() if isinstance(v, int | float)}
         run.log_metrics(flat)
-        table = [(s["seq_len"], s["short_loss_before"], s["short_loss"], s["niah_accuracy"], s["tokens"]) for s in stages]
+        table = [
+            (s["seq_len"], s["short_loss_before"], s["short_loss"], s["niah_accuracy"], s["tokens"])
+            for s in stages
+        ]
         summary = "**Long-context stages**\n\n" + md_table(
             table, ("seq_len", "short loss before", "short loss after", "NIAH accuracy", "tokens")
         )
@@ -122,7 +141,9 @@ def pretrain_long_context(
         )
 
 
-def _write(out_dir, model, tokenizer: Tokenizer, cfg: LongContextConfig, stages: list[dict], mix: dict, works) -> None:
+def _write(
+    out_dir, model, tokenizer: Tokenizer, cfg: LongContextConfig, stages: list[dict], mix: dict, works
+) -> None:
     """The last stage's model, each stage's record and curve, the NIAH table and heat map."""
     niah = pd.concat([pd.DataFrame(s.pop("niah_table")) for s in stages], ignore_index=True)
     with atomic_dir(out_dir) as tmp:

@@ -95,7 +95,9 @@ def train_stage(
     _append(log, {"event": "done", "time": time.time()})
     metrics = read_metrics(work / "metrics.jsonl")
     prefix = f"{name}/" if name else ""
-    run.log.log_metric_series([(m["step"], {prefix + k: v for k, v in m.items() if k != "step"}) for m in metrics])
+    run.log.log_metric_series(
+        [(m["step"], {prefix + k: v for k, v in m.items() if k != "step"}) for m in metrics]
+    )
     final = {k: getattr(v, "value", v) for k, v in reported.items() if k != "hf_export"}
     return StageTraining(work, final, metrics, interruptions(work))
 
@@ -111,7 +113,7 @@ def interruptions(work: Path) -> dict[str, float]:
     share of wall time that produced the final curve."""
     records = [json.loads(x) for x in (work / "launches.jsonl").read_text().splitlines() if x.strip()]
     starts = [i for i, r in enumerate(records) if r["event"] == "start"]
-    spans = [records[i : j] for i, j in zip(starts, [*starts[1:], len(records)], strict=True)]
+    spans = [records[i:j] for i, j in zip(starts, [*starts[1:], len(records)], strict=True)]
     lost, total, count = 0.0, 0.0, 0
     for n, span in enumerate(spans):
         ends = [r for r in span[1:] if r["event"] in ("done", "failed")]
@@ -121,7 +123,11 @@ def interruptions(work: Path) -> dict[str, float]:
         if not ends or ends[0]["event"] == "failed":
             count += 1
             lost += end - span[0]["time"]
-    raw = [json.loads(x)["step"] for x in (work / "metrics.jsonl").read_text().splitlines() if x.strip().endswith("}")]
+    raw = [
+        json.loads(x)["step"]
+        for x in (work / "metrics.jsonl").read_text().splitlines()
+        if x.strip().endswith("}")
+    ]
     return {
         "interruptions": count,
         "lost_wall_s": round(lost, 3),
@@ -158,9 +164,18 @@ class EvalSuite:
     group_by: tuple[str, ...] = ()
 
     @classmethod
-    def build(cls, corpus: DocShards, shards: TokenShards, tokenizer: Tokenizer, max_doc_tokens: int,
-              seq_len: int, *, niah: NiahConfig | None = None, mc: MultipleChoiceConfig | None = None,
-              group_by: tuple[str, ...] = ()) -> EvalSuite:
+    def build(
+        cls,
+        corpus: DocShards,
+        shards: TokenShards,
+        tokenizer: Tokenizer,
+        max_doc_tokens: int,
+        seq_len: int,
+        *,
+        niah: NiahConfig | None = None,
+        mc: MultipleChoiceConfig | None = None,
+        group_by: tuple[str, ...] = (),
+    ) -> EvalSuite:
         docs = heldout_docs(corpus, shards)
         tok = load_tokenizer(tokenizer.path)
 
@@ -177,8 +192,9 @@ class EvalSuite:
             group_by=group_by,
         )
 
-    def evaluate(self, hf_dir: Path, *, niah: bool = True, niah_lengths: tuple[int, ...] | None = None,
-                 mc: bool = True) -> dict:
+    def evaluate(
+        self, hf_dir: Path, *, niah: bool = True, niah_lengths: tuple[int, ...] | None = None, mc: bool = True
+    ) -> dict:
         items = self.niah_items if niah else None
         if items is not None and niah_lengths is not None:
             items = items[items["length"].isin(niah_lengths)]
@@ -201,7 +217,9 @@ def heldout_docs(corpus: DocShards, shards: TokenShards) -> pd.DataFrame:
     return df[assign_split(df["id"], split["val_fraction"], split["seed"])].reset_index(drop=True)
 
 
-def encode_docs(texts: list[str], tokenizer_dir: Path, shards: TokenShards, max_tokens: int) -> list[np.ndarray]:
+def encode_docs(
+    texts: list[str], tokenizer_dir: Path, shards: TokenShards, max_tokens: int
+) -> list[np.ndarray]:
     """Each text as the shards hold it (``<|begin_of_text|> … <|end_of_text|>``), cut to ``max_tokens``."""
     tok = load_tokenizer(tokenizer_dir)
     bos, eos = shards.manifest.get("bos_id"), shards.manifest.get("eos_id")

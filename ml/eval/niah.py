@@ -121,7 +121,9 @@ def build_niah(haystack_texts: Sequence[str], encode: Encode, cfg: NiahConfig) -
     """
     hay = np.array(encode("\n\n".join(haystack_texts)), dtype=np.int64)
     if len(hay) < max(cfg.lengths):
-        raise ValueError(f"NIAH haystack has {len(hay)} tokens, fewer than the longest length {max(cfg.lengths)}")
+        raise ValueError(
+            f"NIAH haystack has {len(hay)} tokens, fewer than the longest length {max(cfg.lengths)}"
+        )
     rng = np.random.default_rng(cfg.seed)
     rows = [
         _item(hay, rng, encode, length, depth, cfg)
@@ -181,4 +183,3 @@ def heatmap_png(table: pd.DataFrame, title: str = "needle in a haystack") -> byt
     fig.savefig(buf, format="png")
     plt.close(fig)
     return buf.getvalue()
-

@@ -58,7 +58,9 @@ def _windows(ids: np.ndarray, seq_len: int) -> list[np.ndarray]:
 
 
 @torch.no_grad()
-def document_nll(forward: Forward, docs: Sequence[np.ndarray], seq_len: int, batch_size: int = 8) -> pd.DataFrame:
+def document_nll(
+    forward: Forward, docs: Sequence[np.ndarray], seq_len: int, batch_size: int = 8
+) -> pd.DataFrame:
     """``nll`` (summed nats) and ``tokens`` (targets scored) of every document, in order."""
     jobs = [(d, w) for d, ids in enumerate(docs) for w in _windows(np.asarray(ids, dtype=np.int64), seq_len)]
     jobs.sort(key=lambda j: len(j[1]))  # similar lengths batch together with little padding
@@ -73,7 +75,9 @@ def document_nll(forward: Forward, docs: Sequence[np.ndarray], seq_len: int, bat
             batch[row, : len(w)] = torch.from_numpy(w)
             targets[row, : len(w) - 1] = torch.from_numpy(w[1:])
         logits = forward(batch[:, :-1]).float()  # (B, T, V)
-        losses = F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=-100, reduction="none")  # (B, T)
+        losses = F.cross_entropy(
+            logits.transpose(1, 2), targets, ignore_index=-100, reduction="none"
+        )  # (B, T)
         for row, (d, w) in enumerate(chunk):
             nll[d] += float(losses[row, : len(w) - 1].double().sum())
             tokens[d] += len(w) - 1
@@ -93,7 +97,11 @@ def loss_by(docs: pd.DataFrame, scores: pd.DataFrame, columns: Sequence[str]) ->
 
 def _summary(part: pd.DataFrame) -> dict[str, float]:
     tokens = int(part["tokens"].sum())
-    return {"loss": float(part["nll"].sum() / tokens) if tokens else float("nan"), "tokens": tokens, "docs": len(part)}
+    return {
+        "loss": float(part["nll"].sum() / tokens) if tokens else float("nan"),
+        "tokens": tokens,
+        "docs": len(part),
+    }
 
 
 def mean_loss(scores: pd.DataFrame) -> float:
@@ -102,7 +110,9 @@ def mean_loss(scores: pd.DataFrame) -> float:
 
 
 @torch.no_grad()
-def choice_logprobs(forward: Forward, context: list[int], choices: list[list[int]], max_len: int) -> list[float]:
+def choice_logprobs(
+    forward: Forward, context: list[int], choices: list[list[int]], max_len: int
+) -> list[float]:
     """Summed log-probability of each choice after ``context``, in one batch (the context's start is cut so
     that context + choice fits ``max_len`` tokens)."""
     rows = [(context + c)[-max_len:] for c in choices]

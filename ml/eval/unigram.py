@@ -45,7 +45,9 @@ def unigram_log_probs(shards_dir: Path | str) -> np.ndarray:
     """Log-probability of every token id under the train split's add-one-smoothed unigram distribution."""
     directory = Path(shards_dir)
     manifest = read_manifest(directory, verify_sha256=False)
-    train = _counts(directory, [s.file for s in manifest.shards.get("train", [])], manifest.vocab_size, manifest.dtype)
+    train = _counts(
+        directory, [s.file for s in manifest.shards.get("train", [])], manifest.vocab_size, manifest.dtype
+    )
     return np.log(train + 1.0) - np.log(train.sum() + manifest.vocab_size)
 
 

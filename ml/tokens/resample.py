@@ -34,7 +34,9 @@ def resample(df: pd.DataFrame, weights: np.ndarray, seed: int = 0) -> pd.DataFra
     rng = np.random.default_rng(seed)
     copies = np.floor(w).astype(np.int64) + (rng.random(len(w)) < w - np.floor(w))
     base = df.reset_index(drop=True)
-    repeat = base["repeat"].to_numpy(dtype=np.int64) if "repeat" in base.columns else np.zeros(len(base), np.int64)
+    repeat = (
+        base["repeat"].to_numpy(dtype=np.int64) if "repeat" in base.columns else np.zeros(len(base), np.int64)
+    )
     period = int(repeat.max(initial=0)) + 1
     parts = []
     for k in range(int(copies.max(initial=0))):
@@ -43,12 +45,16 @@ def resample(df: pd.DataFrame, weights: np.ndarray, seed: int = 0) -> pd.DataFra
     return pd.concat(parts, ignore_index=True) if parts else base.iloc[:0].assign(repeat=repeat[:0])
 
 
-def long_doc_weights(df: pd.DataFrame, min_tokens: int, factor: float, chars_per_token: float = 4.0) -> np.ndarray:
+def long_doc_weights(
+    df: pd.DataFrame, min_tokens: int, factor: float, chars_per_token: float = 4.0
+) -> np.ndarray:
     """``factor`` for documents of at least ``min_tokens`` (approximate) tokens, 1 for the rest."""
     return np.where(doc_tokens(df, chars_per_token) >= min_tokens, float(factor), 1.0)
 
 
-def quality_weights(df: pd.DataFrame, top_fraction: float, factor: float, column: str = "quality_score") -> np.ndarray:
+def quality_weights(
+    df: pd.DataFrame, top_fraction: float, factor: float, column: str = "quality_score"
+) -> np.ndarray:
     """``factor`` for the ``top_fraction`` of documents by ``column`` (ties included), 1 for the rest."""
     if column not in df.columns or top_fraction <= 0:
         return np.ones(len(df))
@@ -59,11 +65,15 @@ def quality_weights(df: pd.DataFrame, top_fraction: float, factor: float, column
 
 def class_weights(df: pd.DataFrame, factors: Mapping[str, float], column: str = "domain") -> np.ndarray:
     """``factors[class]`` for each document's class (1 for a class not named)."""
-    classes = df[column].fillna("unknown").astype(str) if column in df.columns else pd.Series("unknown", df.index)
+    classes = (
+        df[column].fillna("unknown").astype(str) if column in df.columns else pd.Series("unknown", df.index)
+    )
     return classes.map(lambda c: float(factors.get(c, 1.0))).to_numpy()
 
 
-def share_weights(df: pd.DataFrame, target: str, share: float, column: str = "domain", chars_per_token: float = 4.0) -> np.ndarray:
+def share_weights(
+    df: pd.DataFrame, target: str, share: float, column: str = "domain", chars_per_token: float = 4.0
+) -> np.ndarray:
     """Weights giving class ``target`` a ``share`` of the tokens and the rest ``1 - share`` in their own mix.
 
     The other classes keep weight 1; the target class is scaled by ``share / (1 - share) * others / own``
@@ -72,14 +82,18 @@ def share_weights(df: pd.DataFrame, target: str, share: float, column: str = "do
     if not 0.0 < share < 1.0:
         raise ValueError(f"share_weights: share must lie in (0, 1), got {share}")
     tokens = doc_tokens(df, chars_per_token)
-    is_target = (df[column].astype(str) == target).to_numpy() if column in df.columns else np.zeros(len(df), bool)
+    is_target = (
+        (df[column].astype(str) == target).to_numpy() if column in df.columns else np.zeros(len(df), bool)
+    )
     own, others = tokens[is_target].sum(), tokens[~is_target].sum()
     if own == 0:
         raise ValueError(f"share_weights: no document of {column}={target!r} to give a {share:.0%} share")
     return np.where(is_target, share / (1.0 - share) * others / own, 1.0)
 
 
-def realized_shares(df: pd.DataFrame, column: str = "domain", chars_per_token: float = 4.0) -> dict[str, float]:
+def realized_shares(
+    df: pd.DataFrame, column: str = "domain", chars_per_token: float = 4.0
+) -> dict[str, float]:
     """Token share of each class in ``df`` (copies counted), sorted by class."""
     tokens = pd.Series(doc_tokens(df, chars_per_token), index=df.index)
     per = tokens.groupby(df[column].fillna("unknown").astype(str)).sum()
