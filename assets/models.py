@@ -4,7 +4,7 @@ evaluate and serve. A stage declares ``ins=evaluated_model_in()`` and a paramete
 
 import dagster as dg
 
-EVALUATED_MODEL = "pretrained_base"
+EVALUATED_MODEL = "base_model"
 
 
 def evaluated_model_in() -> dict[str, dg.AssetIn]:

@@ -208,6 +208,14 @@ class FP8Checkpoint(Artifact):
         return json.loads((self.path / "quality.json").read_text())
 
 
+class EvalTables(Artifact):
+    """An evaluation: Parquet/JSON tables and PNG plots (``evals.json`` holds the headline numbers)."""
+
+    @property
+    def evals(self) -> dict:
+        return json.loads((self.path / "evals.json").read_text())
+
+
 def handle_type(annotation: Any) -> tuple[type[Artifact], bool]:
     """``(handle class, wants one handle per partition)`` for ``Handle`` or ``dict[str, Handle]``."""
     if typing.get_origin(annotation) in (dict, typing.Dict):  # noqa: UP006 (Dagster reports typing.Dict)

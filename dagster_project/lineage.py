@@ -2,7 +2,7 @@
 version, git SHA and DVC md5 of each, read from the Dagster materializations (each records the versions of
 its inputs, ``StageRun`` metadata ``inputs``).
 
-    lifecycle lineage pretrained_base --partition local-web [--version v2026...]
+    lifecycle lineage base_model --partition local-web [--version v2026...]
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from dagster_project.configs import dagster_config_for, resolve_config
 from dagster_project.partitions import SNAPSHOTS
 from dagster_project.resources import DvcResource, MlflowResource
 from dagster_project.stage import md_table, stage_asset, stage_run
-from ml.eval.perplexity import val_documents
+from ml.eval.val_loglik import val_documents
 from ml.infer.fp8 import FP8Config, fp8_layer_indices, fp8_summary
 from ml.infer.fp8_model import FP8ModelConfig, evaluate_fp8, quantized_copy, save_fp8
 from ml.io import atomic_dir, atomic_write_text

@@ -137,13 +137,20 @@ def items_version(items: pd.DataFrame) -> str:
 
 
 LogProb = Callable[[str, str], tuple[float, int]]  # (context, continuation) -> (sum log p, characters)
+# (context, continuations) -> (sum log p, characters) of each: one call per item, so a model can batch them
+ChoicesLogProb = Callable[[str, list[str]], list[tuple[float, int]]]
 
 
 def score_items(items: pd.DataFrame, logprob: LogProb) -> dict[str, float]:
     """Accuracy (argmax of log-likelihood per character) and the correct answer's NLL per character."""
+    return score_items_batched(items, lambda context, choices: [logprob(context, c) for c in choices])
+
+
+def score_items_batched(items: pd.DataFrame, logprobs: ChoicesLogProb) -> dict[str, float]:
+    """:func:`score_items` with every choice of an item scored in one call."""
     correct, nll = [], []
     for item in items.itertuples(index=False):
-        scores = [logprob(item.context, choice) for choice in item.choices]
+        scores = logprobs(item.context, list(item.choices))
         per_char = [lp / max(n, 1) for lp, n in scores]
         correct.append(int(np.argmax(per_char)) == int(item.label))
         nll.append(-per_char[int(item.label)])

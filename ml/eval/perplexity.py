@@ -1,15 +1,18 @@
-"""Per-document log-likelihood and perplexity on the held-out (``val``) token shards.
+"""Held-out loss of a causal LM, per document and per group, and log-probabilities of continuations.
 
-Each validation document (the document index of every ``val`` shard) is scored on its first
-``max_tokens`` tokens (at most the model's context): the sum of ``log p(token | earlier tokens)`` over
-every token after the first. Documents are batched right-padded (causal attention: padding after a
-document never changes its scores). ``max_docs`` documents are taken spread evenly over the split, so a
-budget covers the whole split rather than its first shard.
+Everything here takes ``forward(tokens) -> logits``: a (B, T) int64 tensor in, (B, T, V) logits out, so the
+same code scores our Llama (:func:`llama_forward`) and ``transformers``' ``LlamaForCausalLM``
+(:func:`hf_forward`); equal numbers from both are the proof that the exported model is ours.
+
+Held-out loss: each document (``<|begin_of_text|> tokens <|end_of_text|>``, as in the token shards) is cut
+into windows of at most ``seq_len + 1`` tokens with stride ``seq_len``; every window is scored on its own
+(no context carried over), so a document's loss is the sum of its windows' next-token NLLs over all its
+tokens but the first. Grouping sums NLLs and tokens per group, so a group's loss is per token.
 """
 
 from __future__ import annotations
 
-import math
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -17,53 +20,109 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from ml.tokens.shards import open_index, open_shard, read_manifest
+Forward = Callable[[torch.Tensor], torch.Tensor]  # (B, T) int64 -> (B, T, V) logits
 
 
-def val_documents(shards_dir: Path | str, max_docs: int, max_tokens: int) -> list[np.ndarray]:
-    """Token arrays (each cut to ``max_tokens``, at least 2 tokens) of ``max_docs`` val documents spread
-    evenly over the split (0 = all)."""
-    manifest = read_manifest(shards_dir, verify_sha256=False)
-    docs: list[np.ndarray] = []
-    for info in manifest.shards.get("val", []):
-        tokens = open_shard(manifest.directory / info.file, manifest.dtype)
-        starts = np.asarray(open_index(manifest.directory / info.index_file), dtype=np.int64)
-        ends = np.append(starts[1:], len(tokens))
-        docs += [
-            np.asarray(tokens[s : min(e, s + max_tokens)], dtype=np.int64)
-            for s, e in zip(starts, ends, strict=True)
-        ]
-    docs = [d for d in docs if len(d) >= 2]
-    if not docs:
-        raise ValueError(f"{shards_dir}: no validation document with at least 2 tokens")
-    if max_docs and len(docs) > max_docs:
-        docs = [docs[i] for i in np.linspace(0, len(docs) - 1, max_docs).round().astype(int)]
-    return docs
+def llama_forward(hf_dir: str | Path) -> Forward:
+    """Our Llama loaded from an HF-format directory, in eval mode on the CPU, as ``forward``."""
+    from ml.model.hf import load_hf
+
+    with torch.random.fork_rng(devices=[]):
+        model = load_hf(hf_dir).eval()
+
+    @torch.no_grad()
+    def forward(tokens: torch.Tensor) -> torch.Tensor:
+        return model(tokens)
+
+    forward.max_seq_len = model.cfg.max_seq_len  # type: ignore[attr-defined]
+    return forward
+
+
+def hf_forward(hf_dir: str | Path) -> Forward:
+    """``transformers.LlamaForCausalLM.from_pretrained(hf_dir)`` (fp32, eager attention) as ``forward``."""
+    from transformers import LlamaForCausalLM
+
+    model = LlamaForCausalLM.from_pretrained(str(hf_dir), torch_dtype=torch.float32).eval()
+
+    @torch.no_grad()
+    def forward(tokens: torch.Tensor) -> torch.Tensor:
+        return model(input_ids=tokens).logits
+
+    forward.max_seq_len = model.config.max_position_embeddings  # type: ignore[attr-defined]
+    return forward
+
+
+def _windows(ids: np.ndarray, seq_len: int) -> list[np.ndarray]:
+    """Windows of up to ``seq_len + 1`` tokens, stride ``seq_len``: every token but the first is a target once."""
+    return [ids[s : s + seq_len + 1] for s in range(0, max(1, len(ids) - 1), seq_len) if len(ids[s:]) > 1]
 
 
 @torch.no_grad()
-def doc_logliks(model: torch.nn.Module, docs: list[np.ndarray], batch_size: int = 8) -> pd.DataFrame:
-    """``doc, tokens, loglik, nats_per_token`` per document (``tokens`` = predicted tokens, len - 1)."""
-    device = next(model.parameters()).device
-    rows = []
-    for start in range(0, len(docs), batch_size):
-        batch = docs[start : start + batch_size]
-        width = max(len(d) for d in batch)
-        tokens = torch.zeros((len(batch), width), dtype=torch.long)
-        labels = torch.full((len(batch), width), -100, dtype=torch.long)
-        for i, d in enumerate(batch):
-            tokens[i, : len(d)] = torch.from_numpy(d)
-            labels[i, : len(d) - 1] = torch.from_numpy(d[1:])
-        logits = model(tokens.to(device)).float()  # (B, T, V)
-        nll = F.cross_entropy(logits.flatten(0, 1), labels.to(device).flatten(), reduction="none")
-        per_doc = nll.view(len(batch), width).sum(dim=1).cpu()  # (B,): ignored labels add 0
-        for i, d in enumerate(batch):
-            rows.append((start + i, len(d) - 1, -float(per_doc[i])))
-    df = pd.DataFrame(rows, columns=["doc", "tokens", "loglik"])
-    df["nats_per_token"] = -df["loglik"] / df["tokens"]
-    return df
+def document_nll(
+    forward: Forward, docs: Sequence[np.ndarray], seq_len: int, batch_size: int = 8
+) -> pd.DataFrame:
+    """``nll`` (summed nats) and ``tokens`` (targets scored) of every document, in order."""
+    jobs = [(d, w) for d, ids in enumerate(docs) for w in _windows(np.asarray(ids, dtype=np.int64), seq_len)]
+    jobs.sort(key=lambda j: len(j[1]))  # similar lengths batch together with little padding
+    nll = np.zeros(len(docs))
+    tokens = np.zeros(len(docs), dtype=np.int64)
+    for i in range(0, len(jobs), batch_size):
+        chunk = jobs[i : i + batch_size]
+        width = max(len(w) for _, w in chunk)
+        batch = torch.zeros((len(chunk), width), dtype=torch.int64)
+        targets = torch.full((len(chunk), width - 1), -100, dtype=torch.int64)
+        for row, (_, w) in enumerate(chunk):
+            batch[row, : len(w)] = torch.from_numpy(w)
+            targets[row, : len(w) - 1] = torch.from_numpy(w[1:])
+        logits = forward(batch[:, :-1]).float()  # (B, T, V)
+        losses = F.cross_entropy(
+            logits.transpose(1, 2), targets, ignore_index=-100, reduction="none"
+        )  # (B, T)
+        for row, (d, w) in enumerate(chunk):
+            nll[d] += float(losses[row, : len(w) - 1].double().sum())
+            tokens[d] += len(w) - 1
+    return pd.DataFrame({"nll": nll, "tokens": tokens})
 
 
-def perplexity(logliks: pd.DataFrame) -> float:
-    """exp(total negative log-likelihood / total predicted tokens) over every document."""
-    return math.exp(-logliks["loglik"].sum() / logliks["tokens"].sum())
+def loss_by(docs: pd.DataFrame, scores: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
+    """Per-token loss per value of each of ``columns`` (long format: column, group, loss, tokens, docs)."""
+    joined = docs.reset_index(drop=True).join(scores)
+    rows = [{"column": "all", "group": "all", **_summary(joined)}]
+    for col in columns:
+        if col in joined.columns:
+            for value, part in joined.groupby(joined[col].fillna("unknown").astype(str)):
+                rows.append({"column": col, "group": value, **_summary(part)})
+    return pd.DataFrame(rows)
+
+
+def _summary(part: pd.DataFrame) -> dict[str, float]:
+    tokens = int(part["tokens"].sum())
+    return {
+        "loss": float(part["nll"].sum() / tokens) if tokens else float("nan"),
+        "tokens": tokens,
+        "docs": len(part),
+    }
+
+
+def mean_loss(scores: pd.DataFrame) -> float:
+    """Per-token loss over every scored document."""
+    return float(scores["nll"].sum() / scores["tokens"].sum())
+
+
+@torch.no_grad()
+def choice_logprobs(
+    forward: Forward, context: list[int], choices: list[list[int]], max_len: int
+) -> list[float]:
+    """Summed log-probability of each choice after ``context``, in one batch (the context's start is cut so
+    that context + choice fits ``max_len`` tokens)."""
+    rows = [(context + c)[-max_len:] for c in choices]
+    width = max(len(r) for r in rows)
+    batch = torch.zeros((len(rows), width), dtype=torch.int64)
+    for i, r in enumerate(rows):
+        batch[i, : len(r)] = torch.tensor(r)
+    logp = torch.log_softmax(forward(batch).float(), dim=-1)  # (B, T, V)
+    out = []
+    for i, (r, c) in enumerate(zip(rows, choices, strict=True)):
+        pos = torch.arange(len(r) - len(c), len(r))  # the choice's tokens, predicted from the position before
+        out.append(float(logp[i, pos - 1, torch.tensor(c)].sum()))
+    return out

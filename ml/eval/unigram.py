@@ -39,3 +39,19 @@ def unigram_baseline(shards_dir: Path | str) -> dict[str, float]:
         "train_tokens": float(train.sum()),
         "val_tokens": float(val.sum()),
     }
+
+
+def unigram_log_probs(shards_dir: Path | str) -> np.ndarray:
+    """Log-probability of every token id under the train split's add-one-smoothed unigram distribution."""
+    directory = Path(shards_dir)
+    manifest = read_manifest(directory, verify_sha256=False)
+    train = _counts(
+        directory, [s.file for s in manifest.shards.get("train", [])], manifest.vocab_size, manifest.dtype
+    )
+    return np.log(train + 1.0) - np.log(train.sum() + manifest.vocab_size)
+
+
+def unigram_nats_on(docs: list[np.ndarray], log_p: np.ndarray) -> float:
+    """The unigram model's loss on the tokens a document scorer predicts (each document's tokens but its first)."""
+    targets = np.concatenate([np.asarray(d[1:], dtype=np.int64) for d in docs])
+    return float(-log_p[targets].mean())

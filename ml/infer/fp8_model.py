@@ -3,7 +3,7 @@ against the bf16 model (Llama 3 paper §6.2).
 
 The paper checks FP8 with the reward-model score distribution of 100K responses. No reward model exists
 in this project yet, so the score here is each held-out document's log-likelihood per token under the
-model (``ml.eval.perplexity``), which is what a reward model's score would be replaced by for a base
+model (``ml.eval.val_loglik``), which is what a reward model's score would be replaced by for a base
 model: the gate bounds the perplexity increase and the distance between the two score distributions
 (Kolmogorov–Smirnov statistic), plus the mean per-document change.
 
@@ -26,7 +26,7 @@ from safetensors.torch import load_model, save_model
 from scipy.stats import ks_2samp
 
 from ml.config import ConfigError, StageConfig
-from ml.eval.perplexity import doc_logliks, perplexity
+from ml.eval.val_loglik import doc_logliks, perplexity
 from ml.infer.fp8 import FP8Config, fp8_summary, quantize_model
 from ml.model.hf import CONFIG_FILE, config_from_hf, hf_config_dict
 from ml.model.llama import Llama

@@ -72,7 +72,7 @@ def test_every_stage_field_is_in_the_launchpad_schema():
         assert stage_fields | {"preset", "config_yaml"} <= schema, key
         seen[key.to_user_string()] = (run_cls.__name__, stage_cls.__name__)
     assert seen["minhash_deduped"] == ("MinHashConfigRun", "MinHashConfig")
-    assert seen["pretrained_base"] == ("TrainConfigRun", "TrainConfig")
+    assert seen["pretrain_initial"] == ("InitialConfigRun", "InitialConfig")
     assert seen["raw_crawl"] == ("CrawlConfigRun", "CrawlConfig")
     extra = set(defs.resolve_assets_def(dg.AssetKey("raw_crawl")).op.config_schema.config_type.fields)
     assert {"warc_paths", "local_web_preset", "local_web_yaml"} <= extra

@@ -52,7 +52,7 @@ def test_dvc_yaml_matches_asset_graph():
     deps = stages["minhash_deduped"]["deps"]
     assert {"ml/curate/minhash.py", "assets/data/minhash.py", "data/pii_redacted/${partition}"} <= set(deps)
     assert "ml/curate/url_dedup.py" not in deps and "assets/data/url_dedup.py" not in deps
-    assert "dagster_project/train_entry.py" in stages["pretrained_base"]["deps"]  # run by torchrun
+    assert "dagster_project/train_entry.py" in stages["pretrain_initial"]["deps"]  # run by torchrun
     # params.yaml names the venv `make install` creates, relative to the repo root
     assert yaml.safe_load((ROOT / "params.yaml").read_text())["python"] == ".venv/bin/python"
     assert "VENV := .venv" in (ROOT / "Makefile").read_text()

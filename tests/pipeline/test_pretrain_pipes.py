@@ -1,4 +1,4 @@
-"""pretrained_base launches ml.train under torchrun (2 gloo ranks) through Dagster Pipes; rank 0 reports."""
+"""pretrain_initial launches ml.train under torchrun (2 gloo ranks) through Dagster Pipes; rank 0 reports."""
 
 import json
 
@@ -51,24 +51,24 @@ def test_pretrain_runs_under_torchrun_through_pipes(upstream):
     train = {
         "steps": 6,
         "data": {"batch_size": 4, "seq_len": 64},
-        "schedule": {"warmup_steps": 2},
+        "schedule": {"warmup_steps": 2, "batch_ramp": []},
         "eval_every": 3,
         "ckpt_every": 3,
     }
     result = defs.resolve_job_def("lifecycle").execute_in_process(
         run_config={
-            "ops": {"pretrained_base": {"config": train}},
+            "ops": {"pretrain_initial": {"config": {"train": train, "min_nats_below_unigram": -100.0}}},
             "resources": {"torchrun": {"config": {"nproc_per_node": 2}}},
         },
         instance=instance,
         partition_key="snap-1",
-        asset_selection=[dg.AssetKey("pretrained_base")],
+        asset_selection=[dg.AssetKey("pretrain_initial")],
     )
     assert result.success
     mat = result.get_asset_materialization_events()[0].step_materialization_data.materialization
     meta = {k: getattr(v, "value", v) for k, v in mat.metadata.items()}
     assert meta["nproc_per_node"] == 2 and meta["final_step"] == 6 and meta["tokens_seen"] == 6 * 4 * 64
-    art = upstream / "data" / "pretrained_base" / "snap-1"
+    art = upstream / "data" / "pretrain_initial" / "snap-1"
     steps = [json.loads(line)["step"] for line in (art / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4, 5, 6]  # rank 0 alone wrote metrics, once per step
     config = json.loads((art / "hf" / "config.json").read_text())
@@ -81,14 +81,16 @@ def test_pretrain_runs_under_torchrun_through_pipes(upstream):
 
     # New token shards: the next materialization trains afresh (no resume from the other data's checkpoint)
     # and the finished run's work dir is cleaned up.
-    work_root = upstream / "data" / "_work" / "pretrained_base" / "snap-1"
+    work_root = upstream / "data" / "_work" / "pretrain_initial" / "snap-1"
     first_work = {p.name for p in work_root.iterdir()}
     _write_upstream(upstream, 40)  # 40 of the 70 long reference-manual topics
     again = defs.resolve_job_def("lifecycle").execute_in_process(
-        run_config={"ops": {"pretrained_base": {"config": train}}},
+        run_config={
+            "ops": {"pretrain_initial": {"config": {"train": train, "min_nats_below_unigram": -100.0}}}
+        },
         instance=instance,
         partition_key="snap-1",
-        asset_selection=[dg.AssetKey("pretrained_base")],
+        asset_selection=[dg.AssetKey("pretrain_initial")],
     )
     assert again.success
     steps = [json.loads(line)["step"] for line in (art / "metrics.jsonl").read_text().splitlines()]

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from ml.eval.perplexity import doc_logliks, perplexity
+from ml.eval.val_loglik import doc_logliks, perplexity
 from ml.infer.fp8 import FP8Config, FP8Linear
 from ml.infer.fp8_model import compare_quality, evaluate_fp8, load_fp8, quantized_copy, save_fp8
 from ml.model.llama import Llama, ModelConfig

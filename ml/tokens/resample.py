@@ -1,0 +1,100 @@
+"""Stage data mixes: re-weight the curated corpus's documents for one training stage.
+
+Each later pre-training stage trains on the same curated documents with other weights (Llama 3 paper
+§3.4.2: long-context training up-samples long documents; §3.4.3: annealing up-samples high-quality
+sources; data-value annealing gives one candidate class a fixed share). A weight ``w`` keeps ``floor(w)``
+copies of a document plus one more with probability ``w - floor(w)`` (seeded), written as extra rows with a
+higher ``repeat`` index, so ml/tokens/shards.py spreads the copies through the stream and keeps one copy
+per document in the validation split: every stage is evaluated on the same held-out documents.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+
+
+def doc_tokens(df: pd.DataFrame, chars_per_token: float = 4.0) -> np.ndarray:
+    """Approximate tokens per document: ``n_chars`` (or the text's length) / ``chars_per_token``."""
+    chars = df["n_chars"] if "n_chars" in df.columns else df["text"].str.len()
+    return np.maximum(1.0, pd.to_numeric(chars, errors="coerce").fillna(0).to_numpy() / chars_per_token)
+
+
+def resample(df: pd.DataFrame, weights: np.ndarray, seed: int = 0) -> pd.DataFrame:
+    """``df`` with each row kept ``floor(w) + Bernoulli(w - floor(w))`` times; copies get new ``repeat`` indices.
+
+    Rows kept zero times are dropped. The first copy of a row keeps its own ``repeat`` (0 when absent); the
+    k-th extra copy gets ``repeat + k * (max repeat + 1)``, so repeat indices stay distinct per document.
+    """
+    w = np.asarray(weights, dtype=np.float64)
+    if w.shape != (len(df),) or not np.all(np.isfinite(w)) or (w < 0).any():
+        raise ValueError(f"resample: need one finite weight >= 0 per row ({len(df)}), got shape {w.shape}")
+    rng = np.random.default_rng(seed)
+    copies = np.floor(w).astype(np.int64) + (rng.random(len(w)) < w - np.floor(w))
+    base = df.reset_index(drop=True)
+    repeat = (
+        base["repeat"].to_numpy(dtype=np.int64) if "repeat" in base.columns else np.zeros(len(base), np.int64)
+    )
+    period = int(repeat.max(initial=0)) + 1
+    parts = []
+    for k in range(int(copies.max(initial=0))):
+        rows = np.flatnonzero(copies > k)
+        parts.append(base.iloc[rows].assign(repeat=repeat[rows] + k * period))
+    return pd.concat(parts, ignore_index=True) if parts else base.iloc[:0].assign(repeat=repeat[:0])
+
+
+def long_doc_weights(
+    df: pd.DataFrame, min_tokens: int, factor: float, chars_per_token: float = 4.0
+) -> np.ndarray:
+    """``factor`` for documents of at least ``min_tokens`` (approximate) tokens, 1 for the rest."""
+    return np.where(doc_tokens(df, chars_per_token) >= min_tokens, float(factor), 1.0)
+
+
+def quality_weights(
+    df: pd.DataFrame, top_fraction: float, factor: float, column: str = "quality_score"
+) -> np.ndarray:
+    """``factor`` for the ``top_fraction`` of documents by ``column`` (ties included), 1 for the rest."""
+    if column not in df.columns or top_fraction <= 0:
+        return np.ones(len(df))
+    scores = pd.to_numeric(df[column], errors="coerce").fillna(-np.inf).to_numpy()
+    cut = np.quantile(scores, 1.0 - min(1.0, top_fraction))
+    return np.where(scores >= cut, float(factor), 1.0)
+
+
+def class_weights(df: pd.DataFrame, factors: Mapping[str, float], column: str = "domain") -> np.ndarray:
+    """``factors[class]`` for each document's class (1 for a class not named)."""
+    classes = (
+        df[column].fillna("unknown").astype(str) if column in df.columns else pd.Series("unknown", df.index)
+    )
+    return classes.map(lambda c: float(factors.get(c, 1.0))).to_numpy()
+
+
+def share_weights(
+    df: pd.DataFrame, target: str, share: float, column: str = "domain", chars_per_token: float = 4.0
+) -> np.ndarray:
+    """Weights giving class ``target`` a ``share`` of the tokens and the rest ``1 - share`` in their own mix.
+
+    The other classes keep weight 1; the target class is scaled by ``share / (1 - share) * others / own``
+    (Llama 3 paper §3.4.3: 30% of the annealing mix from the candidate data set). A ValueError when the
+    corpus has no document of ``target``."""
+    if not 0.0 < share < 1.0:
+        raise ValueError(f"share_weights: share must lie in (0, 1), got {share}")
+    tokens = doc_tokens(df, chars_per_token)
+    is_target = (
+        (df[column].astype(str) == target).to_numpy() if column in df.columns else np.zeros(len(df), bool)
+    )
+    own, others = tokens[is_target].sum(), tokens[~is_target].sum()
+    if own == 0:
+        raise ValueError(f"share_weights: no document of {column}={target!r} to give a {share:.0%} share")
+    return np.where(is_target, share / (1.0 - share) * others / own, 1.0)
+
+
+def realized_shares(
+    df: pd.DataFrame, column: str = "domain", chars_per_token: float = 4.0
+) -> dict[str, float]:
+    """Token share of each class in ``df`` (copies counted), sorted by class."""
+    tokens = pd.Series(doc_tokens(df, chars_per_token), index=df.index)
+    per = tokens.groupby(df[column].fillna("unknown").astype(str)).sum()
+    return {str(k): float(v / per.sum()) for k, v in sorted(per.items())}

@@ -1,0 +1,63 @@
+"""ml/tokens/resample.py: copies per weight, the candidate share, and the same validation documents."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ml.tokens.resample import (
+    class_weights,
+    long_doc_weights,
+    quality_weights,
+    realized_shares,
+    resample,
+    share_weights,
+)
+
+
+def corpus() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "id": [f"d{i}" for i in range(8)],
+            "text": ["x" * n for n in (400, 4000, 400, 800, 400, 400, 1200, 400)],
+            "domain": ["general", "general", "code", "code", "general", "multilingual", "general", "code"],
+            "quality_score": [0.1, 0.9, 0.5, 0.8, 0.2, 0.3, 0.95, 0.4],
+            "repeat": [0, 0, 0, 1, 0, 0, 0, 0],
+        }
+    )
+
+
+def test_whole_weights_copy_rows_with_distinct_repeat_indices():
+    df = corpus()
+    out = resample(df, np.array([1, 3, 0, 2, 1, 1, 1, 1], dtype=float))
+    assert out["id"].value_counts().to_dict() == {
+        "d1": 3,
+        "d3": 2,
+        "d0": 1,
+        "d4": 1,
+        "d5": 1,
+        "d6": 1,
+        "d7": 1,
+    }
+    assert sorted(out[out["id"] == "d1"]["repeat"]) == [0, 2, 4]  # period = max repeat + 1 = 2
+    assert sorted(out[out["id"] == "d3"]["repeat"]) == [1, 3]
+    frac = resample(df, np.full(8, 0.5), seed=3)
+    assert frac["id"].is_unique and 0 < len(frac) < 8
+
+
+def test_weights_for_long_documents_quality_and_classes():
+    df = corpus()
+    assert long_doc_weights(df, 300, 3.0).tolist() == [1, 3, 1, 1, 1, 1, 3, 1]  # 1,200 chars = 300 tokens
+    assert quality_weights(df, 0.25, 2.0).tolist() == [1, 2, 1, 1, 1, 1, 2, 1]
+    assert class_weights(df, {"code": 2.0}).tolist() == [1, 1, 2, 2, 1, 1, 1, 2]
+
+
+def test_the_candidate_class_gets_its_share_of_the_tokens():
+    df = corpus()
+    w = share_weights(df, "code", 0.3)
+    tokens = df["text"].str.len() / 4
+    assert (tokens * w)[df["domain"] == "code"].sum() / (tokens * w).sum() == pytest.approx(0.3)
+    assert realized_shares(df) == pytest.approx(
+        {"code": 400 / 2000, "general": 1500 / 2000, "multilingual": 100 / 2000}
+    )
+    with pytest.raises(ValueError, match="no document of domain='math_reasoning'"):
+        share_weights(df, "math_reasoning", 0.3)
