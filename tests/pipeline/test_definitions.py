@@ -74,19 +74,26 @@ def test_blocking_checks_are_gates_inside_their_asset():
         for key in defs.resolve_asset_graph().get_all_asset_keys()
         for spec in defs.resolve_assets_def(key).check_specs
     }
-    assert specs == {
-        "raw_crawl_has_records": True,
-        "extracted_docs_contract": True,
-        "mix_hits_target": True,
-        "tokenizer_special_tokens": True,
-        "token_shards_verify": True,
-        "pretrain_initial_beats_unigram": True,
-        "long_context_recovers_short_loss": True,
-        "long_context_solves_niah": True,
-        "pretrain_annealed_lr_reaches_zero": True,
-        "base_model_beats_unigram": True,
-        "base_model_matches_transformers": True,
-    }
+    assert set(specs.values()) == {True} and sorted(specs) == [
+        "base_model_beats_unigram",
+        "base_model_matches_transformers",
+        "extracted_docs_contract",
+        "fp8_model_layers",
+        "fp8_model_quality",
+        "long_context_recovers_short_loss",
+        "long_context_solves_niah",
+        "mix_hits_target",
+        "pretrain_annealed_lr_reaches_zero",
+        "pretrain_initial_beats_unigram",
+        "raw_crawl_has_records",
+        "safety_classifier_heldout_quality",
+        "safety_evals_analysers_work",
+        "safety_evals_group_regressions",
+        "safety_evals_no_regression",
+        "safety_evals_within_bounds",
+        "token_shards_verify",
+        "tokenizer_special_tokens",
+    ]
 
 
 def test_every_edge_is_a_typed_handle():
