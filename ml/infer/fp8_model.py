@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import math
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -66,6 +67,13 @@ class FP8ModelConfig(StageConfig):
             raise ConfigError(
                 f"FP8ModelConfig: max_ppl_increase >= 0 and max_score_ks in [0, 1], got "
                 f"{self.max_ppl_increase}, {self.max_score_ks}"
+            )
+        if self.eval_docs and self.eval_docs * self.max_score_ks < 2:
+            # the KS distance of two N-document samples moves in steps of 1/N: one document changing rank
+            # must not by itself exceed the bound
+            raise ConfigError(
+                f"FP8ModelConfig.eval_docs={self.eval_docs}: the KS bound {self.max_score_ks} needs at least "
+                f"{math.ceil(2 / self.max_score_ks)} documents (KS moves in steps of 1/eval_docs)"
             )
 
 

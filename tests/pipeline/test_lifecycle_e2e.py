@@ -99,7 +99,7 @@ def test_every_asset_materializes_with_gates_passing(home, tmp_path):
                     "code_tasks": 2,
                 }
             },
-            "fp8_model": {"config": {"eval_docs": 8, "eval_tokens_per_doc": 64}},
+            "fp8_model": {"config": {"eval_docs": 32, "eval_tokens_per_doc": 64}},
             **PRETRAIN_FEW_STEPS,
         }
     }
@@ -190,7 +190,7 @@ def test_every_asset_materializes_with_gates_passing(home, tmp_path):
     assert len(pd.read_parquet(data / "safety_evals" / "e2e" / "injection.parquet")) == 18
     assert pd.read_parquet(data / "safety_evals" / "e2e" / "analyser_self_check.parquet")["ok"].all()
     quality = json.loads((data / "fp8_model" / "e2e" / "quality.json").read_text())
-    assert quality["docs"] == 8 and quality["layers"] == {
+    assert quality["docs"] == 32 and quality["layers"] == {
         "fp8_layers": [1, 2],
         "high_precision_layers": [0, 3],
     }

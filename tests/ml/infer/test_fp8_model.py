@@ -65,3 +65,12 @@ def test_fp8_stays_close_to_bf16_on_real_logits(model):
     quality, table = evaluate_fp8(model, quantized_copy(model, FP8Config()), docs, batch_size=4)
     assert len(table) == 8 and 0 < abs(quality["ppl_increase"]) < 0.01
     assert quality["score_max_abs_delta"] < 0.01
+
+
+def test_too_few_documents_for_the_ks_bound_is_refused():
+    from ml.config import ConfigError
+    from ml.infer.fp8_model import FP8ModelConfig
+
+    with pytest.raises(ConfigError, match=r"eval_docs=8: the KS bound 0.1 needs at least 20 documents"):
+        FP8ModelConfig(eval_docs=8)
+    assert FP8ModelConfig(eval_docs=20).eval_docs == 20 and FP8ModelConfig(eval_docs=0).eval_docs == 0
