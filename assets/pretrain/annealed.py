@@ -6,21 +6,18 @@ import shutil
 import dagster as dg
 
 from assets.pretrain.training import (
-    TRAIN_RETRY,
     copy_hf,
     prune_work,
-    shard_config,
+    resolve_train_config,
+    stage_mix,
     train_stage,
-    vocab_unset,
-    work_dir,
+    training_asset,
 )
 from dagster_project.artifacts import CuratedCorpus, HFCheckpoint, Tokenizer, TokenShards
-from dagster_project.configs import dagster_config_for, resolve_config
-from dagster_project.partitions import SNAPSHOTS
+from dagster_project.configs import dagster_config_for
 from dagster_project.resources import DvcResource, MlflowResource, TorchrunResource
-from dagster_project.stage import md_table, stage_asset, stage_run
+from dagster_project.stage import md_table, stage_run
 from ml.io import atomic_dir, atomic_write_bytes, atomic_write_text
-from ml.tokens.tokenizer import load_tokenizer
 from ml.train.report import loss_curve_png
 from ml.train.stages import AnnealConfig, anneal_mix
 
@@ -42,13 +39,7 @@ def pretrain_annealed_lr_reaches_zero(pretrain_annealed: HFCheckpoint) -> dg.Ass
     )
 
 
-@stage_asset(
-    HFCheckpoint,
-    gates=[pretrain_annealed_lr_reaches_zero],
-    partitions_def=SNAPSHOTS,
-    kinds={"pytorch"},
-    retry_policy=TRAIN_RETRY,
-)
+@training_asset(pretrain_annealed_lr_reaches_zero)
 def pretrain_annealed(
     context: dg.AssetExecutionContext,
     config: AnnealRun,
@@ -64,15 +55,11 @@ def pretrain_annealed(
     to exactly 0 at the last step on a mix that up-samples the highest-quality documents (``quality_score``)
     and the code / math classes (``domain``) of the curated corpus. Every kept checkpoint is part of the
     artifact (``checkpoints/step-*``, HF format): the base model averages them."""
-    cfg = resolve_config(AnnealConfig, config)
-    if vocab_unset(config.train):
-        cfg = cfg.replace(train=cfg.train.replace_model(vocab_size=token_shards.vocab_size))
+    cfg = resolve_train_config(AnnealConfig, config, token_shards)
     with stage_run(
         context, mlflow, dvc, cfg, pretrain_long_context, curated_corpus, token_shards, tokenizer
     ) as run:
-        mix_dir = work_dir(run, cfg, "mix")
-        tok = load_tokenizer(tokenizer.path)
-        mix = anneal_mix(curated_corpus.read(), tok, mix_dir / "shards", shard_config(token_shards), cfg)
+        mix_dir, mix = stage_mix(run, cfg, anneal_mix, curated_corpus, tokenizer, token_shards)
         trained = train_stage(
             context, run, torchrun, cfg.anneal_train(str(pretrain_long_context.hf_dir)), mix_dir / "shards"
         )

@@ -5,12 +5,11 @@ import shutil
 
 import dagster as dg
 
-from assets.pretrain.training import TRAIN_RETRY, copy_hf, prune_work, train_stage, vocab_unset
+from assets.pretrain.training import copy_hf, prune_work, resolve_train_config, train_stage, training_asset
 from dagster_project.artifacts import HFCheckpoint, Tokenizer, TokenShards
-from dagster_project.configs import dagster_config_for, resolve_config
-from dagster_project.partitions import SNAPSHOTS
+from dagster_project.configs import dagster_config_for
 from dagster_project.resources import DvcResource, MlflowResource, TorchrunResource
-from dagster_project.stage import md_table, stage_asset, stage_run
+from dagster_project.stage import md_table, stage_run
 from ml.eval.unigram import unigram_baseline
 from ml.io import atomic_dir, atomic_write_bytes, atomic_write_text
 from ml.model.flops import num_params
@@ -30,13 +29,7 @@ def pretrain_initial_beats_unigram(pretrain_initial: HFCheckpoint) -> dg.AssetCh
     )
 
 
-@stage_asset(
-    HFCheckpoint,
-    gates=[pretrain_initial_beats_unigram],
-    partitions_def=SNAPSHOTS,
-    kinds={"pytorch"},
-    retry_policy=TRAIN_RETRY,
-)
+@training_asset(pretrain_initial_beats_unigram)
 def pretrain_initial(
     context: dg.AssetExecutionContext,
     config: InitialRun,
@@ -52,9 +45,7 @@ def pretrain_initial(
     the config (``train.model``, ``train.steps``): the scaling fit's forecast is the seam that will set them.
     The artifact: the final model (``hf/``), the mid-run checkpoint for data-value annealing (``mid/``),
     the loss / LR / tokens/s / MFU curves (``metrics.jsonl``) and ``evals.json`` against the unigram baseline."""
-    cfg = resolve_config(InitialConfig, config)
-    if vocab_unset(config.train):  # the embedding follows the tokenizer trained on
-        cfg = cfg.replace(train=cfg.train.replace_model(vocab_size=token_shards.vocab_size))
+    cfg = resolve_train_config(InitialConfig, config, token_shards)
     with stage_run(context, mlflow, dvc, cfg, token_shards, tokenizer) as run:
         trained = train_stage(context, run, torchrun, cfg.train, token_shards.path)
         final = {**trained.final, **trained.launches, "params": num_params(cfg.train.model)}

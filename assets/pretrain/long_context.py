@@ -7,23 +7,20 @@ import dagster as dg
 import pandas as pd
 
 from assets.pretrain.training import (
-    TRAIN_RETRY,
     EvalSuite,
     copy_hf,
     prune_work,
-    shard_config,
+    resolve_train_config,
+    stage_mix,
     train_stage,
-    vocab_unset,
-    work_dir,
+    training_asset,
 )
 from dagster_project.artifacts import CuratedCorpus, HFCheckpoint, Tokenizer, TokenShards
-from dagster_project.configs import dagster_config_for, resolve_config
-from dagster_project.partitions import SNAPSHOTS
+from dagster_project.configs import dagster_config_for
 from dagster_project.resources import DvcResource, MlflowResource, TorchrunResource
-from dagster_project.stage import md_table, stage_asset, stage_run
+from dagster_project.stage import md_table, stage_run
 from ml.eval.niah import accuracy_at, heatmap_png
 from ml.io import atomic_dir, atomic_write_bytes, atomic_write_text
-from ml.tokens.tokenizer import load_tokenizer
 from ml.train.report import loss_curve_png, read_metrics
 from ml.train.stages import LongContextConfig, long_context_mix
 
@@ -68,13 +65,7 @@ def long_context_solves_niah(pretrain_long_context: HFCheckpoint) -> dg.AssetChe
     return _gate(pretrain_long_context, "niah_solved", "NIAH at each new length")
 
 
-@stage_asset(
-    HFCheckpoint,
-    gates=[long_context_recovers_short_loss, long_context_solves_niah],
-    partitions_def=SNAPSHOTS,
-    kinds={"pytorch"},
-    retry_policy=TRAIN_RETRY,
-)
+@training_asset(long_context_recovers_short_loss, long_context_solves_niah)
 def pretrain_long_context(
     context: dg.AssetExecutionContext,
     config: LongContextRun,
@@ -90,17 +81,11 @@ def pretrain_long_context(
     the configured RoPE θ on a mix that up-samples long documents. After each stage the short-context
     held-out loss and needle-in-a-haystack retrieval at the new length are measured; a stage that misses
     either bound stops the climb, and the gates fail the version."""
-    cfg = resolve_config(LongContextConfig, config)
-    if vocab_unset(config.train):
-        cfg = cfg.replace(train=cfg.train.replace_model(vocab_size=token_shards.vocab_size))
+    cfg = resolve_train_config(LongContextConfig, config, token_shards)
     with stage_run(
         context, mlflow, dvc, cfg, pretrain_initial, curated_corpus, token_shards, tokenizer
     ) as run:
-        mix_dir = work_dir(run, cfg, "mix")
-        tok = load_tokenizer(tokenizer.path)
-        mix = long_context_mix(
-            curated_corpus.read(), tok, mix_dir / "shards", shard_config(token_shards), cfg
-        )
+        mix_dir, mix = stage_mix(run, cfg, long_context_mix, curated_corpus, tokenizer, token_shards)
         suite = EvalSuite.build(
             curated_corpus,
             token_shards,

@@ -11,15 +11,18 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import numpy as np
 import pandas as pd
 
-from dagster_project.artifacts import DocShards, Tokenizer, TokenShards
+from dagster_project.artifacts import CuratedCorpus, DocShards, HFCheckpoint, Tokenizer, TokenShards
+from dagster_project.configs import resolve_config
 from dagster_project.home import lifecycle_home
+from dagster_project.partitions import SNAPSHOTS
 from dagster_project.resources import TorchrunResource
-from dagster_project.stage import StageRun
+from dagster_project.stage import StageRun, stage_asset
 from ml.config import StageConfig
 from ml.eval.model_evals import evaluate_model
 from ml.eval.multiple_choice import MultipleChoiceConfig, build_items
@@ -46,10 +49,47 @@ class StageTraining:
     launches: dict
 
 
+def training_asset(*gates: Callable) -> Callable[[Callable], dg.AssetsDefinition]:
+    """``stage_asset`` for a stage that trains: an HF checkpoint per snapshot, gated by ``gates``, the crashed
+    launch retried (``TRAIN_RETRY``)."""
+    return stage_asset(
+        HFCheckpoint,
+        gates=list(gates),
+        partitions_def=SNAPSHOTS,
+        kinds={"pytorch"},
+        retry_policy=TRAIN_RETRY,
+    )
+
+
 def vocab_unset(train_run_config) -> bool:
     """True unless the run config sets ``train.model.vocab_size`` (else the model follows the tokenizer)."""
     model = getattr(train_run_config, "model", None) if train_run_config is not None else None
     return getattr(model, "vocab_size", None) is None
+
+
+def resolve_train_config(cls: type[StageConfig], config, token_shards: TokenShards) -> Any:
+    """The stage's config from the run config; unless ``train.model.vocab_size`` is set there, the embedding
+    follows the tokenizer the shards were made with."""
+    cfg = resolve_config(cls, config)
+    if vocab_unset(config.train):
+        cfg = cfg.replace(train=cfg.train.replace_model(vocab_size=token_shards.vocab_size))
+    return cfg
+
+
+def stage_mix(
+    run: StageRun,
+    cfg: StageConfig,
+    make_mix: Callable[..., dict],
+    corpus: CuratedCorpus,
+    tokenizer: Tokenizer,
+    token_shards: TokenShards,
+) -> tuple[Path, dict]:
+    """The stage's re-weighted token shards at ``<work dir "mix">/shards`` (``make_mix`` of the curated
+    documents, split as the main shards); returns that work dir and the mix's report."""
+    mix_dir = work_dir(run, cfg, "mix")
+    tok = load_tokenizer(tokenizer.path)
+    mix = make_mix(corpus.read(), tok, mix_dir / "shards", shard_config(token_shards), cfg)
+    return mix_dir, mix
 
 
 def work_dir(run: StageRun, cfg: StageConfig, name: str = "") -> Path:

@@ -16,6 +16,7 @@ import pandas as pd
 from ml.eval.multiple_choice import ChoicesLogProb, score_items_batched
 from ml.eval.niah import ChoiceScorer, score_niah
 from ml.eval.perplexity import Forward, choice_logprobs, document_nll, llama_forward, loss_by, mean_loss
+from ml.plots import agg_subplots, figure_png
 
 Encode = Callable[[str], list[int]]
 
@@ -64,21 +65,10 @@ def evaluate_model(
 
 def stage_comparison_png(table: pd.DataFrame, metrics: Sequence[str]) -> bytes:
     """One panel per metric, one point per stage in order (``table``: a ``stage`` column and the metrics)."""
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 3.2), dpi=100)
+    fig, axes = agg_subplots(1, len(metrics), figsize=(3.2 * len(metrics), 3.2), dpi=100)
     for ax, metric in zip(np.atleast_1d(axes), metrics, strict=True):
         ax.plot(range(len(table)), table[metric], "o-")
         ax.set_xticks(range(len(table)), table["stage"], rotation=30, fontsize=7)
         ax.set_title(metric, fontsize=9)
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+    return figure_png(fig)

@@ -18,7 +18,6 @@ vocabulary; a length counts every token the model sees: haystack, needle, questi
 from __future__ import annotations
 
 import dataclasses
-import io
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
@@ -26,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from ml.config import ConfigError, StageConfig
+from ml.plots import agg_subplots, figure_png
 
 NEEDLE = "The secret number for {key} is {value}."
 QUESTION = "The secret number for {key} is"
@@ -162,13 +162,8 @@ def accuracy_at(table: pd.DataFrame, length: int) -> float:
 
 def heatmap_png(table: pd.DataFrame, title: str = "needle in a haystack") -> bytes:
     """Accuracy by depth (rows) x context length (columns), the paper's NIAH plot, as PNG bytes."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     grid = table.pivot(index="depth", columns="length", values="accuracy").sort_index()
-    fig, ax = plt.subplots(figsize=(1.6 + 0.9 * grid.shape[1], 3.5), dpi=100)
+    fig, ax = agg_subplots(figsize=(1.6 + 0.9 * grid.shape[1], 3.5), dpi=100)
     im = ax.imshow(grid.to_numpy(), vmin=0.0, vmax=1.0, cmap="RdYlGn", aspect="auto")
     ax.set_xticks(range(grid.shape[1]), [str(c) for c in grid.columns])
     ax.set_yticks(range(grid.shape[0]), [f"{d:.0%}" for d in grid.index])
@@ -178,8 +173,4 @@ def heatmap_png(table: pd.DataFrame, title: str = "needle in a haystack") -> byt
     ax.set_ylabel("needle depth")
     ax.set_title(title, fontsize=9)
     fig.colorbar(im, ax=ax, label="accuracy")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+    return figure_png(fig)

@@ -3,19 +3,14 @@ precision/recall, injection success per technique."""
 
 from __future__ import annotations
 
-import io
-
 import pandas as pd
+
+from ml.plots import agg_subplots, figure_png
 
 
 def grouped_bars_png(table: pd.DataFrame, columns: list[str], title: str, ylabel: str = "rate") -> bytes:
     """One group of bars per row of ``table`` (its index on the x axis), one bar per column, y in [0, 1]."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.45 * len(table) * len(columns) + 1.5), 3.5), dpi=100)
+    fig, ax = agg_subplots(figsize=(max(4.0, 0.45 * len(table) * len(columns) + 1.5), 3.5), dpi=100)
     width = 0.8 / max(1, len(columns))
     x = range(len(table))
     for j, col in enumerate(columns):
@@ -26,8 +21,4 @@ def grouped_bars_png(table: pd.DataFrame, columns: list[str], title: str, ylabel
     ax.set_title(title)
     ax.grid(axis="y", alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+    return figure_png(fig)

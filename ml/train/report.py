@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
+
+from ml.plots import agg_subplots, figure_png
 
 
 def read_metrics(path: Path) -> list[dict]:
@@ -29,12 +30,7 @@ def read_metrics(path: Path) -> list[dict]:
 
 
 def loss_curve_png(metrics: list[dict]) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    fig, ax = agg_subplots(figsize=(6, 3.5), dpi=100)
     train = [(m["step"], m["loss"]) for m in metrics if "loss" in m]
     val = [(m["step"], m["val_loss"]) for m in metrics if "val_loss" in m]
     if train:
@@ -45,8 +41,4 @@ def loss_curve_png(metrics: list[dict]) -> bytes:
     ax.set_ylabel("cross-entropy (nats)")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+    return figure_png(fig)

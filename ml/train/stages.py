@@ -88,6 +88,19 @@ class InitialConfig(StageConfig):
 PAPER_LONG_CONTEXT = (16384, 32768, 49152, 65536, 98304, 131072)
 
 
+def _paper_long_context(preset: str) -> dict[str, Any]:
+    """The long-context stages of a paper-sized preset: 8K to 128K, 16M tokens per step."""
+    return dict(
+        train=dict(preset=preset, model=dict(max_seq_len=131072), steps=20_000),
+        seq_lens=PAPER_LONG_CONTEXT,
+        batch_tokens=16 * 2**20,
+        niah=preset,
+        short_seq_len=8192,
+        long_doc_min_tokens=16384,
+        max_doc_tokens=131072,
+    )
+
+
 @dataclasses.dataclass(frozen=True)
 class LongContextConfig(StageConfig):
     """Context grown stage by stage; ``train`` is every stage's run (its ``steps`` are per stage)."""
@@ -135,33 +148,9 @@ class LongContextConfig(StageConfig):
             short_seq_len=1024,
             max_doc_tokens=8192,
         ),
-        "8b": dict(
-            train=dict(preset="8b", model=dict(max_seq_len=131072), steps=20_000),
-            seq_lens=PAPER_LONG_CONTEXT,
-            batch_tokens=16 * 2**20,
-            niah="8b",
-            short_seq_len=8192,
-            long_doc_min_tokens=16384,
-            max_doc_tokens=131072,
-        ),
-        "70b": dict(
-            train=dict(preset="70b", model=dict(max_seq_len=131072), steps=20_000),
-            seq_lens=PAPER_LONG_CONTEXT,
-            batch_tokens=16 * 2**20,
-            niah="70b",
-            short_seq_len=8192,
-            long_doc_min_tokens=16384,
-            max_doc_tokens=131072,
-        ),
-        "405b": dict(
-            train=dict(preset="405b", model=dict(max_seq_len=131072), steps=20_000),
-            seq_lens=PAPER_LONG_CONTEXT,
-            batch_tokens=16 * 2**20,
-            niah="405b",
-            short_seq_len=8192,
-            long_doc_min_tokens=16384,
-            max_doc_tokens=131072,
-        ),
+        "8b": _paper_long_context("8b"),
+        "70b": _paper_long_context("70b"),
+        "405b": _paper_long_context("405b"),
     }
 
     def __post_init__(self) -> None:
@@ -183,6 +172,21 @@ class LongContextConfig(StageConfig):
         )
         schedule = dataclasses.replace(train.schedule, batch_ramp=())
         return train.replace(data=data, schedule=schedule, init_from=init_from)
+
+
+def _paper_anneal(preset: str, **schedule: Any) -> dict[str, Any]:
+    """The annealing run of a paper-sized preset at 128K context; ``schedule`` adds schedule settings."""
+    return dict(
+        train=dict(
+            preset=preset,
+            model=dict(max_seq_len=131072),
+            steps=40,
+            ckpt_every=5,
+            keep_last=8,
+            schedule=dict(warmup_steps=0, **schedule),
+            data=dict(batch_size=8, grad_accum=1, seq_len=131072),
+        )
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -224,39 +228,9 @@ class AnnealConfig(StageConfig):
             )
         ),
         # 40M tokens at 128K context (paper) = ~3 steps of 16M tokens: 40 steps of 1M (chosen)
-        "8b": dict(
-            train=dict(
-                preset="8b",
-                model=dict(max_seq_len=131072),
-                steps=40,
-                ckpt_every=5,
-                keep_last=8,
-                schedule=dict(warmup_steps=0),
-                data=dict(batch_size=8, grad_accum=1, seq_len=131072),
-            )
-        ),
-        "70b": dict(
-            train=dict(
-                preset="70b",
-                model=dict(max_seq_len=131072),
-                steps=40,
-                ckpt_every=5,
-                keep_last=8,
-                schedule=dict(warmup_steps=0),
-                data=dict(batch_size=8, grad_accum=1, seq_len=131072),
-            )
-        ),
-        "405b": dict(
-            train=dict(
-                preset="405b",
-                model=dict(max_seq_len=131072),
-                steps=40,
-                ckpt_every=5,
-                keep_last=8,
-                schedule=dict(batch_ramp=(), warmup_steps=0),
-                data=dict(batch_size=8, grad_accum=1, seq_len=131072),
-            )
-        ),
+        "8b": _paper_anneal("8b"),
+        "70b": _paper_anneal("70b"),
+        "405b": _paper_anneal("405b", batch_ramp=()),
     }
 
     def __post_init__(self) -> None:
@@ -346,6 +320,16 @@ class DataValueConfig(StageConfig):
             raise ConfigError(f"DataValueConfig.share must lie in (0, 1), got {self.share}")
 
 
+def _paper_base_eval(preset: str) -> dict[str, Any]:
+    """The base-model evaluations of a paper-sized preset: NIAH at 8K, 32K and 128K."""
+    return dict(
+        mc=preset,
+        niah=dict(preset=preset, lengths=(8192, 32768, 131072)),
+        heldout_seq_len=8192,
+        max_doc_tokens=131072,
+    )
+
+
 @dataclasses.dataclass(frozen=True)
 class BaseEvalConfig(StageConfig):
     """Held-out loss per group, multiple choice and NIAH for every pre-training stage's model."""
@@ -368,24 +352,9 @@ class BaseEvalConfig(StageConfig):
             heldout_seq_len=1024,
             max_doc_tokens=8192,
         ),
-        "8b": dict(
-            mc="8b",
-            niah=dict(preset="8b", lengths=(8192, 32768, 131072)),
-            heldout_seq_len=8192,
-            max_doc_tokens=131072,
-        ),
-        "70b": dict(
-            mc="70b",
-            niah=dict(preset="70b", lengths=(8192, 32768, 131072)),
-            heldout_seq_len=8192,
-            max_doc_tokens=131072,
-        ),
-        "405b": dict(
-            mc="405b",
-            niah=dict(preset="405b", lengths=(8192, 32768, 131072)),
-            heldout_seq_len=8192,
-            max_doc_tokens=131072,
-        ),
+        "8b": _paper_base_eval("8b"),
+        "70b": _paper_base_eval("70b"),
+        "405b": _paper_base_eval("405b"),
     }
 
 

@@ -22,6 +22,7 @@ from tokenizers import Tokenizer
 from ml.posttrain.records import RecordError, read_jsonl
 from ml.tokens.tokenizer import PAD, load_tokenizer, special_token_id
 from ml.train.dist import DistInfo
+from ml.train.tasks.base import Task
 
 SPLITS = ("train", "val")
 
@@ -111,3 +112,25 @@ def eval_index_batches(n: int, batch_size: int, info: DistInfo, max_batches: int
         if rows:
             out.append(rows)
     return out
+
+
+class ExampleStreamTask(Task):
+    """A post-training task drawing its examples from one :class:`ExampleStream` (``self.stream``): the
+    micro-batches per step are ``cfg.data.grad_accum``, the FLOPs per token fixed at construction
+    (``self._flops``), and the checkpointed data state is the stream's position."""
+
+    cfg: Any
+    stream: ExampleStream
+    _flops: float
+
+    def micro_batches(self, tokens_seen: int) -> int:
+        return self.cfg.data.grad_accum
+
+    def flops_per_token(self) -> float:
+        return self._flops
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"data": self.stream.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.stream.load_state_dict(state["data"])

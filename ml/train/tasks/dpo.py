@@ -30,9 +30,10 @@ from ml.posttrain.records import check_preference_record
 from ml.tokens.chat import encode_chat_masked
 from ml.train.config import TrainConfig
 from ml.train.dist import DistInfo
-from ml.train.tasks.base import Batch, Task
+from ml.train.tasks.base import Batch
 from ml.train.tasks.chat_data import (
     ExampleStream,
+    ExampleStreamTask,
     eval_index_batches,
     load_chat_data,
     pad_id_of,
@@ -96,7 +97,7 @@ def dpo_objective(
     return pairs.mean() + nll_coef * nll, parts
 
 
-class DPOTask(Task):
+class DPOTask(ExampleStreamTask):
     """Preference records in ``data_dir`` ({train,val}.jsonl + tokenizer.json); reference = ``init_from``."""
 
     name = "dpo"
@@ -164,9 +165,6 @@ class DPOTask(Task):
             batch["ref_logps"] = torch.cat([ref[:, 0], ref[:, 1]])
         return batch
 
-    def micro_batches(self, tokens_seen: int) -> int:
-        return self.cfg.data.grad_accum
-
     def next_batch(self) -> Batch:
         return self.collate("train", self.stream.next_indices())
 
@@ -186,12 +184,3 @@ class DPOTask(Task):
             forward(batch["inputs"]), batch["labels"], batch["ref_logps"], self.beta, self.nll_coef
         )
         return {"val_loss": loss.detach().float(), **{k: v.detach().float() for k, v in parts.items()}}
-
-    def flops_per_token(self) -> float:
-        return self._flops
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"data": self.stream.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.stream.load_state_dict(state["data"])

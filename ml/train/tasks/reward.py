@@ -30,8 +30,15 @@ from ml.tokens.chat import encode_chat_masked
 from ml.tokens.tokenizer import special_token_id
 from ml.train.config import TrainConfig
 from ml.train.dist import DistInfo
-from ml.train.tasks.base import Batch, Task
-from ml.train.tasks.chat_data import ExampleStream, eval_index_batches, load_chat_data, pad_id_of, pad_right
+from ml.train.tasks.base import Batch
+from ml.train.tasks.chat_data import (
+    ExampleStream,
+    ExampleStreamTask,
+    eval_index_batches,
+    load_chat_data,
+    pad_id_of,
+    pad_right,
+)
 
 REWARD_TOKEN = "<|reserved_special_token_0|>"  # its logit is the reward (Llama 3.1 id 128002)
 
@@ -63,7 +70,7 @@ def sequence_rewards(model: Any, inputs: torch.Tensor, last: torch.Tensor, rewar
     return logits[rows, last, reward_id].float()
 
 
-class RewardTask(Task):
+class RewardTask(ExampleStreamTask):
     """Preference records in ``data_dir`` ({train,val}.jsonl + tokenizer.json); a scalar-head model."""
 
     name = "reward"
@@ -101,9 +108,6 @@ class RewardTask(Task):
             "rank": torch.tensor(rank),
         }
 
-    def micro_batches(self, tokens_seen: int) -> int:
-        return self.cfg.data.grad_accum
-
     def next_batch(self) -> Batch:
         return self.collate("train", self.stream.next_indices())
 
@@ -122,12 +126,3 @@ class RewardTask(Task):
     def eval_step(self, forward: Any, batch: Batch) -> dict[str, torch.Tensor]:
         loss, parts = self._loss(forward, batch)
         return {"val_loss": loss.float(), **parts}
-
-    def flops_per_token(self) -> float:
-        return self._flops
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"data": self.stream.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.stream.load_state_dict(state["data"])

@@ -24,8 +24,14 @@ from ml.posttrain.records import check_sft_record
 from ml.tokens.chat import encode_chat_masked
 from ml.train.config import TrainConfig
 from ml.train.dist import DistInfo
-from ml.train.tasks.base import Batch, Task
-from ml.train.tasks.chat_data import ExampleStream, load_chat_data, pad_id_of, shifted_labels
+from ml.train.tasks.base import Batch
+from ml.train.tasks.chat_data import (
+    ExampleStream,
+    ExampleStreamTask,
+    load_chat_data,
+    pad_id_of,
+    shifted_labels,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,7 +73,7 @@ def pack_examples(
     return PackedRows(*(torch.tensor([r[k] for r in rows]) for k in range(3)), dropped)
 
 
-class SFTTask(Task):
+class SFTTask(ExampleStreamTask):
     """Chats in ``data_dir`` ({train,val}.jsonl SFT records + tokenizer.json); batches of packed rows."""
 
     name = "sft"
@@ -90,9 +96,6 @@ class SFTTask(Task):
         p = self.packed[split]
         return {"inputs": p.inputs[idx], "labels": p.labels[idx], "doc_ids": p.doc_ids[idx]}
 
-    def micro_batches(self, tokens_seen: int) -> int:
-        return self.cfg.data.grad_accum
-
     def next_batch(self) -> Batch:
         return self._rows("train", self.stream.next_indices())
 
@@ -109,12 +112,3 @@ class SFTTask(Task):
         return {
             "val_loss": forward(batch["inputs"], doc_ids=batch["doc_ids"], labels=batch["labels"]).float()
         }
-
-    def flops_per_token(self) -> float:
-        return self._flops
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"data": self.stream.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.stream.load_state_dict(state["data"])

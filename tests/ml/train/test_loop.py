@@ -28,12 +28,7 @@ from ml.train.tasks.pretrain import PretrainTask
 GOLDEN = Path(__file__).parent / "golden" / "tiny_loss.json"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("_one_thread")  # conftest.py: one thread, restored after
 
 
 @pytest.fixture(scope="module")

@@ -143,14 +143,6 @@ def test_run_cli_requires_a_config(tmp_path):
 FALLBACK = tiny_config(steps=12, ckpt_every=4, eval_every=4, keep_last=3, schedule={"warmup_steps": 2})
 
 
-@pytest.fixture
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def source_run(token_shards, tmp_path_factory):
     """An uninterrupted run of FALLBACK: its result and work dir (checkpoints at steps 4, 8 and 12)."""
