@@ -61,7 +61,8 @@ def budget_key(budget: float) -> str:
 
 
 def cell_key(budget: float, size: str) -> str:
-    return f"{budget_key(budget)}|{size}"
+    """A cell's name, also its partition key: ``3e11_s16`` (no ``|``, which joins partition dimensions)."""
+    return f"{budget_key(budget)}_{size}"
 
 
 def _sizes(*rows: tuple) -> tuple[tuple[Any, ...], ...]:
@@ -76,6 +77,9 @@ class SweepConfig(StageConfig):
     # (name, dim, n_layers, n_heads, n_kv_heads, ffn_dim, peak lr) rows. No preset chooses them yet: the grid
     # must bracket each budget's optimum, which is measured with the sweep asset; plan_sweep refuses none.
     sizes: tuple[tuple[Any, ...], ...] = ()
+    # per budget (same order as ``budgets``), the size names trained at it; () = every size at every budget.
+    # The paper's IsoFLOP curves also use a window of sizes per budget: the optimum moves with C.
+    budget_sizes: tuple[tuple[str, ...], ...] = ()
     seq_len: int = 128
     batch_tokens: int = 1024  # tokens per optimizer step, fixed across the grid (chosen)
     warmup_frac: float = 0.1  # warmup as a share of each cell's steps (paper: 2,000 steps at its scale)
@@ -85,6 +89,13 @@ class SweepConfig(StageConfig):
     eval_tokens: int = 16384  # the fixed validation budget every cell is scored on
     target_budget: float = 0.0  # budget of the forecast / flagship; 0 = 3x the largest swept budget
     seed: int = 1337
+    device: str = "auto"  # auto | cpu (TrainConfig.device of every cell)
+    precision: str = "fp32"  # fp32 | bf16 (GPU presets)
+    compile: bool = False  # torch.compile (GPU only)
+    torch_threads: int = 0  # intra-op threads per cell (0 = torch's default); 1 when cells run side by side
+    bootstrap: int = 1000  # resamples for the confidence intervals of the fit
+    use_edge_minima: bool = False  # smoke runs only: flagged budgets enter the fit (listed in its metadata)
+    forecast_max_rel_error: float = 0.10  # forecast_vs_actual fails above this (warns above 2%)
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {"tiny": {}}
 
@@ -96,6 +107,14 @@ class SweepConfig(StageConfig):
                 raise ConfigError(
                     f"SweepConfig.sizes: each row is (name, dim, n_layers, n_heads, n_kv_heads, ffn_dim, lr), got {row}"
                 )
+        names = {str(r[0]) for r in self.sizes}
+        if self.budget_sizes and len(self.budget_sizes) != len(self.budgets):
+            raise ConfigError(
+                f"SweepConfig.budget_sizes has {len(self.budget_sizes)} rows for {len(self.budgets)} budgets"
+            )
+        unknown = sorted({n for row in self.budget_sizes for n in row} - names)
+        if self.sizes and unknown:
+            raise ConfigError(f"SweepConfig.budget_sizes names unknown size(s) {unknown}")
         for name in ("seq_len", "batch_tokens", "min_steps", "eval_tokens"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"SweepConfig.{name} must be >= 1, got {getattr(self, name)}")
@@ -150,11 +169,19 @@ def plan_cell(cfg: SweepConfig, budget: float, size: SweepSize, vocab_size: int)
     )
 
 
-def plan_sweep(cfg: SweepConfig, vocab_size: int) -> list[SweepCell]:
-    """Every (budget, size) cell of the grid, budgets ascending, sizes in config order."""
+def grid(cfg: SweepConfig) -> list[tuple[float, SweepSize]]:
+    """The (budget, size) pairs of the grid, budgets ascending, sizes in config order."""
     if not cfg.sizes:
         raise ConfigError("SweepConfig.sizes is empty: the grid needs model sizes")
-    return [plan_cell(cfg, b, s, vocab_size) for b in sorted(cfg.budgets) for s in cfg.size_list]
+    names = dict(zip(cfg.budgets, cfg.budget_sizes, strict=True)) if cfg.budget_sizes else {}
+    return [
+        (b, s) for b in sorted(cfg.budgets) for s in cfg.size_list if not names or s.name in names[b]
+    ]
+
+
+def plan_sweep(cfg: SweepConfig, vocab_size: int) -> list[SweepCell]:
+    """Every (budget, size) cell of the grid, budgets ascending, sizes in config order."""
+    return [plan_cell(cfg, b, s, vocab_size) for b, s in grid(cfg)]
 
 
 def warmup_steps(cfg: SweepConfig, steps: int) -> int:
