@@ -13,6 +13,8 @@
   sampling, SFT and DPO); round k reads round k-1 through ``previous_round()``.
 """
 
+import warnings
+
 import dagster as dg
 
 SNAPSHOTS = dg.DynamicPartitionsDefinition(name="crawl_snapshot")
@@ -21,7 +23,9 @@ DEFAULT_SNAPSHOT = "local-web"
 SWEEP_CELLS = dg.DynamicPartitionsDefinition(name="sweep_cell")
 SWEEP = dg.MultiPartitionsDefinition({"snapshot": SNAPSHOTS, "sweep_cell": SWEEP_CELLS})
 # a cell <-> its snapshot: the sweep reads the snapshot's tokens, the fit reads every cell of its snapshot
-SNAPSHOT_OF_CELL = dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name="snapshot")
+with warnings.catch_warnings():  # a Dagster "beta" class; the sweep relies on it, so say it once here
+    warnings.simplefilter("ignore", dg.BetaWarning)
+    SNAPSHOT_OF_CELL = dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name="snapshot")
 
 
 def sweep_partition(snapshot: str, cell: str) -> dg.MultiPartitionKey:

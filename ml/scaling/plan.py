@@ -69,6 +69,48 @@ def _sizes(*rows: tuple) -> tuple[tuple[Any, ...], ...]:
     return tuple(rows)
 
 
+# (name, dim, n_layers, n_heads, n_kv_heads, ffn_dim, peak lr); head dims 8-16 so the smallest sizes have heads
+_TINY_SIZES = (
+    ("s8", 8, 1, 1, 1, 24, 1e-2),
+    ("s12", 12, 1, 1, 1, 32, 1e-2),
+    ("s16", 16, 1, 2, 1, 48, 1e-2),
+    ("s24", 24, 2, 2, 1, 64, 8e-3),
+    ("s32", 32, 2, 2, 1, 96, 6e-3),
+    ("s48", 48, 3, 3, 1, 128, 5e-3),
+    ("s64", 64, 4, 4, 2, 192, 4e-3),  # flagship candidates: larger than any swept size
+    ("s96", 96, 4, 4, 2, 256, 3e-3),
+)
+_SMALL_SIZES = (
+    ("d256", 256, 4, 4, 2, 768, 1.5e-3),
+    ("d384", 384, 6, 6, 2, 1024, 1.2e-3),
+    ("d512", 512, 8, 8, 4, 1536, 1e-3),
+    ("d640", 640, 10, 10, 5, 1792, 8e-4),
+    ("d768", 768, 12, 12, 4, 2048, 6e-4),
+    ("d1024", 1024, 16, 16, 8, 2816, 4e-4),
+)
+# Llama 3 paper §3.2.1: budgets 6e18-1e22 FLOPs, models 40M-16B, peak LR 2e-4-4e-4 by size, cosine to 0.1x,
+# weight decay 0.1x LR. The shapes are chosen (not published): 8 KV heads, FFN ~3.5x, named by their approximate block
+# parameters (embedding and LM head excluded). Batch: the paper grows it 250K-4M tokens with size; one fixed batch of 2^20 here.
+_PAPER_GRID: dict[str, Any] = dict(
+    budgets=(6e18, 1e19, 3e19, 6e19, 1e20, 3e20, 6e20, 1e21, 3e21, 1e22),
+    sizes=(
+        ("40M", 512, 12, 8, 8, 1792, 4e-4),
+        ("125M", 768, 16, 8, 8, 2688, 4e-4),
+        ("350M", 1024, 24, 16, 8, 3584, 3.5e-4),
+        ("760M", 1536, 24, 16, 8, 5376, 3e-4),
+        ("1.3B", 2048, 24, 16, 8, 7168, 3e-4),
+        ("2.7B", 2560, 32, 40, 8, 8960, 2.5e-4),
+        ("6.7B", 4096, 32, 32, 8, 14336, 2e-4),
+        ("16B", 5120, 48, 40, 8, 17920, 2e-4),
+    ),
+    seq_len=8192,
+    batch_tokens=1 << 20,
+    eval_tokens=1 << 24,
+    precision="bf16",
+    compile=True,
+)
+
+
 @dataclasses.dataclass(frozen=True)
 class SweepConfig(StageConfig):
     """The IsoFLOP grid and the recipe every cell trains with (Llama 3 paper §3.2.1)."""
@@ -93,11 +135,38 @@ class SweepConfig(StageConfig):
     precision: str = "fp32"  # fp32 | bf16 (GPU presets)
     compile: bool = False  # torch.compile (GPU only)
     torch_threads: int = 0  # intra-op threads per cell (0 = torch's default); 1 when cells run side by side
+    flagship_threads: int = 0  # intra-op threads of the flagship run (0 = torch's default)
     bootstrap: int = 1000  # resamples for the confidence intervals of the fit
     use_edge_minima: bool = False  # smoke runs only: flagged budgets enter the fit (listed in its metadata)
     forecast_max_rel_error: float = 0.10  # forecast_vs_actual fails above this (warns above 2%)
 
-    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {"tiny": {}}
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        # measured on the 2-core CPU (benchmarks/NOTES.md, 2026-12-05): 12 cells, ~400 s of cell CPU time, an
+        # interior minimum at every budget; 256 tokens/step so every cell takes >= 571 optimizer steps
+        "tiny": dict(
+            budgets=(1e11, 3e11, 1e12),
+            sizes=_TINY_SIZES,
+            budget_sizes=(("s8", "s12", "s16", "s24"), ("s12", "s16", "s24", "s32"), ("s16", "s24", "s32", "s48")),
+            seq_len=64,
+            batch_tokens=256,
+            eval_tokens=16384,
+            device="cpu",
+            torch_threads=1,
+        ),
+        # chosen, not yet run: one GPU, ~1e16-1e17 FLOPs, 6 sizes of 11M-222M non-embedding parameters (LM head incl.)
+        "small": dict(
+            budgets=(1e16, 3e16, 1e17),
+            sizes=_SMALL_SIZES,
+            seq_len=1024,
+            batch_tokens=131072,
+            eval_tokens=2_097_152,
+            precision="bf16",
+            compile=True,
+        ),
+        "8b": _PAPER_GRID,
+        "70b": _PAPER_GRID,
+        "405b": _PAPER_GRID,
+    }
 
     def __post_init__(self) -> None:
         if len(self.budgets) < 2 or any(b <= 0 for b in self.budgets):
