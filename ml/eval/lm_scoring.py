@@ -19,11 +19,13 @@ from ml.model.llama import Llama
 
 
 def _encode(tok: Tokenizer, pairs: Sequence[tuple[str, str]], max_len: int) -> list[tuple[list[int], list[int]]]:
+    contexts: dict[str, list[int]] = {}  # each item's context is shared by its choices
     out = []
     for context, continuation in pairs:
+        if context not in contexts:
+            contexts[context] = tok.encode(context).ids
         cont = tok.encode(continuation, add_special_tokens=False).ids[: max_len - 1]
-        ctx = tok.encode(context).ids[-(max_len - len(cont)) :]
-        out.append((ctx, cont))
+        out.append((contexts[context][-(max_len - len(cont)) :], cont))
     return out
 
 
@@ -43,9 +45,11 @@ def continuation_logprobs(
         for row, (ctx, cont) in enumerate(chunk):
             tokens[row, : len(ctx) + len(cont)] = torch.tensor(ctx + cont)
             target_mask[row, len(ctx) - 1 : len(ctx) + len(cont) - 1] = True  # positions predicting cont
-        logits = model(tokens[:, :-1]).float()  # (B, T-1, V); right padding never reaches real positions
-        logp = torch.log_softmax(logits, dim=-1).gather(-1, tokens[:, 1:, None]).squeeze(-1)  # (B, T-1)
-        scores.extend((logp * target_mask).sum(dim=1).tolist())
+        h = model.hidden_states(tokens[:, :-1])  # (B, T-1, D); right padding never reaches real positions
+        logits = model.lm_head(h[target_mask]).float()  # (N, V): only the positions predicting a continuation
+        logp = torch.log_softmax(logits, dim=-1).gather(-1, tokens[:, 1:][target_mask][:, None]).squeeze(-1)
+        rows = target_mask.nonzero()[:, 0]  # (N,) the pair each scored token belongs to
+        scores.extend(torch.zeros(len(chunk)).index_add_(0, rows, logp).tolist())
     return [(s, len(cont)) for s, (_, cont) in zip(scores, pairs, strict=True)]
 
 
