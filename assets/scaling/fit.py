@@ -5,11 +5,10 @@ import json
 
 import dagster as dg
 
-from assets.scaling.sweep import SweepCellRun, SweepRun, scaling_sweep
+from assets.scaling.sweep import SweepCellRun, SweepRun
 from dagster_project.artifacts import Artifact, TokenShards
 from dagster_project.configs import resolve_config
-from dagster_project.home import artifact_dir
-from dagster_project.partitions import SNAPSHOT_OF_CELL, SNAPSHOTS, sweep_partition
+from dagster_project.partitions import SNAPSHOT_OF_CELL, SNAPSHOTS
 from dagster_project.resources import DvcResource, MlflowResource
 from dagster_project.stage import md_table, stage_run
 from ml.io import atomic_dir, atomic_write_bytes, atomic_write_text
@@ -26,9 +25,6 @@ from ml.scaling.forecast import (
 )
 from ml.scaling.plan import SweepConfig, plan_sweep
 
-SWEEP_ASSET = scaling_sweep.key.to_user_string()
-
-
 class ScalingLawFit(Artifact):
     """``fit.json``: per-budget parabolas, the laws with intervals, the forecast and the flagship's plan."""
 
@@ -37,20 +33,18 @@ class ScalingLawFit(Artifact):
         return json.loads((self.path / "fit.json").read_text())
 
 
-def read_cells(snapshot: str, cfg: SweepConfig, vocab_size: int) -> tuple[list[SweepCellRun], list[dict]]:
-    """The handles and records of every cell the plan names, from the sweep's artifacts of ``snapshot``;
-    a ``dg.Failure`` naming each planned cell that is missing, failed or trained for another plan."""
+def planned_records(
+    cells: dict[str, SweepCellRun], cfg: SweepConfig, vocab_size: int
+) -> tuple[list[SweepCellRun], list[dict]]:
+    """The handles and records of the cells the plan names, in plan order (other cells of the snapshot are
+    not read); a ``dg.Failure`` naming each planned cell that is missing, failed or trained for another plan."""
+    by_cell = {key.split("|")[-1]: handle for key, handle in cells.items()}
     planned = plan_sweep(cfg, vocab_size)
-    handles = {}
-    for cell in planned:
-        key = sweep_partition(snapshot, cell.key)
-        if (artifact_dir(SWEEP_ASSET, key) / "cell.json").exists():
-            handles[cell.key] = SweepCellRun.at(SWEEP_ASSET, key)
     try:
-        records = check_cells(planned, {k: h.record for k, h in handles.items()})
+        records = check_cells(planned, {c.key: by_cell[c.key].record for c in planned if c.key in by_cell})
     except SweepIncomplete as exc:
-        raise dg.Failure(description=str(exc), metadata={"snapshot": snapshot}) from exc
-    return [handles[c.key] for c in planned], records
+        raise dg.Failure(description=str(exc)) from exc
+    return [by_cell[c.key] for c in planned], records
 
 
 def fit_report(cfg: SweepConfig, records: list[dict], vocab_size: int) -> dict:
@@ -84,12 +78,13 @@ def fit_report(cfg: SweepConfig, records: list[dict], vocab_size: int) -> dict:
 
 @dg.asset(
     partitions_def=SNAPSHOTS,
-    deps=[dg.AssetDep(scaling_sweep, partition_mapping=SNAPSHOT_OF_CELL)],
+    ins={"scaling_sweep": dg.AssetIn(partition_mapping=SNAPSHOT_OF_CELL)},
     kinds={"python", "numpy"},
 )
 def scaling_law_fit(
     context: dg.AssetExecutionContext,
     config: SweepRun,
+    scaling_sweep: dict[str, SweepCellRun],
     token_shards: TokenShards,
     mlflow: MlflowResource,
     dvc: DvcResource,
@@ -97,10 +92,10 @@ def scaling_law_fit(
     """Per budget a parabola of validation loss vs log10(tokens); its vertex is the compute-optimal point. A
     budget whose vertex is not inside its grid is flagged and left out. Over the rest: D*(C) = A C^alpha
     (the paper's alpha = 0.53, A = 0.29 beside ours) and N*(C) with 95% bootstrap intervals, L*(C), and the
-    two-stage downstream forecast (NLL vs C, sigmoid NLL -> accuracy). Refuses a sweep whose planned cell is
-    missing, failed or stale, naming it."""
+    two-stage downstream forecast (NLL vs C, sigmoid NLL -> accuracy). Reads the cells of its snapshot that
+    its plan names; refuses a sweep whose planned cell is missing, failed or stale, naming it."""
     cfg = resolve_config(SweepConfig, config)
-    cells, records = read_cells(context.partition_key, cfg, token_shards.vocab_size)
+    cells, records = planned_records(scaling_sweep, cfg, token_shards.vocab_size)
     with stage_run(context, mlflow, dvc, cfg, token_shards, *cells) as run:
         report = fit_report(cfg, records, token_shards.vocab_size)
         fit = report.pop("_fit")

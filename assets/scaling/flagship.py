@@ -79,7 +79,7 @@ def scaling_flagship(
         return run.result(num_records=cell.tokens, summary=summary, metadata=numbers)
 
 
-@dg.asset_check(asset=scaling_flagship, partitions_def=SNAPSHOTS)
+@dg.asset_check(asset=scaling_flagship, blocking=True, partitions_def=SNAPSHOTS)
 def forecast_vs_actual(scaling_flagship: FlagshipRun) -> dg.AssetCheckResult:
     """Relative error of the forecast validation loss and accuracy against the flagship's measured ones:
     passes within 2%, warns above it, fails (ERROR) above ``SweepConfig.forecast_max_rel_error``."""

@@ -56,7 +56,7 @@ def mc_eval_items(
         )
 
 
-@dg.asset_check(asset=mc_eval_items, partitions_def=SNAPSHOTS)
+@dg.asset_check(asset=mc_eval_items, blocking=True, partitions_def=SNAPSHOTS)
 def mc_eval_items_enough(mc_eval_items: McItems) -> dg.AssetCheckResult:
     """At least ``n_items`` items (>= 500 on the presets: accuracy's standard error <= 2.2 points)."""
     n = len(mc_eval_items.read())

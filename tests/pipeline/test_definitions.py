@@ -49,6 +49,10 @@ def test_asset_graph_is_the_lifecycle():
     assert parents["quality_scored"] == {"filtered_docs", "quality_classifier"}
     assert parents["token_shards"] == {"curated_corpus", "tokenizer"}
     assert parents["pretrained_base"] == {"token_shards", "tokenizer"}
+    assert parents["mc_eval_items"] == {"curated_corpus", "token_shards"}
+    assert parents["scaling_sweep"] == {"token_shards", "tokenizer", "mc_eval_items"}
+    assert parents["scaling_law_fit"] == {"scaling_sweep", "token_shards"}
+    assert parents["scaling_flagship"] == {"scaling_law_fit", "token_shards", "tokenizer", "mc_eval_items"}
 
 
 def test_every_edge_is_a_typed_handle():
@@ -72,12 +76,26 @@ def test_jobs_per_domain_group():
     groups = {k.to_user_string(): graph.get(k).group_name for k in graph.get_all_asset_keys()}
     assert groups["minhash_deduped"] == "data" and groups["tokenizer"] == "tokens"
     assert groups["pretrained_base"] == "pretrain"
+    assert groups["scaling_sweep"] == groups["scaling_law_fit"] == "scaling"
+    # a job has one partition scheme: the sweep's (snapshot x cell) assets run in `sweep_cells`
+    cells = {k.to_user_string() for k in defs.resolve_job_def("sweep_cells").asset_layer.selected_asset_keys}
+    assert cells == {"scaling_sweep"}
     for group in set(groups.values()):
         job = defs.resolve_job_def(f"{group}_pipeline")
         selected = {k.to_user_string() for k in job.asset_layer.selected_asset_keys}
-        assert selected == {a for a, g in groups.items() if g == group}
+        assert selected == {a for a, g in groups.items() if g == group} - cells
     lifecycle = defs.resolve_job_def("lifecycle").asset_layer.selected_asset_keys
-    assert {k.to_user_string() for k in lifecycle} == set(stage_names())
+    assert {k.to_user_string() for k in lifecycle} == set(stage_names()) - cells
+
+
+def test_lifecycle_run_phases_follow_the_sweep():
+    from dagster_project.cli import phases
+
+    before, sweep, after = phases(stage_names())
+    assert before[0] == "lifecycle" and {"token_shards", "mc_eval_items", "pretrained_base"} <= set(before[1])
+    assert sweep == ("sweep_cells", ["scaling_sweep"])
+    assert after == ("lifecycle", ["scaling_law_fit", "scaling_flagship"])
+    assert phases(["scaling_law_fit", "tokenizer"]) == [("lifecycle", ["tokenizer"]), ("lifecycle", ["scaling_law_fit"])]
 
 
 def test_every_asset_has_a_docstring_and_checks_are_blocking():
