@@ -62,7 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     cfg = SweepConfig(
         budgets=tuple(float(b) for b in args.budgets.split(",")),
-        budget_sizes=tuple(tuple(r.split("+")) for r in args.budget_sizes.split(",")) if args.budget_sizes else (),
+        budget_sizes=tuple(tuple(r.split("+")) for r in args.budget_sizes.split(","))
+        if args.budget_sizes
+        else (),
         sizes=sizes,
         seq_len=args.seq_len,
         batch_tokens=args.batch_tokens,
@@ -74,15 +76,25 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     rows = []
     ctx = mp.get_context("spawn")
-    with cf.ProcessPoolExecutor(args.workers, mp_context=ctx, initializer=_worker_init, initargs=(args.threads,)) as pool:
+    with cf.ProcessPoolExecutor(
+        args.workers, mp_context=ctx, initializer=_worker_init, initargs=(args.threads,)
+    ) as pool:
         futs = [pool.submit(_run, cfg.to_dict(), dataclasses.asdict(c), args.data) for c in cells]
         for fut in cf.as_completed(futs):
             row = fut.result()
             rows.append(row)
             print(json.dumps(row), flush=True)
     wall = time.perf_counter() - t0
-    summary = {"sweep_wall_s": round(wall, 1), "cells_cpu_s": round(sum(r["cpu_s"] for r in rows), 1), "workers": args.workers, "threads": args.threads,
-               "seq_len": args.seq_len, "batch_tokens": args.batch_tokens, "budgets": args.budgets, "sizes": args.sizes}
+    summary = {
+        "sweep_wall_s": round(wall, 1),
+        "cells_cpu_s": round(sum(r["cpu_s"] for r in rows), 1),
+        "workers": args.workers,
+        "threads": args.threads,
+        "seq_len": args.seq_len,
+        "batch_tokens": args.batch_tokens,
+        "budgets": args.budgets,
+        "sizes": args.sizes,
+    }
     for b in cfg.budgets:
         if len({r["size"] for r in rows if r["budget"] == b}) < 3:
             continue
@@ -90,7 +102,9 @@ def main(argv: list[str] | None = None) -> int:
         fit = fit_isoflop(b, [r["tokens"] for r in cell], [r["final_val_loss"] for r in cell])
         summary[f"C={b:.3g}"] = {
             "losses": {r["size"]: round(r["final_val_loss"], 3) for r in cell},
-            "opt_tokens": round(fit.opt_tokens), "opt_loss": round(fit.opt_loss, 3), "edge": fit.reason or "interior",
+            "opt_tokens": round(fit.opt_tokens),
+            "opt_loss": round(fit.opt_loss, 3),
+            "edge": fit.reason or "interior",
         }
     print(json.dumps(summary, indent=1), flush=True)
     if args.out:

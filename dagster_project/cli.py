@@ -87,7 +87,10 @@ def sweep_cells(preset: str | None, ops: dict | None) -> tuple[list[str], Any]:
     from dagster_project.configs import resolve_config
     from ml.scaling.plan import SweepConfig, cell_key, grid
 
-    fields = {**({"preset": preset} if preset else {}), **(ops or {}).get("scaling_sweep", {}).get("config", {})}
+    fields = {
+        **({"preset": preset} if preset else {}),
+        **(ops or {}).get("scaling_sweep", {}).get("config", {}),
+    }
     cfg = resolve_config(SweepConfig, SweepRun(**fields))
     return [cell_key(b, s.name) for b, s in grid(cfg)], cfg
 
@@ -165,7 +168,9 @@ def materialize_lifecycle(
 def _report(runs: list[dict]) -> None:
     instance = _instance()
     for run in runs:
-        print(f"  run {run['run_id']} ({run['job']} {run['partition']}): {'OK' if run['success'] else 'FAILED'}")
+        print(
+            f"  run {run['run_id']} ({run['job']} {run['partition']}): {'OK' if run['success'] else 'FAILED'}"
+        )
         for entry in instance.all_logs(run["run_id"]):
             event = entry.dagster_event
             if event is None:
@@ -178,7 +183,9 @@ def _report(runs: list[dict]) -> None:
                     f"dvc_md5={getattr(mat.metadata.get('dvc_md5'), 'value', '')}"
                 )
             elif event.is_step_failure:
-                print(f"    step failed: {event.step_key}: {event.step_failure_data.error.message.strip()[:2000]}")
+                print(
+                    f"    step failed: {event.step_key}: {event.step_failure_data.error.message.strip()[:2000]}"
+                )
 
 
 def materialize(selection: list[str] | None, partition: str, preset: str | None = None) -> bool:

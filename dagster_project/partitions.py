@@ -38,6 +38,7 @@ def register_sweep_cells(instance: dg.DagsterInstance, cells: list[str]) -> None
     if new:
         instance.add_dynamic_partitions(SWEEP_CELLS.name, new)
 
+
 NUM_ROUNDS = 6
 ROUNDS = dg.StaticPartitionsDefinition([f"round-{k}" for k in range(1, NUM_ROUNDS + 1)])
 

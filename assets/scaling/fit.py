@@ -25,6 +25,7 @@ from ml.scaling.forecast import (
 )
 from ml.scaling.plan import SweepConfig, plan_sweep
 
+
 class ScalingLawFit(Artifact):
     """``fit.json``: per-budget parabolas, the laws with intervals, the forecast and the flagship's plan."""
 
@@ -56,23 +57,47 @@ def fit_report(cfg: SweepConfig, records: list[dict], vocab_size: int) -> dict:
     flagship = flagship_cell(cfg, forecast["opt_tokens"], vocab_size)
     return {
         "budgets": [
-            {"budget": f.budget, "coeffs": f.coeffs, "x_range": f.x_range, "opt_tokens": f.opt_tokens,
-             "opt_loss": f.opt_loss, "edge": f.edge, "reason": f.reason, "used": f in fit.used}
+            {
+                "budget": f.budget,
+                "coeffs": f.coeffs,
+                "x_range": f.x_range,
+                "opt_tokens": f.opt_tokens,
+                "opt_loss": f.opt_loss,
+                "edge": f.edge,
+                "reason": f.reason,
+                "used": f in fit.used,
+            }
             for f in fit.isoflops
         ],
-        "alpha": fit.tokens_law.exponent, "A": fit.tokens_law.coef, "alpha_ci": fit.alpha_ci,
-        "A_ci": fit.coef_ci, "paper_alpha": PAPER_ALPHA, "paper_A": PAPER_A,
+        "alpha": fit.tokens_law.exponent,
+        "A": fit.tokens_law.coef,
+        "alpha_ci": fit.alpha_ci,
+        "A_ci": fit.coef_ci,
+        "paper_alpha": PAPER_ALPHA,
+        "paper_A": PAPER_A,
         "params_exponent": fit.params_law.exponent if fit.params_law else None,
         "params_coef": fit.params_law.coef if fit.params_law else None,
-        "params_exponent_ci": fit.params_alpha_ci, "bootstrap_samples": fit.bootstrap_samples,
+        "params_exponent_ci": fit.params_alpha_ci,
+        "bootstrap_samples": fit.bootstrap_samples,
         "loss_law": {"coef": fit.loss_law.coef, "exponent": fit.loss_law.exponent},
-        "downstream": {"nll_coef": downstream.nll_law.coef, "nll_exponent": downstream.nll_law.exponent,
-                       "k": downstream.k, "x0": downstream.x0, "chance": downstream.chance,
-                       "points": downstream.points},
-        "forecast": forecast, "flagship": {"size": flagship.size, "tokens": flagship.tokens,
-                                           "steps": flagship.steps, "flops": flagship.flops,
-                                           "params": flagship.params},
-        "include_edge": fit.include_edge, "_fit": fit,
+        "downstream": {
+            "nll_coef": downstream.nll_law.coef,
+            "nll_exponent": downstream.nll_law.exponent,
+            "k": downstream.k,
+            "x0": downstream.x0,
+            "chance": downstream.chance,
+            "points": downstream.points,
+        },
+        "forecast": forecast,
+        "flagship": {
+            "size": flagship.size,
+            "tokens": flagship.tokens,
+            "steps": flagship.steps,
+            "flops": flagship.flops,
+            "params": flagship.params,
+        },
+        "include_edge": fit.include_edge,
+        "_fit": fit,
     }
 
 
@@ -108,12 +133,24 @@ def scaling_law_fit(
         run.log_png(run.out_dir / "power_law.png", "power law")
         numbers = _numbers(report)
         run.log_metrics(numbers)
-        rows = [(k, f"{a:.4g}" if isinstance(a, float) else a, b) for k, a, b in summary_rows(fit, cfg.forecast_budget)]
-        budgets = [(f"{b['budget']:.3g}", f"{b['opt_tokens']:.4g}", f"{b['opt_loss']:.4f}",
-                    "used" if b["used"] else f"flagged: {b['reason']}") for b in report["budgets"]]
+        rows = [
+            (k, f"{a:.4g}" if isinstance(a, float) else a, b)
+            for k, a, b in summary_rows(fit, cfg.forecast_budget)
+        ]
+        budgets = [
+            (
+                f"{b['budget']:.3g}",
+                f"{b['opt_tokens']:.4g}",
+                f"{b['opt_loss']:.4f}",
+                "used" if b["used"] else f"flagged: {b['reason']}",
+            )
+            for b in report["budgets"]
+        ]
         summary = (
-            "**Scaling-law fit** (Llama 3 paper §3.2.1)\n\n" + md_table(rows, ("quantity", "ours", "paper"))
-            + "\n\n### IsoFLOP minima\n" + md_table(budgets, ("budget", "D*", "L*", "status"))
+            "**Scaling-law fit** (Llama 3 paper §3.2.1)\n\n"
+            + md_table(rows, ("quantity", "ours", "paper"))
+            + "\n\n### IsoFLOP minima\n"
+            + md_table(budgets, ("budget", "D*", "L*", "status"))
         )
         return run.result(num_records=len(records), summary=summary, metadata=numbers)
 
@@ -121,12 +158,17 @@ def scaling_law_fit(
 def _numbers(report: dict) -> dict:
     f = report["forecast"]
     out = {
-        "alpha": report["alpha"], "alpha_ci_low": report["alpha_ci"][0], "alpha_ci_high": report["alpha_ci"][1],
-        "A": report["A"], "paper_alpha": PAPER_ALPHA, "paper_A": PAPER_A,
+        "alpha": report["alpha"],
+        "alpha_ci_low": report["alpha_ci"][0],
+        "alpha_ci_high": report["alpha_ci"][1],
+        "A": report["A"],
+        "paper_alpha": PAPER_ALPHA,
+        "paper_A": PAPER_A,
         "budgets_used": sum(b["used"] for b in report["budgets"]),
         "budgets_flagged": sum(b["edge"] for b in report["budgets"]),
         **{f"forecast_{k}": v for k, v in f.items()},
-        "flagship_tokens": report["flagship"]["tokens"], "flagship_params": report["flagship"]["params"],
+        "flagship_tokens": report["flagship"]["tokens"],
+        "flagship_params": report["flagship"]["params"],
     }
     if report["params_exponent"] is not None:
         out["params_exponent"] = report["params_exponent"]

@@ -32,7 +32,10 @@ class FlagshipRun(Artifact):
 
 def compare(forecast: dict, record: dict) -> dict:
     """Measured vs forecast validation loss and MC accuracy, with relative errors."""
-    pairs = {"val_loss": ("expected_loss", "final_val_loss"), "accuracy": ("expected_accuracy", "mc_accuracy")}
+    pairs = {
+        "val_loss": ("expected_loss", "final_val_loss"),
+        "accuracy": ("expected_accuracy", "mc_accuracy"),
+    }
     out = {}
     for name, (f_key, a_key) in pairs.items():
         want, got = float(forecast[f_key]), float(record[a_key])
@@ -63,19 +66,32 @@ def scaling_flagship(
             record = run_cell(cfg, cell, token_shards.path, tmp)
             record.update(score_cell(tmp / "hf", tokenizer.path, mc_eval_items.read(), cfg.seq_len))
             shutil.rmtree(tmp / "checkpoints", ignore_errors=True)
-            report = {"record": record, "forecast": fit["forecast"], "compare": compare(fit["forecast"], record),
-                      "max_rel_error": cfg.forecast_max_rel_error, "warn_rel_error": WARN_REL_ERROR}
+            report = {
+                "record": record,
+                "forecast": fit["forecast"],
+                "compare": compare(fit["forecast"], record),
+                "max_rel_error": cfg.forecast_max_rel_error,
+                "warn_rel_error": WARN_REL_ERROR,
+            }
             atomic_write_text(tmp / "flagship.json", json.dumps(report, indent=2))
             curve = read_metrics(tmp / "metrics.jsonl")
             atomic_write_bytes(tmp / "loss.png", loss_curve_png(curve))
         run.log.log_metric_series([(m["step"], {"train_loss": m["loss"], "lr": m["lr"]}) for m in curve])
         run.log_png(run.out_dir / "loss.png", "loss curve")
         rows = [(k, v["forecast"], v["actual"], v["rel_error"]) for k, v in report["compare"].items()]
-        numbers = {f"{k}_{q}": v[q] for k, v in report["compare"].items() for q in ("forecast", "actual", "rel_error")}
-        numbers.update(params=cell.params, tokens=cell.tokens, flops=cell.flops, wall_time_s=record["wall_time_s"])
+        numbers = {
+            f"{k}_{q}": v[q]
+            for k, v in report["compare"].items()
+            for q in ("forecast", "actual", "rel_error")
+        }
+        numbers.update(
+            params=cell.params, tokens=cell.tokens, flops=cell.flops, wall_time_s=record["wall_time_s"]
+        )
         run.log_metrics(numbers)
-        summary = (f"**Flagship {cell.key}**: {cell.params:,} parameters, {cell.tokens:,} tokens\n\n"
-                   + md_table(rows, ("quantity", "forecast", "actual", "relative error")))
+        summary = (
+            f"**Flagship {cell.key}**: {cell.params:,} parameters, {cell.tokens:,} tokens\n\n"
+            + md_table(rows, ("quantity", "forecast", "actual", "relative error"))
+        )
         return run.result(num_records=cell.tokens, summary=summary, metadata=numbers)
 
 
@@ -90,5 +106,9 @@ def forecast_vs_actual(scaling_flagship: FlagshipRun) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(
         passed=bool(worst <= report["warn_rel_error"]),
         severity=severity,
-        metadata={**metadata, "max_rel_error": float(report["max_rel_error"]), "worst_rel_error": float(worst)},
+        metadata={
+            **metadata,
+            "max_rel_error": float(report["max_rel_error"]),
+            "worst_rel_error": float(worst),
+        },
     )

@@ -48,12 +48,14 @@ def mc_eval_items(
         with atomic_dir(run.out_dir) as tmp:
             items.to_parquet(tmp / "items.parquet", index=False)
             atomic_write_text(tmp / "version.json", json.dumps({"items_md5": version, "items": len(items)}))
-        stats = {"items": len(items), "held_out_docs": len(held_out), "docs_with_items": items["doc_id"].nunique()}
+        stats = {
+            "items": len(items),
+            "held_out_docs": len(held_out),
+            "docs_with_items": items["doc_id"].nunique(),
+        }
         run.log_metrics(stats)
         summary = f"**{len(items)} items** (version `{version}`)\n\n" + md_table(stats)
-        return run.result(
-            num_records=len(items), summary=summary, metadata={**stats, "items_md5": version}
-        )
+        return run.result(num_records=len(items), summary=summary, metadata={**stats, "items_md5": version})
 
 
 @dg.asset_check(asset=mc_eval_items, blocking=True, partitions_def=SNAPSHOTS)

@@ -18,7 +18,9 @@ from ml.eval.multiple_choice import score_items
 from ml.model.llama import Llama
 
 
-def _encode(tok: Tokenizer, pairs: Sequence[tuple[str, str]], max_len: int) -> list[tuple[list[int], list[int]]]:
+def _encode(
+    tok: Tokenizer, pairs: Sequence[tuple[str, str]], max_len: int
+) -> list[tuple[list[int], list[int]]]:
     contexts: dict[str, list[int]] = {}  # each item's context is shared by its choices
     out = []
     for context, continuation in pairs:

@@ -50,7 +50,11 @@ class MultipleChoiceConfig(StageConfig):
         # up to 20 boundaries per document, so >= 500 items come from held-out text; context and choice short
         # enough to fit the tiny sweep's 64-token sequences together
         "tiny": dict(
-            unit="line", max_items_per_doc=20, min_paragraph_chars=30, max_context_chars=160, max_choice_chars=80
+            unit="line",
+            max_items_per_doc=20,
+            min_paragraph_chars=30,
+            max_context_chars=160,
+            max_choice_chars=80,
         ),
         "small": dict(n_items=2000, max_context_chars=1500, max_choice_chars=400),
         "8b": dict(n_items=5000, max_context_chars=4000, max_choice_chars=600),

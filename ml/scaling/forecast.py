@@ -65,7 +65,9 @@ def _by_budget(records: Sequence[dict], field: str) -> dict[float, list[float]]:
     return out
 
 
-def fit_sweep(records: Sequence[dict], *, bootstrap: int, seed: int, include_edge: bool = False) -> ScalingFit:
+def fit_sweep(
+    records: Sequence[dict], *, bootstrap: int, seed: int, include_edge: bool = False
+) -> ScalingFit:
     tokens, losses = _by_budget(records, "tokens"), _by_budget(records, "final_val_loss")
     cells = {c: (tokens[c], losses[c]) for c in tokens}
     params = _by_budget(records, "non_embedding_params")
@@ -86,6 +88,11 @@ class DownstreamFit:
         return {"expected_normalized_nll": nll, "expected_accuracy": acc}
 
 
+def _at_vertex(x: np.ndarray, ys: list[float], vertex: float) -> float:
+    """A budget's parabola of ``ys`` against log10 tokens, evaluated at the loss vertex."""
+    return float(np.polyval(np.polyfit(x, ys, 2), vertex))
+
+
 def fit_downstream(records: Sequence[dict], fit: ScalingFit) -> DownstreamFit:
     """Both stages over the sweep's records (each holds ``mc_normalized_nll``, ``mc_accuracy``)."""
     points = []
@@ -94,12 +101,15 @@ def fit_downstream(records: Sequence[dict], fit: ScalingFit) -> DownstreamFit:
         x = np.log10([float(r["tokens"]) for r in cell])
         nll = [float(r["mc_normalized_nll"]) for r in cell]
         acc = [float(r["mc_accuracy"]) for r in cell]
-        at = lambda ys: float(np.polyval(np.polyfit(x, ys, 2), iso.opt_log10_tokens))  # noqa: E731
-        points.append((iso.budget, at(nll), at(acc)))
+        points.append(
+            (iso.budget, _at_vertex(x, nll, iso.opt_log10_tokens), _at_vertex(x, acc, iso.opt_log10_tokens))
+        )
     law = fit_power_law([p[0] for p in points], [p[1] for p in points])
     chance = float(np.mean([float(r["mc_chance"]) for r in records]))
     k, x0 = fit_sigmoid(
-        [float(r["mc_normalized_nll"]) for r in records], [float(r["mc_accuracy"]) for r in records], chance=chance
+        [float(r["mc_normalized_nll"]) for r in records],
+        [float(r["mc_accuracy"]) for r in records],
+        chance=chance,
     )
     return DownstreamFit(law, k, x0, chance, tuple(points))
 
@@ -123,8 +133,12 @@ def summary_rows(fit: ScalingFit, target: float) -> list[tuple[str, Any, Any]]:
     ]
     if fit.params_law is not None:
         ci = fit.params_alpha_ci
-        rows.append(("N* exponent (95% CI)", f"{fit.params_law.exponent:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]", "-"))
-    rows.extend((f"forecast {k} at {target:.3g}", v, "-") for k, v in fit.forecast(target).items() if k != "budget")
+        rows.append(
+            ("N* exponent (95% CI)", f"{fit.params_law.exponent:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]", "-")
+        )
+    rows.extend(
+        (f"forecast {k} at {target:.3g}", v, "-") for k, v in fit.forecast(target).items() if k != "budget"
+    )
     return rows
 
 
@@ -148,8 +162,14 @@ def isoflop_png(fit: ScalingFit, records: Sequence[dict]) -> bytes:
         xs = np.linspace(iso.x_range[0] - 0.1, iso.x_range[1] + 0.1, 60)
         color = line.get_facecolor()[0]
         ax.plot(10**xs, np.polyval(iso.coeffs, xs), color=color, label=f"C={iso.budget:.2g}")
-        ax.scatter([iso.opt_tokens], [iso.opt_loss], marker="*", s=120, color=color if not iso.edge else "none",
-                   edgecolors=color)
+        ax.scatter(
+            [iso.opt_tokens],
+            [iso.opt_loss],
+            marker="*",
+            s=120,
+            color=color if not iso.edge else "none",
+            edgecolors=color,
+        )
     ax.set(xscale="log", xlabel="training tokens", ylabel="validation loss", title="IsoFLOP parabolas")
     ax.legend(fontsize=7)
     png = _png(fig)

@@ -146,7 +146,11 @@ class SweepConfig(StageConfig):
         "tiny": dict(
             budgets=(1e11, 3e11, 1e12),
             sizes=_TINY_SIZES,
-            budget_sizes=(("s8", "s12", "s16", "s24"), ("s12", "s16", "s24", "s32"), ("s16", "s24", "s32", "s48")),
+            budget_sizes=(
+                ("s8", "s12", "s16", "s24"),
+                ("s12", "s16", "s24", "s32"),
+                ("s16", "s24", "s32", "s48"),
+            ),
             seq_len=64,
             batch_tokens=256,
             eval_tokens=16384,
@@ -243,9 +247,7 @@ def grid(cfg: SweepConfig) -> list[tuple[float, SweepSize]]:
     if not cfg.sizes:
         raise ConfigError("SweepConfig.sizes is empty: the grid needs model sizes")
     names = dict(zip(cfg.budgets, cfg.budget_sizes, strict=True)) if cfg.budget_sizes else {}
-    return [
-        (b, s) for b in sorted(cfg.budgets) for s in cfg.size_list if not names or s.name in names[b]
-    ]
+    return [(b, s) for b in sorted(cfg.budgets) for s in cfg.size_list if not names or s.name in names[b]]
 
 
 def plan_sweep(cfg: SweepConfig, vocab_size: int) -> list[SweepCell]:

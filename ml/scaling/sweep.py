@@ -26,8 +26,8 @@ from ml.io import atomic_write_text
 from ml.model.hf import load_hf
 from ml.model.llama import ModelConfig
 from ml.scaling.plan import SweepCell, SweepConfig, warmup_steps
-from ml.train.config import DataConfig, OptimizerConfig, ScheduleConfig, TrainConfig
 from ml.tokens.tokenizer import load_tokenizer
+from ml.train.config import DataConfig, OptimizerConfig, ScheduleConfig, TrainConfig
 from ml.train.engine import train
 
 

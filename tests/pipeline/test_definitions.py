@@ -95,7 +95,10 @@ def test_lifecycle_run_phases_follow_the_sweep():
     assert before[0] == "lifecycle" and {"token_shards", "mc_eval_items", "pretrained_base"} <= set(before[1])
     assert sweep == ("sweep_cells", ["scaling_sweep"])
     assert after == ("lifecycle", ["scaling_law_fit", "scaling_flagship"])
-    assert phases(["scaling_law_fit", "tokenizer"]) == [("lifecycle", ["tokenizer"]), ("lifecycle", ["scaling_law_fit"])]
+    assert phases(["scaling_law_fit", "tokenizer"]) == [
+        ("lifecycle", ["tokenizer"]),
+        ("lifecycle", ["scaling_law_fit"]),
+    ]
 
 
 def test_every_asset_has_a_docstring_and_checks_are_blocking():

@@ -73,7 +73,9 @@ def test_every_asset_materializes_with_gates_passing(home, tmp_path):
     assert [r["job"] for r in runs] == ["lifecycle"] + ["sweep_cells"] * 6 + ["lifecycle"]
     assert all(r["success"] for r in runs), runs
     instance = _instance()
-    materializations = [e.step_materialization_data.materialization for e in _events(instance, runs, "ASSET_MATERIALIZATION")]
+    materializations = [
+        e.step_materialization_data.materialization for e in _events(instance, runs, "ASSET_MATERIALIZATION")
+    ]
 
     done = [m.asset_key.to_user_string() for m in materializations]
     assert set(done) == set(stage_names()) and done.count("scaling_sweep") == 6  # every stage, every cell
@@ -88,7 +90,9 @@ def test_every_asset_materializes_with_gates_passing(home, tmp_path):
     assert gap == pytest.approx(unigram.metadata["unigram_nats"].value - unigram.metadata["val_loss"].value)
     # the test web holds out few documents: fewer than 500 items is a warning that names the count
     items = by_name.pop("mc_eval_items_enough")
-    assert items.passed or (items.severity == dg.AssetCheckSeverity.WARN and items.metadata["items"].value < 500)
+    assert items.passed or (
+        items.severity == dg.AssetCheckSeverity.WARN and items.metadata["items"].value < 500
+    )
     # a 10-40 step sweep forecasts nothing well: the check reports its errors and warns (bound set out of reach)
     forecast = by_name.pop("forecast_vs_actual")
     assert forecast.passed == (forecast.metadata["worst_rel_error"].value <= 0.02)
@@ -136,7 +140,9 @@ def test_every_asset_materializes_with_gates_passing(home, tmp_path):
 
 def _check_scaling(data, forecast_check) -> None:
     """Every cell's record, the fit's numbers beside the paper's, and the flagship against its forecast."""
-    records = [json.loads(p.read_text()) for p in sorted((data / "scaling_sweep" / "e2e").glob("*/cell.json"))]
+    records = [
+        json.loads(p.read_text()) for p in sorted((data / "scaling_sweep" / "e2e").glob("*/cell.json"))
+    ]
     for r in records:
         assert r["tokens"] == r["steps"] * 256 and r["flops"] == r["tokens"] * r["flops_per_token"]
         assert r["tokens_seen"] == r["tokens"] and r["eval_tokens"] == 2048 and r["wall_time_s"] > 0

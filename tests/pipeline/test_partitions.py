@@ -97,7 +97,11 @@ def test_a_snapshots_cells_feed_its_fit(home):
     )
     # one directory per snapshot, a directory per cell in it
     assert sorted(p.name for p in (home / "data" / "sweep_cell").iterdir()) == ["s1", "s2"]
-    assert sorted(p.name for p in (home / "data" / "sweep_cell" / "s1").iterdir()) == ["1e11_a", "1e11_b", "2e11_a"]
+    assert sorted(p.name for p in (home / "data" / "sweep_cell" / "s1").iterdir()) == [
+        "1e11_a",
+        "1e11_b",
+        "2e11_a",
+    ]
     assert not any(p.suffix == ".pkl" or p.name == "storage" for p in home.rglob("*"))  # nothing pickled
     mat = result.asset_materializations_for_node("scaling_fit")[0]
     assert mat.metadata["dagster/row_count"].value == 1

@@ -43,7 +43,12 @@ def test_score_model_reports_accuracy_and_nll(model_and_tokenizer):
         [{"context": "The cat sat on the", "choices": [" mat.", " end", " dog"], "label": 0}] * 2
     )
     scores = score_model(items, model, tok, max_len=64)
-    per_char = [s / n for s, n in continuation_logprobs(model, tok, [("The cat sat on the", c) for c in items.choices[0]], max_len=64)]
+    per_char = [
+        s / n
+        for s, n in continuation_logprobs(
+            model, tok, [("The cat sat on the", c) for c in items.choices[0]], max_len=64
+        )
+    ]
     assert scores["items"] == 2.0 and scores["chance"] == pytest.approx(1 / 3)
     assert scores["normalized_nll"] == pytest.approx(-per_char[0], abs=1e-5)
     assert scores["accuracy"] == float(max(range(3), key=per_char.__getitem__) == 0)

@@ -79,6 +79,8 @@ def test_flagship_is_the_size_nearest_to_c_over_d_star():
     cfg = SweepConfig.from_preset("tiny")  # target 3e12
     cells = {c.size: c for c in (flagship_cell(cfg, 3e12 / fpt, 4096) for fpt in (1.0e6, 1.7e6, 3.0e6))}
     assert sorted(cells) == ["s32", "s48", "s64"]  # 958,464 / 1,677,312 / 2,850,816 FLOPs per token at seq 64
-    assert all(c.budget == 3e12 and abs(c.flops - 3e12) <= 0.5 * 256 * c.flops_per_token for c in cells.values())
+    assert all(
+        c.budget == 3e12 and abs(c.flops - 3e12) <= 0.5 * 256 * c.flops_per_token for c in cells.values()
+    )
     assert [cells[s].flops_per_token for s in ("s32", "s48", "s64")] == [958_464, 1_677_312, 2_850_816]
     assert cells["s48"].steps == round(3e12 / 1_677_312 / 256) == 6987

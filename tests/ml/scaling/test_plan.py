@@ -82,7 +82,9 @@ def test_presets_span_the_grid_the_issue_asks_for():
     assert budgets == [1e11, 3e11, 1e12]  # >= 3 budgets over 10x
     assert all(sum(c.budget == b for c in tiny) == 4 for b in budgets)  # 4 sizes each
     assert [c.key for c in tiny if c.budget == 1e12] == ["1e12_s16", "1e12_s24", "1e12_s32", "1e12_s48"]
-    assert min(c.steps for c in tiny) == 571 and sum(c.tokens for c in tiny) == 9_129_472  # benchmarks/NOTES.md
+    assert (
+        min(c.steps for c in tiny) == 571 and sum(c.tokens for c in tiny) == 9_129_472
+    )  # benchmarks/NOTES.md
     small = SweepConfig.from_preset("small")
     assert small.budgets == (1e16, 3e16, 1e17) and len(small.size_list) == 6 and not small.budget_sizes
     assert len(plan_sweep(small, vocab_size=32_768)) == 18
