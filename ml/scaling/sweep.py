@@ -71,9 +71,9 @@ def run_cell(
             if on_metrics is not None:
                 on_metrics(step, metrics)
 
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         result = train(cell_train_config(cfg, cell), data_dir, out_dir, on_metrics=record, resume=False)
-        wall = time.perf_counter() - t0
+        wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     if result.final_step != cell.steps or not result.val_losses:
         raise RuntimeError(f"sweep cell {cell.key}: trained {result.final_step}/{cell.steps} steps")
     record_ = {
@@ -83,6 +83,7 @@ def run_cell(
         "final_train_loss": float(result.losses[-1]),
         "tokens_seen": int(result.tokens_seen),
         "wall_time_s": wall,
+        "cpu_time_s": cpu,  # this process's CPU time, all threads (wall time depends on what else runs)
         "eval_tokens": max(1, cfg.eval_tokens // cfg.batch_tokens) * cfg.batch_tokens,
     }
     atomic_write_text(out_dir / "cell.json", json.dumps(record_, indent=2))
