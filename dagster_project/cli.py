@@ -130,7 +130,10 @@ def _run_cells(snapshot: str, names: list[str], preset: str | None, ops: dict | 
     from dagster_project.partitions import register_sweep_cells
 
     cells, cfg = sweep_cells(preset, ops)
-    register_sweep_cells(_instance(), cells)
+    root = lifecycle_home() / "data" / names[0]
+    removed = register_sweep_cells(_instance(), cells, lambda cell: any(root.glob(f"*/{cell}/cell.json")))
+    if removed:
+        print(f"removed sweep cells that are in no plan and were never trained: {', '.join(removed)}")
     workers = max(1, min(len(cells), (os.cpu_count() or 1) // cfg.torch_threads if cfg.torch_threads else 1))
     jobs = [(snapshot, c, names, preset, ops) for c in reversed(cells)]  # largest budgets first
     if workers == 1:

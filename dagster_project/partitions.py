@@ -14,6 +14,7 @@
 """
 
 import warnings
+from collections.abc import Callable
 
 import dagster as dg
 
@@ -32,11 +33,21 @@ def sweep_partition(snapshot: str, cell: str) -> dg.MultiPartitionKey:
     return dg.MultiPartitionKey({"snapshot": snapshot, "sweep_cell": cell})
 
 
-def register_sweep_cells(instance: dg.DagsterInstance, cells: list[str]) -> None:
-    """Add the plan's cells to the ``sweep_cell`` dimension (cells already there are kept)."""
+def register_sweep_cells(
+    instance: dg.DagsterInstance, cells: list[str], has_artifact: Callable[[str], bool] = lambda cell: True
+) -> list[str]:
+    """Add the plan's cells to the ``sweep_cell`` dimension. A registered cell outside the plan stays while
+    ``has_artifact(cell)`` (it was trained for some snapshot); one never trained is removed, so a fit does not
+    wait for cells of an abandoned plan. Returns the removed cells."""
     new = [c for c in cells if not instance.has_dynamic_partition(SWEEP_CELLS.name, c)]
     if new:
         instance.add_dynamic_partitions(SWEEP_CELLS.name, new)
+    stale = [
+        c for c in instance.get_dynamic_partitions(SWEEP_CELLS.name) if c not in cells and not has_artifact(c)
+    ]
+    for cell in stale:
+        instance.delete_dynamic_partition(SWEEP_CELLS.name, cell)
+    return stale
 
 
 NUM_ROUNDS = 6

@@ -158,6 +158,10 @@ class AssetRunLog:
             self.client.log_batch(self.run_id, params=items[i : i + 100])
 
     def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
+        self.log_metric_series([(step, metrics)])
+
+    def log_metric_series(self, series: list[tuple[int, Mapping[str, float]]]) -> None:
+        """Every step's numeric metrics, in batches of 1,000 (MLflow's limit; one transaction per batch)."""
         import time
 
         from mlflow.entities import Metric
@@ -165,15 +169,12 @@ class AssetRunLog:
         now = int(time.time() * 1000)
         items = [
             Metric(mlflow_key(k), float(v), now, step)
+            for step, metrics in series
             for k, v in metrics.items()
             if isinstance(v, int | float) and not isinstance(v, bool)
         ]
-        for i in range(0, len(items), 500):
-            self.client.log_batch(self.run_id, metrics=items[i : i + 500])
-
-    def log_metric_series(self, series: list[tuple[int, Mapping[str, float]]]) -> None:
-        for step, metrics in series:
-            self.log_metrics(metrics, step=step)
+        for i in range(0, len(items), 1000):
+            self.client.log_batch(self.run_id, metrics=items[i : i + 1000])
 
     def log_input(self, name: str, path: Path, md5: str, context: str = "upstream") -> None:
         """Link an upstream artifact as an MLflow dataset input (source = path, digest = DVC md5)."""

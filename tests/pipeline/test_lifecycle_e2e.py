@@ -145,7 +145,11 @@ def _check_scaling(data, forecast_check) -> None:
     ]
     for r in records:
         assert r["tokens"] == r["steps"] * 256 and r["flops"] == r["tokens"] * r["flops_per_token"]
-        assert r["tokens_seen"] == r["tokens"] and r["eval_tokens"] == 2048 and min(r["wall_time_s"], r["cpu_time_s"]) > 0
+        assert (
+            r["tokens_seen"] == r["tokens"]
+            and r["eval_tokens"] == 2048
+            and min(r["wall_time_s"], r["cpu_time_s"]) > 0
+        )
         assert 0 <= r["mc_accuracy"] <= 1 and r["mc_normalized_nll"] > 0 and r["mc_chance"] == 0.25
         curve = (data / "scaling_sweep" / "e2e" / r["key"] / "metrics.jsonl").read_text().splitlines()
         assert len(curve) == r["steps"]

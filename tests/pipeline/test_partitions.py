@@ -81,8 +81,11 @@ def _sweep_instance() -> dg.DagsterInstance:
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions(SNAPSHOTS.name, ["s1", "s2"])
     register_sweep_cells(instance, ["1e11_a", "1e11_b"])
-    register_sweep_cells(instance, ["1e11_a", "2e11_a"])  # adding a cell keeps the others
+    register_sweep_cells(instance, ["1e11_a", "2e11_a"])  # adding a cell keeps the others (trained ones)
     assert instance.get_dynamic_partitions(SWEEP_CELLS.name) == ["1e11_a", "1e11_b", "2e11_a"]
+    # a cell outside the plan that was never trained is removed; the rest stay
+    assert register_sweep_cells(instance, ["1e11_a", "2e11_a"], lambda cell: cell != "1e11_b") == ["1e11_b"]
+    register_sweep_cells(instance, ["1e11_a", "1e11_b", "2e11_a"])
     return instance
 
 
