@@ -2,6 +2,11 @@
 
 lifecycle run [--partition local-web] [--preset P] [--select ASSET ...]   # what `make run` calls
 lifecycle materialize ASSET --partition P --preset P                      # what each dvc.yaml stage runs
+
+``run`` materializes in dependency order: the snapshot assets before the scaling sweep (job ``lifecycle``), the
+sweep's planned cells (job ``sweep_cells``, one run per cell, side by side in a process pool when the sweep
+config runs cells on fewer threads than there are cores), then the snapshot assets after the sweep.
+``materialize scaling_sweep`` runs every planned cell of the snapshot.
 lifecycle dvc-yaml [--check]                                              # dvc.yaml from the asset graph
 lifecycle configs                                                         # the generated run configs
 lifecycle lineage ASSET [--partition P] [--version V]                      # what a version was built from
@@ -19,6 +24,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from dagster_project.home import REPO_ROOT, lifecycle_home
 
@@ -35,56 +41,169 @@ def _instance():
     return dg.DagsterInstance.get()
 
 
-def run_config(selection: list[str], preset: str | None) -> dict:
-    """Console log level, and ``preset`` for every selected asset when one is given."""
+def run_config(selection: list[str], preset: str | None, ops: dict | None = None) -> dict:
+    """Console log level, and for every selected asset ``preset`` (when given) and its fields in ``ops``."""
     level = os.environ.get("LIFECYCLE_LOG_LEVEL", "INFO")
     config: dict = {"loggers": {"console": {"config": {"log_level": level}}}}
-    if preset:
-        config["ops"] = {name: {"config": {"preset": preset}} for name in selection}
+    op_config = {
+        name: {**({"preset": preset} if preset else {}), **(ops or {}).get(name, {}).get("config", {})}
+        for name in selection
+    }
+    if any(op_config.values()):
+        config["ops"] = {name: {"config": c} for name, c in op_config.items() if c}
     return config
 
 
-def materialize(selection: list[str] | None, partition: str, preset: str | None = None) -> bool:
+def phases(selection: list[str]) -> list[tuple[str, list[str]]]:
+    """``(job, assets)`` in dependency order: the snapshot assets the sweep does not feed, the sweep's cells,
+    the snapshot assets downstream of the sweep (a Dagster job has one partition scheme)."""
+    from dagster_project.definitions import defs
+    from dagster_project.jobs import SWEEP_JOB, on_scheme
+    from dagster_project.partitions import SWEEP
+
+    graph = defs.resolve_asset_graph()
+    sweep = {k.to_user_string() for a in on_scheme(SWEEP) for k in a.keys}
+    after: set[str] = set()
+    todo = [child for name in sweep for child in graph.get(_key(name)).child_keys]
+    while todo:
+        key = todo.pop()
+        if key.to_user_string() not in after:
+            after.add(key.to_user_string())
+            todo.extend(graph.get(key).child_keys)
+    out = [
+        ("lifecycle", [n for n in selection if n not in sweep and n not in after]),
+        (SWEEP_JOB, [n for n in selection if n in sweep]),
+        ("lifecycle", [n for n in selection if n in after]),
+    ]
+    return [(job, names) for job, names in out if names]
+
+
+def _key(name: str):
     import dagster as dg
 
-    from dagster_project.definitions import defs, stage_names
+    return dg.AssetKey.from_user_string(name)
+
+
+def sweep_cells(preset: str | None, ops: dict | None) -> tuple[list[str], Any]:
+    """The cell keys of the sweep config this run resolves (preset, YAML and run-config fields)."""
+    from assets.scaling.sweep import SweepRun
+    from dagster_project.configs import resolve_config
+    from ml.scaling.plan import SweepConfig, cell_key, grid
+
+    fields = {
+        **({"preset": preset} if preset else {}),
+        **(ops or {}).get("scaling_sweep", {}).get("config", {}),
+    }
+    cfg = resolve_config(SweepConfig, SweepRun(**fields))
+    return [cell_key(b, s.name) for b, s in grid(cfg)], cfg
+
+
+def _execute(job_name: str, partition, names: list[str], preset: str | None, ops: dict | None) -> dict:
+    """One Dagster run of ``names`` in ``job_name`` for ``partition``; a summary of it."""
+    import dagster as dg
+
+    from dagster_project.definitions import defs
+    from dagster_project.resources import MlflowResource
+
+    instance = _instance()
+    result = defs.resolve_job_def(job_name).execute_in_process(
+        run_config=run_config(names, preset, ops),
+        instance=instance,
+        partition_key=partition,
+        asset_selection=[dg.AssetKey.from_user_string(n) for n in names],
+        raise_on_error=False,
+    )
+    # in process, no daemon sees the run end: close its MLflow parent run here (sensors.py does it otherwise)
+    MlflowResource().end_parent_run(result.run_id, "FINISHED" if result.success else "FAILED")
+    return {"job": job_name, "partition": str(partition), "run_id": result.run_id, "success": result.success}
+
+
+def _execute_cell(args: tuple) -> dict:
+    """A worker process's call: one sweep cell (``lifecycle run`` runs cells side by side in a process pool)."""
+    snapshot, cell, names, preset, ops = args
+    from dagster_project.partitions import sweep_partition
+
+    return _execute("sweep_cells", sweep_partition(snapshot, cell), names, preset, ops)
+
+
+def _run_cells(snapshot: str, names: list[str], preset: str | None, ops: dict | None) -> list[dict]:
+    """Every planned cell of ``snapshot``, ``cpu_count // torch_threads`` at a time (one when threads is 0)."""
+    import multiprocessing as mp
+
+    from dagster_project.partitions import register_sweep_cells
+
+    cells, cfg = sweep_cells(preset, ops)
+    root = lifecycle_home() / "data" / names[0]
+    removed = register_sweep_cells(_instance(), cells, lambda cell: any(root.glob(f"*/{cell}/cell.json")))
+    if removed:
+        print(f"removed sweep cells that are in no plan and were never trained: {', '.join(removed)}")
+    workers = max(1, min(len(cells), (os.cpu_count() or 1) // cfg.torch_threads if cfg.torch_threads else 1))
+    jobs = [(snapshot, c, names, preset, ops) for c in reversed(cells)]  # largest budgets first
+    if workers == 1:
+        return [_execute_cell(j) for j in jobs]
+    pool = mp.get_context("spawn").Pool(workers)
+    try:
+        return list(pool.imap_unordered(_execute_cell, jobs))
+    finally:
+        pool.close()  # let the workers exit on their own (terminate() interrupts their atexit hooks)
+        pool.join()
+
+
+def materialize_lifecycle(
+    selection: list[str] | None, partition: str, preset: str | None = None, ops: dict | None = None
+) -> list[dict]:
+    """Every selected asset for snapshot ``partition`` in dependency order; one summary per Dagster run.
+    ``ops`` holds run-config fields per asset (``{"tokenizer": {"config": {...}}}``)."""
+    from dagster_project.definitions import stage_names
     from dagster_project.partitions import SNAPSHOTS
 
     instance = _instance()
     if not instance.has_dynamic_partition(SNAPSHOTS.name, partition):
         instance.add_dynamic_partitions(SNAPSHOTS.name, [partition])
-    job = defs.resolve_job_def("lifecycle")
-    asset_selection = None
-    if selection:
-        asset_selection = [dg.AssetKey.from_user_string(s) for s in selection]
-    t0 = time.time()
-    result = job.execute_in_process(
-        run_config=run_config(selection or stage_names(), preset),
-        instance=instance,
-        partition_key=partition,
-        asset_selection=asset_selection,
-        raise_on_error=False,
-    )
-    from dagster_project.resources import MlflowResource
+    runs: list[dict] = []
+    for job, names in phases(selection or stage_names()):
+        if job == "lifecycle":
+            runs.append(_execute(job, partition, names, preset, ops))
+        else:
+            runs.extend(_run_cells(partition, names, preset, ops))
+        if not all(r["success"] for r in runs):
+            break  # later phases read what this one should have written
+    return runs
 
-    # in process, no daemon sees the run end: close its MLflow parent run here (sensors.py does it otherwise)
-    MlflowResource().end_parent_run(result.run_id, "FINISHED" if result.success else "FAILED")
+
+def _report(runs: list[dict]) -> None:
+    instance = _instance()
+    for run in runs:
+        print(
+            f"  run {run['run_id']} ({run['job']} {run['partition']}): {'OK' if run['success'] else 'FAILED'}"
+        )
+        for entry in instance.all_logs(run["run_id"]):
+            event = entry.dagster_event
+            if event is None:
+                continue
+            if event.is_step_materialization:
+                mat = event.step_materialization_data.materialization
+                n = mat.metadata.get("num_records")
+                print(
+                    f"    {mat.asset_key.to_user_string():24s} records={getattr(n, 'value', n)} "
+                    f"dvc_md5={getattr(mat.metadata.get('dvc_md5'), 'value', '')}"
+                )
+            elif event.is_step_failure:
+                print(
+                    f"    step failed: {event.step_key}: {event.step_failure_data.error.message.strip()[:2000]}"
+                )
+
+
+def materialize(selection: list[str] | None, partition: str, preset: str | None = None) -> bool:
+    t0 = time.time()
+    runs = materialize_lifecycle(selection, partition, preset)
+    ok = bool(runs) and all(r["success"] for r in runs)
     print(
-        f"\n{'OK' if result.success else 'FAILED'}: run {result.run_id} in {time.time() - t0:.0f}s "
+        f"\n{'OK' if ok else 'FAILED'}: {len(runs)} run(s) in {time.time() - t0:.0f}s "
         f"(DAGSTER_HOME={os.environ['DAGSTER_HOME']})"
     )
-    for event in result.get_asset_materialization_events():
-        mat = event.step_materialization_data.materialization
-        meta = mat.metadata
-        n = meta.get("num_records")
-        print(
-            f"  {mat.asset_key.to_user_string():24s} records={getattr(n, 'value', n)} "
-            f"dvc_md5={getattr(meta.get('dvc_md5'), 'value', '')}"
-        )
-    for event in result.all_events:
-        if event.is_step_failure:
-            print(f"  step failed: {event.step_key}: {event.step_failure_data.error.message.strip()[:2000]}")
-    return result.success
+    _report(runs)
+    return ok
 
 
 def _versions(args: argparse.Namespace) -> int:

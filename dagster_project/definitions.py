@@ -51,6 +51,6 @@ defs = dg.Definitions(
 
 
 def stage_names() -> list[str]:
-    """Every materializable asset of the ``lifecycle`` job, in dependency order (what the tests expect)."""
-    graph = defs.resolve_job_def("lifecycle").asset_layer.asset_graph
+    """Every materializable asset, in dependency order (what ``lifecycle run`` and the tests expect)."""
+    graph = defs.resolve_asset_graph()
     return [k.to_user_string() for k in graph.toposorted_asset_keys if graph.get(k).is_executable]

@@ -7,6 +7,9 @@
   A resource that runs code in another process names its entry module in ``launches`` (``torchrun``
   runs ``dagster_project.train_entry``): that module's graph is added to the stages using the resource.
 * ``params``: ``preset`` and ``partition`` from params.yaml; the command passes both to the run.
+* A sweep-partitioned asset (snapshot × cell) is one stage per snapshot: its cells live in
+  ``data/<asset>/<snapshot>/<cell>``, so the stage's output is the snapshot's directory, and its command
+  (``materialize scaling_sweep --partition <snapshot>``) trains every cell the preset's plan names.
 * ``cmd``: ``${python} -m dagster_project.cli materialize ...``; ``python`` in params.yaml names the
   interpreter (default ``.venv/bin/python``, the venv ``make install`` creates, relative to the repo root
   where ``dvc repro`` runs commands), so ``dvc repro`` works from a fresh shell without an activated venv.

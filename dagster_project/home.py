@@ -19,9 +19,10 @@ def lifecycle_home() -> Path:
 
 
 def partition_dirname(partition: str | None) -> str:
-    """A partition key as a directory name: ``all`` when unpartitioned; a multi-dimensional key ``a|b``
-    becomes ``a_b``."""
-    return str(partition).replace("|", "_") if partition else UNPARTITIONED
+    """A partition key as a relative directory: ``all`` when unpartitioned; a multi-dimensional key ``a|b``
+    becomes ``a/b`` (a sweep cell of snapshot ``local-web`` lives in ``local-web/3e11_s16``, so one
+    snapshot's cells are one directory)."""
+    return str(partition).replace("|", "/") if partition else UNPARTITIONED
 
 
 def artifact_dir(asset: str, partition: str | None, home: Path | None = None) -> Path:

@@ -6,12 +6,14 @@ Each is a ``dg.ConfigurableResource`` so it shows up, with its settings, in the 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import re
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -165,6 +167,10 @@ class AssetRunLog:
             self.client.log_batch(self.run_id, params=items[i : i + 100])
 
     def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
+        self.log_metric_series([(step, metrics)])
+
+    def log_metric_series(self, series: list[tuple[int, Mapping[str, float]]]) -> None:
+        """Every step's numeric metrics, in batches of 1,000 (MLflow's limit; one transaction per batch)."""
         import time
 
         from mlflow.entities import Metric
@@ -172,15 +178,12 @@ class AssetRunLog:
         now = int(time.time() * 1000)
         items = [
             Metric(mlflow_key(k), float(v), now, step)
+            for step, metrics in series
             for k, v in metrics.items()
             if isinstance(v, int | float) and not isinstance(v, bool)
         ]
-        for i in range(0, len(items), 500):
-            self.client.log_batch(self.run_id, metrics=items[i : i + 500])
-
-    def log_metric_series(self, series: list[tuple[int, Mapping[str, float]]]) -> None:
-        for step, metrics in series:
-            self.log_metrics(metrics, step=step)
+        for i in range(0, len(items), 1000):
+            self.client.log_batch(self.run_id, metrics=items[i : i + 1000])
 
     def log_input(self, name: str, path: Path, md5: str, context: str = "upstream") -> None:
         """Link an upstream artifact as an MLflow dataset input (source = path, digest = DVC md5)."""
@@ -244,7 +247,9 @@ class DvcResource(dg.ConfigurableResource):
             )
         return Repo(str(home))
 
-    def _stage_for(self, home: Path, rel: str) -> str | None:
+    def _stage_for(self, home: Path, rel: str, enclosing: bool = False) -> str | None:
+        """The dvc.yaml stage whose output is ``rel`` (or, with ``enclosing``, holds it: a sweep cell's
+        directory is inside its snapshot's stage output)."""
         dvc_yaml = home / "dvc.yaml"
         if not dvc_yaml.exists():
             return None
@@ -257,7 +262,8 @@ class DvcResource(dg.ConfigurableResource):
                 out_path = out if isinstance(out, str) else next(iter(out))
                 for k, v in params.items():
                     out_path = out_path.replace("${" + k + "}", str(v))
-                if out_path.rstrip("/") == rel:
+                out_path = out_path.rstrip("/")
+                if out_path == rel or (enclosing and rel.startswith(out_path + "/")):
                     return name
         return None
 
@@ -268,11 +274,12 @@ class DvcResource(dg.ConfigurableResource):
         home = lifecycle_home()
         path = Path(path).resolve()
         rel = path.relative_to(home).as_posix()
-        # DVC resolves targets against the working directory: run it from the home.
-        with _DVC_LOCK, contextlib.chdir(home):
+        # DVC resolves targets against the working directory: run it from the home. One writer at a time, also
+        # across processes (sweep cells run side by side).
+        with _DVC_LOCK, _home_lock(home), contextlib.chdir(home):
             repo = self._repo()
             try:
-                stage = self._stage_for(home, rel)
+                stage = self._stage_for(home, rel, enclosing=True)
                 if stage:
                     repo.commit(stage, force=True)
                 else:
@@ -281,6 +288,8 @@ class DvcResource(dg.ConfigurableResource):
                     repo.push()
             finally:
                 repo.close()
+        if stage and self._stage_for(home, rel) is None:  # committed with the stage that holds it
+            return directory_md5(path)
         return dvc_md5(home, rel, stage)
 
     def snapshot(self, path: Path) -> dict[str, Any] | None:
@@ -321,6 +330,18 @@ class DvcResource(dg.ConfigurableResource):
 
 
 _DVC_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _home_lock(home: Path):
+    """An exclusive ``flock`` per home, in the temp dir (not in the home, so neither git nor DVC sees it)."""
+    name = hashlib.md5(str(home).encode()).hexdigest()[:12]
+    with open(Path(tempfile.gettempdir()) / f"lifecycle-dvc-{name}.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def dvc_md5(home: Path, rel: str, stage: str | None) -> str:

@@ -26,7 +26,7 @@ import pandas as pd
 
 from ml.config import ConfigError, StageConfig
 
-_PARA_SPLIT = re.compile(r"\n\s*\n")
+_SPLITS = {"paragraph": re.compile(r"\n\s*\n"), "line": re.compile(r"\n")}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,11 +39,23 @@ class MultipleChoiceConfig(StageConfig):
     max_choice_chars: int = 160  # the start of each candidate paragraph
     min_paragraph_chars: int = 40  # shorter paragraphs (headings, blank-ish lines) are not boundaries
     max_items_per_doc: int = 3
+    # what a "paragraph" is: text between blank lines, or one line (corpora whose documents are mostly one
+    # blank-line block, such as unwrapped man pages and licences, have few paragraph boundaries)
+    unit: str = "paragraph"
     group_by: tuple[str, ...] = ("lang", "domain")  # distractors share these columns with the answer
     seed: int = 0
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
-        "tiny": {},
+        # chosen: the tiny corpus holds out ~50 documents, mostly one blank-line block each: lines as units,
+        # up to 20 boundaries per document, so >= 500 items come from held-out text; context and choice short
+        # enough to fit the tiny sweep's 64-token sequences together
+        "tiny": dict(
+            unit="line",
+            max_items_per_doc=20,
+            min_paragraph_chars=30,
+            max_context_chars=160,
+            max_choice_chars=80,
+        ),
         "small": dict(n_items=2000, max_context_chars=1500, max_choice_chars=400),
         "8b": dict(n_items=5000, max_context_chars=4000, max_choice_chars=600),
         "70b": dict(n_items=5000, max_context_chars=4000, max_choice_chars=600),
@@ -54,6 +66,8 @@ class MultipleChoiceConfig(StageConfig):
         for name in ("n_items", "max_context_chars", "max_choice_chars", "max_items_per_doc"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"MultipleChoiceConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.unit not in _SPLITS:
+            raise ConfigError(f"MultipleChoiceConfig.unit must be {' | '.join(_SPLITS)}, got {self.unit!r}")
         if self.n_choices < 2:
             raise ConfigError(f"MultipleChoiceConfig.n_choices must be >= 2, got {self.n_choices}")
 
@@ -62,8 +76,8 @@ def _key(*parts: Any) -> int:
     return int.from_bytes(hashlib.blake2b(repr(parts).encode(), digest_size=8).digest(), "big")
 
 
-def _paragraphs(text: str, min_chars: int) -> list[str]:
-    return [p.strip() for p in _PARA_SPLIT.split(text) if len(p.strip()) >= min_chars]
+def _paragraphs(text: str, cfg: MultipleChoiceConfig) -> list[str]:
+    return [p.strip() for p in _SPLITS[cfg.unit].split(text) if len(p.strip()) >= cfg.min_paragraph_chars]
 
 
 def _boundaries(doc_id: str, paras: list[str], cfg: MultipleChoiceConfig) -> list[int]:
@@ -77,7 +91,7 @@ def _pool(df: pd.DataFrame, cfg: MultipleChoiceConfig) -> dict[tuple, list[tuple
     pool: dict[tuple, list[tuple[str, str]]] = {}
     for row in df.itertuples(index=False):
         group = tuple(getattr(row, c) for c in cfg.group_by)
-        for para in _paragraphs(row.text, cfg.min_paragraph_chars):
+        for para in _paragraphs(row.text, cfg):
             pool.setdefault(group, []).append((str(row.id), para[: cfg.max_choice_chars]))
     return pool
 
@@ -94,11 +108,12 @@ def _distractors(pool: list[tuple[str, str]], doc_id: str, answer: str, k: int, 
 
 
 def _doc_items(row, pool, cfg: MultipleChoiceConfig) -> Iterable[dict[str, Any]]:
-    paras = _paragraphs(row.text, cfg.min_paragraph_chars)
+    paras = _paragraphs(row.text, cfg)
     group = tuple(getattr(row, c) for c in cfg.group_by)
     for i in _boundaries(str(row.id), paras, cfg):
         answer = paras[i][: cfg.max_choice_chars]
-        context = "\n\n".join(paras[:i])[-cfg.max_context_chars :] + "\n\n"
+        sep = "\n\n" if cfg.unit == "paragraph" else "\n"
+        context = sep.join(paras[:i])[-cfg.max_context_chars :] + sep
         others = _distractors(
             pool.get(group, []), str(row.id), answer, cfg.n_choices - 1, (cfg.seed, row.id, i)
         )

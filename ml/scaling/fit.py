@@ -96,31 +96,58 @@ class ScalingFit:
     alpha_ci: tuple[float, float]  # 95% bootstrap interval of the tokens exponent
     coef_ci: tuple[float, float]
     bootstrap_samples: int
+    params_law: PowerLaw | None = None  # N*(C), when the cells' parameter counts are given
+    params_alpha_ci: tuple[float, float] = (float("nan"), float("nan"))
+    include_edge: bool = False  # smoke runs only: flagged budgets were used too
 
     @property
     def used(self) -> tuple[IsoFlopFit, ...]:
-        return tuple(f for f in self.isoflops if not f.edge)
+        return tuple(f for f in self.isoflops if self.include_edge or not f.edge)
 
     def forecast(self, budget: float) -> dict[str, float]:
         """Compute-optimal tokens and expected validation loss at ``budget`` FLOPs."""
-        return {
+        out = {
             "budget": float(budget),
             "opt_tokens": float(self.tokens_law(budget)),
             "expected_loss": float(self.loss_law(budget)),
         }
+        if self.params_law is not None:
+            out["opt_params"] = float(self.params_law(budget))
+        return out
 
 
 def _grouped(
     cells: Mapping[float, tuple[Sequence[float], Sequence[float]]],
-) -> list[tuple[float, np.ndarray, np.ndarray]]:
+    params: Mapping[float, Sequence[float]] | None,
+) -> list[tuple[float, np.ndarray, np.ndarray, np.ndarray | None]]:
     return [
-        (float(c), np.asarray(t, dtype=float), np.asarray(v, dtype=float))
+        (
+            float(c),
+            np.asarray(t, dtype=float),
+            np.asarray(v, dtype=float),
+            np.asarray(params[c], dtype=float) if params is not None else None,
+        )
         for c, (t, v) in sorted(cells.items())
     ]
 
 
-def _laws(fits: Sequence[IsoFlopFit]) -> tuple[PowerLaw, PowerLaw]:
-    kept = [f for f in fits if not f.edge]
+def params_at(fit: IsoFlopFit, tokens: np.ndarray, params: np.ndarray) -> float:
+    """The parameter count at the budget's optimum: log10 N interpolated linearly in log10 D over its cells
+    (at a fixed budget N falls as D grows, so the cells are ordered by -log10 D)."""
+    x, n = np.log10(tokens), np.log10(params)
+    order = np.argsort(x)
+    return float(10.0 ** np.interp(fit.opt_log10_tokens, x[order], n[order]))
+
+
+def _params_law(fits: Sequence[IsoFlopFit], groups, include_edge: bool = False) -> PowerLaw | None:
+    kept = [(f, g) for f, g in zip(fits, groups, strict=True) if include_edge or not f.edge]
+    if groups[0][3] is None or len(kept) < 2:
+        return None
+    return fit_power_law([f.budget for f, _ in kept], [params_at(f, g[1], g[3]) for f, g in kept])
+
+
+def _laws(fits: Sequence[IsoFlopFit], include_edge: bool = False) -> tuple[PowerLaw, PowerLaw]:
+    kept = [f for f in fits if include_edge or not f.edge]
     if len(kept) < 2:
         flagged = "; ".join(f"{f.budget:.3g}: {f.reason}" for f in fits if f.edge)
         raise FitError(
@@ -132,42 +159,63 @@ def _laws(fits: Sequence[IsoFlopFit]) -> tuple[PowerLaw, PowerLaw]:
     )
 
 
-def _bootstrap(groups, samples: int, seed: int) -> np.ndarray:
-    """(alpha, coef) of the tokens law refitted on ``samples`` resamplings of each budget's cells."""
+def _bootstrap(groups, samples: int, seed: int, include_edge: bool = False) -> np.ndarray:
+    """(alpha, coef, params exponent) of the laws refitted on ``samples`` resamplings of each budget's cells."""
     rng = np.random.default_rng(seed)
     out = []
     for _ in range(samples):
-        fits = []
-        for budget, tokens, losses in groups:
+        fits, kept = [], []
+        for budget, tokens, losses, params in groups:
             idx = rng.integers(0, tokens.size, tokens.size)
             if np.unique(tokens[idx]).size < 3:
                 continue  # a resample with fewer than 3 distinct sizes cannot hold a parabola
             fits.append(fit_isoflop(budget, tokens[idx], losses[idx]))
+            kept.append((budget, tokens[idx], losses[idx], None if params is None else params[idx]))
         try:
-            law, _ = _laws(fits)
+            law, _ = _laws(fits, include_edge)
         except FitError:
             continue
-        out.append((law.exponent, law.coef))
-    return np.asarray(out).reshape(-1, 2)
+        n_law = _params_law(fits, kept, include_edge)
+        out.append((law.exponent, law.coef, n_law.exponent if n_law else float("nan")))
+    return np.asarray(out).reshape(-1, 3)
+
+
+def _interval(values: np.ndarray) -> tuple[float, float]:
+    if not values.size or np.isnan(values).all():
+        return (float("nan"), float("nan"))
+    lo, hi = np.nanpercentile(values, [2.5, 97.5])
+    return (float(lo), float(hi))
 
 
 def fit_scaling_laws(
-    cells: Mapping[float, tuple[Sequence[float], Sequence[float]]], *, bootstrap: int = 1000, seed: int = 0
+    cells: Mapping[float, tuple[Sequence[float], Sequence[float]]],
+    *,
+    params: Mapping[float, Sequence[float]] | None = None,
+    bootstrap: int = 1000,
+    seed: int = 0,
+    include_edge: bool = False,
 ) -> ScalingFit:
     """Fit every budget's parabola, then D*(C) and L*(C) over the budgets whose minimum is interior.
 
-    ``cells`` maps budget -> (tokens of each cell, validation loss of each cell).
+    ``cells`` maps budget -> (tokens of each cell, validation loss of each cell); ``params`` (optional) maps
+    budget -> each cell's parameter count, for N*(C). ``include_edge`` (smoke runs only) fits over flagged
+    budgets too; they stay flagged in ``isoflops``.
     """
-    groups = _grouped(cells)
-    fits = tuple(fit_isoflop(c, t, v) for c, t, v in groups)
-    tokens_law, loss_law = _laws(fits)
-    boot = _bootstrap(groups, bootstrap, seed) if bootstrap > 0 else np.empty((0, 2))
-    if len(boot):
-        alpha_ci = tuple(float(v) for v in np.percentile(boot[:, 0], [2.5, 97.5]))
-        coef_ci = tuple(float(v) for v in np.percentile(boot[:, 1], [2.5, 97.5]))
-    else:
-        alpha_ci = coef_ci = (float("nan"), float("nan"))
-    return ScalingFit(fits, tokens_law, loss_law, alpha_ci, coef_ci, int(len(boot)))
+    groups = _grouped(cells, params)
+    fits = tuple(fit_isoflop(c, t, v) for c, t, v, _ in groups)
+    tokens_law, loss_law = _laws(fits, include_edge)
+    boot = _bootstrap(groups, bootstrap, seed, include_edge) if bootstrap > 0 else np.empty((0, 3))
+    return ScalingFit(
+        isoflops=fits,
+        tokens_law=tokens_law,
+        loss_law=loss_law,
+        alpha_ci=_interval(boot[:, 0]),
+        coef_ci=_interval(boot[:, 1]),
+        bootstrap_samples=int(len(boot)),
+        params_law=_params_law(fits, groups, include_edge),
+        params_alpha_ci=_interval(boot[:, 2]),
+        include_edge=include_edge,
+    )
 
 
 def fit_sigmoid(x: Sequence[float], acc: Sequence[float], *, chance: float) -> tuple[float, float]:

@@ -61,11 +61,54 @@ def budget_key(budget: float) -> str:
 
 
 def cell_key(budget: float, size: str) -> str:
-    return f"{budget_key(budget)}|{size}"
+    """A cell's name, also its partition key: ``3e11_s16`` (no ``|``, which joins partition dimensions)."""
+    return f"{budget_key(budget)}_{size}"
 
 
 def _sizes(*rows: tuple) -> tuple[tuple[Any, ...], ...]:
     return tuple(rows)
+
+
+# (name, dim, n_layers, n_heads, n_kv_heads, ffn_dim, peak lr); head dims 8-16 so the smallest sizes have heads
+_TINY_SIZES = (
+    ("s8", 8, 1, 1, 1, 24, 1e-2),
+    ("s12", 12, 1, 1, 1, 32, 1e-2),
+    ("s16", 16, 1, 2, 1, 48, 1e-2),
+    ("s24", 24, 2, 2, 1, 64, 8e-3),
+    ("s32", 32, 2, 2, 1, 96, 6e-3),
+    ("s48", 48, 3, 3, 1, 128, 5e-3),
+    ("s64", 64, 4, 4, 2, 192, 4e-3),  # flagship candidates: larger than any swept size
+    ("s96", 96, 4, 4, 2, 256, 3e-3),
+)
+_SMALL_SIZES = (
+    ("d256", 256, 4, 4, 2, 768, 1.5e-3),
+    ("d384", 384, 6, 6, 2, 1024, 1.2e-3),
+    ("d512", 512, 8, 8, 4, 1536, 1e-3),
+    ("d640", 640, 10, 10, 5, 1792, 8e-4),
+    ("d768", 768, 12, 12, 4, 2048, 6e-4),
+    ("d1024", 1024, 16, 16, 8, 2816, 4e-4),
+)
+# Llama 3 paper §3.2.1: budgets 6e18-1e22 FLOPs, models 40M-16B, peak LR 2e-4-4e-4 by size, cosine to 0.1x,
+# weight decay 0.1x LR. The shapes are chosen (not published): 8 KV heads, FFN ~3.5x, named by their approximate block
+# parameters (embedding and LM head excluded). Batch: the paper grows it 250K-4M tokens with size; one fixed batch of 2^20 here.
+_PAPER_GRID: dict[str, Any] = dict(
+    budgets=(6e18, 1e19, 3e19, 6e19, 1e20, 3e20, 6e20, 1e21, 3e21, 1e22),
+    sizes=(
+        ("40M", 512, 12, 8, 8, 1792, 4e-4),
+        ("125M", 768, 16, 8, 8, 2688, 4e-4),
+        ("350M", 1024, 24, 16, 8, 3584, 3.5e-4),
+        ("760M", 1536, 24, 16, 8, 5376, 3e-4),
+        ("1.3B", 2048, 24, 16, 8, 7168, 3e-4),
+        ("2.7B", 2560, 32, 40, 8, 8960, 2.5e-4),
+        ("6.7B", 4096, 32, 32, 8, 14336, 2e-4),
+        ("16B", 5120, 48, 40, 8, 17920, 2e-4),
+    ),
+    seq_len=8192,
+    batch_tokens=1 << 20,
+    eval_tokens=1 << 24,
+    precision="bf16",
+    compile=True,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,6 +119,9 @@ class SweepConfig(StageConfig):
     # (name, dim, n_layers, n_heads, n_kv_heads, ffn_dim, peak lr) rows. No preset chooses them yet: the grid
     # must bracket each budget's optimum, which is measured with the sweep asset; plan_sweep refuses none.
     sizes: tuple[tuple[Any, ...], ...] = ()
+    # per budget (same order as ``budgets``), the size names trained at it; () = every size at every budget.
+    # The paper's IsoFLOP curves also use a window of sizes per budget: the optimum moves with C.
+    budget_sizes: tuple[tuple[str, ...], ...] = ()
     seq_len: int = 128
     batch_tokens: int = 1024  # tokens per optimizer step, fixed across the grid (chosen)
     warmup_frac: float = 0.1  # warmup as a share of each cell's steps (paper: 2,000 steps at its scale)
@@ -85,8 +131,46 @@ class SweepConfig(StageConfig):
     eval_tokens: int = 16384  # the fixed validation budget every cell is scored on
     target_budget: float = 0.0  # budget of the forecast / flagship; 0 = 3x the largest swept budget
     seed: int = 1337
+    device: str = "auto"  # auto | cpu (TrainConfig.device of every cell)
+    precision: str = "fp32"  # fp32 | bf16 (GPU presets)
+    compile: bool = False  # torch.compile (GPU only)
+    torch_threads: int = 0  # intra-op threads per cell (0 = torch's default); 1 when cells run side by side
+    flagship_threads: int = 0  # intra-op threads of the flagship run (0 = torch's default)
+    bootstrap: int = 1000  # resamples for the confidence intervals of the fit
+    use_edge_minima: bool = False  # smoke runs only: flagged budgets enter the fit (listed in its metadata)
+    forecast_max_rel_error: float = 0.10  # forecast_vs_actual fails above this (warns above 2%)
 
-    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {"tiny": {}}
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        # measured on the 2-core CPU (benchmarks/NOTES.md, 2026-12-05): 12 cells, ~400 s of cell CPU time, an
+        # interior minimum at every budget; 256 tokens/step so every cell takes >= 571 optimizer steps
+        "tiny": dict(
+            budgets=(1e11, 3e11, 1e12),
+            sizes=_TINY_SIZES,
+            budget_sizes=(
+                ("s8", "s12", "s16", "s24"),
+                ("s12", "s16", "s24", "s32"),
+                ("s16", "s24", "s32", "s48"),
+            ),
+            seq_len=64,
+            batch_tokens=256,
+            eval_tokens=16384,
+            device="cpu",
+            torch_threads=1,
+        ),
+        # chosen, not yet run: one GPU, ~1e16-1e17 FLOPs, 6 sizes of 11M-222M non-embedding parameters (LM head incl.)
+        "small": dict(
+            budgets=(1e16, 3e16, 1e17),
+            sizes=_SMALL_SIZES,
+            seq_len=1024,
+            batch_tokens=131072,
+            eval_tokens=2_097_152,
+            precision="bf16",
+            compile=True,
+        ),
+        "8b": _PAPER_GRID,
+        "70b": _PAPER_GRID,
+        "405b": _PAPER_GRID,
+    }
 
     def __post_init__(self) -> None:
         if len(self.budgets) < 2 or any(b <= 0 for b in self.budgets):
@@ -96,6 +180,14 @@ class SweepConfig(StageConfig):
                 raise ConfigError(
                     f"SweepConfig.sizes: each row is (name, dim, n_layers, n_heads, n_kv_heads, ffn_dim, lr), got {row}"
                 )
+        names = {str(r[0]) for r in self.sizes}
+        if self.budget_sizes and len(self.budget_sizes) != len(self.budgets):
+            raise ConfigError(
+                f"SweepConfig.budget_sizes has {len(self.budget_sizes)} rows for {len(self.budgets)} budgets"
+            )
+        unknown = sorted({n for row in self.budget_sizes for n in row} - names)
+        if self.sizes and unknown:
+            raise ConfigError(f"SweepConfig.budget_sizes names unknown size(s) {unknown}")
         for name in ("seq_len", "batch_tokens", "min_steps", "eval_tokens"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"SweepConfig.{name} must be >= 1, got {getattr(self, name)}")
@@ -150,11 +242,17 @@ def plan_cell(cfg: SweepConfig, budget: float, size: SweepSize, vocab_size: int)
     )
 
 
-def plan_sweep(cfg: SweepConfig, vocab_size: int) -> list[SweepCell]:
-    """Every (budget, size) cell of the grid, budgets ascending, sizes in config order."""
+def grid(cfg: SweepConfig) -> list[tuple[float, SweepSize]]:
+    """The (budget, size) pairs of the grid, budgets ascending, sizes in config order."""
     if not cfg.sizes:
         raise ConfigError("SweepConfig.sizes is empty: the grid needs model sizes")
-    return [plan_cell(cfg, b, s, vocab_size) for b in sorted(cfg.budgets) for s in cfg.size_list]
+    names = dict(zip(cfg.budgets, cfg.budget_sizes, strict=True)) if cfg.budget_sizes else {}
+    return [(b, s) for b in sorted(cfg.budgets) for s in cfg.size_list if not names or s.name in names[b]]
+
+
+def plan_sweep(cfg: SweepConfig, vocab_size: int) -> list[SweepCell]:
+    """Every (budget, size) cell of the grid, budgets ascending, sizes in config order."""
+    return [plan_cell(cfg, b, s, vocab_size) for b, s in grid(cfg)]
 
 
 def warmup_steps(cfg: SweepConfig, steps: int) -> int:

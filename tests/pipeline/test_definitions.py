@@ -62,6 +62,11 @@ def test_asset_graph_is_the_lifecycle():
     stages = {"pretrain_initial", "pretrain_long_context", "pretrain_annealed", "base_model"}
     assert parents["base_model_evals"] == stages | shared
 
+    assert parents["mc_eval_items"] == {"curated_corpus", "token_shards"}
+    assert parents["scaling_sweep"] == {"token_shards", "tokenizer", "mc_eval_items"}
+    assert parents["scaling_law_fit"] == {"scaling_sweep", "token_shards"}
+    assert parents["scaling_flagship"] == {"scaling_law_fit", "token_shards", "tokenizer", "mc_eval_items"}
+
 
 def _subclasses(cls: type) -> list[type]:
     return [cls, *(s for sub in cls.__subclasses__() for s in _subclasses(sub))]
@@ -80,8 +85,10 @@ def test_blocking_checks_are_gates_inside_their_asset():
         "extracted_docs_contract",
         "fp8_model_layers",
         "fp8_model_quality",
+        "forecast_vs_actual",
         "long_context_recovers_short_loss",
         "long_context_solves_niah",
+        "mc_eval_items_enough",
         "mix_hits_target",
         "pretrain_annealed_lr_reaches_zero",
         "pretrain_initial_beats_unigram",
@@ -119,12 +126,29 @@ def test_jobs_per_domain_group():
     groups = {k.to_user_string(): graph.get(k).group_name for k in graph.get_all_asset_keys()}
     assert groups["minhash_deduped"] == "data" and groups["tokenizer"] == "tokens"
     assert groups["pretrain_initial"] == groups["base_model_evals"] == "pretrain"
+    assert groups["scaling_sweep"] == groups["scaling_law_fit"] == "scaling"
+    # a job has one partition scheme: the sweep's (snapshot x cell) assets run in `sweep_cells`
+    cells = {k.to_user_string() for k in defs.resolve_job_def("sweep_cells").asset_layer.selected_asset_keys}
+    assert cells == {"scaling_sweep"}
     for group in set(groups.values()):
         job = defs.resolve_job_def(f"{group}_pipeline")
         selected = {k.to_user_string() for k in job.asset_layer.selected_asset_keys}
-        assert selected == {a for a, g in groups.items() if g == group}
+        assert selected == {a for a, g in groups.items() if g == group} - cells
     lifecycle = defs.resolve_job_def("lifecycle").asset_layer.selected_asset_keys
-    assert {k.to_user_string() for k in lifecycle} == set(stage_names())
+    assert {k.to_user_string() for k in lifecycle} == set(stage_names()) - cells
+
+
+def test_lifecycle_run_phases_follow_the_sweep():
+    from dagster_project.cli import phases
+
+    before, sweep, after = phases(stage_names())
+    assert before[0] == "lifecycle" and {"token_shards", "mc_eval_items", "pretrained_base"} <= set(before[1])
+    assert sweep == ("sweep_cells", ["scaling_sweep"])
+    assert after == ("lifecycle", ["scaling_law_fit", "scaling_flagship"])
+    assert phases(["scaling_law_fit", "tokenizer"]) == [
+        ("lifecycle", ["tokenizer"]),
+        ("lifecycle", ["scaling_law_fit"]),
+    ]
 
 
 def test_every_asset_has_a_docstring_and_checks_are_blocking():

@@ -1,6 +1,8 @@
-"""The whole default lifecycle, crawl to pre-training, materialized into a temp home from a small local web."""
+"""The whole default lifecycle, crawl to pre-training and the scaling sweep, materialized into a temp home from a
+small local web, the way `lifecycle run` does it (snapshot assets, sweep cells side by side, fit and flagship)."""
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -69,9 +71,31 @@ PRETRAIN_FEW_STEPS = {
 }
 
 
+# A cheap sweep for the test: 2 budgets x 3 sizes of 10-40 steps; minima need not be interior in so short runs,
+# so flagged budgets enter the fit (use_edge_minima, listed in its metadata) and the forecast check only warns.
+TEST_SWEEP = {
+    "budgets": [4e8, 8e8],
+    "sizes": [["s8", 8, 1, 1, 1, 24, 1e-2], ["s12", 12, 1, 1, 1, 32, 1e-2], ["s16", 16, 1, 2, 1, 48, 1e-2]],
+    "budget_sizes": [],
+    "min_steps": 5,
+    "eval_tokens": 2048,
+    "bootstrap": 20,
+    "use_edge_minima": True,
+    "forecast_max_rel_error": 1e9,
+}
+
+
+def _events(instance, runs: list[dict], event_type: str) -> list:
+    return [
+        e.dagster_event
+        for run in runs
+        for e in instance.all_logs(run["run_id"])
+        if e.dagster_event is not None and e.dagster_event.event_type_value == event_type
+    ]
+
+
 def test_every_asset_materializes_with_gates_passing(home, tmp_path):
-    from dagster_project.cli import _instance
-    from dagster_project.partitions import SNAPSHOTS
+    from dagster_project.cli import _instance, materialize_lifecycle
 
     web = tmp_path / "web.yaml"
     web.write_text(
@@ -86,38 +110,33 @@ def test_every_asset_materializes_with_gates_passing(home, tmp_path):
             }
         )
     )
-    run_config = {
-        "ops": {
-            "raw_crawl": {"config": {"local_web_yaml": str(web)}},
-            "tokenizer": {"config": {"vocab_size": 1024}},
-            # a few prompts of each evaluation: the e2e run checks the wiring, the ml tests the numbers
-            "safety_evals": {
-                "config": {
-                    "data": {"per_category": 1},
-                    "sample": {"max_new_tokens": 8},
-                    "injection_per_technique": 1,
-                    "code_tasks": 2,
-                }
-            },
-            "fp8_model": {"config": {"eval_docs": 32, "eval_tokens_per_doc": 64}},
-            **PRETRAIN_FEW_STEPS,
-        }
+    ops = {
+        "raw_crawl": {"config": {"local_web_yaml": str(web)}},
+        "tokenizer": {"config": {"vocab_size": 1024}},
+        # a few prompts of each evaluation: the e2e run checks the wiring, the ml tests the numbers
+        "safety_evals": {
+            "config": {
+                "data": {"per_category": 1},
+                "sample": {"max_new_tokens": 8},
+                "injection_per_technique": 1,
+                "code_tasks": 2,
+            }
+        },
+        "fp8_model": {"config": {"eval_docs": 32, "eval_tokens_per_doc": 64}},
+        **PRETRAIN_FEW_STEPS,
+        **{name: {"config": TEST_SWEEP} for name in ("scaling_sweep", "scaling_law_fit", "scaling_flagship")},
     }
+    runs = materialize_lifecycle(None, "e2e", None, ops)
+    assert [r["job"] for r in runs] == ["lifecycle"] + ["sweep_cells"] * 6 + ["lifecycle"]
+    assert all(r["success"] for r in runs), runs
     instance = _instance()
-    instance.add_dynamic_partitions(SNAPSHOTS.name, ["e2e"])
-    result = defs.resolve_job_def("lifecycle").execute_in_process(
-        run_config=run_config, instance=instance, partition_key="e2e", raise_on_error=True
-    )
-    assert result.success
-
-    done = {
-        e.step_materialization_data.materialization.asset_key.to_user_string()
-        for e in result.get_asset_materialization_events()
-    }
-    assert done == set(stage_names())  # every discovered stage
-    checks = [
-        e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"
+    materializations = [
+        e.step_materialization_data.materialization for e in _events(instance, runs, "ASSET_MATERIALIZATION")
     ]
+
+    done = [m.asset_key.to_user_string() for m in materializations]
+    assert set(done) == set(stage_names()) and done.count("scaling_sweep") == 6  # every stage, every cell
+    checks = [e.event_specific_data for e in _events(instance, runs, "ASSET_CHECK_EVALUATION")]
     assert len(checks) == len(defs.resolve_asset_graph().asset_check_keys)
     by_name = {c.check_name: c for c in checks}
     # an 8-step run has learned token frequencies at best: the gates judged the test's own bounds, with numbers
@@ -133,6 +152,15 @@ def test_every_asset_materializes_with_gates_passing(home, tmp_path):
     assert base_gap < 1.5
     parity = by_name.pop("base_model_matches_transformers")
     assert parity.passed and parity.metadata["abs_diff"].value <= 1e-4
+    # the test web holds out few documents: fewer than 500 items is a warning that names the count
+    items = by_name.pop("mc_eval_items_enough")
+    assert items.passed or (
+        items.severity == dg.AssetCheckSeverity.WARN and items.metadata["items"].value < 500
+    )
+    # a 10-40 step sweep forecasts nothing well: the check reports its errors and warns (bound set out of reach)
+    forecast = by_name.pop("forecast_vs_actual")
+    assert forecast.passed == (forecast.metadata["worst_rel_error"].value <= 0.02)
+    assert forecast.passed or forecast.severity == dg.AssetCheckSeverity.WARN
     # the small test web has (almost) no math: the mix check may warn that a class is unfilled, naming it,
     # but no check fails at ERROR severity
     mix = by_name.pop("mix_hits_target")
@@ -140,11 +168,7 @@ def test_every_asset_materializes_with_gates_passing(home, tmp_path):
         mix.severity == dg.AssetCheckSeverity.WARN and mix.metadata["unfilled_classes"].value
     )
     assert all(c.passed for c in by_name.values()), [n for n, c in by_name.items() if not c.passed]
-    metadata = [
-        e.step_materialization_data.materialization.metadata
-        for e in result.get_asset_materialization_events()
-    ]
-    assert all(m["dagster/row_count"] == m["num_records"] for m in metadata)
+    assert all(m.metadata["dagster/row_count"] == m.metadata["num_records"] for m in materializations)
 
     data = home / "data"
     corpus = read_shards(data / "curated_corpus" / "e2e" / "docs")
@@ -196,8 +220,49 @@ def test_every_asset_materializes_with_gates_passing(home, tmp_path):
     }
     assert abs(quality["ppl_increase"]) <= quality["max_ppl_increase"]
 
+    _check_scaling(data, forecast)
+
     # every artifact is versioned and the DVC repo of the home is clean
+    cells = sorted(p.name for p in (data / "scaling_sweep" / "e2e").iterdir() if p.is_dir())
+    assert cells == ["4e8_s12", "4e8_s16", "4e8_s8", "8e8_s12", "8e8_s16", "8e8_s8"]
     for asset in stage_names():
-        assert (data / asset / "e2e.dvc").exists(), asset
+        assert asset == "scaling_sweep" or (data / asset / "e2e.dvc").exists(), asset
+    assert all((data / "scaling_sweep" / "e2e" / f"{cell}.dvc").exists() for cell in cells)
     status = subprocess.run([sys.executable, "-m", "dvc", "status"], cwd=home, capture_output=True, text=True)
     assert "up to date" in status.stdout.lower(), status.stdout
+
+    # a sweep with a missing cell: the fit is refused, naming the cell
+    shutil.rmtree(data / "scaling_sweep" / "e2e" / "8e8_s12")
+    again = materialize_lifecycle(["scaling_law_fit"], "e2e", None, ops)
+    assert [r["success"] for r in again] == [False]
+    failures = [e.step_failure_data.error.message for e in _events(instance, again, "STEP_FAILURE")]
+    assert len(failures) == 1 and "scaling_sweep is missing for partition(s) e2e|8e8_s12:" in failures[0]
+
+
+def _check_scaling(data, forecast_check) -> None:
+    """Every cell's record, the fit's numbers beside the paper's, and the flagship against its forecast."""
+    records = [
+        json.loads(p.read_text()) for p in sorted((data / "scaling_sweep" / "e2e").glob("*/cell.json"))
+    ]
+    for r in records:
+        assert r["tokens"] == r["steps"] * 256 and r["flops"] == r["tokens"] * r["flops_per_token"]
+        assert (
+            r["tokens_seen"] == r["tokens"]
+            and r["eval_tokens"] == 2048
+            and min(r["wall_time_s"], r["cpu_time_s"]) > 0
+        )
+        assert 0 <= r["mc_accuracy"] <= 1 and r["mc_normalized_nll"] > 0 and r["mc_chance"] == 0.25
+        curve = (data / "scaling_sweep" / "e2e" / r["key"] / "metrics.jsonl").read_text().splitlines()
+        assert len(curve) == r["steps"]
+    fit = json.loads((data / "scaling_law_fit" / "e2e" / "fit.json").read_text())
+    assert (fit["paper_alpha"], fit["paper_A"], fit["include_edge"]) == (0.53, 0.29, True)
+    assert [b["budget"] for b in fit["budgets"]] == [4e8, 8e8] and all(b["used"] for b in fit["budgets"])
+    assert fit["alpha_ci"][0] <= fit["alpha_ci"][1] and fit["forecast"]["budget"] == 2.4e9
+    assert {"isoflops.png", "power_law.png"} <= {p.name for p in (data / "scaling_law_fit" / "e2e").iterdir()}
+    flagship = json.loads((data / "scaling_flagship" / "e2e" / "flagship.json").read_text())
+    assert flagship["record"]["size"] == fit["flagship"]["size"] and flagship["record"]["budget"] == 2.4e9
+    loss = flagship["compare"]["val_loss"]
+    assert loss["forecast"] == fit["forecast"]["expected_loss"]
+    assert loss["actual"] == flagship["record"]["final_val_loss"]
+    assert loss["rel_error"] == abs(loss["actual"] - loss["forecast"]) / abs(loss["actual"])
+    assert forecast_check.metadata["val_loss_rel_error"].value == loss["rel_error"]

@@ -1,6 +1,6 @@
 """Partition schemes and the mappings between them, shown on throwaway assets that read typed handles
-through the project's IO manager: all sweep cells -> one fit; round k-1 -> round k; a missing upstream
-artifact fails with its name."""
+through the project's IO manager: a snapshot's sweep cells -> its fit; round k-1 -> round k; a missing
+upstream artifact fails with its name."""
 
 import dagster as dg
 import pytest
@@ -8,21 +8,15 @@ import pytest
 from dagster_project.artifacts import Artifact, ArtifactIOManager
 from dagster_project.home import artifact_dir
 from dagster_project.partitions import (
-    ALL_CELLS,
     NUM_ROUNDS,
     ROUNDS,
+    SNAPSHOT_OF_CELL,
     SNAPSHOTS,
-    SWEEP_BUDGETS,
-    SWEEP_GRID,
-    SWEEP_SIZES,
+    SWEEP,
+    SWEEP_CELLS,
     previous_round,
-)
-
-GRID = dg.MultiPartitionsDefinition(  # two budgets x two sizes, the sweep's dimensions
-    {
-        "budget": dg.StaticPartitionsDefinition(["6e18", "1e19"]),
-        "size": dg.StaticPartitionsDefinition(["40M", "125M"]),
-    }
+    register_sweep_cells,
+    sweep_partition,
 )
 
 
@@ -39,18 +33,15 @@ def _write(context, text: str) -> dg.Output[Loss]:
     return dg.Output(Loss.at(context.asset_key.to_user_string(), key), metadata={"dagster/row_count": 1})
 
 
-@dg.asset(partitions_def=GRID)
+@dg.asset(partitions_def=SWEEP)
 def sweep_cell(context: dg.AssetExecutionContext) -> dg.Output[Loss]:
-    budget, size = (
-        context.partition_key.keys_by_dimension["budget"],
-        context.partition_key.keys_by_dimension["size"],
-    )
-    return _write(context, str(float(budget) / 1e18 + {"40M": 0.5, "125M": 0.25}[size]))
+    budget, size = context.partition_key.keys_by_dimension["sweep_cell"].split("_")
+    return _write(context, str(float(budget) / 1e11 + {"a": 0.5, "b": 0.25}[size]))
 
 
-@dg.asset(ins={"sweep_cell": dg.AssetIn(partition_mapping=ALL_CELLS)})
+@dg.asset(partitions_def=SNAPSHOTS, ins={"sweep_cell": dg.AssetIn(partition_mapping=SNAPSHOT_OF_CELL)})
 def scaling_fit(context: dg.AssetExecutionContext, sweep_cell: dict[str, Loss]) -> dg.Output[Loss]:
-    return _write(context, str(sum(h.value() for h in sweep_cell.values())))
+    return _write(context, ",".join(f"{k}={h.value()}" for k, h in sorted(sweep_cell.items())))
 
 
 @dg.asset(partitions_def=ROUNDS)
@@ -75,9 +66,9 @@ def _materialize(assets, selection, instance, partition=None):
 
 
 def test_scheme_per_domain():
-    assert SNAPSHOTS.name == "crawl_snapshot"
-    assert SWEEP_GRID.partitions_defs[0].name == "budget" and SWEEP_GRID.partitions_defs[1].name == "size"
-    assert len(SWEEP_GRID.get_partition_keys()) == len(SWEEP_BUDGETS) * len(SWEEP_SIZES) == 80
+    assert SNAPSHOTS.name == "crawl_snapshot" and SWEEP_CELLS.name == "sweep_cell"
+    assert [d.name for d in SWEEP.partitions_defs] == ["snapshot", "sweep_cell"]
+    assert str(sweep_partition("local-web", "3e11_s16")) == "local-web|3e11_s16"
     assert ROUNDS.get_partition_keys() == [f"round-{k}" for k in range(1, NUM_ROUNDS + 1)]
     mapping = previous_round()
     down = mapping.get_downstream_partitions_for_partitions(
@@ -86,17 +77,34 @@ def test_scheme_per_domain():
     assert set(down.get_partition_keys()) == {"round-4"}
 
 
-def test_all_sweep_cells_feed_one_fit(home):
+def _sweep_instance() -> dg.DagsterInstance:
     instance = dg.DagsterInstance.ephemeral()
-    for key in GRID.get_partition_keys():
-        assert _materialize([sweep_cell], [sweep_cell], instance, key).success
-    result = _materialize([sweep_cell, scaling_fit], [scaling_fit], instance)
+    instance.add_dynamic_partitions(SNAPSHOTS.name, ["s1", "s2"])
+    register_sweep_cells(instance, ["1e11_a", "1e11_b"])
+    register_sweep_cells(instance, ["1e11_a", "2e11_a"])  # adding a cell keeps the others (trained ones)
+    assert instance.get_dynamic_partitions(SWEEP_CELLS.name) == ["1e11_a", "1e11_b", "2e11_a"]
+    # a cell outside the plan that was never trained is removed; the rest stay
+    assert register_sweep_cells(instance, ["1e11_a", "2e11_a"], lambda cell: cell != "1e11_b") == ["1e11_b"]
+    register_sweep_cells(instance, ["1e11_a", "1e11_b", "2e11_a"])
+    return instance
+
+
+def test_a_snapshots_cells_feed_its_fit(home):
+    instance = _sweep_instance()
+    for snapshot, cell in [("s1", "1e11_a"), ("s1", "1e11_b"), ("s1", "2e11_a"), ("s2", "1e11_a")]:
+        assert _materialize([sweep_cell], [sweep_cell], instance, sweep_partition(snapshot, cell)).success
+    result = _materialize([sweep_cell, scaling_fit], [scaling_fit], instance, "s1")
     assert result.success
-    # (6 + 10) * 2 sizes + (0.5 + 0.25) * 2 budgets
-    assert (home / "data" / "scaling_fit" / "all" / "loss").read_text() == "33.5"
-    assert sorted(p.name for p in (home / "data" / "sweep_cell").iterdir()) == sorted(
-        ["1e19_125M", "1e19_40M", "6e18_125M", "6e18_40M"]
+    assert (home / "data" / "scaling_fit" / "s1" / "loss").read_text() == (
+        "s1|1e11_a=1.5,s1|1e11_b=1.25,s1|2e11_a=2.5"  # s2's cell is not read
     )
+    # one directory per snapshot, a directory per cell in it
+    assert sorted(p.name for p in (home / "data" / "sweep_cell").iterdir()) == ["s1", "s2"]
+    assert sorted(p.name for p in (home / "data" / "sweep_cell" / "s1").iterdir()) == [
+        "1e11_a",
+        "1e11_b",
+        "2e11_a",
+    ]
     assert not any(p.suffix == ".pkl" or p.name == "storage" for p in home.rglob("*"))  # nothing pickled
     mat = result.asset_materializations_for_node("scaling_fit")[0]
     assert mat.metadata["dagster/row_count"].value == 1
@@ -113,9 +121,9 @@ def test_round_k_reads_round_k_minus_1(home):
 
 
 def test_missing_upstream_is_a_failure_naming_it(home):
-    instance = dg.DagsterInstance.ephemeral()
-    assert _materialize([sweep_cell], [sweep_cell], instance, "6e18|40M").success
+    instance = _sweep_instance()
+    assert _materialize([sweep_cell], [sweep_cell], instance, sweep_partition("s2", "1e11_a")).success
     with pytest.raises(
-        dg.Failure, match="sweep_cell is missing for partition\\(s\\) 1e19\\|125M, 1e19\\|40M, 6e18\\|125M:"
+        dg.Failure, match="sweep_cell is missing for partition\\(s\\) s2\\|1e11_b, s2\\|2e11_a:"
     ):
-        _materialize([sweep_cell, scaling_fit], [scaling_fit], instance)
+        _materialize([sweep_cell, scaling_fit], [scaling_fit], instance, "s2")

@@ -73,3 +73,17 @@ def test_scoring_on_a_fixed_case():
 def test_missing_columns_are_named():
     with pytest.raises(ValueError, match=r"\['domain'\]"):
         build_items(corpus().drop(columns=["domain"]), MultipleChoiceConfig())
+
+
+def test_line_units_cut_items_at_line_boundaries():
+    docs = corpus(8)
+    docs["text"] = docs["text"].str.replace("\n\n", "\n")  # one blank-line block per document
+    assert build_items(docs, MultipleChoiceConfig(max_items_per_doc=4)).empty
+    cfg = MultipleChoiceConfig(unit="line", max_items_per_doc=4, n_choices=2)
+    items = build_items(docs, cfg)
+    assert len(items) == 32  # 8 documents x 4 of their 4 line boundaries
+    for item in items.itertuples(index=False):
+        assert item.context.endswith("\n") and not item.context.endswith("\n\n")
+        assert item.context + item.choices[item.label] in docs.set_index("id").loc[item.doc_id].text
+    with pytest.raises(ValueError, match=r"unit must be paragraph \| line, got .sentence."):
+        MultipleChoiceConfig(unit="sentence")

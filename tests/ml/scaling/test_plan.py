@@ -38,7 +38,7 @@ def grid(**kw) -> SweepConfig:
 
 def test_cells_train_for_the_budget_in_whole_steps():
     cells = plan_sweep(grid(), vocab_size=4096)
-    assert [c.key for c in cells] == ["2e11|a", "2e11|b", "2e12|a", "2e12|b"]
+    assert [c.key for c in cells] == ["2e11_a", "2e11_b", "2e12_a", "2e12_b"]
     for c in cells:
         model = ModelConfig(**c.model)
         assert c.flops_per_token == flops_per_token(model, 128)
@@ -49,13 +49,13 @@ def test_cells_train_for_the_budget_in_whole_steps():
 
 
 def test_a_cell_too_small_to_train_is_refused_by_name():
-    with pytest.raises(ConfigError, match=r"sweep cell 2e11\|b: .* \(< min_steps=60\)"):
+    with pytest.raises(ConfigError, match=r"sweep cell 2e11_b: .* \(< min_steps=60\)"):
         plan_sweep(grid(min_steps=60), vocab_size=4096)
 
 
 def test_keys_and_forecast_budget():
     assert budget_key(3e11) == "3e11" and budget_key(1.5e12) == "1.5e12"
-    assert cell_key(2e12, "d64") == "2e12|d64"
+    assert cell_key(2e12, "d64") == "2e12_d64"
     assert grid().forecast_budget == 6e12
     assert grid(target_budget=5e12).forecast_budget == 5e12
 
@@ -65,3 +65,32 @@ def test_bad_grid_rows_are_named():
         SweepConfig(sizes=(("a", 64, 2),))
     with pytest.raises(ConfigError, match="not a multiple of seq_len"):
         grid(batch_tokens=1000)
+
+
+def test_a_window_of_sizes_per_budget():
+    cfg = grid(sizes=grid().sizes + (("c", 128, 4, 4, 2, 384, 1e-3),), budget_sizes=(("a", "b"), ("b", "c")))
+    assert [c.key for c in plan_sweep(cfg, vocab_size=4096)] == ["2e11_a", "2e11_b", "2e12_b", "2e12_c"]
+    with pytest.raises(ConfigError, match=r"budget_sizes names unknown size\(s\) \['z'\]"):
+        grid(budget_sizes=(("a",), ("z",)))
+    with pytest.raises(ConfigError, match="budget_sizes has 1 rows for 2 budgets"):
+        grid(budget_sizes=(("a",),))
+
+
+def test_presets_span_the_grid_the_issue_asks_for():
+    tiny = plan_sweep(SweepConfig.from_preset("tiny"), vocab_size=4096)
+    budgets = sorted({c.budget for c in tiny})
+    assert budgets == [1e11, 3e11, 1e12]  # >= 3 budgets over 10x
+    assert all(sum(c.budget == b for c in tiny) == 4 for b in budgets)  # 4 sizes each
+    assert [c.key for c in tiny if c.budget == 1e12] == ["1e12_s16", "1e12_s24", "1e12_s32", "1e12_s48"]
+    assert (
+        min(c.steps for c in tiny) == 571 and sum(c.tokens for c in tiny) == 9_129_472
+    )  # benchmarks/NOTES.md
+    small = SweepConfig.from_preset("small")
+    assert small.budgets == (1e16, 3e16, 1e17) and len(small.size_list) == 6 and not small.budget_sizes
+    assert len(plan_sweep(small, vocab_size=32_768)) == 18
+    for preset in ("8b", "70b", "405b"):  # Llama 3 paper §3.2.1: 6e18 ... 1e22 FLOPs, 40M ... 16B
+        paper = SweepConfig.from_preset(preset)
+        assert (min(paper.budgets), max(paper.budgets), len(paper.budgets)) == (6e18, 1e22, 10)
+        assert [s.name for s in paper.size_list][::7] == ["40M", "16B"]
+        assert (paper.min_lr_ratio, paper.weight_decay) == (0.1, 0.1)
+        assert {s.lr for s in paper.size_list} <= {2e-4, 2.5e-4, 3e-4, 3.5e-4, 4e-4}
