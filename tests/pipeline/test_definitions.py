@@ -83,9 +83,9 @@ def test_blocking_checks_are_gates_inside_their_asset():
         "base_model_beats_unigram",
         "base_model_matches_transformers",
         "extracted_docs_contract",
+        "forecast_vs_actual",
         "fp8_model_layers",
         "fp8_model_quality",
-        "forecast_vs_actual",
         "long_context_recovers_short_loss",
         "long_context_solves_niah",
         "mc_eval_items_enough",
@@ -142,7 +142,7 @@ def test_lifecycle_run_phases_follow_the_sweep():
     from dagster_project.cli import phases
 
     before, sweep, after = phases(stage_names())
-    assert before[0] == "lifecycle" and {"token_shards", "mc_eval_items", "pretrained_base"} <= set(before[1])
+    assert before[0] == "lifecycle" and {"token_shards", "mc_eval_items", "base_model"} <= set(before[1])
     assert sweep == ("sweep_cells", ["scaling_sweep"])
     assert after == ("lifecycle", ["scaling_law_fit", "scaling_flagship"])
     assert phases(["scaling_law_fit", "tokenizer"]) == [
