@@ -97,6 +97,8 @@ def fit_report(cfg: SweepConfig, records: list[dict], vocab_size: int) -> dict:
             "params": flagship.params,
         },
         "include_edge": fit.include_edge,
+        "cells_cpu_time_s": sum(float(r.get("cpu_time_s", 0.0)) for r in records),
+        "cells_train_time_s": sum(float(r["wall_time_s"]) for r in records),
         "_fit": fit,
     }
 
@@ -148,7 +150,9 @@ def scaling_law_fit(
             for b in report["budgets"]
         ]
         summary = (
-            "**Scaling-law fit** (Llama 3 paper §3.2.1)\n\n"
+            "**Scaling-law fit** (Llama 3 paper §3.2.1). C counts 6 x every matmul weight per token (LM head"
+            " included) plus causal attention; D = training tokens; N = non-embedding parameters (LM head"
+            " included).\n\n"
             + md_table(rows, ("quantity", "ours", "paper"))
             + "\n\n### IsoFLOP minima\n"
             + md_table(budgets, ("budget", "D*", "L*", "status"))
@@ -170,6 +174,8 @@ def _numbers(report: dict) -> dict:
         **{f"forecast_{k}": v for k, v in f.items()},
         "flagship_tokens": report["flagship"]["tokens"],
         "flagship_params": report["flagship"]["params"],
+        "cells_cpu_time_s": report["cells_cpu_time_s"],
+        "cells_train_time_s": report["cells_train_time_s"],
     }
     if report["params_exponent"] is not None:
         out["params_exponent"] = report["params_exponent"]
