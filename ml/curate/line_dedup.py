@@ -7,6 +7,11 @@ collapsed, as ccNet's ``normalize_for_dedup`` does) and hashed to a 64-bit xxhas
 are counted, never the lines. A line whose hash occurs more than ``max_occurrences`` times in the bucket
 (counting every occurrence, also repeats inside one document) is removed from every document of the bucket:
 navigation menus, cookie notices and footers go, the text around them stays.
+
+Deliberate difference from ccNet (``keep_headings``, on by default): a section heading — a line of at most
+four upper-case words and nothing else, such as a man page's ``NAME``, ``SYNOPSIS``, ``SEE ALSO`` or
+``BEZEICHNUNG`` — is structure, not boilerplate: it is never counted or removed. ccNet's rule would strip
+every man page of its headings, since they are the most repeated lines of all.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ class LineDedupConfig(StageConfig):
     bucket_size: int = 30_000_000  # §3.1.1: buckets of 30M documents
     min_line_chars: int = 1  # ccNet: every non-empty normalised line counts (raise to spare short lines)
     min_doc_chars: int = 1  # chosen: only docs left with no text are dropped; later filters judge length
+    keep_headings: bool = True  # chosen: upper-case section headings are structure (module docstring)
 
     def __post_init__(self) -> None:
         for name in ("max_occurrences", "bucket_size", "min_line_chars", "min_doc_chars"):
@@ -76,11 +82,20 @@ def line_hash(normalized: str) -> int:
     return xxhash.xxh64_intdigest(normalized.encode("utf-8", "surrogatepass"))
 
 
-def _doc_hashes(text: str, min_chars: int) -> np.ndarray:
-    """Hashes (uint64) of the lines of ``text``; lines too short to consider get 0 (never removed)."""
+def is_heading(line: str) -> bool:
+    """A section heading: 1–4 words of upper-case letters only (``NAME``, ``SEE ALSO``, ``ÜBERSICHT``)."""
+    words = line.split()
+    return 0 < len(words) <= 4 and all(w.isalpha() and w.isupper() for w in words)
+
+
+def _doc_hashes(text: str, min_chars: int, keep_headings: bool = False) -> np.ndarray:
+    """Hashes (uint64) of the lines of ``text``; lines too short to consider, and headings when
+    ``keep_headings``, get 0 (never removed)."""
     lines = text.split("\n")
     hashes = np.zeros(len(lines), dtype=np.uint64)
     for i, line in enumerate(lines):
+        if keep_headings and is_heading(line):
+            continue
         norm = normalize_line(line)
         if len(norm) >= min_chars:
             hashes[i] = line_hash(norm) or 1  # 0 is reserved for "not considered"
@@ -95,7 +110,10 @@ def _remove_frequent_lines(texts: list[str], cfg: LineDedupConfig) -> tuple[list
     lines_in = 0
     for start in range(0, len(texts), cfg.bucket_size):
         # pass 1: 8-byte hashes per line, counted over the bucket
-        bucket = [_doc_hashes(t, cfg.min_line_chars) for t in texts[start : start + cfg.bucket_size]]
+        bucket = [
+            _doc_hashes(t, cfg.min_line_chars, cfg.keep_headings)
+            for t in texts[start : start + cfg.bucket_size]
+        ]
         all_hashes = np.concatenate(bucket) if bucket else np.zeros(0, np.uint64)
         lines_in += int(all_hashes.size)
         uniq, counts = np.unique(all_hashes[all_hashes != 0], return_counts=True)

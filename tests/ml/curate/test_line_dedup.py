@@ -2,7 +2,7 @@ import pandas as pd
 import pytest
 
 from ml.config import ConfigError
-from ml.curate.line_dedup import LineDedupConfig, line_dedup, normalize_line
+from ml.curate.line_dedup import LineDedupConfig, is_heading, line_dedup, normalize_line
 
 NAMES = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf"]
 SEVEN = [
@@ -76,3 +76,30 @@ def test_config_and_input_errors():
     with pytest.raises(KeyError, match="'text'"):
         line_dedup(pd.DataFrame({"id": ["a"], "url": ["u"]}), LineDedupConfig())
     assert LineDedupConfig.from_preset("8b").bucket_size == 30_000_000
+
+
+def test_section_headings_are_structure_and_are_kept():
+    # 8 man pages: the headings and the footer line each occur 8 times (> 6)
+    pages = [
+        f"NAME\ntool{c} - does thing {c}\nSYNOPSIS\ntool{c} [OPTION]...\nSEE ALSO\nReport bugs to the list."
+        for c in "abcdefgh"  # (digits would normalise to one line)
+    ]
+    df = pd.DataFrame(
+        {"id": [f"d{i}" for i in range(8)], "url": [f"http://h/{i}" for i in range(8)], "text": pages}
+    )
+    kept = line_dedup(df, LineDedupConfig(bucket_size=100)).kept
+    # the footer goes; the headings, counted as structure, stay
+    assert kept["text"].tolist()[3] == "NAME\ntoold - does thing d\nSYNOPSIS\ntoold [OPTION]...\nSEE ALSO"
+    ccnet = line_dedup(df, LineDedupConfig(bucket_size=100, keep_headings=False)).kept
+    assert ccnet["text"].tolist()[3] == "toold - does thing d\ntoold [OPTION]..."
+    assert [
+        is_heading(x) for x in ("NAME", "SEE ALSO", "ÜBERSICHT", "Name", "SEE ALSO:", "A B C D E", "")
+    ] == [
+        True,
+        True,
+        True,
+        False,
+        False,
+        False,
+        False,
+    ]
