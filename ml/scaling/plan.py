@@ -156,6 +156,10 @@ class SweepConfig(StageConfig):
             eval_tokens=16384,
             device="cpu",
             torch_threads=1,
+            # one thread: on two cores shared with other processes, two intra-op threads stalled at every
+            # parallel region (a `lifecycle run` at load 5-8: 2,162 CPU-s for 6,987 steps that take 166 CPU-s
+            # with two free cores, 109 s on one thread; benchmarks/NOTES.md)
+            flagship_threads=1,
         ),
         # chosen, not yet run: one GPU, ~1e16-1e17 FLOPs, 6 sizes of 11M-222M non-embedding parameters (LM head incl.)
         "small": dict(
