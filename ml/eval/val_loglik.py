@@ -2,8 +2,8 @@
 
 Each validation document (the document index of every ``val`` shard) is scored on its first
 ``max_tokens`` tokens (at most the model's context): the sum of ``log p(token | earlier tokens)`` over
-every token after the first. Documents are batched right-padded (causal attention: padding after a
-document never changes its scores). ``max_docs`` documents are taken spread evenly over the split, so a
+every token after the first, by ``ml.eval.perplexity.document_nll`` (the one NLL code path, whole documents
+in one window, right-padded batches). ``max_docs`` documents are taken spread evenly over the split, so a
 budget covers the whole split rather than its first shard.
 """
 
@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 
+from ml.eval.perplexity import document_nll
 from ml.tokens.shards import open_index, open_shard, read_manifest
 
 
@@ -41,25 +41,12 @@ def val_documents(shards_dir: Path | str, max_docs: int, max_tokens: int) -> lis
     return docs
 
 
-@torch.no_grad()
 def doc_logliks(model: torch.nn.Module, docs: list[np.ndarray], batch_size: int = 8) -> pd.DataFrame:
-    """``doc, tokens, loglik, nats_per_token`` per document (``tokens`` = predicted tokens, len - 1)."""
-    device = next(model.parameters()).device
-    rows = []
-    for start in range(0, len(docs), batch_size):
-        batch = docs[start : start + batch_size]
-        width = max(len(d) for d in batch)
-        tokens = torch.zeros((len(batch), width), dtype=torch.long)
-        labels = torch.full((len(batch), width), -100, dtype=torch.long)
-        for i, d in enumerate(batch):
-            tokens[i, : len(d)] = torch.from_numpy(d)
-            labels[i, : len(d) - 1] = torch.from_numpy(d[1:])
-        logits = model(tokens.to(device)).float()  # (B, T, V)
-        nll = F.cross_entropy(logits.flatten(0, 1), labels.to(device).flatten(), reduction="none")
-        per_doc = nll.view(len(batch), width).sum(dim=1).cpu()  # (B,): ignored labels add 0
-        for i, d in enumerate(batch):
-            rows.append((start + i, len(d) - 1, -float(per_doc[i])))
-    df = pd.DataFrame(rows, columns=["doc", "tokens", "loglik"])
+    """``doc, tokens, loglik, nats_per_token`` per document (``tokens`` = predicted tokens, len - 1): each
+    document scored whole, in one window (:func:`ml.eval.perplexity.document_nll`)."""
+    width = max(len(d) for d in docs)
+    scores = document_nll(model, docs, seq_len=width, batch_size=batch_size)
+    df = pd.DataFrame({"doc": range(len(docs)), "tokens": scores["tokens"], "loglik": -scores["nll"]})
     df["nats_per_token"] = -df["loglik"] / df["tokens"]
     return df
 
