@@ -27,7 +27,7 @@ from ml.infer.fp8 import FP8Config, quantize_model
 from ml.model.llama import Llama, ModelConfig
 
 # (prefill batch, prompt length, decode batch) per shape
-WORKLOADS = {"tiny": (2, 128, 8), "small": (8, 2048, 64), "1b": (8, 2048, 64)}
+WORKLOADS = {"tiny": (2, 128, 8), "small": (8, 2048, 64), "1b": (8, 2048, 64), "8b": (4, 2048, 64)}
 
 
 def _sync(device: torch.device) -> None:
@@ -56,6 +56,22 @@ def build(shape: str, device: torch.device, compile_model: bool) -> dict[str, to
     if compile_model:
         models = {k: torch.compile(m) for k, m in models.items()}
     return models
+
+
+@torch.no_grad()
+def logits_delta(models: dict[str, torch.nn.Module], x: torch.Tensor) -> dict[str, float]:
+    """How far FP8's last-position logits are from bf16's on the same prompts.
+
+    ``kl``: mean KL(bf16 || fp8) in nats over the batch; ``top1``: share of rows whose argmax agrees;
+    ``rel_l2``: ||fp8 - bf16|| / ||bf16||. Random weights, so this bounds the arithmetic, not a trained
+    model's perplexity (the ``fp8_model`` asset measures that on the trained base model).
+    """
+    ref, fp8 = (models[k](x).float() for k in ("bf16", "fp8"))
+    logp, logq = ref.log_softmax(-1), fp8.log_softmax(-1)
+    kl = (logp.exp() * (logp - logq)).sum(-1).mean()
+    top1 = (ref.argmax(-1) == fp8.argmax(-1)).float().mean()
+    rel = (fp8 - ref).norm() / ref.norm()
+    return {"kl": kl.item(), "top1": top1.item(), "rel_l2": rel.item()}
 
 
 @torch.no_grad()
@@ -99,7 +115,9 @@ def bench(
                     device=str(device),
                 )
             )
+    delta = logits_delta(models, prefill_x)
     for r in rows:
+        r.update(delta)
         base = next(b for b in rows if b["phase"] == r["phase"] and b["precision"] == "bf16")
         r["speedup_vs_bf16"] = r["tok_s"] / base["tok_s"]
     return rows
@@ -120,13 +138,14 @@ def main() -> None:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(f"device: {name}, compile={args.compile}")
     print(
-        f"{'shape':6s} {'precision':9s} {'phase':8s} {'batch':>5s} {'seq':>5s} {'ms':>9s} {'tok/s':>12s} {'x bf16':>7s}"
+        f"{'shape':6s} {'precision':9s} {'phase':8s} {'batch':>5s} {'seq':>5s} {'ms':>9s} {'tok/s':>12s} {'x bf16':>7s} {'KL':>9s} {'top1':>5s} {'rel_l2':>7s}"
     )
     for shape in args.shapes.split(","):
         for r in bench(shape, device, args.warmup, args.iters, args.compile):
             print(
                 f"{r['shape']:6s} {r['precision']:9s} {r['phase']:8s} {r['batch']:5d} {r['seq']:5d} "
-                f"{r['ms']:9.3f} {r['tok_s']:12.0f} {r['speedup_vs_bf16']:7.2f}"
+                f"{r['ms']:9.3f} {r['tok_s']:12.0f} {r['speedup_vs_bf16']:7.2f} "
+                f"{r['kl']:9.2e} {r['top1']:5.3f} {r['rel_l2']:7.4f}"
             )
             if args.json:
                 with open(args.json, "a") as f:
