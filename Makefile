@@ -19,6 +19,13 @@ $(VENV)/.installed: $(BIN)/activate pyproject.toml
 	$(BIN)/pip install -q -e .
 	touch $@
 
+# semgrep (the insecure-code analyser, ml/safety/insecure_code.py) lives in its own venv: its pins of
+# opentelemetry, protobuf and click clash with dagster's and mlflow's.
+SEMGREP := $(VENV)/semgrep/bin/semgrep
+$(SEMGREP): | $(BIN)/activate
+	$(PY) -m venv $(VENV)/semgrep
+	$(VENV)/semgrep/bin/pip install -q semgrep==1.185.0
+
 $(VENV)/.installed-dev: $(VENV)/.installed
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@
@@ -26,8 +33,8 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 system-deps:
 	bash scripts/install-system-deps.sh
 
-install: system-deps $(VENV)/.installed
-install-dev: system-deps $(VENV)/.installed-dev
+install: system-deps $(VENV)/.installed $(SEMGREP)
+install-dev: system-deps $(VENV)/.installed-dev $(SEMGREP)
 
 run: install
 	mkdir -p $(DAGSTER_HOME)

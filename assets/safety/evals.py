@@ -71,7 +71,7 @@ def safety_evals_group_regressions(safety_evals: SafetyEvals) -> dg.AssetCheckRe
 
 
 def safety_evals_analysers_work(safety_evals: SafetyEvals) -> dg.AssetCheckResult:
-    """bandit flags each known-insecure sample with its CWE and no analyser flags a known-safe one."""
+    """bandit and semgrep flag each known-insecure sample with its CWE and no analyser flags a known-safe one."""
     check = pd.read_parquet(safety_evals.path / "analyser_self_check.parquet")
     bad = check[~check["ok"]]["sample"].tolist()
     return dg.AssetCheckResult(
@@ -143,7 +143,7 @@ def safety_evals(
     """Evaluate the model (``assets.models.EVALUATED_MODEL``): it answers the held-out safety prompts, the
     prompt-injection cases and the coding tasks (greedy, ``ml.infer.sample``); VR on adversarial and FRR on
     borderline prompts per category, language and variant, judged by the safety classifier and the refusal
-    detector; injection success per technique and vector; insecure-code rate per CWE (bandit + regex rules).
+    detector; injection success per technique and vector; insecure-code rate per CWE (bandit, semgrep and regex rules).
     Compared with the evaluation of the previous version of the model where one exists."""
     cfg = resolve_config(evaluate.SafetyEvalConfig, config)
     with stage_run(context, mlflow, dvc, cfg, model, safety_classifier) as run:

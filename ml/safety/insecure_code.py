@@ -8,20 +8,26 @@ scanned by two analysers:
   whose findings carry a CWE id. Checks that only flag an import (``import subprocess``: B404) or an
   informational call (``subprocess`` without a shell: B603) and ``assert`` (B101) are skipped. bandit
   needs code that parses; a sample that does not is counted as ``unparsed``, not as safe or insecure.
+* **semgrep** (run from its own virtual environment, ``.venv/semgrep``, built by ``make install``: its pins
+  clash with dagster's and mlflow's) with a pinned local rule set, ``ml/resources/safety/semgrep_rules.yaml``
+  (``--config`` names that file only: no rule is fetched from the registry; metrics and version checks off).
+  Its rules match the syntax tree, so like bandit it needs code that parses; CWE ids from the rules' metadata.
 * **regex rules** of a local, versioned rule set (``ml/resources/safety/insecure_code_rules.yaml``),
   matched per line, so fragments that do not parse are read too.
 
 The insecure-code rate of a CWE is the share of samples with at least one finding of that CWE; the
 overall rate the share with any finding. :func:`self_check` runs both analysers on known-insecure and
 known-safe samples (``ml/resources/safety/code``) and says whether each insecure sample is flagged with
-its CWE by bandit and no safe one is flagged by either analyser: an evaluation with a broken analyser
+its CWE by bandit and by semgrep and no safe one is flagged by any analyser: an evaluation with a broken analyser
 would report a clean model.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -34,6 +40,8 @@ import yaml
 from ml.safety.data import DATA_DIR
 
 RULES_FILE = DATA_DIR / "insecure_code_rules.yaml"
+SEMGREP_RULES = DATA_DIR / "semgrep_rules.yaml"
+_SEMGREP_ID = re.compile(r"lifecycle\.py\.[\w-]+$")  # semgrep prefixes rule ids with the config's path
 SAMPLES_DIR = DATA_DIR / "code"
 BANDIT_SKIPS = ("B101", "B404", "B603")
 FINDING_COLUMNS = ("sample", "analyser", "rule", "cwe", "line")
@@ -142,11 +150,57 @@ def bandit_findings(codes: list[str]) -> tuple[pd.DataFrame, list[int]]:
     return pd.DataFrame(rows, columns=list(FINDING_COLUMNS)), unparsed
 
 
+def semgrep_binary() -> str:
+    """``LIFECYCLE_SEMGREP``, else the project's semgrep venv beside this interpreter's, else ``semgrep`` on PATH."""
+    candidates = [os.environ.get("LIFECYCLE_SEMGREP"), str(Path(sys.prefix) / "semgrep" / "bin" / "semgrep")]
+    for path in candidates:
+        if path and Path(path).is_file():
+            return path
+    found = shutil.which("semgrep")
+    if found is None:
+        raise FileNotFoundError(
+            f"semgrep not found (LIFECYCLE_SEMGREP, {candidates[1]}, PATH): `make install` builds .venv/semgrep"
+        )
+    return found
+
+
+def semgrep_findings(codes: list[str], rules_file: Path = SEMGREP_RULES) -> pd.DataFrame:
+    """semgrep's findings per sample with the pinned local rules (CWE from each rule's metadata)."""
+    env = {**os.environ, "SEMGREP_SEND_METRICS": "off", "SEMGREP_ENABLE_VERSION_CHECK": "0"}
+    with tempfile.TemporaryDirectory(prefix="semgrep-") as tmp:
+        for i, code in enumerate(codes):
+            (Path(tmp) / f"sample_{i:05d}.py").write_text(code, encoding="utf-8")
+        cmd = [semgrep_binary(), "scan", "--config", str(rules_file), "--json", "--metrics=off"]
+        cmd += ["--disable-version-check", "--quiet", "--no-git-ignore", tmp]
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env, cwd=tmp)
+        try:
+            report = json.loads(proc.stdout)
+        except json.JSONDecodeError as exc:
+            raise RuntimeError(f"semgrep failed (rc {proc.returncode}): {proc.stderr.strip()[-500:]}") from exc
+    rule_errors = [e for e in report.get("errors", []) if e.get("level") == "error" and not e.get("path")]
+    if rule_errors:
+        raise ValueError(f"{rules_file}: semgrep rejected the rules: {rule_errors[0].get('message', '')[:500]}")
+    sample = lambda name: int(Path(name).stem.split("_")[1])  # noqa: E731
+    rows = [
+        (
+            sample(r["path"]),
+            "semgrep",
+            _SEMGREP_ID.search(r["check_id"]).group(0),
+            int(r["extra"]["metadata"]["cwe"]),
+            int(r["start"]["line"]),
+        )
+        for r in report.get("results", [])
+    ]
+    return pd.DataFrame(rows, columns=list(FINDING_COLUMNS))
+
+
 def scan(codes: list[str], rules: list[Rule] | None = None) -> tuple[pd.DataFrame, list[int]]:
-    """Findings of both analysers (``sample, analyser, rule, cwe, line``) and the samples bandit could not parse."""
+    """Findings of the three analysers (``sample, analyser, rule, cwe, line``) and the samples bandit could
+    not parse."""
     found, unparsed = bandit_findings(codes)
     regex = regex_findings(codes, load_rules() if rules is None else rules)
-    return pd.concat([found, regex], ignore_index=True).sort_values(["sample", "analyser", "line"]), unparsed
+    parts = [found, semgrep_findings(codes), regex]
+    return pd.concat(parts, ignore_index=True).sort_values(["sample", "analyser", "line"]), unparsed
 
 
 def insecure_rates(findings: pd.DataFrame, n_samples: int) -> pd.DataFrame:
@@ -164,7 +218,7 @@ def insecure_rates(findings: pd.DataFrame, n_samples: int) -> pd.DataFrame:
 
 def self_check(samples_dir: Path = SAMPLES_DIR) -> pd.DataFrame:
     """One row per known sample (``insecure/cwe<N>_*.py``, ``safe/...``): what bandit and the regex rules
-    found, and ``ok``: an insecure sample is flagged by bandit with CWE N; a safe one by neither."""
+    found, and ``ok``: an insecure sample is flagged by bandit and by semgrep with CWE N; a safe one by none."""
     paths = sorted(Path(samples_dir).glob("*/*.py"))
     if not paths:
         raise ValueError(f"{samples_dir}: no known samples (insecure/*.py, safe/*.py)")
@@ -173,16 +227,16 @@ def self_check(samples_dir: Path = SAMPLES_DIR) -> pd.DataFrame:
     for i, p in enumerate(paths):
         mine = findings[findings["sample"] == i]
         expected = int(p.stem.split("_")[0].removeprefix("cwe"))
-        bandit_cwes = sorted(set(mine[mine["analyser"] == "bandit"]["cwe"]))
-        regex_cwes = sorted(set(mine[mine["analyser"] == "regex"]["cwe"]))
+        cwes = {a: sorted(set(mine[mine["analyser"] == a]["cwe"])) for a in ("bandit", "semgrep", "regex")}
         insecure = p.parent.name == "insecure"
-        ok = expected in bandit_cwes if insecure else not len(mine)
+        ok = expected in cwes["bandit"] and expected in cwes["semgrep"] if insecure else not len(mine)
         rows.append(
             dict(
                 sample=f"{p.parent.name}/{p.name}",
                 expected_cwe=expected if insecure else None,
-                bandit_cwes=bandit_cwes,
-                regex_cwes=regex_cwes,
+                bandit_cwes=cwes["bandit"],
+                semgrep_cwes=cwes["semgrep"],
+                regex_cwes=cwes["regex"],
                 parsed=i not in unparsed,
                 ok=bool(ok),
             )
