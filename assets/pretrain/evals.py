@@ -1,11 +1,13 @@
 """Evaluations of every pre-training stage's model, side by side."""
 
+import dataclasses
 import json
 
 import dagster as dg
 import pandas as pd
 
 from assets.pretrain.training import EvalSuite
+from assets.scaling.mc_items import McItems
 from dagster_project.artifacts import CuratedCorpus, EvalTables, HFCheckpoint, Tokenizer, TokenShards
 from dagster_project.configs import dagster_config_for, resolve_config
 from dagster_project.partitions import SNAPSHOTS
@@ -30,12 +32,14 @@ def base_model_evals(
     curated_corpus: CuratedCorpus,
     token_shards: TokenShards,
     tokenizer: Tokenizer,
+    mc_eval_items: McItems,
     mlflow: MlflowResource,
     dvc: DvcResource,
 ) -> dg.MaterializeResult:
     """Each stage's model (initial → long context → annealed → average) on the same held-out documents:
-    perplexity per source, class and language; the next-paragraph multiple-choice eval; needle in a
-    haystack by depth × length (lengths beyond a model's context are skipped). Tables (Parquet) and plots."""
+    perplexity per source, class and language; the multiple-choice items of ``mc_eval_items`` (which
+    continuation comes next; the scaling forecast's downstream task); needle in a haystack by depth ×
+    length (lengths beyond a model's context are skipped). Tables (Parquet) and plots."""
     cfg = resolve_config(BaseEvalConfig, config)
     models = {
         "initial": pretrain_initial,
@@ -43,9 +47,8 @@ def base_model_evals(
         "annealed": pretrain_annealed,
         "average": base_model,
     }
-    with stage_run(
-        context, mlflow, dvc, cfg, *models.values(), curated_corpus, token_shards, tokenizer
-    ) as run:
+    inputs = (*models.values(), curated_corpus, token_shards, tokenizer, mc_eval_items)
+    with stage_run(context, mlflow, dvc, cfg, *inputs) as run:
         suite = EvalSuite.build(
             curated_corpus,
             token_shards,
@@ -53,9 +56,9 @@ def base_model_evals(
             cfg.max_doc_tokens,
             cfg.heldout_seq_len,
             niah=cfg.niah,
-            mc=cfg.mc,
             group_by=cfg.group_by,
         )
+        suite = dataclasses.replace(suite, mc_items=mc_eval_items.read())
         results = {name: suite.evaluate(handle.hf_dir) for name, handle in models.items()}
         headline, groups, niah = _tables(results)
         with atomic_dir(run.out_dir) as tmp:

@@ -176,10 +176,14 @@ def semgrep_findings(codes: list[str], rules_file: Path = SEMGREP_RULES) -> pd.D
         try:
             report = json.loads(proc.stdout)
         except json.JSONDecodeError as exc:
-            raise RuntimeError(f"semgrep failed (rc {proc.returncode}): {proc.stderr.strip()[-500:]}") from exc
+            raise RuntimeError(
+                f"semgrep failed (rc {proc.returncode}): {proc.stderr.strip()[-500:]}"
+            ) from exc
     rule_errors = [e for e in report.get("errors", []) if e.get("level") == "error" and not e.get("path")]
     if rule_errors:
-        raise ValueError(f"{rules_file}: semgrep rejected the rules: {rule_errors[0].get('message', '')[:500]}")
+        raise ValueError(
+            f"{rules_file}: semgrep rejected the rules: {rule_errors[0].get('message', '')[:500]}"
+        )
     sample = lambda name: int(Path(name).stem.split("_")[1])  # noqa: E731
     rows = [
         (

@@ -327,7 +327,6 @@ class DataValueConfig(StageConfig):
 def _paper_base_eval(preset: str) -> dict[str, Any]:
     """The base-model evaluations of a paper-sized preset: NIAH at 8K, 32K and 128K."""
     return dict(
-        mc=preset,
         niah=dict(preset=preset, lengths=(8192, 32768, 131072)),
         heldout_seq_len=8192,
         max_doc_tokens=131072,
@@ -336,22 +335,20 @@ def _paper_base_eval(preset: str) -> dict[str, Any]:
 
 @dataclasses.dataclass(frozen=True)
 class BaseEvalConfig(StageConfig):
-    """Held-out loss per group, multiple choice and NIAH for every pre-training stage's model."""
+    """Held-out loss per group and NIAH for every pre-training stage's model; the multiple-choice items are the
+    ``mc_eval_items`` asset's (the scaling forecast's downstream task), so both score the same versioned items."""
 
     heldout_seq_len: int = 256
     max_doc_tokens: int = 1024
     group_by: tuple[str, ...] = ("source", "domain", "lang")
-    mc: MultipleChoiceConfig = MultipleChoiceConfig()
     niah: NiahConfig = NiahConfig()
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "tiny": dict(
-            mc=dict(n_items=200),
             niah=dict(preset="tiny", lengths=(256, 512, 1024), items_per_cell=4),
             max_doc_tokens=512,
         ),
         "small": dict(
-            mc="small",
             niah=dict(preset="small", lengths=(1024, 4096, 8192)),
             heldout_seq_len=1024,
             max_doc_tokens=8192,

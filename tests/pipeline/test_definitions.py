@@ -60,7 +60,7 @@ def test_asset_graph_is_the_lifecycle():
     assert parents["pretrain_annealed"] == {"pretrain_long_context", *shared}
     assert parents["base_model"] == {"pretrain_annealed", "pretrain_long_context", *shared}
     stages = {"pretrain_initial", "pretrain_long_context", "pretrain_annealed", "base_model"}
-    assert parents["base_model_evals"] == stages | shared
+    assert parents["base_model_evals"] == stages | shared | {"mc_eval_items"}
 
     assert parents["mc_eval_items"] == {"curated_corpus", "token_shards"}
     assert parents["scaling_sweep"] == {"token_shards", "tokenizer", "mc_eval_items"}

@@ -63,7 +63,6 @@ PRETRAIN_FEW_STEPS = {
     "base_model": {"config": {"count": 2, "min_nats_below_unigram": -100.0, "max_doc_tokens": 128}},
     "base_model_evals": {
         "config": {
-            "mc": {"n_items": 8},
             "niah": {"items_per_cell": 1, "lengths": [256], "depths": [0.5]},
             "max_doc_tokens": 128,
         }
@@ -202,6 +201,10 @@ def test_every_asset_materializes_with_gates_passing(home, tmp_path):
     LlamaForCausalLM.from_pretrained(str(data / "base_model" / "e2e" / "hf"))
     evals = json.loads((data / "base_model_evals" / "e2e" / "evals.json").read_text())
     assert [r["stage"] for r in evals["stages"]] == ["initial", "long_context", "annealed", "average"]
+    assert evals["mc_items"] == len(pd.read_parquet(data / "mc_eval_items" / "e2e" / "items.parquet"))
+    report = (data / "lifecycle_report" / "e2e" / "report.html").read_text()
+    for title in ("Curation funnel", "Data mix", "Scaling laws", "Pre-training stages", "Safety and FP8"):
+        assert f"<h2>{title}" in report
 
     # safety: the classifier's held-out numbers, one evaluation of the base model, the FP8 model's quality
     safety = json.loads((data / "safety_classifier" / "e2e" / "report.json").read_text())

@@ -1,0 +1,1 @@
+"""The lifecycle report: the headline figures of every stage on one page."""
