@@ -131,7 +131,7 @@ def service(cmd: list[str], log: Path, ready_url: str | None, env: dict[str, str
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)  # its session: the server and the workers it forked
             try:
-                proc.wait(timeout=20)
+                proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()

@@ -45,11 +45,15 @@ def ui_home(tmp_path, monkeypatch):
     return home
 
 
+STARTED = [time.monotonic()]  # reset by the test: each screenshot's line tells when it was taken
+
+
 def shot(page, artifacts, name: str) -> None:
     page.screenshot(path=str(artifacts / f"{name}.png"), full_page=False)
+    print(f"  {name}.png at {time.monotonic() - STARTED[0]:.0f}s")
 
 
-def wait_for_run(home, timeout: float = 240) -> dg.DagsterRun:
+def wait_for_run(home, timeout: float = 600) -> dg.DagsterRun:
     instance = dg.DagsterInstance.from_config(str(home / ".dagster"))
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -65,7 +69,7 @@ def check_asset_graph(page, base: str, artifacts) -> None:
     from dagster_project.definitions import stage_names
 
     page.goto(f"{base}/asset-groups")
-    page.get_by_text("tokens", exact=True).first.wait_for(timeout=90_000)
+    page.get_by_text("tokens", exact=True).first.wait_for(timeout=180_000)
     collapsed = page.locator("button:has([aria-label='arrow_drop_down'][style*='rotate(-90deg)'])")
     for _ in range(20):  # one group at a time: the list re-renders after each
         if collapsed.count() == 0:
@@ -141,11 +145,13 @@ def test_dagster_and_mlflow_uis_in_chromium(ui_home, test_artifacts, tmp_path):
     ]  # fmt: skip
     dagster_base, mlflow_base = f"http://127.0.0.1:{dagster_port}", f"http://127.0.0.1:{mlflow_port}"
     print(f"\nscreenshots: {test_artifacts}")
+    STARTED[0] = time.monotonic()
     with (
         service(mlflow_ui, tmp_path / "mlflow.log", None, env) as mlflow_proc,  # starts beside the webserver
         service(webserver, tmp_path / "dagster.log", f"{dagster_base}/server_info", env),
         sync_playwright() as pw,
     ):
+        print(f"  webserver ready at {time.monotonic() - STARTED[0]:.0f}s")
         browser = pw.chromium.launch(executable_path=chromium(), args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": 1600, "height": 1000})
         check_asset_graph(page, dagster_base, test_artifacts)
