@@ -110,6 +110,7 @@ def check_asset_plot(page, base: str, artifacts) -> None:
     plot = page.locator("img[src^='data:image/png']").first
     plot.wait_for(timeout=10_000)
     assert plot.evaluate("img => img.naturalWidth") > 300
+    page.wait_for_timeout(1000)  # the dialog fades in
     shot(page, artifacts, "dagster_asset_plot")
 
 
@@ -125,7 +126,10 @@ def check_mlflow_run_page(page, base: str, run_id: str, artifacts) -> None:
     shown = page.inner_text("body")  # the metrics table: each name, then its value
     for key, value in run.data.metrics.items():
         assert f"{key}\n{int(value) if value == int(value) else value}\n" in shown, f"metric {key} not shown"
-    page.get_by_text(f"Metrics ({len(run.data.metrics)})").first.scroll_into_view_if_needed()
+    heading = page.get_by_text(f"Metrics ({len(run.data.metrics)})").first
+    heading.hover()
+    page.mouse.wheel(0, 700)  # the metrics table into view
+    page.wait_for_timeout(500)
     shot(page, artifacts, "mlflow_run_metrics")
 
 
