@@ -52,7 +52,7 @@ dvc-yaml: install
 	$(BIN)/python -m dagster_project.cli dvc-yaml
 
 ui: install
-	mkdir -p $(DAGSTER_HOME)
+	$(BIN)/python -c 'from dagster_project.cli import _instance; _instance()'  # dagster.yaml: no telemetry, no popup
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
 mlflow-ui: install

@@ -34,11 +34,23 @@ def _instance():
 
     dagster_home = Path(os.environ.setdefault("DAGSTER_HOME", str(lifecycle_home() / ".dagster")))
     dagster_home.mkdir(parents=True, exist_ok=True)
-    settings = dagster_home / "dagster.yaml"
-    # offline machines: no telemetry; sqlite storage under DAGSTER_HOME (the default)
-    if not settings.exists():
-        settings.write_text("telemetry:\n  enabled: false\n")
+    instance_settings(dagster_home / "dagster.yaml")
     return dg.DagsterInstance.get()
+
+
+# offline machines: no telemetry, and no first-visit community popup in the UI (its form is an iframe from the
+# internet; it would cover the page); storage stays what dagster.yaml says (default: SQLite under DAGSTER_HOME)
+INSTANCE_SETTINGS = {"telemetry": {"enabled": False}, "nux": {"enabled": False}}
+
+
+def instance_settings(path: Path) -> None:
+    """Add each of ``INSTANCE_SETTINGS`` that ``path`` (a dagster.yaml, created if missing) does not set."""
+    import yaml
+
+    current = (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
+    missing = {k: v for k, v in INSTANCE_SETTINGS.items() if k not in current}
+    if missing:
+        path.write_text(yaml.safe_dump({**current, **missing}, sort_keys=False))
 
 
 def run_config(selection: list[str], preset: str | None, ops: dict | None = None) -> dict:

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
@@ -82,3 +83,19 @@ def serve() -> Iterator[Callable[[], Server]]:
 def loopback_server(serve: Callable[[], Server]) -> Server:
     """One loopback server (``serve`` for several)."""
     return serve()
+
+
+@pytest.fixture
+def test_artifacts(request) -> Path:
+    """A directory for what a test leaves for people to look at (screenshots, tables):
+    ``$LIFECYCLE_TEST_ARTIFACTS`` (default ``<repo>/test-artifacts``) / ``<test name>``, emptied first."""
+    import os
+    import shutil
+
+    root = Path(
+        os.environ.get("LIFECYCLE_TEST_ARTIFACTS") or Path(__file__).resolve().parents[1] / "test-artifacts"
+    )
+    path = root / request.node.name
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path

@@ -37,8 +37,8 @@ RawCrawlRun = dagster_config_for(
 
 
 def raw_crawl_has_records(raw_crawl: RawCrawl) -> dg.AssetCheckResult:
-    """At least one WARC file and a manifest with fetched pages."""
-    warcs = list(raw_crawl.path.glob("*.warc*"))
+    """At least one WARC/WET file and a manifest with fetched pages."""
+    warcs = raw_crawl.warc_files()  # the files extracted_docs reads: *.warc(.gz) and *.wet(.gz)
     exists = raw_crawl.manifest_path.exists()
     manifest = pd.read_parquet(raw_crawl.manifest_path) if exists else pd.DataFrame()
     ok = bool(warcs) and len(manifest) > 0

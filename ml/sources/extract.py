@@ -18,6 +18,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import PurePath
 from typing import Any, ClassVar
 
 import lxml.etree
@@ -411,18 +412,21 @@ def _extract_batch(records: list[WebRecord], cfg: ExtractConfig, source: str) ->
     counts = dict(_NO_COUNTS)
     for rec in records:
         rid = doc_id(rec.url, rec.fetch_time)
+        # the file's name, as the crawl manifest has it: the path would tie the output's bytes (and md5) to
+        # where the home and the crawl's version directory are
+        warc_name = PurePath(rec.warc_file).name
         try:
             row, drop = _extract_one(rec, cfg)
         except Exception as exc:  # one hostile record must not fail its batch: dropped by name, counted
             error = f"{type(exc).__name__}: {exc}"[:_MAX_ERROR_CHARS]  # a message may quote the whole page
-            row, drop = None, ("record_error", f"{rec.warc_file}@{rec.offset}: {error}")
+            row, drop = None, ("record_error", f"{warc_name}@{rec.offset}: {error}")
             counts["record_errors"] += 1
         if drop is not None:
             dropped_rows.append({"id": rid, "url": rec.url, "reason": drop[0], "detail": drop[1]})
             continue
         assert row is not None
         counts["charset_fallbacks"] += row.pop("charset_fallback")
-        row.update(id=rid, url=rec.url, fetch_time=rec.fetch_time, source=source, warc_file=rec.warc_file,
+        row.update(id=rid, url=rec.url, fetch_time=rec.fetch_time, source=source, warc_file=warc_name,
                    warc_offset=int(rec.offset))  # fmt: skip
         kept_rows.append(row)
     kept = pd.DataFrame(kept_rows, columns=list(KEPT_COLUMNS)) if kept_rows else _empty_kept()

@@ -1,3 +1,4 @@
+import dataclasses
 import hashlib
 
 import pytest
@@ -164,6 +165,17 @@ def test_workers_give_the_same_result():
     assert here.kept.equals(there.kept) and here.dropped.equals(there.dropped)
     assert here.summary() == there.summary() and here.summary()["docs_in"] == 71
     assert (len(here.kept), len(here.dropped)) == (70, 1)  # three batches of 32 on the workers
+
+
+def test_output_names_the_warc_file_not_where_it_lies():
+    # the same crawl read from two homes (or two versions of it) gives byte-identical documents
+    records = [rec("http://local/de.html", page(GERMAN), offset=100)]
+    paths = ["/home-a/data/raw_crawl/.versions/local-web/v1/crawl-00000.warc.gz", "/b/crawl-00000.warc.gz"]
+    outs = [
+        extract_documents([dataclasses.replace(records[0], warc_file=p)], CFG, source="s").kept for p in paths
+    ]
+    assert outs[0]["warc_file"].tolist() == ["crawl-00000.warc.gz"]
+    assert outs[0].equals(outs[1])
 
 
 def test_decode_payload_charsets():
