@@ -144,7 +144,7 @@ def test_lifecycle_run_phases_follow_the_sweep():
     before, sweep, after = phases(stage_names())
     assert before[0] == "lifecycle" and {"token_shards", "mc_eval_items", "base_model"} <= set(before[1])
     assert sweep == ("sweep_cells", ["scaling_sweep"])
-    assert after == ("lifecycle", ["scaling_law_fit", "scaling_flagship"])
+    assert after == ("lifecycle", ["scaling_law_fit", "scaling_flagship", "lifecycle_report"])
     assert phases(["scaling_law_fit", "tokenizer"]) == [
         ("lifecycle", ["tokenizer"]),
         ("lifecycle", ["scaling_law_fit"]),
