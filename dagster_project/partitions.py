@@ -9,6 +9,9 @@
   a rerun cell are partitions of the one asset, and a backfill runs cells in parallel. The sweep reads its
   snapshot's token shards, and the fit (partitioned by snapshot) reads its snapshot's cells, through
   ``SNAPSHOT_OF_CELL`` (the ``snapshot`` dimension).
+* ``DATA_VALUE`` (multi-dimensional): crawl snapshot × candidate class (the curated corpus's domain
+  classes, ``ml.curate.domain.DOMAINS``), one data-value annealing run per class (Llama 3 paper §3.4.3); it
+  reads its snapshot's assets through ``SNAPSHOT_OF_CANDIDATE`` (the ``snapshot`` dimension).
 * ``ROUNDS`` (static): post-training rounds (Llama 3 paper §4.1: six rounds of reward model, rejection
   sampling, SFT and DPO); round k reads round k-1 through ``previous_round()``.
 """
@@ -17,6 +20,8 @@ import warnings
 from collections.abc import Callable
 
 import dagster as dg
+
+from ml.curate.domain import DOMAINS
 
 SNAPSHOTS = dg.DynamicPartitionsDefinition(name="crawl_snapshot")
 DEFAULT_SNAPSHOT = "local-web"
@@ -48,6 +53,17 @@ def register_sweep_cells(
     for cell in stale:
         instance.delete_dynamic_partition(SWEEP_CELLS.name, cell)
     return stale
+
+
+CANDIDATES = dg.StaticPartitionsDefinition(list(DOMAINS))
+DATA_VALUE = dg.MultiPartitionsDefinition({"snapshot": SNAPSHOTS, "candidate": CANDIDATES})
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", dg.BetaWarning)
+    SNAPSHOT_OF_CANDIDATE = dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name="snapshot")
+
+
+def data_value_partition(snapshot: str, candidate: str) -> dg.MultiPartitionKey:
+    return dg.MultiPartitionKey({"snapshot": snapshot, "candidate": candidate})
 
 
 NUM_ROUNDS = 6

@@ -19,7 +19,7 @@ import pandas as pd
 
 from dagster_project.artifacts import CuratedCorpus, DocShards, HFCheckpoint, Tokenizer, TokenShards
 from dagster_project.configs import resolve_config
-from dagster_project.home import lifecycle_home
+from dagster_project.home import lifecycle_home, partition_dirname
 from dagster_project.partitions import SNAPSHOTS
 from dagster_project.resources import TorchrunResource
 from dagster_project.stage import StageRun, stage_asset
@@ -102,7 +102,7 @@ def work_dir(run: StageRun, cfg: StageConfig, name: str = "") -> Path:
 
 
 def work_root(run: StageRun) -> Path:
-    return lifecycle_home() / "data" / "_work" / run.asset / (run.partition or "all")
+    return lifecycle_home() / "data" / "_work" / run.asset / partition_dirname(run.partition)
 
 
 def prune_work(run: StageRun, keep: list[Path]) -> None:

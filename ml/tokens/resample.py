@@ -72,21 +72,32 @@ def class_weights(df: pd.DataFrame, factors: Mapping[str, float], column: str = 
 
 
 def share_weights(
-    df: pd.DataFrame, target: str, share: float, column: str = "domain", chars_per_token: float = 4.0
+    df: pd.DataFrame,
+    target: str,
+    share: float,
+    column: str = "domain",
+    chars_per_token: float = 4.0,
+    class_tokens: Mapping[str, float] | None = None,
 ) -> np.ndarray:
     """Weights giving class ``target`` a ``share`` of the tokens and the rest ``1 - share`` in their own mix.
 
     The other classes keep weight 1; the target class is scaled by ``share / (1 - share) * others / own``
-    (Llama 3 paper §3.4.3: 30% of the annealing mix from the candidate data set). A ValueError when the
-    corpus has no document of ``target``."""
+    (Llama 3 paper §3.4.3: 30% of the annealing mix from the candidate data set). ``own`` and ``others``
+    are the tokens of ``df`` per class: ``class_tokens`` when given (the tokenizer's real counts, e.g. a token
+    shards manifest's ``tokens_per_class``), else ``n_chars / chars_per_token``. A ValueError when the
+    corpus has no document (or no token) of ``target``."""
     if not 0.0 < share < 1.0:
         raise ValueError(f"share_weights: share must lie in (0, 1), got {share}")
-    tokens = doc_tokens(df, chars_per_token)
     is_target = (
         (df[column].astype(str) == target).to_numpy() if column in df.columns else np.zeros(len(df), bool)
     )
-    own, others = tokens[is_target].sum(), tokens[~is_target].sum()
-    if own == 0:
+    if class_tokens is not None:
+        own = float(class_tokens.get(target, 0))
+        others = float(sum(v for k, v in class_tokens.items() if k != target))
+    else:
+        tokens = doc_tokens(df, chars_per_token)
+        own, others = tokens[is_target].sum(), tokens[~is_target].sum()
+    if own == 0 or not is_target.any():
         raise ValueError(f"share_weights: no document of {column}={target!r} to give a {share:.0%} share")
     return np.where(is_target, share / (1.0 - share) * others / own, 1.0)
 

@@ -61,3 +61,12 @@ def test_the_candidate_class_gets_its_share_of_the_tokens():
     )
     with pytest.raises(ValueError, match="no document of domain='math_reasoning'"):
         share_weights(df, "math_reasoning", 0.3)
+
+
+def test_the_share_can_be_counted_in_real_tokens():
+    df = corpus()
+    w = share_weights(df, "code", 0.3, class_tokens={"code": 100, "general": 600, "multilingual": 100})
+    # 0.3 / 0.7 * 700 / 100 = 3 copies of each code document, the others once
+    assert w.tolist() == pytest.approx([1, 1, 3, 3, 1, 1, 1, 3])
+    with pytest.raises(ValueError, match="no document of domain='code'"):
+        share_weights(df, "code", 0.3, class_tokens={"general": 600})
