@@ -56,7 +56,13 @@ def eval_suite(cfg: DataValueConfig, corpus, shards, tokenizer, mc_items: McItem
 
 
 def anneal_and_score(
-    context, run: StageRun, torchrun, cfg: DataValueConfig, initial: HFCheckpoint, data: Path, suite: EvalSuite
+    context,
+    run: StageRun,
+    torchrun,
+    cfg: DataValueConfig,
+    initial: HFCheckpoint,
+    data: Path,
+    suite: EvalSuite,
 ) -> tuple[StageTraining, dict]:
     """Anneal ``initial``'s mid checkpoint on the token shards at ``data`` (``AnnealConfig.anneal_train``: LR
     linearly to 0, through the training engine like ``pretrain_annealed``) and score the result."""
@@ -96,7 +102,9 @@ def data_value_control(
     inputs = (pretrain_initial, curated_corpus, token_shards, tokenizer, mc_eval_items)
     with stage_run(context, mlflow, dvc, cfg, *inputs) as run:
         suite = eval_suite(cfg, curated_corpus, token_shards, tokenizer, mc_eval_items)
-        trained, scores = anneal_and_score(context, run, torchrun, cfg, pretrain_initial, token_shards.path, suite)
+        trained, scores = anneal_and_score(
+            context, run, torchrun, cfg, pretrain_initial, token_shards.path, suite
+        )
         mid_step = json.loads((pretrain_initial.path / "mid" / "step.json").read_text())["step"]
         seconds = round(time.perf_counter() - t0, 1)
         evals = {"scores": scores, "config": cfg.to_dict(), "mid_step": mid_step, "seconds": seconds}
@@ -108,7 +116,9 @@ def data_value_control(
         run.log_png(run.out_dir / "loss.png", "loss curve")
         numbers = {**_flat(scores), **trained.final, "mid_step": mid_step, "seconds": seconds}
         run.log_metrics(numbers)
-        summary = f"**Data-value control**: mid checkpoint (step {mid_step}) annealed on the unchanged mix\n\n"
+        summary = (
+            f"**Data-value control**: mid checkpoint (step {mid_step}) annealed on the unchanged mix\n\n"
+        )
         return run.result(
             num_records=int(trained.final.get("tokens_seen", 0)),
             summary=summary + md_table(numbers, ("metric", "value")),
@@ -122,7 +132,8 @@ def _control(data_value_control: HFCheckpoint, cfg: DataValueConfig) -> dict:
     if not cfg.same_anneal(DataValueConfig.from_dict(control["config"])):
         raise dg.Failure(
             f"data_value: data_value_control ({data_value_control.path}) was made with another annealing / "
-            "evaluation config than this run's; materialize data_value_control with the same config first"
+            "evaluation config than this run's; materialize data_value_control with the same config first",
+            allow_retries=False,
         )
     return control
 
@@ -134,7 +145,8 @@ def _candidate_shards(run, cfg, candidate: str, corpus, tokenizer, shards: Token
         raise dg.Failure(
             f"data_value: the token shards of snapshot {shards.partition} hold no training tokens of class "
             f"{candidate!r} (classes: {', '.join(f'{k}={v}' for k, v in sorted(class_tokens.items()))}): "
-            "there is nothing to value"
+            "there is nothing to value",
+            allow_retries=False,  # the retry policy is for crashed training runs, not for bad input
         )
 
     def make_mix(df, tok, out_dir, shard_cfg, c: DataValueConfig) -> dict:
@@ -178,7 +190,7 @@ def data_value(
     training tokens, against ``data_value_control`` (the same annealing on the unchanged mix): deltas
     (candidate - control) of held-out loss overall and per domain class, MC accuracy and normalized NLL
     (``value.parquet``, ``deltas.png``, ``evals.json``)."""
-    candidate = context.partition_key.keys_by_dimension["candidate"]
+    candidate = context.partition_key.keys_by_dimension["value_candidate"]
     cfg = resolve_data_value_config(config, token_shards)
     control = _control(data_value_control, cfg)
     t0 = time.perf_counter()
@@ -187,7 +199,9 @@ def data_value(
         run.log.set_tags({"candidate": candidate})
         mix_dir, mix = _candidate_shards(run, cfg, candidate, curated_corpus, tokenizer, token_shards)
         suite = eval_suite(cfg, curated_corpus, token_shards, tokenizer, mc_eval_items)
-        trained, scores = anneal_and_score(context, run, torchrun, cfg, pretrain_initial, mix_dir / "shards", suite)
+        trained, scores = anneal_and_score(
+            context, run, torchrun, cfg, pretrain_initial, mix_dir / "shards", suite
+        )
         table = value_table(scores, control["scores"])
         seconds = round(time.perf_counter() - t0, 1)
         share = float(mix["token_shares"].get(candidate, 0.0))
@@ -203,7 +217,9 @@ def data_value(
         return _report(run, candidate, table, scores, trained, share, seconds)
 
 
-def _report(run: StageRun, candidate, table, scores, trained: StageTraining, share, seconds) -> dg.MaterializeResult:
+def _report(
+    run: StageRun, candidate, table, scores, trained: StageTraining, share, seconds
+) -> dg.MaterializeResult:
     """MLflow metrics and the plot; the materialization's summary table and per-metric deltas."""
     run.log_png(run.out_dir / "deltas.png", "deltas vs control")
     deltas = {f"delta.{m}": float(d) for m, d in zip(table["metric"], table["delta"], strict=True)}
