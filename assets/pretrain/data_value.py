@@ -23,6 +23,7 @@ from assets.pretrain.training import (
     vocab_unset,
 )
 from assets.scaling.mc_items import McItems
+from assets.scaling.sweep import torch_threads
 from dagster_project.artifacts import CuratedCorpus, EvalTables, HFCheckpoint, Tokenizer, TokenShards
 from dagster_project.configs import dagster_config_for, resolve_config
 from dagster_project.partitions import DATA_VALUE, SNAPSHOT_OF_CANDIDATE
@@ -67,7 +68,8 @@ def anneal_and_score(
     """Anneal ``initial``'s mid checkpoint on the token shards at ``data`` (``AnnealConfig.anneal_train``: LR
     linearly to 0, through the training engine like ``pretrain_annealed``) and score the result."""
     trained = train_stage(context, run, torchrun, cfg.anneal.anneal_train(str(initial.path / "mid")), data)
-    return trained, model_scores(suite.evaluate(trained.work / "hf", niah=False))
+    with torch_threads(cfg.torch_threads):
+        return trained, model_scores(suite.evaluate(trained.work / "hf", niah=False))
 
 
 def _write_run(tmp: Path, trained: StageTraining) -> None:
@@ -150,7 +152,7 @@ def _candidate_shards(run, cfg, candidate: str, corpus, tokenizer, shards: Token
         )
 
     def make_mix(df, tok, out_dir, shard_cfg, c: DataValueConfig) -> dict:
-        return candidate_mix(df, tok, out_dir, shard_cfg, candidate, c.share, class_tokens)
+        return candidate_mix(df, tok, out_dir, shard_cfg, candidate, c.share, class_tokens, c.mix_tokens)
 
     return stage_mix(run, cfg, make_mix, corpus, tokenizer, shards)
 

@@ -102,6 +102,24 @@ def share_weights(
     return np.where(is_target, share / (1.0 - share) * others / own, 1.0)
 
 
+def to_token_budget(
+    df: pd.DataFrame,
+    weights: np.ndarray,
+    budget: float,
+    keep: np.ndarray | None = None,
+    chars_per_token: float = 4.0,
+) -> np.ndarray:
+    """``weights`` scaled down so the re-weighted documents outside ``keep`` hold about ``budget`` tokens
+    (``n_chars / chars_per_token``; never scaled up); rows in ``keep`` (e.g. the validation split) get at
+    least weight 1, so a stage that trains on a sample of its mix is still scored on the same documents.
+    Scaling every weight alike keeps the classes' shares in expectation."""
+    w = np.asarray(weights, dtype=np.float64)
+    kept = np.zeros(len(df), bool) if keep is None else np.asarray(keep, bool)
+    total = float((w * doc_tokens(df, chars_per_token))[~kept].sum())
+    scaled = w * min(1.0, budget / total) if total > 0 else w
+    return np.where(kept, np.maximum(scaled, 1.0), scaled)
+
+
 def realized_shares(
     df: pd.DataFrame, column: str = "domain", chars_per_token: float = 4.0
 ) -> dict[str, float]:

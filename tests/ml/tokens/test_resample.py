@@ -11,6 +11,7 @@ from ml.tokens.resample import (
     realized_shares,
     resample,
     share_weights,
+    to_token_budget,
 )
 
 
@@ -70,3 +71,14 @@ def test_the_share_can_be_counted_in_real_tokens():
     assert w.tolist() == pytest.approx([1, 1, 3, 3, 1, 1, 1, 3])
     with pytest.raises(ValueError, match="no document of domain='code'"):
         share_weights(df, "code", 0.3, class_tokens={"general": 600})
+
+
+def test_a_token_budget_scales_every_weight_alike_and_keeps_the_held_out_documents():
+    df = corpus()  # 2,000 tokens (chars / 4) at weight 1
+    keep = np.array([False] * 7 + [True])  # the last document (100 tokens) is held out
+    w = to_token_budget(df, np.ones(8), 475.0, keep=keep)
+    assert w.tolist() == [0.25] * 7 + [1.0]  # 1,900 training tokens scaled to 475
+    assert to_token_budget(df, np.ones(8), 10_000.0).tolist() == [1.0] * 8  # never scaled up
+    shares = share_weights(df, "code", 0.3)
+    scaled = to_token_budget(df, shares, 500.0)
+    assert scaled == pytest.approx(shares * 500 / (shares * df["text"].str.len() / 4).sum())
