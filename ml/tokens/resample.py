@@ -102,22 +102,43 @@ def share_weights(
     return np.where(is_target, share / (1.0 - share) * others / own, 1.0)
 
 
-def to_token_budget(
+def class_token_sample(
     df: pd.DataFrame,
-    weights: np.ndarray,
-    budget: float,
+    targets: Mapping[str, float],
+    class_tokens: Mapping[str, float],
     keep: np.ndarray | None = None,
-    chars_per_token: float = 4.0,
+    column: str = "domain",
+    seed: int = 0,
 ) -> np.ndarray:
-    """``weights`` scaled down so the re-weighted documents outside ``keep`` hold about ``budget`` tokens
-    (``n_chars / chars_per_token``; never scaled up); rows in ``keep`` (e.g. the validation split) get at
-    least weight 1, so a stage that trains on a sample of its mix is still scored on the same documents.
-    Scaling every weight alike keeps the classes' shares in expectation."""
-    w = np.asarray(weights, dtype=np.float64)
+    """Whole-number weights so each class ``c`` holds about ``targets[c]`` tokens outside ``keep``.
+
+    ``class_tokens[c]``: the tokens of ``c`` outside ``keep`` at weight 1 (e.g. a token shards manifest's
+    train split); a document's tokens are estimated as its characters times its class's tokens per
+    character. Every document of ``c`` gets ``floor(targets[c] / class_tokens[c])`` copies, then one more
+    in a seeded random order while that brings the class closer to its target, so each class lands within
+    one document of its target (a Bernoulli draw per document, as ``resample`` does for fractional weights,
+    leaves a small sample's shares far off). Rows in ``keep`` (the validation split) get weight 1, so a
+    stage trained on the sample is still scored on the same documents; classes not in ``targets`` get 0."""
     kept = np.zeros(len(df), bool) if keep is None else np.asarray(keep, bool)
-    total = float((w * doc_tokens(df, chars_per_token))[~kept].sum())
-    scaled = w * min(1.0, budget / total) if total > 0 else w
-    return np.where(kept, np.maximum(scaled, 1.0), scaled)
+    chars = doc_tokens(df, 1.0)
+    labels = df[column].fillna("unknown").astype(str).to_numpy()
+    weights = np.where(kept, 1.0, 0.0)
+    order = np.random.default_rng(seed).permutation(len(df))
+    for c, target in targets.items():
+        rows = np.flatnonzero((labels == c) & ~kept)
+        if not len(rows) or not class_tokens.get(c):
+            raise ValueError(f"class_token_sample: no training document or token of {column}={c!r}")
+        per_doc = chars[rows] * (float(class_tokens[c]) / chars[rows].sum())
+        whole = np.floor(target / float(class_tokens[c]))
+        weights[rows] = whole
+        left = target - whole * float(class_tokens[c])
+        pos = {r: i for i, r in enumerate(rows)}
+        for r in (r for r in order if r in pos):
+            if left <= 0 or abs(left - per_doc[pos[r]]) >= left:
+                continue
+            weights[r] += 1
+            left -= per_doc[pos[r]]
+    return weights
 
 
 def realized_shares(

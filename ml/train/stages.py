@@ -434,10 +434,18 @@ def candidate_mix(
 ) -> dict[str, Any]:
     """The default mix with ``share`` of the tokens from class ``candidate`` (Llama 3 paper §3.4.3: 30%);
     ``class_tokens``: the default mix's tokens per class (the main shards' train split), so the share holds
-    in real tokens rather than in characters / 4. ``budget_tokens`` > 0: a sample of about that many training
-    tokens drawn with the mix's weights (the validation documents all kept), for a run that reads few."""
-    weights = resample.share_weights(df, candidate, share, class_tokens=class_tokens)
-    if budget_tokens > 0:
+    in real tokens rather than in characters / 4. ``budget_tokens`` > 0 (needs ``class_tokens``): a sample of
+    about that many training tokens, each class at its share within a document (the validation documents
+    all kept), for a run that reads few tokens."""
+    if budget_tokens > 0 and class_tokens:
+        others = sum(v for k, v in class_tokens.items() if k != candidate)
+        targets = {
+            k: budget_tokens * (share if k == candidate else (1.0 - share) * v / others)
+            for k, v in class_tokens.items()
+            if v > 0
+        }
         val = assign_split(df["id"], shards.val_fraction, shards.seed, shards.min_val_docs)
-        weights = resample.to_token_budget(df, weights, budget_tokens, keep=val)
+        weights = resample.class_token_sample(df, targets, class_tokens, keep=val)
+    else:
+        weights = resample.share_weights(df, candidate, share, class_tokens=class_tokens)
     return _write_mix(resample.resample(df, weights), tok, out_dir, shards)

@@ -5,13 +5,13 @@ import pandas as pd
 import pytest
 
 from ml.tokens.resample import (
+    class_token_sample,
     class_weights,
     long_doc_weights,
     quality_weights,
     realized_shares,
     resample,
     share_weights,
-    to_token_budget,
 )
 
 
@@ -73,12 +73,20 @@ def test_the_share_can_be_counted_in_real_tokens():
         share_weights(df, "code", 0.3, class_tokens={"general": 600})
 
 
-def test_a_token_budget_scales_every_weight_alike_and_keeps_the_held_out_documents():
-    df = corpus()  # 2,000 tokens (chars / 4) at weight 1
-    keep = np.array([False] * 7 + [True])  # the last document (100 tokens) is held out
-    w = to_token_budget(df, np.ones(8), 475.0, keep=keep)
-    assert w.tolist() == [0.25] * 7 + [1.0]  # 1,900 training tokens scaled to 475
-    assert to_token_budget(df, np.ones(8), 10_000.0).tolist() == [1.0] * 8  # never scaled up
-    shares = share_weights(df, "code", 0.3)
-    scaled = to_token_budget(df, shares, 500.0)
-    assert scaled == pytest.approx(shares * 500 / (shares * df["text"].str.len() / 4).sum())
+def test_a_class_token_sample_meets_each_class_target_within_a_document():
+    df = corpus()
+    keep = (df["id"] == "d6").to_numpy()  # held out: weight 1, not counted
+    class_tokens = {"general": 1200, "code": 400, "multilingual": 100}  # outside keep, chars / 4
+    targets = {"code": 600, "general": 1300, "multilingual": 100}
+    w = class_token_sample(df, targets, class_tokens, keep=keep)
+    assert w[keep].tolist() == [1.0] and set(w) <= {1.0, 2.0}
+    tokens = (w * df["text"].str.len() / 4)[~keep]
+    # whole copies, then documents while they bring the class closer: code 400 + 200, general 1200 + 100
+    assert tokens.groupby(df["domain"][~keep]).sum().to_dict() == {
+        "code": 600.0,
+        "general": 1300.0,
+        "multilingual": 100.0,
+    }
+    assert w[df["id"] == "d1"].tolist() == [1.0]  # 1,000 tokens would overshoot general's last 100
+    with pytest.raises(ValueError, match="no training document or token of domain='math_reasoning'"):
+        class_token_sample(df, {"math_reasoning": 10}, class_tokens)

@@ -131,6 +131,12 @@ def test_the_candidate_class_holds_its_share_of_the_tokens_in_the_sampled_batche
     assert (loader.num_windows, loader.batches_per_epoch) == (7, 7)
     seen = torch.cat([next(loader).inputs.flatten() for _ in range(loader.batches_per_epoch)])
     assert (int((seen == 3).sum()), int((seen == 2).sum())) == (30, 70)
+    # a sample of ~40 training tokens: 12 code (one document), 28 general -> two 12-token documents (a third
+    # would overshoot by more than it falls short); the held-out document is kept
+    small = candidate_mix(
+        df, tok, tmp_path / "small", shards, "code", 0.3, main.tokens_per_class["train"], 40
+    )
+    assert small["token_shares"] == {"code": 12 / 36, "general": 24 / 36} and small["docs"] == 4
     # the held-out document stays the one general document, once
     assert TokenLoader(tmp_path / "mix", "val", batch_size=1, seq_len=11).stream.read(0, 12).tolist() == [
         0,
