@@ -32,7 +32,7 @@ from dagster_project.stage import StageRun, frame_md, md_table, stage_asset, sta
 from ml.eval.data_value import deltas_png, model_scores, value_table
 from ml.io import atomic_dir, atomic_write_bytes, atomic_write_text
 from ml.train.report import loss_curve_png
-from ml.train.stages import DataValueConfig, candidate_mix
+from ml.train.stages import DataValueConfig, candidate_mix, default_mix_sample
 
 DataValueRun = dagster_config_for(DataValueConfig)
 SNAPSHOT_INPUT = dg.AssetIn(partition_mapping=SNAPSHOT_OF_CANDIDATE)
@@ -82,6 +82,19 @@ def _flat(scores: dict, prefix: str = "") -> dict[str, float]:
     return out | {f"{prefix}heldout_loss.{c}": v for c, v in scores["class_loss"].items()}
 
 
+def _control_shards(run, cfg: DataValueConfig, corpus, tokenizer, shards: TokenShards) -> tuple:
+    """``(work dir or None, shards)``: the unchanged mix, sampled as the candidates are when ``mix_tokens``."""
+    if not cfg.mix_tokens:
+        return None, shards.path
+    class_tokens = shards.manifest["tokens_per_class"].get("train", {})
+
+    def make_mix(df, tok, out_dir, shard_cfg, c: DataValueConfig) -> dict:
+        return default_mix_sample(df, tok, out_dir, shard_cfg, class_tokens, c.mix_tokens)
+
+    mix_dir, _ = stage_mix(run, cfg, make_mix, corpus, tokenizer, shards)
+    return mix_dir, mix_dir / "shards"
+
+
 @training_asset()
 def data_value_control(
     context: dg.AssetExecutionContext,
@@ -96,7 +109,8 @@ def data_value_control(
     torchrun: TorchrunResource,
 ) -> dg.MaterializeResult:
     """The control of the data-value experiment (Llama 3 paper §3.4.3): ``pretrain_initial``'s mid-training
-    checkpoint annealed (LR linearly to 0) on the unchanged mix (``token_shards``), scored on the held-out
+    checkpoint annealed (LR linearly to 0) on the unchanged mix (``token_shards``, or a sample of it drawn
+    as the candidates' when ``mix_tokens`` is set), scored on the held-out
     documents (loss overall and per domain class) and the ``mc_eval_items``; every candidate class of
     ``data_value`` is compared with it. ``evals.json`` holds the scores and the config they were made with."""
     cfg = resolve_data_value_config(config, token_shards)
@@ -104,9 +118,8 @@ def data_value_control(
     inputs = (pretrain_initial, curated_corpus, token_shards, tokenizer, mc_eval_items)
     with stage_run(context, mlflow, dvc, cfg, *inputs) as run:
         suite = eval_suite(cfg, curated_corpus, token_shards, tokenizer, mc_eval_items)
-        trained, scores = anneal_and_score(
-            context, run, torchrun, cfg, pretrain_initial, token_shards.path, suite
-        )
+        mix_dir, data = _control_shards(run, cfg, curated_corpus, tokenizer, token_shards)
+        trained, scores = anneal_and_score(context, run, torchrun, cfg, pretrain_initial, data, suite)
         mid_step = json.loads((pretrain_initial.path / "mid" / "step.json").read_text())["step"]
         seconds = round(time.perf_counter() - t0, 1)
         evals = {"scores": scores, "config": cfg.to_dict(), "mid_step": mid_step, "seconds": seconds}
@@ -114,7 +127,7 @@ def data_value_control(
             copy_hf(trained.work / "hf", tmp / "hf", tokenizer.hf_files())
             _write_run(tmp, trained)
             atomic_write_text(tmp / "evals.json", json.dumps(evals, indent=2))
-        prune_work(run, [trained.work])
+        prune_work(run, [p for p in (mix_dir, trained.work) if p is not None])
         run.log_png(run.out_dir / "loss.png", "loss curve")
         numbers = {**_flat(scores), **trained.final, "mid_step": mid_step, "seconds": seconds}
         run.log_metrics(numbers)

@@ -422,6 +422,26 @@ def anneal_mix(
     return _write_mix(resample.resample(df, weights), tok, out_dir, shards)
 
 
+def mix_targets(
+    class_tokens: dict[str, float], budget: float, candidate: str | None = None, share: float = 0.0
+) -> dict[str, float]:
+    """Tokens per class of a ``budget``-token sample: the default mix's proportions (``class_tokens``), or
+    ``share`` of them for ``candidate`` and the rest in the other classes' default proportions."""
+    present = {k: float(v) for k, v in class_tokens.items() if v > 0}
+    others = sum(v for k, v in present.items() if k != candidate)
+    if candidate is None:
+        return {k: budget * v / others for k, v in present.items()}
+    return {k: budget * (share if k == candidate else (1.0 - share) * v / others) for k, v in present.items()}
+
+
+def _sample_mix(
+    df: pd.DataFrame, tok: Tokenizer, out_dir: Path, shards: ShardConfig, targets, class_tokens
+) -> dict[str, Any]:
+    val = assign_split(df["id"], shards.val_fraction, shards.seed, shards.min_val_docs)
+    weights = resample.class_token_sample(df, targets, class_tokens, keep=val)
+    return _write_mix(resample.resample(df, weights), tok, out_dir, shards)
+
+
 def candidate_mix(
     df: pd.DataFrame,
     tok: Tokenizer,
@@ -438,14 +458,21 @@ def candidate_mix(
     about that many training tokens, each class at its share within a document (the validation documents
     all kept), for a run that reads few tokens."""
     if budget_tokens > 0 and class_tokens:
-        others = sum(v for k, v in class_tokens.items() if k != candidate)
-        targets = {
-            k: budget_tokens * (share if k == candidate else (1.0 - share) * v / others)
-            for k, v in class_tokens.items()
-            if v > 0
-        }
-        val = assign_split(df["id"], shards.val_fraction, shards.seed, shards.min_val_docs)
-        weights = resample.class_token_sample(df, targets, class_tokens, keep=val)
-    else:
-        weights = resample.share_weights(df, candidate, share, class_tokens=class_tokens)
+        targets = mix_targets(class_tokens, budget_tokens, candidate, share)
+        return _sample_mix(df, tok, out_dir, shards, targets, class_tokens)
+    weights = resample.share_weights(df, candidate, share, class_tokens=class_tokens)
     return _write_mix(resample.resample(df, weights), tok, out_dir, shards)
+
+
+def default_mix_sample(
+    df: pd.DataFrame,
+    tok: Tokenizer,
+    out_dir: Path,
+    shards: ShardConfig,
+    class_tokens: dict[str, float],
+    budget_tokens: int,
+) -> dict[str, Any]:
+    """The unchanged mix as a sample of about ``budget_tokens`` training tokens drawn as ``candidate_mix``
+    draws its sample (each class at its default share): the control a sampled candidate is compared with."""
+    targets = mix_targets(class_tokens, budget_tokens)
+    return _sample_mix(df, tok, out_dir, shards, targets, class_tokens)

@@ -106,7 +106,7 @@ def test_the_candidate_class_holds_its_share_of_the_tokens_in_the_sampled_batche
 
     from ml.tokens.shards import ShardConfig, assign_split, write_token_shards
     from ml.train.data import TokenLoader
-    from ml.train.stages import candidate_mix
+    from ml.train.stages import candidate_mix, default_mix_sample
 
     shards = ShardConfig(val_fraction=0.1, seed=0)
     ids = [f"g{i}" for i in range(40)]
@@ -137,12 +137,23 @@ def test_the_candidate_class_holds_its_share_of_the_tokens_in_the_sampled_batche
         df, tok, tmp_path / "small", shards, "code", 0.3, main.tokens_per_class["train"], 40
     )
     assert small["token_shares"] == {"code": 12 / 36, "general": 24 / 36} and small["docs"] == 4
+    # the control's sample of the unchanged mix: 5 code tokens are nearer 0 than one 12-token document
+    control = default_mix_sample(df, tok, tmp_path / "control", shards, main.tokens_per_class["train"], 40)
+    assert control["token_shares"] == {"general": 1.0} and control["docs"] == 4  # 3 general + held out
     # the held-out document stays the one general document, once
     assert TokenLoader(tmp_path / "mix", "val", batch_size=1, seq_len=11).stream.read(0, 12).tolist() == [
         0,
         *[2] * 10,
         1,
     ]
+
+
+def test_mix_targets_split_a_token_budget_by_the_default_proportions():
+    from ml.train.stages import mix_targets
+
+    tokens = {"code": 100, "general": 500, "multilingual": 200, "math_reasoning": 0}
+    assert mix_targets(tokens, 1000, "code", 0.3) == {"code": 300, "general": 500, "multilingual": 200}
+    assert mix_targets(tokens, 1000) == {"code": 125, "general": 625, "multilingual": 250}
 
 
 def test_data_value_config_compares_everything_but_the_share():
