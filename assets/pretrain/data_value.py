@@ -83,16 +83,17 @@ def _flat(scores: dict, prefix: str = "") -> dict[str, float]:
 
 
 def _control_shards(run, cfg: DataValueConfig, corpus, tokenizer, shards: TokenShards) -> tuple:
-    """``(work dir or None, shards)``: the unchanged mix, sampled as the candidates are when ``mix_tokens``."""
+    """``(work dir or None, shards, mix report)``: the unchanged mix, sampled as the candidates' mixes are
+    when ``mix_tokens`` is set."""
     if not cfg.mix_tokens:
-        return None, shards.path
+        return None, shards.path, {"token_shares": shards.manifest["mix"].get("realized", {})}
     class_tokens = shards.manifest["tokens_per_class"].get("train", {})
 
     def make_mix(df, tok, out_dir, shard_cfg, c: DataValueConfig) -> dict:
         return default_mix_sample(df, tok, out_dir, shard_cfg, class_tokens, c.mix_tokens)
 
-    mix_dir, _ = stage_mix(run, cfg, make_mix, corpus, tokenizer, shards)
-    return mix_dir, mix_dir / "shards"
+    mix_dir, mix = stage_mix(run, cfg, make_mix, corpus, tokenizer, shards)
+    return mix_dir, mix_dir / "shards", mix
 
 
 @training_asset()
@@ -118,11 +119,17 @@ def data_value_control(
     inputs = (pretrain_initial, curated_corpus, token_shards, tokenizer, mc_eval_items)
     with stage_run(context, mlflow, dvc, cfg, *inputs) as run:
         suite = eval_suite(cfg, curated_corpus, token_shards, tokenizer, mc_eval_items)
-        mix_dir, data = _control_shards(run, cfg, curated_corpus, tokenizer, token_shards)
+        mix_dir, data, mix = _control_shards(run, cfg, curated_corpus, tokenizer, token_shards)
         trained, scores = anneal_and_score(context, run, torchrun, cfg, pretrain_initial, data, suite)
         mid_step = json.loads((pretrain_initial.path / "mid" / "step.json").read_text())["step"]
         seconds = round(time.perf_counter() - t0, 1)
-        evals = {"scores": scores, "config": cfg.to_dict(), "mid_step": mid_step, "seconds": seconds}
+        evals = {
+            "scores": scores,
+            "config": cfg.to_dict(),
+            "mid_step": mid_step,
+            "seconds": seconds,
+            "mix": mix,
+        }
         with atomic_dir(run.out_dir) as tmp:
             copy_hf(trained.work / "hf", tmp / "hf", tokenizer.hf_files())
             _write_run(tmp, trained)

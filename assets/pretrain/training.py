@@ -122,7 +122,7 @@ def train_stage(
 ) -> StageTraining:
     """Run (or resume, or find finished) ``cfg`` on the token shards at ``data``; log its curves as
     ``<name>/<metric>`` in MLflow."""
-    work = work_dir(run, cfg, name)
+    work = work_dir(run, cfg, f"{name}@{data}")  # resumes only the same run on the same token shards
     atomic_write_text(work / "train_config.yaml", cfg.to_yaml())
     args = ["--config", str(work / "train_config.yaml"), "--data", str(data), "--out", str(work)]
     log = work / "launches.jsonl"

@@ -309,11 +309,13 @@ class DataValueConfig(StageConfig):
     torch_threads: int = 1
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
-        # 16 steps x 4 x 256 tokens from the 50% checkpoint, 200 MC items, documents cut to 256 tokens
-        # (chosen for time: measured 60 s for the four classes and 14 s for the control on the 2-core CPU,
-        # see the asset's summary for each run's seconds). Peak LR 3e-4: the mid checkpoint's own LR
-        # (1.2e-3) with fresh AdamW moments raised held-out loss by 0.09 nats over 24 steps; 3e-4 kept it
-        # level (measured on the tiny mid checkpoint).
+        # 16 steps x 4 x 256 tokens from the 50% checkpoint, 200 MC items, documents cut to 256 tokens (chosen
+        # for time). Measured with `lifecycle run --select data_value_control data_value` on the 2-core CPU
+        # while two other runs shared it (load average 7-10): control 24 s, the four classes 117 s (26-32 s
+        # each: ~5 s training, ~4 s starting the training process, ~6 s scoring, the rest sampling and
+        # tokenizing the mix and Dagster's run) -- not the 60 s aimed for. Peak LR 3e-4: the mid
+        # checkpoint's own LR (1.2e-3) with fresh AdamW moments raised held-out loss by 0.09 nats over 24
+        # steps; 3e-4 kept it level (measured on the tiny mid checkpoint).
         "tiny": dict(
             anneal=dict(
                 preset="tiny",
@@ -330,7 +332,8 @@ class DataValueConfig(StageConfig):
             mc_items=200,
             max_doc_tokens=256,
             # 16x the 16,384 tokens the anneal reads: tokenizing the whole re-weighted corpus per class
-            # took ~15 s of each class's ~35 s (measured on the loaded 2-core CPU)
+            # took ~15 s of each class's ~35 s (measured on the loaded CPU); each class lands within a
+            # document of its share (measured 0.27-0.33 for 0.3)
             mix_tokens=262_144,
         ),
         "small": dict(anneal="small", heldout_seq_len=1024, max_doc_tokens=8192),
