@@ -29,7 +29,7 @@ from dagster_project.configs import dagster_config_for, resolve_config
 from dagster_project.partitions import DATA_VALUE, SNAPSHOT_OF_CANDIDATE
 from dagster_project.resources import DvcResource, MlflowResource, TorchrunResource
 from dagster_project.stage import StageRun, frame_md, md_table, stage_asset, stage_run
-from ml.eval.data_value import deltas_png, model_scores, value_table
+from ml.eval.data_value import deltas_png, model_scores, noise_floor, value_table, with_noise
 from ml.io import atomic_dir, atomic_write_bytes, atomic_write_text
 from ml.train.report import loss_curve_png
 from ml.train.stages import DataValueConfig, candidate_mix, default_mix_sample
@@ -64,10 +64,15 @@ def anneal_and_score(
     initial: HFCheckpoint,
     data: Path,
     suite: EvalSuite,
+    seed_offset: int = 0,
 ) -> tuple[StageTraining, dict]:
     """Anneal ``initial``'s mid checkpoint on the token shards at ``data`` (``AnnealConfig.anneal_train``: LR
-    linearly to 0, through the training engine like ``pretrain_annealed``) and score the result."""
-    trained = train_stage(context, run, torchrun, cfg.anneal.anneal_train(str(initial.path / "mid")), data)
+    linearly to 0, through the training engine like ``pretrain_annealed``) and score the result;
+    ``seed_offset`` > 0: another data order (a repeat for the noise floor, its curves ``noise<k>/...``)."""
+    train = cfg.anneal.anneal_train(str(initial.path / "mid"))
+    train = train.replace(seed=train.seed + seed_offset) if seed_offset else train
+    name = f"noise{seed_offset}" if seed_offset else ""
+    trained = train_stage(context, run, torchrun, train, data, name)
     with torch_threads(cfg.torch_threads):
         return trained, model_scores(suite.evaluate(trained.work / "hf", niah=False))
 
@@ -121,6 +126,11 @@ def data_value_control(
         suite = eval_suite(cfg, curated_corpus, token_shards, tokenizer, mc_eval_items)
         mix_dir, data, mix = _control_shards(run, cfg, curated_corpus, tokenizer, token_shards)
         trained, scores = anneal_and_score(context, run, torchrun, cfg, pretrain_initial, data, suite)
+        repeats = [
+            anneal_and_score(context, run, torchrun, cfg, pretrain_initial, data, suite, k)
+            for k in range(1, cfg.noise_seeds + 1)
+        ]
+        noise = noise_floor([r[1] for r in repeats], scores)
         mid_step = json.loads((pretrain_initial.path / "mid" / "step.json").read_text())["step"]
         seconds = round(time.perf_counter() - t0, 1)
         evals = {
@@ -129,14 +139,16 @@ def data_value_control(
             "mid_step": mid_step,
             "seconds": seconds,
             "mix": mix,
+            "noise": noise,
         }
         with atomic_dir(run.out_dir) as tmp:
             copy_hf(trained.work / "hf", tmp / "hf", tokenizer.hf_files())
             _write_run(tmp, trained)
             atomic_write_text(tmp / "evals.json", json.dumps(evals, indent=2))
-        prune_work(run, [p for p in (mix_dir, trained.work) if p is not None])
+        prune_work(run, [p for p in (mix_dir, trained.work, *(r[0].work for r in repeats)) if p is not None])
         run.log_png(run.out_dir / "loss.png", "loss curve")
         numbers = {**_flat(scores), **trained.final, "mid_step": mid_step, "seconds": seconds}
+        numbers.update({f"noise.{k}": v for k, v in noise.items()})
         run.log_metrics(numbers)
         summary = (
             f"**Data-value control**: mid checkpoint (step {mid_step}) annealed on the unchanged mix\n\n"
@@ -224,7 +236,7 @@ def data_value(
         trained, scores = anneal_and_score(
             context, run, torchrun, cfg, pretrain_initial, mix_dir / "shards", suite
         )
-        table = value_table(scores, control["scores"])
+        table = with_noise(value_table(scores, control["scores"]), control.get("noise", {}))
         seconds = round(time.perf_counter() - t0, 1)
         share = float(mix["token_shares"].get(candidate, 0.0))
         with atomic_dir(run.out_dir) as tmp:
@@ -232,7 +244,8 @@ def data_value(
             atomic_write_bytes(tmp / "deltas.png", deltas_png(table, candidate))
             _write_run(tmp, trained)
             evals = {"candidate": candidate, "scores": scores, "control": control["scores"],
-                     "deltas": dict(zip(table["metric"], table["delta"], strict=True)), "mix": mix,
+                     "deltas": dict(zip(table["metric"], table["delta"], strict=True)),
+                "noise": control.get("noise", {}), "mix": mix,
                      "realized_share": share, "seconds": seconds}  # fmt: skip
             atomic_write_text(tmp / "evals.json", json.dumps(evals, indent=2))
         prune_work(run, [mix_dir, trained.work])
@@ -249,7 +262,8 @@ def _report(
     run.log_metrics({**numbers, **trained.final})
     summary = (
         f"**Data value of `{candidate}`**: {share:.1%} of the annealing tokens (the rest: the default mix); "
-        "delta = candidate - control (negative loss / NLL or positive accuracy: the data helped)\n\n"
+        "delta = candidate - control (negative loss / NLL or positive accuracy: the data helped); noise = the "
+        "largest |delta| of the control re-annealed with other data-order seeds\n\n"
         + frame_md(table.set_index("metric"))
     )
     return run.result(

@@ -53,6 +53,22 @@ def value_table(candidate: Mapping[str, Any], control: Mapping[str, Any]) -> pd.
     return table.assign(delta=table["candidate"] - table["control"])
 
 
+def noise_floor(repeats: list[Mapping[str, Any]], control: Mapping[str, Any]) -> dict[str, float]:
+    """The largest ``|delta|`` per metric of the control re-annealed on the same mix with other data-order
+    seeds (``repeats``) against the control: a candidate's delta within it is not a measured value."""
+    if not repeats:
+        return {}
+    tables = [value_table(r, control) for r in repeats]
+    deltas = pd.concat([t.set_index("metric")["delta"].abs() for t in tables], axis=1)
+    return {str(m): float(v) for m, v in deltas.max(axis=1).items()}
+
+
+def with_noise(table: pd.DataFrame, noise: Mapping[str, float]) -> pd.DataFrame:
+    """``table`` with ``noise`` (NaN where not measured) and ``beyond_noise`` (``|delta| > noise``)."""
+    floor = table["metric"].map(lambda m: noise.get(m, np.nan)).astype(float)
+    return table.assign(noise=floor, beyond_noise=table["delta"].abs() > floor)
+
+
 def deltas_png(table: pd.DataFrame, candidate: str) -> bytes:
     """Bars of the held-out loss delta overall and per class, and the MC deltas, for one candidate."""
     loss = table[table["metric"].str.startswith("heldout_loss")]

@@ -307,6 +307,8 @@ class DataValueConfig(StageConfig):
     # intra-op torch threads while scoring (0 = torch's default). 1: on the 2 shared cores two threads
     # scored the tiny eval in 68 s instead of 6 s (measured under load)
     torch_threads: int = 1
+    # the control is re-annealed with this many other data-order seeds: the deltas' noise floor (chosen)
+    noise_seeds: int = 1
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         # 16 steps x 4 x 256 tokens from the 50% checkpoint, 200 MC items, documents cut to 256 tokens (chosen
@@ -348,10 +350,9 @@ class DataValueConfig(StageConfig):
     def __post_init__(self) -> None:
         if not 0.0 < self.share < 1.0:
             raise ConfigError(f"DataValueConfig.share must lie in (0, 1), got {self.share}")
-        if self.mc_items < 0 or self.torch_threads < 0:
-            raise ConfigError(
-                f"DataValueConfig.mc_items and torch_threads must be >= 0, got {self.mc_items}, {self.torch_threads}"
-            )
+        for name in ("mc_items", "torch_threads", "noise_seeds"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"DataValueConfig.{name} must be >= 0, got {getattr(self, name)}")
 
     def same_anneal(self, other: DataValueConfig) -> bool:
         """Whether ``other`` anneals and evaluates the same way (everything but the candidate ``share``)."""

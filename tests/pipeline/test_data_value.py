@@ -97,6 +97,11 @@ def test_every_candidate_class_is_annealed_against_one_control(upstream):
         (upstream / "data" / "token_shards" / "snap-1" / "manifest.json").read_text()
     )
     assert control["mid_step"] == 3  # the initial run's checkpoint at mid_fraction 0.5 of 6 steps
+    # the noise floor: the control re-annealed with one other data-order seed (noise_seeds = 1)
+    assert set(control["noise"]) == {"heldout_loss", "mc_accuracy", "mc_normalized_nll"} | {
+        f"heldout_loss[{c}]" for c in ("code", "general")
+    }
+    assert control["noise"]["heldout_loss"] > 0
     for candidate in ("code", "general"):
         ev = _evals(upstream, candidate)
         assert ev["control"] == control["scores"]  # compared with the one control
@@ -114,6 +119,7 @@ def test_every_candidate_class_is_annealed_against_one_control(upstream):
         assert abs(ev["realized_share"] - 0.3) < abs(default - 0.3) / 2
         table = pd.read_parquet(upstream / "data" / "data_value" / "snap-1" / candidate / "value.parquet")
         assert len(table) == 5 and table["delta"].tolist()[0] == ev["deltas"]["heldout_loss"]
+        assert dict(zip(table["metric"], table["noise"], strict=True)) == control["noise"] == ev["noise"]
         rows = [json.loads(x) for x in (upstream / "data" / "data_value" / "snap-1" / candidate /
                                         "metrics.jsonl").read_text().splitlines()]  # fmt: skip
         assert [r["step"] for r in rows] == [1, 2, 3, 4] and rows[-1]["lr"] == 0.0

@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from ml.eval.data_value import deltas_png, model_scores, value_table
+from ml.eval.data_value import deltas_png, model_scores, noise_floor, value_table, with_noise
 
 
 def _evals(loss: float, code: float, general: float, acc: float, nll: float) -> dict:
@@ -46,3 +46,23 @@ def test_deltas_are_candidate_minus_control_per_metric_and_class():
 def test_scores_need_per_class_loss_and_mc():
     with pytest.raises(ValueError, match="needs held-out loss per group and MC scores"):
         model_scores({"heldout_loss": 5.0, "mc": {"accuracy": 0.3, "normalized_nll": 2.0}})
+
+
+def test_the_noise_floor_is_the_largest_repeat_delta_and_marks_deltas_beyond_it():
+    control = model_scores(_evals(5.5, 5.0, 5.75, 0.25, 2.25))
+    repeats = [
+        model_scores(_evals(5.25, 5.125, 5.75, 0.25, 2.5)),
+        model_scores(_evals(5.625, 5.0, 5.5, 0.5, 2.25)),
+    ]
+    noise = noise_floor(repeats, control)
+    assert noise == {
+        "heldout_loss": 0.25,
+        "mc_accuracy": 0.25,
+        "mc_normalized_nll": 0.25,
+        "heldout_loss[code]": 0.125,
+        "heldout_loss[general]": 0.25,
+    }
+    assert noise_floor([], control) == {}
+    table = with_noise(value_table(model_scores(_evals(5.0, 5.0, 5.75, 0.375, 2.25)), control), noise)
+    assert table["beyond_noise"].tolist() == [True, False, False, False, False]  # 0.5 > 0.25, 0.125 <= 0.25
+    assert table["noise"].tolist() == [0.25, 0.25, 0.25, 0.125, 0.25]
