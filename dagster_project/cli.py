@@ -68,13 +68,15 @@ def run_config(selection: list[str], preset: str | None, ops: dict | None = None
 
 def phases(selection: list[str]) -> list[tuple[str, list[str]]]:
     """``(job, assets)`` in dependency order: the snapshot assets the sweep does not feed, the sweep's cells,
-    the snapshot assets downstream of the sweep (a Dagster job has one partition scheme)."""
+    the snapshot assets downstream of the sweep, the data-value experiment's candidate classes (a Dagster
+    job has one partition scheme)."""
     from dagster_project.definitions import defs
-    from dagster_project.jobs import SWEEP_JOB, on_scheme
-    from dagster_project.partitions import SWEEP
+    from dagster_project.jobs import DATA_VALUE_JOB, SWEEP_JOB, on_scheme
+    from dagster_project.partitions import DATA_VALUE, SWEEP
 
     graph = defs.resolve_asset_graph()
     sweep = {k.to_user_string() for a in on_scheme(SWEEP) for k in a.keys}
+    candidates = {k.to_user_string() for a in on_scheme(DATA_VALUE) for k in a.keys}
     after: set[str] = set()
     todo = [child for name in sweep for child in graph.get(_key(name)).child_keys]
     while todo:
@@ -83,9 +85,10 @@ def phases(selection: list[str]) -> list[tuple[str, list[str]]]:
             after.add(key.to_user_string())
             todo.extend(graph.get(key).child_keys)
     out = [
-        ("lifecycle", [n for n in selection if n not in sweep and n not in after]),
+        ("lifecycle", [n for n in selection if n not in sweep | after | candidates]),
         (SWEEP_JOB, [n for n in selection if n in sweep]),
-        ("lifecycle", [n for n in selection if n in after]),
+        ("lifecycle", [n for n in selection if n in after - candidates]),
+        (DATA_VALUE_JOB, [n for n in selection if n in candidates]),  # leaves: every class, last
     ]
     return [(job, names) for job, names in out if names]
 
@@ -161,12 +164,24 @@ def _run_cells(snapshot: str, names: list[str], preset: str | None, ops: dict | 
         pool.join()
 
 
+def _run_candidates(snapshot: str, names: list[str], preset: str | None, ops: dict | None) -> list[dict]:
+    """Every candidate class of the data-value experiment for ``snapshot``, one run each, one at a time."""
+    from dagster_project.jobs import DATA_VALUE_JOB
+    from dagster_project.partitions import CANDIDATES, data_value_partition
+
+    return [
+        _execute(DATA_VALUE_JOB, data_value_partition(snapshot, c), names, preset, ops)
+        for c in CANDIDATES.get_partition_keys()
+    ]
+
+
 def materialize_lifecycle(
     selection: list[str] | None, partition: str, preset: str | None = None, ops: dict | None = None
 ) -> list[dict]:
     """Every selected asset for snapshot ``partition`` in dependency order; one summary per Dagster run.
     ``ops`` holds run-config fields per asset (``{"tokenizer": {"config": {...}}}``)."""
     from dagster_project.definitions import stage_names
+    from dagster_project.jobs import DATA_VALUE_JOB
     from dagster_project.partitions import SNAPSHOTS
 
     instance = _instance()
@@ -176,6 +191,8 @@ def materialize_lifecycle(
     for job, names in phases(selection or stage_names()):
         if job == "lifecycle":
             runs.append(_execute(job, partition, names, preset, ops))
+        elif job == DATA_VALUE_JOB:
+            runs.extend(_run_candidates(partition, names, preset, ops))
         else:
             runs.extend(_run_cells(partition, names, preset, ops))
         if not all(r["success"] for r in runs):

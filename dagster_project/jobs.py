@@ -4,6 +4,8 @@
 * ``sweep_cells``: the scaling sweep (snapshot × sweep cell), one cell per run — a backfill runs cells in
   parallel; ``lifecycle run`` (dagster_project/cli.py) runs the three in order: the snapshot assets up to
   the sweep, the sweep's cells, the snapshot assets after it;
+* ``data_value_candidates``: the data-value annealing experiment (snapshot × candidate class), one class
+  per run; ``lifecycle run`` runs every class after the other phases;
 * one ``<domain>_pipeline`` job per domain group (its snapshot-partitioned assets).
 """
 
@@ -12,9 +14,10 @@ from __future__ import annotations
 import dagster as dg
 
 from dagster_project.discovery import ASSETS
-from dagster_project.partitions import SNAPSHOTS, SWEEP
+from dagster_project.partitions import DATA_VALUE, SNAPSHOTS, SWEEP
 
 SWEEP_JOB = "sweep_cells"
+DATA_VALUE_JOB = "data_value_candidates"
 
 
 def _keys(assets: list[dg.AssetsDefinition]) -> list[dg.AssetKey]:
@@ -55,5 +58,11 @@ sweep_job = dg.define_asset_job(
     partitions_def=SWEEP,
     description="One IsoFLOP sweep cell of one snapshot per run; backfill the grid to run cells in parallel.",
 )
+data_value_job = dg.define_asset_job(
+    DATA_VALUE_JOB,
+    selection=dg.AssetSelection.assets(*_keys(on_scheme(DATA_VALUE))),
+    partitions_def=DATA_VALUE,
+    description="One candidate class of the data-value annealing experiment of one snapshot per run.",
+)
 DOMAIN_JOBS = {group: _domain_job(group, assets) for group, assets in _groups().items()}
-JOBS = [lifecycle_job, sweep_job, *DOMAIN_JOBS.values()]
+JOBS = [lifecycle_job, sweep_job, data_value_job, *DOMAIN_JOBS.values()]

@@ -9,6 +9,10 @@
   a rerun cell are partitions of the one asset, and a backfill runs cells in parallel. The sweep reads its
   snapshot's token shards, and the fit (partitioned by snapshot) reads its snapshot's cells, through
   ``SNAPSHOT_OF_CELL`` (the ``snapshot`` dimension).
+* ``DATA_VALUE`` (multi-dimensional): crawl snapshot × candidate class (dimension ``value_candidate``: the
+  curated corpus's domain classes, ``ml.curate.domain.DOMAINS``), one data-value annealing run per class
+  (Llama 3 paper §3.4.3), keyed ``<snapshot>|<class>`` (dimensions sort by name) and stored under
+  ``<snapshot>/<class>``; it reads its snapshot's assets through ``SNAPSHOT_OF_CANDIDATE``.
 * ``ROUNDS`` (static): post-training rounds (Llama 3 paper §4.1: six rounds of reward model, rejection
   sampling, SFT and DPO); round k reads round k-1 through ``previous_round()``.
 """
@@ -48,6 +52,19 @@ def register_sweep_cells(
     for cell in stale:
         instance.delete_dynamic_partition(SWEEP_CELLS.name, cell)
     return stale
+
+
+# the domain classes of ml/curate/domain.py (DOMAINS; a test keeps them equal), written out so that every
+# asset's code version (all import this module) does not depend on the domain classifier's source
+CANDIDATES = dg.StaticPartitionsDefinition(["general", "code", "math_reasoning", "multilingual"])
+DATA_VALUE = dg.MultiPartitionsDefinition({"snapshot": SNAPSHOTS, "value_candidate": CANDIDATES})
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", dg.BetaWarning)
+    SNAPSHOT_OF_CANDIDATE = dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name="snapshot")
+
+
+def data_value_partition(snapshot: str, candidate: str) -> dg.MultiPartitionKey:
+    return dg.MultiPartitionKey({"snapshot": snapshot, "value_candidate": candidate})
 
 
 NUM_ROUNDS = 6

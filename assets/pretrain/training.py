@@ -19,7 +19,7 @@ import pandas as pd
 
 from dagster_project.artifacts import CuratedCorpus, DocShards, HFCheckpoint, Tokenizer, TokenShards
 from dagster_project.configs import resolve_config
-from dagster_project.home import lifecycle_home
+from dagster_project.home import lifecycle_home, partition_dirname
 from dagster_project.partitions import SNAPSHOTS
 from dagster_project.resources import TorchrunResource
 from dagster_project.stage import StageRun, stage_asset
@@ -102,7 +102,7 @@ def work_dir(run: StageRun, cfg: StageConfig, name: str = "") -> Path:
 
 
 def work_root(run: StageRun) -> Path:
-    return lifecycle_home() / "data" / "_work" / run.asset / (run.partition or "all")
+    return lifecycle_home() / "data" / "_work" / run.asset / partition_dirname(run.partition)
 
 
 def prune_work(run: StageRun, keep: list[Path]) -> None:
@@ -122,7 +122,7 @@ def train_stage(
 ) -> StageTraining:
     """Run (or resume, or find finished) ``cfg`` on the token shards at ``data``; log its curves as
     ``<name>/<metric>`` in MLflow."""
-    work = work_dir(run, cfg, name)
+    work = work_dir(run, cfg, f"{name}@{data}")  # resumes only the same run on the same token shards
     atomic_write_text(work / "train_config.yaml", cfg.to_yaml())
     args = ["--config", str(work / "train_config.yaml"), "--data", str(data), "--out", str(work)]
     log = work / "launches.jsonl"

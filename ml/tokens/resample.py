@@ -72,23 +72,73 @@ def class_weights(df: pd.DataFrame, factors: Mapping[str, float], column: str = 
 
 
 def share_weights(
-    df: pd.DataFrame, target: str, share: float, column: str = "domain", chars_per_token: float = 4.0
+    df: pd.DataFrame,
+    target: str,
+    share: float,
+    column: str = "domain",
+    chars_per_token: float = 4.0,
+    class_tokens: Mapping[str, float] | None = None,
 ) -> np.ndarray:
     """Weights giving class ``target`` a ``share`` of the tokens and the rest ``1 - share`` in their own mix.
 
     The other classes keep weight 1; the target class is scaled by ``share / (1 - share) * others / own``
-    (Llama 3 paper §3.4.3: 30% of the annealing mix from the candidate data set). A ValueError when the
-    corpus has no document of ``target``."""
+    (Llama 3 paper §3.4.3: 30% of the annealing mix from the candidate data set). ``own`` and ``others``
+    are the tokens of ``df`` per class: ``class_tokens`` when given (the tokenizer's real counts, e.g. a token
+    shards manifest's ``tokens_per_class``), else ``n_chars / chars_per_token``. A ValueError when the
+    corpus has no document (or no token) of ``target``."""
     if not 0.0 < share < 1.0:
         raise ValueError(f"share_weights: share must lie in (0, 1), got {share}")
-    tokens = doc_tokens(df, chars_per_token)
     is_target = (
         (df[column].astype(str) == target).to_numpy() if column in df.columns else np.zeros(len(df), bool)
     )
-    own, others = tokens[is_target].sum(), tokens[~is_target].sum()
-    if own == 0:
+    if class_tokens is not None:
+        own = float(class_tokens.get(target, 0))
+        others = float(sum(v for k, v in class_tokens.items() if k != target))
+    else:
+        tokens = doc_tokens(df, chars_per_token)
+        own, others = tokens[is_target].sum(), tokens[~is_target].sum()
+    if own == 0 or not is_target.any():
         raise ValueError(f"share_weights: no document of {column}={target!r} to give a {share:.0%} share")
     return np.where(is_target, share / (1.0 - share) * others / own, 1.0)
+
+
+def class_token_sample(
+    df: pd.DataFrame,
+    targets: Mapping[str, float],
+    class_tokens: Mapping[str, float],
+    keep: np.ndarray | None = None,
+    column: str = "domain",
+    seed: int = 0,
+) -> np.ndarray:
+    """Whole-number weights so each class ``c`` holds about ``targets[c]`` tokens outside ``keep``.
+
+    ``class_tokens[c]``: the tokens of ``c`` outside ``keep`` at weight 1 (e.g. a token shards manifest's
+    train split); a document's tokens are estimated as its characters times its class's tokens per
+    character. Every document of ``c`` gets ``floor(targets[c] / class_tokens[c])`` copies, then one more
+    in a seeded random order while that brings the class closer to its target, so each class lands within
+    one document of its target (a Bernoulli draw per document, as ``resample`` does for fractional weights,
+    leaves a small sample's shares far off). Rows in ``keep`` (the validation split) get weight 1, so a
+    stage trained on the sample is still scored on the same documents; classes not in ``targets`` get 0."""
+    kept = np.zeros(len(df), bool) if keep is None else np.asarray(keep, bool)
+    chars = doc_tokens(df, 1.0)
+    labels = df[column].fillna("unknown").astype(str).to_numpy()
+    weights = np.where(kept, 1.0, 0.0)
+    order = np.random.default_rng(seed).permutation(len(df))
+    for c, target in targets.items():
+        rows = np.flatnonzero((labels == c) & ~kept)
+        if not len(rows) or not class_tokens.get(c):
+            raise ValueError(f"class_token_sample: no training document or token of {column}={c!r}")
+        per_doc = chars[rows] * (float(class_tokens[c]) / chars[rows].sum())
+        whole = np.floor(target / float(class_tokens[c]))
+        weights[rows] = whole
+        left = target - whole * float(class_tokens[c])
+        pos = {r: i for i, r in enumerate(rows)}
+        for r in (r for r in order if r in pos):
+            if left <= 0 or abs(left - per_doc[pos[r]]) >= left:
+                continue
+            weights[r] += 1
+            left -= per_doc[pos[r]]
+    return weights
 
 
 def realized_shares(

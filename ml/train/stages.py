@@ -26,7 +26,7 @@ from ml.config import ConfigError, StageConfig
 from ml.eval.multiple_choice import MultipleChoiceConfig
 from ml.eval.niah import NiahConfig
 from ml.tokens import resample
-from ml.tokens.shards import ShardConfig, write_token_shards
+from ml.tokens.shards import ShardConfig, assign_split, read_manifest, write_token_shards
 from ml.train.config import TrainConfig
 
 # The paper's ramp (ml/train/schedule.py PAPER_405B_RAMP) doubles the sequence length once early (after
@@ -294,34 +294,72 @@ class AverageConfig(StageConfig):
 @dataclasses.dataclass(frozen=True)
 class DataValueConfig(StageConfig):
     """Anneal the mid-training checkpoint on the default mix with ``share`` of one candidate class
-    (Llama 3 paper §3.4.3: 30%), next to the same annealing on the default mix alone."""
+    (Llama 3 paper §3.4.3: 30%), next to the same annealing on the default mix alone (the control); both
+    are scored on the same held-out documents and multiple-choice items."""
 
     anneal: AnnealConfig = AnnealConfig()
     share: float = 0.3
-    mc: MultipleChoiceConfig = MultipleChoiceConfig()
+    mc_items: int = 0  # the first this many items of ``mc_eval_items`` are scored (0 = all)
+    # the candidate's mix is a sample of about this many training tokens (0 = the whole re-weighted corpus)
+    mix_tokens: int = 0
     heldout_seq_len: int = 256
     max_doc_tokens: int = 1024  # held-out documents are scored on their first tokens (chosen: eval time)
+    # intra-op torch threads while scoring (0 = torch's default). 1: on the 2 shared cores two threads
+    # scored the tiny eval in 68 s instead of 6 s (measured under load)
+    torch_threads: int = 1
+    # the control is re-annealed with this many other data-order seeds: the deltas' noise floor is the
+    # largest change they make (chosen). On tiny, neither repeat changed MC accuracy (floor 0: a candidate's
+    # one-item change of 200 shows as beyond it), so read MC deltas there against their 200 items
+    noise_seeds: int = 2
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
-        # 40 steps x 8 x 256 tokens from the 50% checkpoint; 200 MC items (chosen: about 1 minute per class)
+        # 16 steps x 4 x 256 tokens from the 50% checkpoint, 200 MC items, documents cut to 256 tokens (chosen
+        # for time). Measured with `lifecycle run --select data_value_control data_value` on the 2-core CPU
+        # while two other runs shared it (load average 6-10): control 46 s (three anneals: the control and
+        # two noise repeats), the four classes 103 s (22-29 s each: ~5 s training, ~4 s starting the training
+        # process, ~6 s scoring, the rest sampling and tokenizing the mix and Dagster's run) -- not the 60 s
+        # aimed for. Peak LR 3e-4: the mid checkpoint's own LR (1.2e-3) with fresh AdamW moments raised
+        # held-out loss by 0.09 nats over 24 steps; 3e-4 kept it level (measured on the tiny mid checkpoint).
+        # At this size the deltas are within the noise: the control re-annealed with data-order seeds 1 and 2
+        # (by hand) moved held-out loss by
+        # -0.002 and -0.005 nats, per-class loss by up to 0.026 and MC accuracy by up to 0.01, as much as
+        # the candidate classes did (measured); small and up anneal long enough to resolve a class's value.
         "tiny": dict(
             anneal=dict(
                 preset="tiny",
                 train=dict(
-                    steps=40, data=dict(batch_size=8, seq_len=256), eval_every=40, ckpt_every=40, keep_last=1
+                    steps=16,
+                    optimizer=dict(lr=3e-4),
+                    data=dict(batch_size=4, seq_len=256),
+                    eval_every=16,
+                    eval_batches=2,
+                    ckpt_every=16,
+                    keep_last=1,
                 ),
             ),
-            mc=dict(n_items=200),
+            mc_items=200,
+            max_doc_tokens=256,
+            # 16x the 16,384 tokens the anneal reads: tokenizing the whole re-weighted corpus per class
+            # took ~15 s of each class's ~35 s (measured on the loaded CPU); each class lands within a
+            # document of its share (measured 0.27-0.33 for 0.3)
+            mix_tokens=262_144,
         ),
-        "small": dict(anneal="small", mc="small", heldout_seq_len=1024, max_doc_tokens=8192),
-        "8b": dict(anneal="8b", mc="8b", heldout_seq_len=8192, max_doc_tokens=131072),
-        "70b": dict(anneal="70b", mc="70b", heldout_seq_len=8192, max_doc_tokens=131072),
-        "405b": dict(anneal="405b", mc="405b", heldout_seq_len=8192, max_doc_tokens=131072),
+        "small": dict(anneal="small", heldout_seq_len=1024, max_doc_tokens=8192),
+        "8b": dict(anneal="8b", heldout_seq_len=8192, max_doc_tokens=131072),
+        "70b": dict(anneal="70b", heldout_seq_len=8192, max_doc_tokens=131072),
+        "405b": dict(anneal="405b", heldout_seq_len=8192, max_doc_tokens=131072),
     }
 
     def __post_init__(self) -> None:
         if not 0.0 < self.share < 1.0:
             raise ConfigError(f"DataValueConfig.share must lie in (0, 1), got {self.share}")
+        for name in ("mc_items", "torch_threads", "noise_seeds"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"DataValueConfig.{name} must be >= 0, got {getattr(self, name)}")
+
+    def same_anneal(self, other: DataValueConfig) -> bool:
+        """Whether ``other`` anneals and evaluates the same way (everything but the candidate ``share``)."""
+        return dataclasses.replace(self, share=other.share).to_dict() == other.to_dict()
 
 
 def _paper_base_eval(preset: str) -> dict[str, Any]:
@@ -365,10 +403,12 @@ class BaseEvalConfig(StageConfig):
 def _write_mix(df: pd.DataFrame, tok: Tokenizer, out_dir: Path, shards: ShardConfig) -> dict[str, Any]:
     """Token shards of ``df`` at ``out_dir`` with the split settings of the main shards (``shards``), so the
     validation split holds the same documents; kept when already there (a re-launch resumes on the same
-    data). Returns the realized token share of each class."""
+    data). Returns the share of each class: ``shares`` in characters / 4, ``token_shares`` in the tokens of
+    the written train split."""
     if not (out_dir / "manifest.json").is_file():
         write_token_shards(df, tok, out_dir, shards)
-    return {"docs": int(len(df)), "shares": resample.realized_shares(df)}
+    realized = read_manifest(out_dir, verify_sha256=False).mix.get("realized", {})
+    return {"docs": int(len(df)), "shares": resample.realized_shares(df), "token_shares": realized}
 
 
 def long_context_mix(
@@ -389,10 +429,57 @@ def anneal_mix(
     return _write_mix(resample.resample(df, weights), tok, out_dir, shards)
 
 
-def candidate_mix(
-    df: pd.DataFrame, tok: Tokenizer, out_dir: Path, shards: ShardConfig, candidate: str, share: float
+def mix_targets(
+    class_tokens: dict[str, float], budget: float, candidate: str | None = None, share: float = 0.0
+) -> dict[str, float]:
+    """Tokens per class of a ``budget``-token sample: the default mix's proportions (``class_tokens``), or
+    ``share`` of them for ``candidate`` and the rest in the other classes' default proportions."""
+    present = {k: float(v) for k, v in class_tokens.items() if v > 0}
+    others = sum(v for k, v in present.items() if k != candidate)
+    if candidate is None:
+        return {k: budget * v / others for k, v in present.items()}
+    return {k: budget * (share if k == candidate else (1.0 - share) * v / others) for k, v in present.items()}
+
+
+def _sample_mix(
+    df: pd.DataFrame, tok: Tokenizer, out_dir: Path, shards: ShardConfig, targets, class_tokens
 ) -> dict[str, Any]:
-    """The default mix with ``share`` of the tokens from class ``candidate`` (Llama 3 paper §3.4.3: 30%)."""
-    return _write_mix(
-        resample.resample(df, resample.share_weights(df, candidate, share)), tok, out_dir, shards
-    )
+    val = assign_split(df["id"], shards.val_fraction, shards.seed, shards.min_val_docs)
+    weights = resample.class_token_sample(df, targets, class_tokens, keep=val)
+    return _write_mix(resample.resample(df, weights), tok, out_dir, shards)
+
+
+def candidate_mix(
+    df: pd.DataFrame,
+    tok: Tokenizer,
+    out_dir: Path,
+    shards: ShardConfig,
+    candidate: str,
+    share: float,
+    class_tokens: dict[str, float] | None = None,
+    budget_tokens: int = 0,
+) -> dict[str, Any]:
+    """The default mix with ``share`` of the tokens from class ``candidate`` (Llama 3 paper §3.4.3: 30%);
+    ``class_tokens``: the default mix's tokens per class (the main shards' train split), so the share holds
+    in real tokens rather than in characters / 4. ``budget_tokens`` > 0 (needs ``class_tokens``): a sample of
+    about that many training tokens, each class at its share within a document (the validation documents
+    all kept), for a run that reads few tokens."""
+    if budget_tokens > 0 and class_tokens:
+        targets = mix_targets(class_tokens, budget_tokens, candidate, share)
+        return _sample_mix(df, tok, out_dir, shards, targets, class_tokens)
+    weights = resample.share_weights(df, candidate, share, class_tokens=class_tokens)
+    return _write_mix(resample.resample(df, weights), tok, out_dir, shards)
+
+
+def default_mix_sample(
+    df: pd.DataFrame,
+    tok: Tokenizer,
+    out_dir: Path,
+    shards: ShardConfig,
+    class_tokens: dict[str, float],
+    budget_tokens: int,
+) -> dict[str, Any]:
+    """The unchanged mix as a sample of about ``budget_tokens`` training tokens drawn as ``candidate_mix``
+    draws its sample (each class at its default share): the control a sampled candidate is compared with."""
+    targets = mix_targets(class_tokens, budget_tokens)
+    return _sample_mix(df, tok, out_dir, shards, targets, class_tokens)

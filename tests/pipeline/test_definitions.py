@@ -66,6 +66,9 @@ def test_asset_graph_is_the_lifecycle():
     assert parents["scaling_sweep"] == {"token_shards", "tokenizer", "mc_eval_items"}
     assert parents["scaling_law_fit"] == {"scaling_sweep", "token_shards"}
     assert parents["scaling_flagship"] == {"scaling_law_fit", "token_shards", "tokenizer", "mc_eval_items"}
+    valued = {"pretrain_initial", "mc_eval_items", *shared}  # the mid checkpoint and the MC eval
+    assert parents["data_value_control"] == valued
+    assert parents["data_value"] == {"data_value_control", *valued}
 
 
 def _subclasses(cls: type) -> list[type]:
@@ -127,9 +130,13 @@ def test_jobs_per_domain_group():
     assert groups["minhash_deduped"] == "data" and groups["tokenizer"] == "tokens"
     assert groups["pretrain_initial"] == groups["base_model_evals"] == "pretrain"
     assert groups["scaling_sweep"] == groups["scaling_law_fit"] == "scaling"
-    # a job has one partition scheme: the sweep's (snapshot x cell) assets run in `sweep_cells`
+    # a job has one partition scheme: the sweep's (snapshot x cell) assets run in `sweep_cells`, the
+    # data-value experiment's (snapshot x candidate class) in `data_value_candidates`
     cells = {k.to_user_string() for k in defs.resolve_job_def("sweep_cells").asset_layer.selected_asset_keys}
     assert cells == {"scaling_sweep"}
+    job = defs.resolve_job_def("data_value_candidates")
+    assert {k.to_user_string() for k in job.asset_layer.selected_asset_keys} == {"data_value"}
+    cells |= {"data_value"}
     for group in set(groups.values()):
         job = defs.resolve_job_def(f"{group}_pipeline")
         selected = {k.to_user_string() for k in job.asset_layer.selected_asset_keys}
@@ -141,10 +148,12 @@ def test_jobs_per_domain_group():
 def test_lifecycle_run_phases_follow_the_sweep():
     from dagster_project.cli import phases
 
-    before, sweep, after = phases(stage_names())
+    before, sweep, after, candidates = phases(stage_names())
     assert before[0] == "lifecycle" and {"token_shards", "mc_eval_items", "base_model"} <= set(before[1])
+    assert "data_value_control" in before[1] and "data_value" not in before[1]
     assert sweep == ("sweep_cells", ["scaling_sweep"])
     assert after == ("lifecycle", ["scaling_law_fit", "scaling_flagship", "lifecycle_report"])
+    assert candidates == ("data_value_candidates", ["data_value"])  # every class, after everything else
     assert phases(["scaling_law_fit", "tokenizer"]) == [
         ("lifecycle", ["tokenizer"]),
         ("lifecycle", ["scaling_law_fit"]),

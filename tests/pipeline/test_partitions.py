@@ -8,12 +8,16 @@ import pytest
 from dagster_project.artifacts import Artifact, ArtifactIOManager
 from dagster_project.home import artifact_dir
 from dagster_project.partitions import (
+    CANDIDATES,
+    DATA_VALUE,
     NUM_ROUNDS,
     ROUNDS,
+    SNAPSHOT_OF_CANDIDATE,
     SNAPSHOT_OF_CELL,
     SNAPSHOTS,
     SWEEP,
     SWEEP_CELLS,
+    data_value_partition,
     previous_round,
     register_sweep_cells,
     sweep_partition,
@@ -75,6 +79,23 @@ def test_scheme_per_domain():
         ROUNDS.subset_with_partition_keys(["round-3"]), ROUNDS, ROUNDS
     )
     assert set(down.get_partition_keys()) == {"round-4"}
+
+
+def test_data_value_candidates_are_the_domain_classes():
+    from ml.curate.domain import DOMAINS
+
+    assert CANDIDATES.get_partition_keys() == list(DOMAINS)
+    assert [d.name for d in DATA_VALUE.partitions_defs] == ["snapshot", "value_candidate"]
+    assert str(data_value_partition("local-web", "code")) == "local-web|code"  # stored in local-web/code
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions(SNAPSHOTS.name, ["s1", "s2"])
+    up = SNAPSHOT_OF_CANDIDATE.get_upstream_mapped_partitions_result_for_partitions(
+        DATA_VALUE.subset_with_partition_keys([data_value_partition("s2", "math_reasoning")]),
+        DATA_VALUE,
+        SNAPSHOTS,
+        dynamic_partitions_store=instance,
+    )
+    assert set(up.partitions_subset.get_partition_keys()) == {"s2"}
 
 
 def _sweep_instance() -> dg.DagsterInstance:

@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 
 from ml.tokens.resample import (
+    class_token_sample,
     class_weights,
     long_doc_weights,
     quality_weights,
@@ -61,3 +62,31 @@ def test_the_candidate_class_gets_its_share_of_the_tokens():
     )
     with pytest.raises(ValueError, match="no document of domain='math_reasoning'"):
         share_weights(df, "math_reasoning", 0.3)
+
+
+def test_the_share_can_be_counted_in_real_tokens():
+    df = corpus()
+    w = share_weights(df, "code", 0.3, class_tokens={"code": 100, "general": 600, "multilingual": 100})
+    # 0.3 / 0.7 * 700 / 100 = 3 copies of each code document, the others once
+    assert w.tolist() == pytest.approx([1, 1, 3, 3, 1, 1, 1, 3])
+    with pytest.raises(ValueError, match="no document of domain='code'"):
+        share_weights(df, "code", 0.3, class_tokens={"general": 600})
+
+
+def test_a_class_token_sample_meets_each_class_target_within_a_document():
+    df = corpus()
+    keep = (df["id"] == "d6").to_numpy()  # held out: weight 1, not counted
+    class_tokens = {"general": 1200, "code": 400, "multilingual": 100}  # outside keep, chars / 4
+    targets = {"code": 600, "general": 1300, "multilingual": 100}
+    w = class_token_sample(df, targets, class_tokens, keep=keep)
+    assert w[keep].tolist() == [1.0] and set(w) <= {1.0, 2.0}
+    tokens = (w * df["text"].str.len() / 4)[~keep]
+    # whole copies, then documents while they bring the class closer: code 400 + 200, general 1200 + 100
+    assert tokens.groupby(df["domain"][~keep]).sum().to_dict() == {
+        "code": 600.0,
+        "general": 1300.0,
+        "multilingual": 100.0,
+    }
+    assert w[df["id"] == "d1"].tolist() == [1.0]  # 1,000 tokens would overshoot general's last 100
+    with pytest.raises(ValueError, match="no training document or token of domain='math_reasoning'"):
+        class_token_sample(df, {"math_reasoning": 10}, class_tokens)

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 from train_helpers import tiny_config
 
 from ml.config import ConfigError
@@ -83,3 +84,84 @@ def test_every_stage_config_has_every_preset(preset):
     ):
         assert cls.from_preset(preset).to_dict() == cls.from_dict(cls.from_preset(preset).to_dict()).to_dict()
     assert np.isfinite(LongContextConfig.from_preset(preset).rope_theta)
+
+
+def _word_tokenizer():
+    """Whole words as tokens: ``g`` (general), ``c`` (code), BOS = 0, EOS = 1."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    from ml.tokens.tokenizer import BOS, EOS
+
+    tok = Tokenizer(models.WordLevel({BOS: 0, EOS: 1, "g": 2, "c": 3}, unk_token="g"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.add_special_tokens([BOS, EOS])
+    return tok
+
+
+def test_the_candidate_class_holds_its_share_of_the_tokens_in_the_sampled_batches(tmp_path):
+    """Seven general documents and one code document of 10 words (12 tokens with BOS/EOS) in training, one
+    general document held out: 30% code needs 3 copies of the code document (0.3 / 0.7 * 84 / 12), which
+    the mix writes; one epoch of the engine's loader then holds 30 ``c`` tokens of 100."""
+    import pandas as pd
+
+    from ml.tokens.shards import ShardConfig, assign_split, write_token_shards
+    from ml.train.data import TokenLoader
+    from ml.train.stages import candidate_mix, default_mix_sample
+
+    shards = ShardConfig(val_fraction=0.1, seed=0)
+    ids = [f"g{i}" for i in range(40)]
+    val = assign_split(pd.Series(ids), shards.val_fraction, shards.seed)
+    general = [i for i, v in zip(ids, val, strict=True) if not v][:7] + [ids[int(np.flatnonzero(val)[0])]]
+    df = pd.DataFrame(
+        {
+            "id": [*general, "code-doc"],
+            "text": ["g " * 10] * 8 + ["c " * 10],
+            "domain": ["general"] * 8 + ["code"],
+        }
+    )
+    assert not assign_split(pd.Series(["code-doc"]), shards.val_fraction, shards.seed)[0]
+    tok = _word_tokenizer()
+    main = write_token_shards(df, tok, tmp_path / "main", shards)
+    assert main.tokens_per_class["train"] == {"code": 12, "general": 84}
+    mix = candidate_mix(df, tok, tmp_path / "mix", shards, "code", 0.3, main.tokens_per_class["train"])
+    assert mix["token_shares"] == {"code": 0.3, "general": 0.7}
+    assert mix["docs"] == 11  # 8 general + 3 copies of the code document
+    # 120 training tokens: 7 windows of 17 (+1) tokens cover tokens 0..118, all but the last EOS
+    loader = TokenLoader(tmp_path / "mix", batch_size=1, seq_len=17)
+    assert (loader.num_windows, loader.batches_per_epoch) == (7, 7)
+    seen = torch.cat([next(loader).inputs.flatten() for _ in range(loader.batches_per_epoch)])
+    assert (int((seen == 3).sum()), int((seen == 2).sum())) == (30, 70)
+    # a sample of ~40 training tokens: 12 code (one document), 28 general -> two 12-token documents (a third
+    # would overshoot by more than it falls short); the held-out document is kept
+    small = candidate_mix(
+        df, tok, tmp_path / "small", shards, "code", 0.3, main.tokens_per_class["train"], 40
+    )
+    assert small["token_shares"] == {"code": 12 / 36, "general": 24 / 36} and small["docs"] == 4
+    # the control's sample of the unchanged mix: 5 code tokens are nearer 0 than one 12-token document
+    control = default_mix_sample(df, tok, tmp_path / "control", shards, main.tokens_per_class["train"], 40)
+    assert control["token_shares"] == {"general": 1.0} and control["docs"] == 4  # 3 general + held out
+    # the held-out document stays the one general document, once
+    assert TokenLoader(tmp_path / "mix", "val", batch_size=1, seq_len=11).stream.read(0, 12).tolist() == [
+        0,
+        *[2] * 10,
+        1,
+    ]
+
+
+def test_mix_targets_split_a_token_budget_by_the_default_proportions():
+    from ml.train.stages import mix_targets
+
+    tokens = {"code": 100, "general": 500, "multilingual": 200, "math_reasoning": 0}
+    assert mix_targets(tokens, 1000, "code", 0.3) == {"code": 300, "general": 500, "multilingual": 200}
+    assert mix_targets(tokens, 1000) == {"code": 125, "general": 625, "multilingual": 250}
+
+
+def test_data_value_config_compares_everything_but_the_share():
+    from ml.train.stages import DataValueConfig
+
+    cfg = DataValueConfig.from_preset("tiny")
+    assert cfg.share == 0.3 and cfg.anneal.train.steps == 16 and cfg.mc_items == 200
+    assert cfg.same_anneal(cfg.replace(share=0.5))
+    assert not cfg.same_anneal(cfg.replace(mc_items=100))
+    with pytest.raises(ConfigError, match="share must lie in"):
+        DataValueConfig.from_preset("tiny", share=1.0)
