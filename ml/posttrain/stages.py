@@ -79,8 +79,8 @@ class RewardConfig(StageConfig):
 
     train: TrainConfig = TrainConfig(task="reward")
 
-    # tiny: 20 steps of 4 pairs, lr 1e-3 (chosen)
-    PRESETS: ClassVar[dict[str, dict[str, Any]]] = _presets("reward", _tiny_train("reward", 20, 4, 1e-3), 1e-5)
+    # tiny: 16 steps of 4 pairs, lr 1e-3 (chosen)
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = _presets("reward", _tiny_train("reward", 16, 4, 1e-3), 1e-5)
 
     def __post_init__(self) -> None:
         _check_task(self, "reward")
@@ -100,7 +100,7 @@ class RejectionConfig(StageConfig):
     sandbox_wall_seconds: float = 20.0
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
-        "tiny": dict(k=4, n_prompts=12, max_new_tokens=96),
+        "tiny": dict(k=4, n_prompts=8, max_new_tokens=96),
         "small": dict(k=10, n_prompts=2_000),
         **{p: dict(k=30, n_prompts=20_000, max_new_tokens=2048) for p in ("8b", "70b", "405b")},
     }
@@ -120,8 +120,8 @@ class SFTConfig(StageConfig):
 
     train: TrainConfig = TrainConfig(task="sft")
 
-    # tiny: 30 steps of 8 packed rows of 256 tokens, lr 1e-3 (chosen)
-    PRESETS: ClassVar[dict[str, dict[str, Any]]] = _presets("sft", _tiny_train("sft", 30, 8, 1e-3), 1e-5)
+    # tiny: 24 steps of 8 packed rows of 384 tokens, lr 1e-3 (chosen)
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = _presets("sft", _tiny_train("sft", 24, 8, 1e-3), 1e-5)
 
     def __post_init__(self) -> None:
         _check_task(self, "sft")
@@ -134,8 +134,8 @@ class DPOConfig(StageConfig):
     train: TrainConfig = TrainConfig(task="dpo")
     seeds: tuple[int, ...] = (1337, 1338)
 
-    # tiny: 12 steps of 4 pairs, lr 2e-4 (chosen), two seeds
-    PRESETS: ClassVar[dict[str, dict[str, Any]]] = _presets("dpo", _tiny_train("dpo", 12, 4, 2e-4), 1e-6)
+    # tiny: 10 steps of 4 pairs, lr 2e-4 (chosen), two seeds
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = _presets("dpo", _tiny_train("dpo", 10, 4, 2e-4), 1e-6)
 
     def __post_init__(self) -> None:
         _check_task(self, "dpo")

@@ -67,6 +67,14 @@ def test_asset_graph_is_the_lifecycle():
     assert parents["scaling_law_fit"] == {"scaling_sweep", "token_shards"}
     assert parents["scaling_flagship"] == {"scaling_law_fit", "token_shards", "tokenizer", "mc_eval_items"}
 
+    assert parents["synthetic_data"] == {"curated_corpus", "token_shards", "tokenizer"}
+    assert parents["reward_model"] == {"base_model", "synthetic_data"}
+    assert parents["rejection_samples"] == {"base_model", "synthetic_data", "reward_model"}
+    assert parents["sft_model"] == {"base_model", "synthetic_data", "rejection_samples"}
+    assert parents["dpo_model"] == {"sft_model", "synthetic_data", "rejection_samples"}
+    assert parents["chat_model"] == {"dpo_model", "sft_model", "reward_model", "base_model", "synthetic_data"}
+    assert parents["posttrain_rounds"] == {"chat_model"}
+
 
 def _subclasses(cls: type) -> list[type]:
     return [cls, *(s for sub in cls.__subclasses__() for s in _subclasses(sub))]
@@ -82,6 +90,7 @@ def test_blocking_checks_are_gates_inside_their_asset():
     assert set(specs.values()) == {True} and sorted(specs) == [
         "base_model_beats_unigram",
         "base_model_matches_transformers",
+        "chat_model_matches_transformers",
         "extracted_docs_contract",
         "forecast_vs_actual",
         "fp8_model_layers",
@@ -98,6 +107,7 @@ def test_blocking_checks_are_gates_inside_their_asset():
         "safety_evals_group_regressions",
         "safety_evals_no_regression",
         "safety_evals_within_bounds",
+        "synthetic_data_heldout_unseen",
         "token_shards_verify",
         "tokenizer_special_tokens",
     ]
@@ -130,24 +140,40 @@ def test_jobs_per_domain_group():
     # a job has one partition scheme: the sweep's (snapshot x cell) assets run in `sweep_cells`
     cells = {k.to_user_string() for k in defs.resolve_job_def("sweep_cells").asset_layer.selected_asset_keys}
     assert cells == {"scaling_sweep"}
+    # the post-training rounds' (snapshot x round) assets run in `posttrain_round`
+    job = defs.resolve_job_def("posttrain_round")
+    rounds = {k.to_user_string() for k in job.asset_layer.selected_asset_keys}
+    assert rounds == {"reward_model", "rejection_samples", "sft_model", "dpo_model", "chat_model"}
+    assert groups["synthetic_data"] == groups["posttrain_rounds"] == groups["chat_model"] == "posttrain"
     for group in set(groups.values()):
         job = defs.resolve_job_def(f"{group}_pipeline")
         selected = {k.to_user_string() for k in job.asset_layer.selected_asset_keys}
-        assert selected == {a for a, g in groups.items() if g == group} - cells
+        assert selected == {a for a, g in groups.items() if g == group} - cells - rounds
     lifecycle = defs.resolve_job_def("lifecycle").asset_layer.selected_asset_keys
-    assert {k.to_user_string() for k in lifecycle} == set(stage_names()) - cells
+    assert {k.to_user_string() for k in lifecycle} == set(stage_names()) - cells - rounds
 
 
 def test_lifecycle_run_phases_follow_the_sweep():
     from dagster_project.cli import phases
 
-    before, sweep, after = phases(stage_names())
+    before, sweep, after, rounds, after_rounds = phases(stage_names())
     assert before[0] == "lifecycle" and {"token_shards", "mc_eval_items", "base_model"} <= set(before[1])
+    assert "synthetic_data" in before[1]
     assert sweep == ("sweep_cells", ["scaling_sweep"])
     assert after == ("lifecycle", ["scaling_law_fit", "scaling_flagship"])
+    assert rounds == (
+        "posttrain_round",
+        ["reward_model", "rejection_samples", "sft_model", "dpo_model", "chat_model"],
+    )
+    assert after_rounds == ("lifecycle", ["posttrain_rounds"])
     assert phases(["scaling_law_fit", "tokenizer"]) == [
         ("lifecycle", ["tokenizer"]),
         ("lifecycle", ["scaling_law_fit"]),
+    ]
+    assert phases(["posttrain_rounds", "sft_model", "base_model"]) == [
+        ("lifecycle", ["base_model"]),
+        ("posttrain_round", ["sft_model"]),
+        ("lifecycle", ["posttrain_rounds"]),
     ]
 
 
