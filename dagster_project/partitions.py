@@ -98,7 +98,9 @@ def register_rounds(
     new = [k for k in keys if not instance.has_dynamic_partition(ROUND_KEYS.name, k)]
     if new:
         instance.add_dynamic_partitions(ROUND_KEYS.name, new)
-    stale = [k for k in instance.get_dynamic_partitions(ROUND_KEYS.name) if k not in keys and not has_artifact(k)]
+    stale = [
+        k for k in instance.get_dynamic_partitions(ROUND_KEYS.name) if k not in keys and not has_artifact(k)
+    ]
     for key in stale:
         instance.delete_dynamic_partition(ROUND_KEYS.name, key)
     return stale

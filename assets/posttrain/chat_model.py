@@ -80,7 +80,9 @@ def chat_model(
     of the chat model's greedy answers over the starting model's."""
     cfg = resolve_config(ChatEvalConfig, config)
     start = starting_model(context, base_model)
-    with stage_run(context, mlflow, dvc, cfg, dpo_model, sft_model, reward_model, start, synthetic_data) as run:
+    with stage_run(
+        context, mlflow, dvc, cfg, dpo_model, sft_model, reward_model, start, synthetic_data
+    ) as run:
         with atomic_dir(run.out_dir) as tmp:
             average_checkpoints(dpo_model.run_dirs(), tmp / "hf")
             for f in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):

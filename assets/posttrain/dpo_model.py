@@ -67,12 +67,21 @@ def dpo_model(
     with stage_run(context, mlflow, dvc, cfg, sft_model, synthetic_data, rejection_samples) as run:
         data = work_dir(run, cfg, "data")
         extra = rejection_samples.records("pairs")
-        sizes = write_round_set(synthetic_data.prefs_dir, extra, data, synthetic_data.path / "tokenizer.json", True)
+        sizes = write_round_set(
+            synthetic_data.prefs_dir, extra, data, synthetic_data.path / "tokenizer.json", True
+        )
         base_cfg = round_train_config(cfg.train, sft_model, config.train)
         scored = cache_reference_logps(base_cfg, data)
-        runs = {s: train_stage(context, run, torchrun, base_cfg.replace(seed=s), data, f"seed-{s}") for s in cfg.seeds}
-        report = {"round": round_of(context), "pairs_train": sizes["train"], "rejection_pairs": len(extra),
-                  "reference_scored_pairs": scored}
+        runs = {
+            s: train_stage(context, run, torchrun, base_cfg.replace(seed=s), data, f"seed-{s}")
+            for s in cfg.seeds
+        }
+        report = {
+            "round": round_of(context),
+            "pairs_train": sizes["train"],
+            "rejection_pairs": len(extra),
+            "reference_scored_pairs": scored,
+        }
         for s, t in runs.items():
             report.update({f"seed-{s}/{k}": v for k, v in {**t.final, **last_eval(t.metrics)}.items()})
         with atomic_dir(run.out_dir) as tmp:

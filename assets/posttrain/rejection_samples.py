@@ -70,7 +70,12 @@ def rejection_samples(
         with atomic_dir(run.out_dir) as tmp:
             write_jsonl(
                 [
-                    {"id": r.prompt_id, "samples": r.samples, "rewards": r.rewards, "best_reward": r.best_reward}
+                    {
+                        "id": r.prompt_id,
+                        "samples": r.samples,
+                        "rewards": r.rewards,
+                        "best_reward": r.best_reward,
+                    }
                     for r in results
                 ],
                 tmp / "samples.jsonl",
@@ -81,7 +86,9 @@ def rejection_samples(
             atomic_write_text(tmp / "report.json", json.dumps(report, indent=2))
         report["pass_rate"] = counts["samples_passing"] / max(1, counts["samples"])
         run.log_metrics(report)
-        summary = f"**Rejection sampling** from `{policy_handle.asset}`\n\n" + md_table(report, ("count", "value"))
+        summary = f"**Rejection sampling** from `{policy_handle.asset}`\n\n" + md_table(
+            report, ("count", "value")
+        )
         return run.result(
             num_records=len(sft), summary=summary, metadata={**report, "sampled_from": policy_handle.asset}
         )

@@ -32,8 +32,13 @@ def previous_pairs(context: dg.AssetExecutionContext) -> tuple[list[dict], list[
     return handle.records("pairs"), [handle]
 
 
-@stage_asset(HFCheckpoint, partitions_def=ROUNDS, ins={"base_model": SNAPSHOT_INPUT, "synthetic_data": SNAPSHOT_INPUT},
-             kinds={"pytorch"}, retry_policy=TRAIN_RETRY)
+@stage_asset(
+    HFCheckpoint,
+    partitions_def=ROUNDS,
+    ins={"base_model": SNAPSHOT_INPUT, "synthetic_data": SNAPSHOT_INPUT},
+    kinds={"pytorch"},
+    retry_policy=TRAIN_RETRY,
+)
 def reward_model(
     context: dg.AssetExecutionContext,
     config: RewardRun,
@@ -52,7 +57,9 @@ def reward_model(
     with stage_run(context, mlflow, dvc, cfg, base_model, synthetic_data, *prev) as run:
         train_cfg = round_train_config(cfg.train, base_model, config.train)
         data = work_dir(run, cfg, "data")
-        sizes = write_round_set(synthetic_data.prefs_dir, extra, data, synthetic_data.path / "tokenizer.json", True)
+        sizes = write_round_set(
+            synthetic_data.prefs_dir, extra, data, synthetic_data.path / "tokenizer.json", True
+        )
         trained = train_stage(context, run, torchrun, train_cfg, data)
         tok = load_tokenizer(synthetic_data.path)
         heldout = synthetic_data.records("heldout", prefs=True)

@@ -50,14 +50,20 @@ def posttrain_rounds(
         with atomic_dir(run.out_dir) as tmp:
             table.to_parquet(tmp / "rounds.parquet")
             last = table.iloc[-1].to_dict()
-            atomic_write_text(tmp / "evals.json", json.dumps({"rounds": cfg.rounds, "last_round": last}, indent=2))
+            atomic_write_text(
+                tmp / "evals.json", json.dumps({"rounds": cfg.rounds, "last_round": last}, indent=2)
+            )
             atomic_write_bytes(tmp / "rounds.png", rounds_png(table))
         run.log_png(run.out_dir / "rounds.png", "rounds")
+        run.log.log_metric_series(
+            [(int(k), {c: float(v) for c, v in row.items()}) for k, row in table.iterrows()]
+        )
         numbers = {f"last.{c}": float(v) for c, v in last.items()}
         run.log_metrics(numbers)
-        summary = "**Post-training rounds** (held-out)\n\n" + frame_md(table.T)
+        shown = table.T.rename(columns=lambda k: f"round {k}").rename_axis("metric")
+        summary = "**Post-training rounds** (held-out)\n\n" + frame_md(shown)
         return run.result(
             num_records=len(table),
             summary=summary,
-            metadata={**numbers, "rounds_table": dg.MetadataValue.md(frame_md(table.T))},
+            metadata={**numbers, "rounds_table": dg.MetadataValue.md(frame_md(shown))},
         )

@@ -42,8 +42,12 @@ def sft_model(
     with stage_run(context, mlflow, dvc, cfg, start, synthetic_data, rejection_samples) as run:
         data = work_dir(run, cfg, "data")
         extra = rejection_samples.records("sft")
-        sizes = write_round_set(synthetic_data.path, extra, data, synthetic_data.path / "tokenizer.json", False)
-        trained = train_stage(context, run, torchrun, round_train_config(cfg.train, start, config.train), data)
+        sizes = write_round_set(
+            synthetic_data.path, extra, data, synthetic_data.path / "tokenizer.json", False
+        )
+        trained = train_stage(
+            context, run, torchrun, round_train_config(cfg.train, start, config.train), data
+        )
         with atomic_dir(run.out_dir) as tmp:
             write_hf(trained.work / "hf", tmp / "hf", start.hf_dir)
             (tmp / "metrics.jsonl").write_bytes((trained.work / "metrics.jsonl").read_bytes())

@@ -30,9 +30,7 @@ def synthetic_data_heldout_unseen(synthetic_data: SyntheticData) -> dg.AssetChec
     )
 
 
-@stage_asset(
-    SyntheticData, gates=[synthetic_data_heldout_unseen], partitions_def=SNAPSHOTS, kinds={"python"}
-)
+@stage_asset(SyntheticData, gates=[synthetic_data_heldout_unseen], partitions_def=SNAPSHOTS, kinds={"python"})
 def synthetic_data(
     context: dg.AssetExecutionContext,
     config: SyntheticRun,

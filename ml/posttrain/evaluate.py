@@ -71,7 +71,11 @@ def greedy_replies(
 
 @torch.no_grad()
 def response_logps(
-    model: Llama, tok: Tokenizer, prompts: Sequence[Sequence[Mapping]], responses: Sequence[str], batch: int = 16
+    model: Llama,
+    tok: Tokenizer,
+    prompts: Sequence[Sequence[Mapping]],
+    responses: Sequence[str],
+    batch: int = 16,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(sum of log p over each response's content tokens, number of those tokens), each (N,)."""
     sums, counts = [], []

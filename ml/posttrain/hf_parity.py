@@ -25,9 +25,13 @@ def greedy_parity(hf_dir: Path, messages: Sequence[Mapping[str, Any]], max_new_t
     ours_prompt = encode_chat_masked(list(messages), tok, add_generation_prompt=True).ids
     stops = [special_token_id(tok, EOT), special_token_id(tok, EOM)]
     model = frozen_model(hf_dir, torch.device("cpu"))
-    ours = generate(model, [ours_prompt], stops, SamplingConfig(max_new_tokens, 0.0), special_token_id(tok, PAD))
+    ours = generate(
+        model, [ours_prompt], stops, SamplingConfig(max_new_tokens, 0.0), special_token_id(tok, PAD)
+    )
     hf_tok = AutoTokenizer.from_pretrained(hf_dir)
-    enc = hf_tok.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=True, return_dict=True)
+    enc = hf_tok.apply_chat_template(
+        list(messages), add_generation_prompt=True, tokenize=True, return_dict=True
+    )
     theirs_prompt = list(enc["input_ids"])
     hf_model = LlamaForCausalLM.from_pretrained(hf_dir, torch_dtype=torch.float32).eval()
     out = hf_model.generate(

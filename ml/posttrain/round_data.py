@@ -46,14 +46,21 @@ def select_samples(
         best = max(good, key=lambda i: _reward(rs, i))
         prompt = [dict(m) for m in record["messages"][:-1]]
         reply = rs.samples[best]["content"]
-        sft.append({**_meta(record), "id": f"{record['id']}-rs", "messages": [*prompt, dict(rs.samples[best])]})
+        sft.append(
+            {**_meta(record), "id": f"{record['id']}-rs", "messages": [*prompt, dict(rs.samples[best])]}
+        )
         bad = [i for i, s in enumerate(rs.samples) if s is not None and not ok[i]]
         if bad:
             worst = min(bad, key=lambda i: _reward(rs, i))
             if rs.samples[worst]["content"].strip() and rs.samples[worst]["content"] != reply:
                 pairs.append(
-                    {"id": f"{record['id']}-rs", "family": record.get("family", ""), "prompt": prompt,
-                     "chosen": reply, "rejected": rs.samples[worst]["content"]}
+                    {
+                        "id": f"{record['id']}-rs",
+                        "family": record.get("family", ""),
+                        "prompt": prompt,
+                        "chosen": reply,
+                        "rejected": rs.samples[worst]["content"],
+                    }
                 )
     counts["sft_records"], counts["pairs"] = len(sft), len(pairs)
     return sft, pairs, counts

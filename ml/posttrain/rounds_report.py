@@ -14,8 +14,15 @@ from typing import Any
 
 import pandas as pd
 
-HEADLINE = ("pass_rate_math", "pass_rate_code", "pass_rate_qa", "answer_loglik_math", "answer_loglik_code",
-            "answer_loglik_qa", "pref_accuracy")
+HEADLINE = (
+    "pass_rate_math",
+    "pass_rate_code",
+    "pass_rate_qa",
+    "answer_loglik_math",
+    "answer_loglik_code",
+    "answer_loglik_qa",
+    "pref_accuracy",
+)
 
 
 def rounds_table(evals: Mapping[int, Mapping[str, Any]]) -> pd.DataFrame:
@@ -40,7 +47,11 @@ def rounds_png(table: pd.DataFrame) -> bytes:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = (("pass_rate", "verifier pass rate"), ("answer_loglik", "log-lik / token"), ("pref", "pref. acc."))
+    panels = (
+        ("pass_rate", "verifier pass rate"),
+        ("answer_loglik", "log-lik / token"),
+        ("pref", "pref. acc."),
+    )
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     for ax, (prefix, title) in zip(axes, panels, strict=True):
         for col in [c for c in table.columns if c.split(".")[-1].startswith(prefix)]:

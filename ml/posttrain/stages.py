@@ -80,7 +80,9 @@ class RewardConfig(StageConfig):
     train: TrainConfig = TrainConfig(task="reward")
 
     # tiny: 16 steps of 4 pairs, lr 1e-3 (chosen)
-    PRESETS: ClassVar[dict[str, dict[str, Any]]] = _presets("reward", _tiny_train("reward", 16, 4, 1e-3), 1e-5)
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = _presets(
+        "reward", _tiny_train("reward", 16, 4, 1e-3), 1e-5
+    )
 
     def __post_init__(self) -> None:
         _check_task(self, "reward")

@@ -104,7 +104,9 @@ def _length_filter(
     for r in records:
         n = count_tokens(r)
         if n > max_tokens:
-            dropped.append({"id": r["id"], "drop_reason": "too_long", "drop_detail": f"{n} tokens > {max_tokens}"})
+            dropped.append(
+                {"id": r["id"], "drop_reason": "too_long", "drop_detail": f"{n} tokens > {max_tokens}"}
+            )
         else:
             kept.append(r)
     return kept, dropped

@@ -5,9 +5,9 @@ table; round k-1 -> round k; a missing upstream artifact fails with its name."""
 import dagster as dg
 import pytest
 
+from assets.posttrain.rounds import previous_chat_model
 from dagster_project.artifacts import Artifact, ArtifactIOManager
 from dagster_project.home import artifact_dir
-from assets.posttrain.rounds import previous_chat_model
 from dagster_project.partitions import (
     ROUND_KEYS,
     ROUNDS,

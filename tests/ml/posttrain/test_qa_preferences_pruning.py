@@ -64,7 +64,11 @@ def _rec(i: str, text: str) -> dict:
 
 
 def test_semantic_dedup_drops_near_copies_with_the_similarity():
-    recs = [_rec("a", "the cat sat on the mat"), _rec("b", "the cat sat on the mat!"), _rec("c", "zebra quantum")]
+    recs = [
+        _rec("a", "the cat sat on the mat"),
+        _rec("b", "the cat sat on the mat!"),
+        _rec("c", "zebra quantum"),
+    ]
     kept, dropped = semantic_dedup(recs, 0.9)  # a and b: cosine 0.930; c: 0.136 and 0.134
     assert [r["id"] for r in kept] == ["a", "c"]
     assert [(d["id"], d["drop_reason"]) for d in dropped] == [("b", "near_duplicate")]

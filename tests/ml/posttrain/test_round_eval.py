@@ -24,7 +24,8 @@ from ml.tokens.chat import encode_chat_masked
 from ml.tokens.tokenizer import byte_tokenizer, save_tokenizer
 from ml.train.weights import export_hf
 
-CFG = ModelConfig.from_preset("tiny", dim=32, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=64, vocab_size=272, max_seq_len=1024
+CFG = ModelConfig.from_preset(
+    "tiny", dim=32, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=64, vocab_size=272, max_seq_len=1024
 )
 LIMITS = SandboxLimits()
 
@@ -52,7 +53,12 @@ def test_best_verified_sample_and_pairs_are_selected():
     assert sft[0]["answer"] == good["answer"] and sft[0]["messages"][0] == good["messages"][0]
     assert [(p["chosen"], p["rejected"]) for p in pairs] == [(right, wrong)]
     assert counts == Counter(
-        samples=5, samples_passing=1, samples_unfinished=2, prompts_without_passing_sample=1, sft_records=1, pairs=1
+        samples=5,
+        samples_passing=1,
+        samples_unfinished=2,
+        prompts_without_passing_sample=1,
+        sft_records=1,
+        pairs=1,
     )
 
 
@@ -65,7 +71,10 @@ def test_round_set_appends_to_train_only(tmp_path):
     byte_tokenizer(16).save(str(tok))
     extra = [{**recs[0], "id": "x-rs"}]
     assert write_round_set(base, extra, tmp_path / "out", tok, False) == {"train": 2, "val": 1, "heldout": 1}
-    assert [r["id"] for r in read_jsonl(tmp_path / "out" / "train.jsonl", lambda r, w: r)] == [recs[0]["id"], "x-rs"]
+    assert [r["id"] for r in read_jsonl(tmp_path / "out" / "train.jsonl", lambda r, w: r)] == [
+        recs[0]["id"],
+        "x-rs",
+    ]
     assert (tmp_path / "out" / "tokenizer.json").read_bytes() == tok.read_bytes()
 
 
@@ -93,7 +102,10 @@ def test_policy_metrics_on_held_out_items(model):
 
 def test_rounds_table_has_a_row_per_round():
     ev = lambda k: {  # noqa: E731
-        "models": {m: {"pass_rate_math": 0.0, "pref_accuracy": 0.5 + k / 10 + (m == "chat") / 10} for m in ("start", "sft", "chat")},
+        "models": {
+            m: {"pass_rate_math": 0.0, "pref_accuracy": 0.5 + k / 10 + (m == "chat") / 10}
+            for m in ("start", "sft", "chat")
+        },
         "win_rate_vs_start": 0.25 * k,
     }
     table = rounds_table({2: ev(2), 1: ev(1)})

@@ -50,8 +50,14 @@ def test_build_writes_verified_splits(tmp_path):
 
 def test_corpus_questions_and_the_length_limit(tmp_path):
     docs = [
-        ("doc-a", "The quick brown fox jumps over the lazy dog while the cat sleeps on the warm mat near the door."),
-        ("doc-b", "Tokens are counted per document and every drop carries its reason with the measured value."),
+        (
+            "doc-a",
+            "The quick brown fox jumps over the lazy dog while the cat sleeps on the warm mat near the door.",
+        ),
+        (
+            "doc-b",
+            "Tokens are counted per document and every drop carries its reason with the measured value.",
+        ),
     ]
     cfg = SyntheticDataConfig(
         n_math=3, n_code=0, n_qa=2, qa_window_words=12, heldout_fraction=0.0, val_fraction=0.0, max_tokens=60
@@ -61,9 +67,14 @@ def test_corpus_questions_and_the_length_limit(tmp_path):
     assert report["kept_by_family"] == {"linear": 1, "fractions": 1, "qa": 2}
     assert report["dropped_by_reason"] == {"too_long": 1} and report["pairs"] == {"pairs": 4}
     dropped = [json.loads(line) for line in (tmp_path / "dropped.jsonl").read_text().splitlines()]
-    assert dropped == [{"id": "math-adcf4ee9f844d60c", "drop_reason": "too_long", "drop_detail": "71 tokens > 60"}]
+    assert dropped == [
+        {"id": "math-adcf4ee9f844d60c", "drop_reason": "too_long", "drop_detail": "71 tokens > 60"}
+    ]
     qa = [r for r in read_jsonl(tmp_path / "train.jsonl", check_sft_record) if r["family"] == "qa"]
-    assert [(r["id"], r["answer"]) for r in qa] == [("qa-ae670ccd040b69da", "drop"), ("qa-50706aa6009f0e6e", "while")]
+    assert [(r["id"], r["answer"]) for r in qa] == [
+        ("qa-ae670ccd040b69da", "drop"),
+        ("qa-50706aa6009f0e6e", "while"),
+    ]
     assert qa[1]["messages"][1]["content"] == 'The word after "the lazy dog" is while.\nAnswer: while'
 
 
