@@ -177,6 +177,26 @@ def test_lifecycle_run_phases_follow_the_sweep():
     ]
 
 
+def test_lifecycle_run_runs_the_configured_rounds_in_order_and_stops_after_a_failure(home, monkeypatch):
+    from dagster_project import cli
+    from dagster_project.partitions import ROUND_KEYS
+
+    assert cli.rounds_config("tiny", None).rounds == 2 and cli.rounds_config("8b", None).rounds == 6
+    assert cli.rounds_config("tiny", {"posttrain_rounds": {"config": {"rounds": 3}}}).rounds == 3
+    calls = []
+
+    def execute(job, partition, names, preset, ops):
+        calls.append((job, str(partition)))
+        return {"job": job, "partition": str(partition), "success": str(partition) != "s|round-2"}
+
+    monkeypatch.setattr(cli, "_execute", execute)
+    ops = {"posttrain_rounds": {"config": {"rounds": 3}}}
+    runs = cli._run_rounds("s", ["sft_model"], "tiny", ops)
+    assert calls == [("posttrain_round", "s|round-1"), ("posttrain_round", "s|round-2")]  # round 3 never runs
+    assert [r["success"] for r in runs] == [True, False]
+    assert cli._instance().get_dynamic_partitions(ROUND_KEYS.name) == ["round-1", "round-2", "round-3"]
+
+
 def test_every_asset_has_a_docstring_and_checks_are_blocking():
     graph = defs.resolve_asset_graph()
     for key in graph.get_all_asset_keys():
