@@ -6,7 +6,7 @@ import json
 import dagster as dg
 import torch
 
-from assets.posttrain.rounds import SNAPSHOT_INPUT, round_of, starting_model
+from assets.posttrain.rounds import ROUND_AUTOMATION, SNAPSHOT_INPUT, round_of, starting_model
 from dagster_project.artifacts import ChatModel, DPORuns, HFCheckpoint, SyntheticData
 from dagster_project.configs import dagster_config_for, resolve_config
 from dagster_project.partitions import ROUNDS
@@ -58,6 +58,7 @@ def evaluate_models(models: dict, synthetic_data: SyntheticData, cfg: ChatEvalCo
     ChatModel,
     gates=[chat_model_matches_transformers],
     partitions_def=ROUNDS,
+    automation_condition=ROUND_AUTOMATION,
     ins={"base_model": SNAPSHOT_INPUT, "synthetic_data": SNAPSHOT_INPUT},
     kinds={"pytorch"},
 )

@@ -6,7 +6,7 @@ import shutil
 import dagster as dg
 import torch
 
-from assets.posttrain.rounds import SNAPSHOT_INPUT, round_of, round_train_config, write_hf
+from assets.posttrain.rounds import ROUND_AUTOMATION, SNAPSHOT_INPUT, round_of, round_train_config, write_hf
 from assets.pretrain.training import TRAIN_RETRY, prune_work, train_stage, work_dir
 from dagster_project.artifacts import DPORuns, HFCheckpoint, RejectionSamples, SyntheticData
 from dagster_project.configs import dagster_config_for, resolve_config
@@ -44,6 +44,7 @@ def last_eval(metrics: list[dict]) -> dict:
 @stage_asset(
     DPORuns,
     partitions_def=ROUNDS,
+    automation_condition=ROUND_AUTOMATION,
     ins={"synthetic_data": SNAPSHOT_INPUT},
     kinds={"pytorch"},
     retry_policy=TRAIN_RETRY,

@@ -6,7 +6,7 @@ import random
 import dagster as dg
 import torch
 
-from assets.posttrain.rounds import SNAPSHOT_INPUT, round_of, starting_model
+from assets.posttrain.rounds import ROUND_AUTOMATION, SNAPSHOT_INPUT, round_of, starting_model
 from dagster_project.artifacts import HFCheckpoint, RejectionSamples, SyntheticData
 from dagster_project.configs import dagster_config_for, resolve_config
 from dagster_project.partitions import ROUNDS
@@ -38,6 +38,7 @@ def sample_prompts(records: list[dict], cfg: RejectionConfig) -> list[dict]:
 @stage_asset(
     RejectionSamples,
     partitions_def=ROUNDS,
+    automation_condition=ROUND_AUTOMATION,
     ins={"base_model": SNAPSHOT_INPUT, "synthetic_data": SNAPSHOT_INPUT},
     kinds={"pytorch"},
 )

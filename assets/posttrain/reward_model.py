@@ -5,7 +5,7 @@ import json
 import dagster as dg
 import torch
 
-from assets.posttrain.rounds import SNAPSHOT_INPUT, round_of, round_train_config, write_hf
+from assets.posttrain.rounds import ROUND_AUTOMATION, SNAPSHOT_INPUT, round_of, round_train_config, write_hf
 from assets.pretrain.training import TRAIN_RETRY, prune_work, train_stage, work_dir
 from dagster_project.artifacts import HFCheckpoint, RejectionSamples, SyntheticData, load_handle
 from dagster_project.configs import dagster_config_for, resolve_config
@@ -35,6 +35,7 @@ def previous_pairs(context: dg.AssetExecutionContext) -> tuple[list[dict], list[
 @stage_asset(
     HFCheckpoint,
     partitions_def=ROUNDS,
+    automation_condition=ROUND_AUTOMATION,
     ins={"base_model": SNAPSHOT_INPUT, "synthetic_data": SNAPSHOT_INPUT},
     kinds={"pytorch"},
     retry_policy=TRAIN_RETRY,

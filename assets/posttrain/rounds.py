@@ -21,6 +21,10 @@ from dagster_project.partitions import SNAPSHOT_OF_ROUND, previous_round_partiti
 from ml.train.config import TrainConfig
 
 SNAPSHOT_INPUT = dg.AssetIn(partition_mapping=SNAPSHOT_OF_ROUND)
+# No eager automation for a round's assets: a new base model would start every registered round at once,
+# and round k needs round k-1's chat model, an edge the automation cannot see. Rounds run in order through
+# ``lifecycle run`` (or the ``posttrain_round`` job, one round after the other).
+ROUND_AUTOMATION = None
 HF_FILES = ("config.json", "model.safetensors")
 
 

@@ -2,7 +2,14 @@
 
 import dagster as dg
 
-from assets.posttrain.rounds import SNAPSHOT_INPUT, round_of, round_train_config, starting_model, write_hf
+from assets.posttrain.rounds import (
+    ROUND_AUTOMATION,
+    SNAPSHOT_INPUT,
+    round_of,
+    round_train_config,
+    starting_model,
+    write_hf,
+)
 from assets.pretrain.training import TRAIN_RETRY, prune_work, train_stage, work_dir
 from dagster_project.artifacts import HFCheckpoint, RejectionSamples, SyntheticData
 from dagster_project.configs import dagster_config_for, resolve_config
@@ -19,6 +26,7 @@ SFTRun = dagster_config_for(SFTConfig)
 @stage_asset(
     HFCheckpoint,
     partitions_def=ROUNDS,
+    automation_condition=ROUND_AUTOMATION,
     ins={"base_model": SNAPSHOT_INPUT, "synthetic_data": SNAPSHOT_INPUT},
     kinds={"pytorch"},
     retry_policy=TRAIN_RETRY,

@@ -99,7 +99,16 @@ def _posttrain_steps(steps: int = 2) -> dict:
 
 
 POSTTRAIN_FEW_STEPS = {
-    "synthetic_data": {"config": {"n_math": 24, "n_code": 4, "n_qa": 4, "max_tokens": 300}},
+    "synthetic_data": {
+        "config": {
+            "n_math": 24,
+            "n_code": 4,
+            "n_qa": 4,
+            "max_tokens": 300,
+            "heldout_fraction": 0.25,
+            "val_fraction": 0.2,
+        }
+    },
     "reward_model": {"config": {"train": _posttrain_steps()}},
     "rejection_samples": {"config": {"k": 2, "n_prompts": 2, "max_new_tokens": 8}},
     "sft_model": {"config": {"train": _posttrain_steps()}},
