@@ -6,7 +6,13 @@ import json
 import dagster as dg
 import torch
 
-from assets.posttrain.rounds import ROUND_AUTOMATION, SNAPSHOT_INPUT, round_of, starting_model
+from assets.posttrain.rounds import (
+    ROUND_AUTOMATION,
+    SNAPSHOT_INPUT,
+    one_torch_thread,
+    round_of,
+    starting_model,
+)
 from dagster_project.artifacts import ChatModel, DPORuns, HFCheckpoint, SyntheticData
 from dagster_project.configs import dagster_config_for, resolve_config
 from dagster_project.partitions import ROUNDS
@@ -84,7 +90,7 @@ def chat_model(
     with stage_run(
         context, mlflow, dvc, cfg, dpo_model, sft_model, reward_model, start, synthetic_data
     ) as run:
-        with atomic_dir(run.out_dir) as tmp:
+        with atomic_dir(run.out_dir) as tmp, one_torch_thread():
             average_checkpoints(dpo_model.run_dirs(), tmp / "hf")
             for f in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
                 (tmp / "hf" / f).write_bytes((sft_model.hf_dir / f).read_bytes())

@@ -6,7 +6,14 @@ import shutil
 import dagster as dg
 import torch
 
-from assets.posttrain.rounds import ROUND_AUTOMATION, SNAPSHOT_INPUT, round_of, round_train_config, write_hf
+from assets.posttrain.rounds import (
+    ROUND_AUTOMATION,
+    SNAPSHOT_INPUT,
+    one_torch_thread,
+    round_of,
+    round_train_config,
+    write_hf,
+)
 from assets.pretrain.training import TRAIN_RETRY, prune_work, train_stage, work_dir
 from dagster_project.artifacts import DPORuns, HFCheckpoint, RejectionSamples, SyntheticData
 from dagster_project.configs import dagster_config_for, resolve_config
@@ -72,7 +79,8 @@ def dpo_model(
             synthetic_data.prefs_dir, extra, data, synthetic_data.path / "tokenizer.json", True
         )
         base_cfg = round_train_config(cfg.train, sft_model, config.train)
-        scored = cache_reference_logps(base_cfg, data)
+        with one_torch_thread():
+            scored = cache_reference_logps(base_cfg, data)
         runs = {
             s: train_stage(context, run, torchrun, base_cfg.replace(seed=s), data, f"seed-{s}")
             for s in cfg.seeds

@@ -6,7 +6,13 @@ import random
 import dagster as dg
 import torch
 
-from assets.posttrain.rounds import ROUND_AUTOMATION, SNAPSHOT_INPUT, round_of, starting_model
+from assets.posttrain.rounds import (
+    ROUND_AUTOMATION,
+    SNAPSHOT_INPUT,
+    one_torch_thread,
+    round_of,
+    starting_model,
+)
 from dagster_project.artifacts import HFCheckpoint, RejectionSamples, SyntheticData
 from dagster_project.configs import dagster_config_for, resolve_config
 from dagster_project.partitions import ROUNDS
@@ -63,9 +69,10 @@ def rejection_samples(
         prompts = sample_prompts(synthetic_data.records("train"), cfg)
         cpu = torch.device("cpu")
         policy, rm = frozen_model(policy_handle.hf_dir, cpu), frozen_model(reward_model.hf_dir, cpu)
-        results = rejection_sample(
-            policy, rm, tok, [(r["id"], r["messages"][:-1]) for r in prompts], cfg.k, cfg.sampling
-        )
+        with one_torch_thread():
+            results = rejection_sample(
+                policy, rm, tok, [(r["id"], r["messages"][:-1]) for r in prompts], cfg.k, cfg.sampling
+            )
         limits = SandboxLimits(cpu_seconds=cfg.sandbox_cpu_seconds, wall_seconds=cfg.sandbox_wall_seconds)
         sft, pairs, counts = select_samples(prompts, results, limits)
         with atomic_dir(run.out_dir) as tmp:

@@ -5,7 +5,14 @@ import json
 import dagster as dg
 import torch
 
-from assets.posttrain.rounds import ROUND_AUTOMATION, SNAPSHOT_INPUT, round_of, round_train_config, write_hf
+from assets.posttrain.rounds import (
+    ROUND_AUTOMATION,
+    SNAPSHOT_INPUT,
+    one_torch_thread,
+    round_of,
+    round_train_config,
+    write_hf,
+)
 from assets.pretrain.training import TRAIN_RETRY, prune_work, train_stage, work_dir
 from dagster_project.artifacts import HFCheckpoint, RejectionSamples, SyntheticData, load_handle
 from dagster_project.configs import dagster_config_for, resolve_config
@@ -64,7 +71,7 @@ def reward_model(
         trained = train_stage(context, run, torchrun, train_cfg, data)
         tok = load_tokenizer(synthetic_data.path)
         heldout = synthetic_data.records("heldout", prefs=True)
-        with torch.no_grad():
+        with torch.no_grad(), one_torch_thread():
             before = reward_accuracy(frozen_model(base_model.hf_dir, torch.device("cpu")), tok, heldout)
             after = reward_accuracy(frozen_model(trained.work / "hf", torch.device("cpu")), tok, heldout)
         evals = {

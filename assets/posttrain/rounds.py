@@ -9,11 +9,14 @@ Dagster cannot declare) and recorded among the asset's inputs (MLflow and the ``
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
+import torch
 
 from assets.pretrain.training import vocab_unset
 from dagster_project.artifacts import ChatModel, HFCheckpoint, load_handle
@@ -26,6 +29,20 @@ SNAPSHOT_INPUT = dg.AssetIn(partition_mapping=SNAPSHOT_OF_ROUND)
 # ``lifecycle run`` (or the ``posttrain_round`` job, one round after the other).
 ROUND_AUTOMATION = None
 HF_FILES = ("config.json", "model.safetensors")
+
+
+@contextlib.contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """The asset's in-process torch work (sampling, scoring, evaluation) on one intra-op thread, restored
+    afterwards: training launches already run with ``OMP_NUM_THREADS=1``, and on the shared 2-core CPU two
+    threads stalled (rejection sampling 35-42 s and the chat model's evaluation 50 s on two threads under
+    load, against 10-16 s and 8-9 s on one)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def round_of(context: dg.AssetExecutionContext) -> int:

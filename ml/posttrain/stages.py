@@ -6,11 +6,13 @@ k-1's chat model, round 1 from the base model. :class:`RoundsConfig` holds how m
 Training configs are the engine's (ml/train/config.py) with the task set; ``init_from`` is filled in by
 whoever launches the stage (the previous model's HF directory).
 
-tiny presets are sized so both rounds of ``make run`` fit in about 4 minutes on a 2-core CPU. Measured on
-the 2-core CPU shared with other jobs (load average 7-8), per asset in round 1 / round 2, Dagster step
-included: reward model 23.4 / 15.8 s, rejection samples 15.7 / 9.8 s, SFT 48.8 / 30.7 s, DPO (two runs)
-42.9 / 26.6 s, chat model (average + evaluation of three models) 9.4 / 7.5 s; both rounds 241 s (rounds
-table 3.1 s, synthetic data 17.5 s once per snapshot).
+tiny presets are sized so both rounds of ``make run`` fit in about 4 minutes on a 2-core CPU. Measured with
+``lifecycle run --preset tiny`` (in-process torch work on one thread, see assets/posttrain/rounds.py) on the
+2-core CPU shared with other jobs (load average 4.2 falling to 1.5), per asset in round 1 / round 2, Dagster
+step included: reward model 11.3 / 10.1 s, rejection samples 9.0 / 5.8 s, SFT 23.0 / 14.5 s, DPO (two runs
+and the reference log-probs) 19.8 / 14.4 s, chat model (average + evaluation of three models) 6.5 / 4.5 s;
+both rounds 123 s (synthetic data 9.1 s once per snapshot, rounds table 1.0 s). Under a load average of 7-8
+the same rounds took 241 s.
 """
 
 from __future__ import annotations
@@ -82,7 +84,7 @@ class RewardConfig(StageConfig):
 
     train: TrainConfig = TrainConfig(task="reward")
 
-    # tiny: 16 steps of 4 pairs, lr 1e-3 (chosen); 23.4 / 15.8 s per round (see the module doc)
+    # tiny: 16 steps of 4 pairs, lr 1e-3 (chosen); 11.3 / 10.1 s per round (see the module doc)
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = _presets(
         "reward", _tiny_train("reward", 16, 4, 1e-3), 1e-5
     )
@@ -105,7 +107,7 @@ class RejectionConfig(StageConfig):
     sandbox_wall_seconds: float = 20.0
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
-        "tiny": dict(k=4, n_prompts=8, max_new_tokens=96),  # 15.7 / 9.8 s per round
+        "tiny": dict(k=4, n_prompts=8, max_new_tokens=96),  # 9.0 / 5.8 s per round
         "small": dict(k=10, n_prompts=2_000),
         **{p: dict(k=30, n_prompts=20_000, max_new_tokens=2048) for p in ("8b", "70b", "405b")},
     }
@@ -125,7 +127,7 @@ class SFTConfig(StageConfig):
 
     train: TrainConfig = TrainConfig(task="sft")
 
-    # tiny: 24 steps of 8 packed rows of 384 tokens, lr 1e-3 (chosen); 48.8 / 30.7 s per round
+    # tiny: 24 steps of 8 packed rows of 384 tokens, lr 1e-3 (chosen); 23.0 / 14.5 s per round
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = _presets("sft", _tiny_train("sft", 24, 8, 1e-3), 1e-5)
 
     def __post_init__(self) -> None:
@@ -139,7 +141,7 @@ class DPOConfig(StageConfig):
     train: TrainConfig = TrainConfig(task="dpo")
     seeds: tuple[int, ...] = (1337, 1338)
 
-    # tiny: 10 steps of 4 pairs, lr 2e-4 (chosen), two seeds; 42.9 / 26.6 s per round (both runs and the
+    # tiny: 10 steps of 4 pairs, lr 2e-4 (chosen), two seeds; 19.8 / 14.4 s per round (both runs and the
     # reference log-probs)
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = _presets("dpo", _tiny_train("dpo", 10, 4, 2e-4), 1e-6)
 
@@ -159,6 +161,6 @@ class ChatEvalConfig(StageConfig):
     sandbox_wall_seconds: float = 20.0
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
-        "tiny": dict(max_items=16, max_new_tokens=96),  # 9.4 / 7.5 s per round
+        "tiny": dict(max_items=16, max_new_tokens=96),  # 6.5 / 4.5 s per round
         **{p: dict() for p in ("small", "8b", "70b", "405b")},
     }

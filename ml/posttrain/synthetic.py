@@ -51,7 +51,7 @@ class SyntheticDataConfig(StageConfig):
     sandbox_wall_seconds: float = 20.0
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
-        # tiny: 17.5 s on the shared 2-core CPU (load average 7-8), most of it the 40 + 13 sandbox runs
+        # tiny: 9.1 s on the shared 2-core CPU (17.5 s under load average 7-8), mostly the 40 + 13 sandbox runs
         "tiny": {"n_math": 300, "n_code": 40, "n_qa": 60, "qa_window_words": 30, "max_tokens": 256},
         "small": {"n_math": 20_000, "n_code": 2_000, "n_qa": 5_000, "qa_window_words": 200},
         "8b": {"n_math": 200_000, "n_code": 20_000, "n_qa": 50_000, "qa_window_words": 2_000},
