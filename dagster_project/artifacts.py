@@ -175,6 +175,58 @@ class HFCheckpoint(Artifact):
         return self.path / "hf"
 
 
+class SyntheticData(Artifact):
+    """Verified post-training data: SFT records ``{train,val,heldout}.jsonl``, preference pairs
+    ``prefs/{train,val,heldout}.jsonl`` (the same ids in the same splits), ``dropped.jsonl`` (id, reason,
+    detail) and ``report.json``; ``heldout`` is never trained on."""
+
+    @property
+    def report(self) -> dict:
+        return json.loads((self.path / "report.json").read_text())
+
+    @property
+    def prefs_dir(self) -> Path:
+        return self.path / "prefs"
+
+    def records(self, split: str, prefs: bool = False) -> list[dict]:
+        path = (self.prefs_dir if prefs else self.path) / f"{split}.jsonl"
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+class RejectionSamples(Artifact):
+    """A round's rejection samples: ``samples.jsonl`` (every sample, its reward and verdict per prompt),
+    ``sft.jsonl`` (the best verified sample per prompt), ``pairs.jsonl`` (best over a failing sample) and
+    ``report.json``."""
+
+    @property
+    def report(self) -> dict:
+        return json.loads((self.path / "report.json").read_text())
+
+    def records(self, name: str) -> list[dict]:
+        return [json.loads(x) for x in (self.path / f"{name}.jsonl").read_text().splitlines() if x.strip()]
+
+
+class DPORuns(Artifact):
+    """A round's DPO runs from its SFT model: ``runs/seed-<s>/hf`` per seed, the reference (SFT) model's
+    log-probs of every pair computed once (``reference_logps.json``) and ``report.json``."""
+
+    @property
+    def report(self) -> dict:
+        return json.loads((self.path / "report.json").read_text())
+
+    def run_dirs(self) -> list[Path]:
+        return sorted(p / "hf" for p in (self.path / "runs").iterdir() if (p / "hf").is_dir())
+
+
+class ChatModel(HFCheckpoint):
+    """A round's chat model (the average of its DPO runs, ``hf/`` with the tokenizer and chat template) and
+    its held-out evaluation against the round's start, SFT model and the previous round (``evals.json``)."""
+
+    @property
+    def evals(self) -> dict:
+        return json.loads((self.path / "evals.json").read_text())
+
+
 class SafetyModels(Artifact):
     """The safety classifier (``classifier/``), the refusal detector (``refusal_detector/``), per-class
     held-out and train tables (``per_class_<split>.parquet``) and ``report.json``."""

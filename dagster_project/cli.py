@@ -5,7 +5,9 @@ lifecycle materialize ASSET --partition P --preset P                      # what
 
 ``run`` materializes in dependency order: the snapshot assets before the scaling sweep (job ``lifecycle``), the
 sweep's planned cells (job ``sweep_cells``, one run per cell, side by side in a process pool when the sweep
-config runs cells on fewer threads than there are cores), then the snapshot assets after the sweep.
+config runs cells on fewer threads than there are cores), then the snapshot assets after the sweep, the
+post-training rounds of the rounds config (job ``posttrain_round``, one run per round, in order, stopping
+after a failed round), then the snapshot assets after the rounds (the rounds table).
 ``materialize scaling_sweep`` runs every planned cell of the snapshot.
 lifecycle dvc-yaml [--check]                                              # dvc.yaml from the asset graph
 lifecycle configs                                                         # the generated run configs
@@ -66,29 +68,39 @@ def run_config(selection: list[str], preset: str | None, ops: dict | None = None
     return config
 
 
-def phases(selection: list[str]) -> list[tuple[str, list[str]]]:
-    """``(job, assets)`` in dependency order: the snapshot assets the sweep does not feed, the sweep's cells,
-    the snapshot assets downstream of the sweep, the data-value experiment's candidate classes (a Dagster
-    job has one partition scheme)."""
-    from dagster_project.definitions import defs
-    from dagster_project.jobs import DATA_VALUE_JOB, SWEEP_JOB, on_scheme
-    from dagster_project.partitions import DATA_VALUE, SWEEP
-
-    graph = defs.resolve_asset_graph()
-    sweep = {k.to_user_string() for a in on_scheme(SWEEP) for k in a.keys}
-    candidates = {k.to_user_string() for a in on_scheme(DATA_VALUE) for k in a.keys}
-    after: set[str] = set()
-    todo = [child for name in sweep for child in graph.get(_key(name)).child_keys]
+def _descendants(graph, names: set[str]) -> set[str]:
+    out: set[str] = set()
+    todo = [child for name in names for child in graph.get(_key(name)).child_keys]
     while todo:
         key = todo.pop()
-        if key.to_user_string() not in after:
-            after.add(key.to_user_string())
+        if key.to_user_string() not in out:
+            out.add(key.to_user_string())
             todo.extend(graph.get(key).child_keys)
+    return out
+
+
+def phases(selection: list[str]) -> list[tuple[str, list[str]]]:
+    """``(job, assets)`` in dependency order (a Dagster job has one partition scheme): the snapshot assets
+    neither the sweep nor the rounds feed, the sweep's cells, the snapshot assets downstream of the sweep,
+    the post-training rounds, the snapshot assets downstream of the rounds, the data-value experiment's
+    candidate classes (leaves: every class, last)."""
+    from dagster_project.definitions import defs
+    from dagster_project.jobs import DATA_VALUE_JOB, ROUNDS_JOB, SWEEP_JOB, on_scheme
+    from dagster_project.partitions import DATA_VALUE, ROUNDS, SWEEP
+
+    graph = defs.resolve_asset_graph()
+    scheme = lambda p: {k.to_user_string() for a in on_scheme(p) for k in a.keys}  # noqa: E731
+    sweep, rounds, candidates = scheme(SWEEP), scheme(ROUNDS), scheme(DATA_VALUE)
+    after_rounds = _descendants(graph, rounds) - rounds - candidates
+    after_sweep = _descendants(graph, sweep) - rounds - after_rounds - candidates
+    late = sweep | rounds | after_sweep | after_rounds | candidates
     out = [
-        ("lifecycle", [n for n in selection if n not in sweep | after | candidates]),
+        ("lifecycle", [n for n in selection if n not in late]),
         (SWEEP_JOB, [n for n in selection if n in sweep]),
-        ("lifecycle", [n for n in selection if n in after - candidates]),
-        (DATA_VALUE_JOB, [n for n in selection if n in candidates]),  # leaves: every class, last
+        ("lifecycle", [n for n in selection if n in after_sweep]),
+        (ROUNDS_JOB, [n for n in selection if n in rounds]),
+        ("lifecycle", [n for n in selection if n in after_rounds]),
+        (DATA_VALUE_JOB, [n for n in selection if n in candidates]),
     ]
     return [(job, names) for job, names in out if names]
 
@@ -131,6 +143,38 @@ def _execute(job_name: str, partition, names: list[str], preset: str | None, ops
     # in process, no daemon sees the run end: close its MLflow parent run here (sensors.py does it otherwise)
     MlflowResource().end_parent_run(result.run_id, "FINISHED" if result.success else "FAILED")
     return {"job": job_name, "partition": str(partition), "run_id": result.run_id, "success": result.success}
+
+
+def rounds_config(preset: str | None, ops: dict | None) -> Any:
+    """The rounds config this run resolves (preset, YAML and the ``posttrain_rounds`` run-config fields)."""
+    from assets.posttrain.rounds_table import RoundsRun
+    from dagster_project.configs import resolve_config
+    from ml.posttrain.stages import RoundsConfig
+
+    fields = {
+        **({"preset": preset} if preset else {}),
+        **(ops or {}).get("posttrain_rounds", {}).get("config", {}),
+    }
+    return resolve_config(RoundsConfig, RoundsRun(**fields))
+
+
+def _run_rounds(snapshot: str, names: list[str], preset: str | None, ops: dict | None) -> list[dict]:
+    """Rounds 1..n of ``snapshot`` one after another (round k starts from round k-1's chat model); stops
+    after a failed round."""
+    from dagster_project.jobs import ROUNDS_JOB
+    from dagster_project.partitions import register_rounds, round_partition
+
+    n = rounds_config(preset, ops).rounds
+    root = lifecycle_home() / "data" / names[0]
+    removed = register_rounds(_instance(), n, lambda key: any(root.glob(f"*/{key}")))
+    if removed:
+        print(f"removed post-training rounds beyond the config that were never trained: {', '.join(removed)}")
+    runs: list[dict] = []
+    for k in range(1, n + 1):
+        runs.append(_execute(ROUNDS_JOB, round_partition(snapshot, k), names, preset, ops))
+        if not runs[-1]["success"]:
+            break
+    return runs
 
 
 def _execute_cell(args: tuple) -> dict:
@@ -181,7 +225,7 @@ def materialize_lifecycle(
     """Every selected asset for snapshot ``partition`` in dependency order; one summary per Dagster run.
     ``ops`` holds run-config fields per asset (``{"tokenizer": {"config": {...}}}``)."""
     from dagster_project.definitions import stage_names
-    from dagster_project.jobs import DATA_VALUE_JOB
+    from dagster_project.jobs import DATA_VALUE_JOB, ROUNDS_JOB
     from dagster_project.partitions import SNAPSHOTS
 
     instance = _instance()
@@ -193,6 +237,8 @@ def materialize_lifecycle(
             runs.append(_execute(job, partition, names, preset, ops))
         elif job == DATA_VALUE_JOB:
             runs.extend(_run_candidates(partition, names, preset, ops))
+        elif job == ROUNDS_JOB:
+            runs.extend(_run_rounds(partition, names, preset, ops))
         else:
             runs.extend(_run_cells(partition, names, preset, ops))
         if not all(r["success"] for r in runs):

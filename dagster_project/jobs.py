@@ -2,10 +2,14 @@
 
 * ``lifecycle``: every asset partitioned by crawl snapshot, for one snapshot, in dependency order;
 * ``sweep_cells``: the scaling sweep (snapshot × sweep cell), one cell per run — a backfill runs cells in
-  parallel; ``lifecycle run`` (dagster_project/cli.py) runs the three in order: the snapshot assets up to
-  the sweep, the sweep's cells, the snapshot assets after it;
+  parallel;
+* ``posttrain_round``: the post-training assets (snapshot × round), one round per run; round k needs round
+  k-1's chat model, so rounds run one after another;
 * ``data_value_candidates``: the data-value annealing experiment (snapshot × candidate class), one class
-  per run; ``lifecycle run`` runs every class after the other phases;
+  per run;
+* ``lifecycle run`` (dagster_project/cli.py) runs them in order: the snapshot assets up to the sweep, the
+  sweep's cells, the snapshot assets after it, the rounds, the snapshot assets after the rounds, every
+  candidate class;
 * one ``<domain>_pipeline`` job per domain group (its snapshot-partitioned assets).
 """
 
@@ -14,9 +18,10 @@ from __future__ import annotations
 import dagster as dg
 
 from dagster_project.discovery import ASSETS
-from dagster_project.partitions import DATA_VALUE, SNAPSHOTS, SWEEP
+from dagster_project.partitions import DATA_VALUE, ROUNDS, SNAPSHOTS, SWEEP
 
 SWEEP_JOB = "sweep_cells"
+ROUNDS_JOB = "posttrain_round"
 DATA_VALUE_JOB = "data_value_candidates"
 
 
@@ -64,5 +69,12 @@ data_value_job = dg.define_asset_job(
     partitions_def=DATA_VALUE,
     description="One candidate class of the data-value annealing experiment of one snapshot per run.",
 )
+rounds_job = dg.define_asset_job(
+    ROUNDS_JOB,
+    selection=dg.AssetSelection.assets(*_keys(on_scheme(ROUNDS))),
+    partitions_def=ROUNDS,
+    description="One post-training round of one snapshot per run: reward model, rejection samples, SFT, DPO, "
+    "chat model (round k starts from round k-1's chat model, so rounds run in order).",
+)
 DOMAIN_JOBS = {group: _domain_job(group, assets) for group, assets in _groups().items()}
-JOBS = [lifecycle_job, sweep_job, data_value_job, *DOMAIN_JOBS.values()]
+JOBS = [lifecycle_job, sweep_job, rounds_job, data_value_job, *DOMAIN_JOBS.values()]

@@ -13,8 +13,14 @@
   curated corpus's domain classes, ``ml.curate.domain.DOMAINS``), one data-value annealing run per class
   (Llama 3 paper §3.4.3), keyed ``<snapshot>|<class>`` (dimensions sort by name) and stored under
   ``<snapshot>/<class>``; it reads its snapshot's assets through ``SNAPSHOT_OF_CANDIDATE``.
-* ``ROUNDS`` (static): post-training rounds (Llama 3 paper §4.1: six rounds of reward model, rejection
-  sampling, SFT and DPO); round k reads round k-1 through ``previous_round()``.
+* ``ROUNDS`` (multi-dimensional): crawl snapshot × post-training round (Llama 3 paper §4.1: six rounds of
+  reward model, rejection sampling, SFT and DPO), keyed ``round-<k>``. Rounds are *dynamic* like sweep
+  cells: ``lifecycle run`` registers rounds 1..n of the rounds config (``register_rounds``; tiny 2). A round
+  reads its snapshot's base model and synthetic data, and the rounds table (partitioned by snapshot) reads
+  every round of its snapshot, through ``SNAPSHOT_OF_ROUND``. Round k starts from round k-1's chat model:
+  that edge runs from the last asset of a round to the first of the next, a cycle in the asset graph
+  Dagster cannot declare, so a round reads it by partition key (``previous_round_partition``) and records
+  it among its inputs; ``lifecycle run`` runs the rounds one after another.
 """
 
 import warnings
@@ -67,11 +73,51 @@ def data_value_partition(snapshot: str, candidate: str) -> dg.MultiPartitionKey:
     return dg.MultiPartitionKey({"snapshot": snapshot, "value_candidate": candidate})
 
 
-NUM_ROUNDS = 6
-ROUNDS = dg.StaticPartitionsDefinition([f"round-{k}" for k in range(1, NUM_ROUNDS + 1)])
+ROUND_KEYS = dg.DynamicPartitionsDefinition(name="posttrain_round")
+# the dimension names sort "snapshot" first, so a key reads "local-web|round-1" (a directory per snapshot)
+ROUNDS = dg.MultiPartitionsDefinition({"snapshot": SNAPSHOTS, "training_round": ROUND_KEYS})
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", dg.BetaWarning)
+    SNAPSHOT_OF_ROUND = dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name="snapshot")
 
 
-def previous_round(rounds: dg.StaticPartitionsDefinition = ROUNDS) -> dg.StaticPartitionMapping:
-    """Upstream round k-1 -> downstream round k (the first round has no upstream partition)."""
-    keys = rounds.get_partition_keys()
-    return dg.StaticPartitionMapping(dict(zip(keys[:-1], keys[1:], strict=True)))
+def round_key(k: int) -> str:
+    if k < 1:
+        raise ValueError(f"post-training rounds count from 1, got {k}")
+    return f"round-{k}"
+
+
+def round_number(key: str) -> int:
+    """``round-3`` -> 3; a ValueError naming a key that is not a round."""
+    number = key.removeprefix("round-")
+    if not key.startswith("round-") or not number.isdigit() or int(number) < 1:
+        raise ValueError(f"{key!r} is not a post-training round key (round-<k>, k >= 1)")
+    return int(number)
+
+
+def round_partition(snapshot: str, k: int) -> dg.MultiPartitionKey:
+    return dg.MultiPartitionKey({"snapshot": snapshot, "training_round": round_key(k)})
+
+
+def previous_round_partition(key: dg.MultiPartitionKey) -> dg.MultiPartitionKey | None:
+    """Round k-1 of the same snapshot (None for round 1, which starts from the base model)."""
+    dims = key.keys_by_dimension
+    k = round_number(dims["training_round"])
+    return round_partition(dims["snapshot"], k - 1) if k > 1 else None
+
+
+def register_rounds(
+    instance: dg.DagsterInstance, n: int, has_artifact: Callable[[str], bool] = lambda key: True
+) -> list[str]:
+    """Register rounds 1..n; a registered round beyond n stays while ``has_artifact(key)`` (it was trained
+    for some snapshot), one never trained is removed. Returns the removed keys."""
+    keys = [round_key(k) for k in range(1, n + 1)]
+    new = [k for k in keys if not instance.has_dynamic_partition(ROUND_KEYS.name, k)]
+    if new:
+        instance.add_dynamic_partitions(ROUND_KEYS.name, new)
+    stale = [
+        k for k in instance.get_dynamic_partitions(ROUND_KEYS.name) if k not in keys and not has_artifact(k)
+    ]
+    for key in stale:
+        instance.delete_dynamic_partition(ROUND_KEYS.name, key)
+    return stale

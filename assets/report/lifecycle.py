@@ -138,6 +138,20 @@ def pretraining_section(stages: dict[str, HFCheckpoint], base: HFCheckpoint, eva
     )
 
 
+def rounds_section(rounds: EvalTables) -> Section:
+    table = pd.read_parquet(rounds.path / "rounds.parquet").T  # metrics as rows, one column per round
+    header = ("metric", *(f"round {k}" for k in table.columns))
+    rows = tuple(
+        (metric, *map(float, values)) for metric, values in zip(table.index, table.values, strict=True)
+    )
+    return Section(
+        "Post-training rounds",
+        notes=("Held-out verifier pass rates, answer log-likelihood and preference accuracy per round.",),
+        tables=(Table("rounds (held-out)", header, rows),),
+        plots=_plots(rounds, ("rounds.png", "rounds")),
+    )
+
+
 def safety_section(safety: SafetyEvals, fp8: FP8Checkpoint) -> Section:
     head = safety.report["headline"]
     q = fp8.quality
@@ -172,6 +186,7 @@ def lifecycle_report(
     pretrain_annealed: HFCheckpoint,
     base_model: HFCheckpoint,
     base_model_evals: EvalTables,
+    posttrain_rounds: EvalTables,
     safety_evals: SafetyEvals,
     fp8_model: FP8Checkpoint,
     mlflow: MlflowResource,
@@ -179,10 +194,11 @@ def lifecycle_report(
 ) -> dg.MaterializeResult:
     """The headline figures of every stage of this snapshot's lifecycle on one page (``report.html``, also an
     MLflow artifact and this panel): curation funnel and mix, IsoFLOP fit and flagship forecast, pre-training
-    stages and their loss curves, base model vs checkpoints, safety rates and the FP8 quality delta."""
+    stages and their loss curves, base model vs checkpoints, the post-training rounds table, safety rates
+    and the FP8 quality delta."""
     cfg = resolve_config(ReportConfig, config)
     inputs = (curated_corpus, scaling_law_fit, scaling_flagship, pretrain_initial, pretrain_long_context)
-    inputs += (pretrain_annealed, base_model, base_model_evals, safety_evals, fp8_model)
+    inputs += (pretrain_annealed, base_model, base_model_evals, posttrain_rounds, safety_evals, fp8_model)
     with stage_run(context, mlflow, dvc, cfg, *inputs) as run:
         stages = {
             "initial": pretrain_initial,
@@ -194,6 +210,7 @@ def lifecycle_report(
             corpus_section(curated_corpus),
             scaling_section(scaling_law_fit, scaling_flagship),
             pretraining_section(stages, base_model, base_model_evals),
+            rounds_section(posttrain_rounds),
             safety_section(safety_evals, fp8_model),
         ]
         page = render_html(cfg.title, sections, subtitle=f"snapshot {context.partition_key}")

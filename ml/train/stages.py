@@ -23,7 +23,6 @@ import pandas as pd
 from tokenizers import Tokenizer
 
 from ml.config import ConfigError, StageConfig
-from ml.eval.multiple_choice import MultipleChoiceConfig
 from ml.eval.niah import NiahConfig
 from ml.tokens import resample
 from ml.tokens.shards import ShardConfig, assign_split, read_manifest, write_token_shards

@@ -70,6 +70,14 @@ def test_asset_graph_is_the_lifecycle():
     assert parents["data_value_control"] == valued
     assert parents["data_value"] == {"data_value_control", *valued}
 
+    assert parents["synthetic_data"] == {"curated_corpus", "token_shards", "tokenizer"}
+    assert parents["reward_model"] == {"base_model", "synthetic_data"}
+    assert parents["rejection_samples"] == {"base_model", "synthetic_data", "reward_model"}
+    assert parents["sft_model"] == {"base_model", "synthetic_data", "rejection_samples"}
+    assert parents["dpo_model"] == {"sft_model", "synthetic_data", "rejection_samples"}
+    assert parents["chat_model"] == {"dpo_model", "sft_model", "reward_model", "base_model", "synthetic_data"}
+    assert parents["posttrain_rounds"] == {"chat_model"}
+
 
 def _subclasses(cls: type) -> list[type]:
     return [cls, *(s for sub in cls.__subclasses__() for s in _subclasses(sub))]
@@ -85,6 +93,7 @@ def test_blocking_checks_are_gates_inside_their_asset():
     assert set(specs.values()) == {True} and sorted(specs) == [
         "base_model_beats_unigram",
         "base_model_matches_transformers",
+        "chat_model_matches_transformers",
         "extracted_docs_contract",
         "forecast_vs_actual",
         "fp8_model_layers",
@@ -101,6 +110,7 @@ def test_blocking_checks_are_gates_inside_their_asset():
         "safety_evals_group_regressions",
         "safety_evals_no_regression",
         "safety_evals_within_bounds",
+        "synthetic_data_heldout_unseen",
         "token_shards_verify",
         "tokenizer_special_tokens",
     ]
@@ -137,27 +147,62 @@ def test_jobs_per_domain_group():
     job = defs.resolve_job_def("data_value_candidates")
     assert {k.to_user_string() for k in job.asset_layer.selected_asset_keys} == {"data_value"}
     cells |= {"data_value"}
+    # the post-training rounds' (snapshot x round) assets run in `posttrain_round`
+    job = defs.resolve_job_def("posttrain_round")
+    rounds = {k.to_user_string() for k in job.asset_layer.selected_asset_keys}
+    assert rounds == {"reward_model", "rejection_samples", "sft_model", "dpo_model", "chat_model"}
+    assert groups["synthetic_data"] == groups["posttrain_rounds"] == groups["chat_model"] == "posttrain"
     for group in set(groups.values()):
         job = defs.resolve_job_def(f"{group}_pipeline")
         selected = {k.to_user_string() for k in job.asset_layer.selected_asset_keys}
-        assert selected == {a for a, g in groups.items() if g == group} - cells
+        assert selected == {a for a, g in groups.items() if g == group} - cells - rounds
     lifecycle = defs.resolve_job_def("lifecycle").asset_layer.selected_asset_keys
-    assert {k.to_user_string() for k in lifecycle} == set(stage_names()) - cells
+    assert {k.to_user_string() for k in lifecycle} == set(stage_names()) - cells - rounds
 
 
 def test_lifecycle_run_phases_follow_the_sweep():
     from dagster_project.cli import phases
 
-    before, sweep, after, candidates = phases(stage_names())
+    before, sweep, after, rounds, after_rounds, candidates = phases(stage_names())
     assert before[0] == "lifecycle" and {"token_shards", "mc_eval_items", "base_model"} <= set(before[1])
-    assert "data_value_control" in before[1] and "data_value" not in before[1]
+    assert {"synthetic_data", "data_value_control"} <= set(before[1]) and "data_value" not in before[1]
     assert sweep == ("sweep_cells", ["scaling_sweep"])
-    assert after == ("lifecycle", ["scaling_law_fit", "scaling_flagship", "lifecycle_report"])
+    assert after == ("lifecycle", ["scaling_law_fit", "scaling_flagship"])
+    assert rounds == (
+        "posttrain_round",
+        ["reward_model", "rejection_samples", "sft_model", "dpo_model", "chat_model"],
+    )
+    assert after_rounds == ("lifecycle", ["posttrain_rounds", "lifecycle_report"])
     assert candidates == ("data_value_candidates", ["data_value"])  # every class, after everything else
     assert phases(["scaling_law_fit", "tokenizer"]) == [
         ("lifecycle", ["tokenizer"]),
         ("lifecycle", ["scaling_law_fit"]),
     ]
+    assert phases(["posttrain_rounds", "sft_model", "base_model"]) == [
+        ("lifecycle", ["base_model"]),
+        ("posttrain_round", ["sft_model"]),
+        ("lifecycle", ["posttrain_rounds"]),
+    ]
+
+
+def test_lifecycle_run_runs_the_configured_rounds_in_order_and_stops_after_a_failure(home, monkeypatch):
+    from dagster_project import cli
+    from dagster_project.partitions import ROUND_KEYS
+
+    assert cli.rounds_config("tiny", None).rounds == 2 and cli.rounds_config("8b", None).rounds == 6
+    assert cli.rounds_config("tiny", {"posttrain_rounds": {"config": {"rounds": 3}}}).rounds == 3
+    calls = []
+
+    def execute(job, partition, names, preset, ops):
+        calls.append((job, str(partition)))
+        return {"job": job, "partition": str(partition), "success": str(partition) != "s|round-2"}
+
+    monkeypatch.setattr(cli, "_execute", execute)
+    ops = {"posttrain_rounds": {"config": {"rounds": 3}}}
+    runs = cli._run_rounds("s", ["sft_model"], "tiny", ops)
+    assert calls == [("posttrain_round", "s|round-1"), ("posttrain_round", "s|round-2")]  # round 3 never runs
+    assert [r["success"] for r in runs] == [True, False]
+    assert cli._instance().get_dynamic_partitions(ROUND_KEYS.name) == ["round-1", "round-2", "round-3"]
 
 
 def test_every_asset_has_a_docstring_and_checks_are_blocking():

@@ -1,5 +1,6 @@
-"""The whole default lifecycle, crawl to pre-training and the scaling sweep, materialized into a temp home from a
-small local web, the way `lifecycle run` does it (snapshot assets, sweep cells side by side, fit and flagship)."""
+"""The whole default lifecycle, crawl to pre-training, the scaling sweep and two post-training rounds,
+materialized into a temp home from a small local web, the way `lifecycle run` does it (snapshot assets, sweep
+cells side by side, fit and flagship, rounds in order, the rounds table)."""
 
 import json
 import shutil
@@ -84,6 +85,39 @@ TEST_SWEEP = {
 }
 
 
+# Two post-training rounds of a few steps each (the wiring; the asset and ml tests check the rest).
+def _posttrain_steps(steps: int = 2) -> dict:
+    return {
+        "steps": steps,
+        "schedule": {"warmup_steps": 1},
+        "data": {"batch_size": 2, "seq_len": 512},
+        "eval_every": steps,
+        "ckpt_every": steps,
+        "eval_batches": 1,
+    }
+
+
+POSTTRAIN_FEW_STEPS = {
+    "synthetic_data": {
+        "config": {
+            "n_math": 24,
+            "n_code": 4,
+            "n_qa": 4,
+            "max_tokens": 300,
+            "heldout_fraction": 0.25,
+            "val_fraction": 0.2,
+        }
+    },
+    "reward_model": {"config": {"train": _posttrain_steps()}},
+    "rejection_samples": {"config": {"k": 2, "n_prompts": 2, "max_new_tokens": 8}},
+    "sft_model": {"config": {"train": _posttrain_steps()}},
+    "dpo_model": {"config": {"train": _posttrain_steps(), "seeds": [1, 2]}},
+    "chat_model": {"config": {"max_items": 2, "max_new_tokens": 8}},
+    "posttrain_rounds": {"config": {"rounds": 2}},
+}
+ROUND_ASSETS = ("reward_model", "rejection_samples", "sft_model", "dpo_model", "chat_model")
+
+
 def _events(instance, runs: list[dict], event_type: str) -> list:
     return [
         e.dagster_event
@@ -123,10 +157,13 @@ def test_every_asset_materializes_with_gates_passing(home, tmp_path):
         },
         "fp8_model": {"config": {"eval_docs": 32, "eval_tokens_per_doc": 64}},
         **PRETRAIN_FEW_STEPS,
+        **POSTTRAIN_FEW_STEPS,
         **{name: {"config": TEST_SWEEP} for name in ("scaling_sweep", "scaling_law_fit", "scaling_flagship")},
     }
     runs = materialize_lifecycle(None, "e2e", None, ops)
-    assert [r["job"] for r in runs] == ["lifecycle"] + ["sweep_cells"] * 6 + ["lifecycle"]
+    assert [r["job"] for r in runs] == (
+        ["lifecycle"] + ["sweep_cells"] * 6 + ["lifecycle"] + ["posttrain_round"] * 2 + ["lifecycle"]
+    )
     assert all(r["success"] for r in runs), runs
     instance = _instance()
     materializations = [
@@ -135,8 +172,10 @@ def test_every_asset_materializes_with_gates_passing(home, tmp_path):
 
     done = [m.asset_key.to_user_string() for m in materializations]
     assert set(done) == set(stage_names()) and done.count("scaling_sweep") == 6  # every stage, every cell
+    assert all(done.count(a) == 2 for a in ROUND_ASSETS)  # every round
     checks = [e.event_specific_data for e in _events(instance, runs, "ASSET_CHECK_EVALUATION")]
-    assert len(checks) == len(defs.resolve_asset_graph().asset_check_keys)
+    # the chat model's check runs once per round
+    assert len(checks) == len(defs.resolve_asset_graph().asset_check_keys) + 1
     by_name = {c.check_name: c for c in checks}
     # an 8-step run has learned token frequencies at best: the gates judged the test's own bounds, with numbers
     unigram = by_name.pop("pretrain_initial_beats_unigram")
@@ -203,7 +242,14 @@ def test_every_asset_materializes_with_gates_passing(home, tmp_path):
     assert [r["stage"] for r in evals["stages"]] == ["initial", "long_context", "annealed", "average"]
     assert evals["mc_items"] == len(pd.read_parquet(data / "mc_eval_items" / "e2e" / "items.parquet"))
     report = (data / "lifecycle_report" / "e2e" / "report.html").read_text()
-    for title in ("Curation funnel", "Data mix", "Scaling laws", "Pre-training stages", "Safety and FP8"):
+    for title in (
+        "Curation funnel",
+        "Data mix",
+        "Scaling laws",
+        "Pre-training stages",
+        "Post-training rounds",
+        "Safety and FP8",
+    ):
         assert f"<h2>{title}" in report
 
     # safety: the classifier's held-out numbers, one evaluation of the base model, the FP8 model's quality
@@ -224,11 +270,17 @@ def test_every_asset_materializes_with_gates_passing(home, tmp_path):
     assert abs(quality["ppl_increase"]) <= quality["max_ppl_increase"]
 
     _check_scaling(data, forecast)
+    rounds = json.loads((data / "chat_model" / "e2e" / "round-2" / "evals.json").read_text())
+    assert rounds["started_from"] == "chat_model" and rounds["transformers_parity"]["equal"]
+    assert list(pd.read_parquet(data / "posttrain_rounds" / "e2e" / "rounds.parquet").index) == [1, 2]
 
     # every artifact is versioned and the DVC repo of the home is clean
     cells = sorted(p.name for p in (data / "scaling_sweep" / "e2e").iterdir() if p.is_dir())
     assert cells == ["4e8_s12", "4e8_s16", "4e8_s8", "8e8_s12", "8e8_s16", "8e8_s8"]
     for asset in stage_names():
+        if asset in ROUND_ASSETS:
+            assert all((data / asset / "e2e" / f"round-{k}.dvc").exists() for k in (1, 2)), asset
+            continue
         assert asset == "scaling_sweep" or (data / asset / "e2e.dvc").exists(), asset
     assert all((data / "scaling_sweep" / "e2e" / f"{cell}.dvc").exists() for cell in cells)
     status = subprocess.run([sys.executable, "-m", "dvc", "status"], cwd=home, capture_output=True, text=True)

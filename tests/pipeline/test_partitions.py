@@ -1,25 +1,30 @@
 """Partition schemes and the mappings between them, shown on throwaway assets that read typed handles
-through the project's IO manager: a snapshot's sweep cells -> its fit; round k-1 -> round k; a missing
-upstream artifact fails with its name."""
+through the project's IO manager: a snapshot's sweep cells -> its fit; a snapshot's rounds -> its rounds
+table; round k-1 -> round k; a missing upstream artifact fails with its name."""
 
 import dagster as dg
 import pytest
 
+from assets.posttrain.rounds import previous_chat_model
 from dagster_project.artifacts import Artifact, ArtifactIOManager
 from dagster_project.home import artifact_dir
 from dagster_project.partitions import (
     CANDIDATES,
     DATA_VALUE,
-    NUM_ROUNDS,
+    ROUND_KEYS,
     ROUNDS,
     SNAPSHOT_OF_CANDIDATE,
     SNAPSHOT_OF_CELL,
+    SNAPSHOT_OF_ROUND,
     SNAPSHOTS,
     SWEEP,
     SWEEP_CELLS,
     data_value_partition,
-    previous_round,
+    previous_round_partition,
+    register_rounds,
     register_sweep_cells,
+    round_number,
+    round_partition,
     sweep_partition,
 )
 
@@ -49,14 +54,15 @@ def scaling_fit(context: dg.AssetExecutionContext, sweep_cell: dict[str, Loss]) 
 
 
 @dg.asset(partitions_def=ROUNDS)
-def reward_model(context: dg.AssetExecutionContext) -> dg.Output[Loss]:
-    return _write(context, context.partition_key.removeprefix("round-"))
+def chat_model(context: dg.AssetExecutionContext) -> dg.Output[Loss]:
+    """Round k starts from round k-1's chat model (read by partition key): its value is the previous + 1."""
+    prev = previous_chat_model(context)
+    return _write(context, str(1 + (float((prev.path / "loss").read_text()) if prev else 0.0)))
 
 
-@dg.asset(partitions_def=ROUNDS, ins={"reward_model": dg.AssetIn(partition_mapping=previous_round())})
-def policy(context: dg.AssetExecutionContext, reward_model: dict[str, Loss]) -> dg.Output[Loss]:
-    """Round k is trained against round k-1's reward model (round 1 against none)."""
-    return _write(context, ",".join(f"{k}={h.value()}" for k, h in reward_model.items()))
+@dg.asset(partitions_def=SNAPSHOTS, ins={"chat_model": dg.AssetIn(partition_mapping=SNAPSHOT_OF_ROUND)})
+def rounds_table(context: dg.AssetExecutionContext, chat_model: dict[str, Loss]) -> dg.Output[Loss]:
+    return _write(context, ",".join(f"{k}={h.value()}" for k, h in sorted(chat_model.items())))
 
 
 def _materialize(assets, selection, instance, partition=None):
@@ -73,12 +79,24 @@ def test_scheme_per_domain():
     assert SNAPSHOTS.name == "crawl_snapshot" and SWEEP_CELLS.name == "sweep_cell"
     assert [d.name for d in SWEEP.partitions_defs] == ["snapshot", "sweep_cell"]
     assert str(sweep_partition("local-web", "3e11_s16")) == "local-web|3e11_s16"
-    assert ROUNDS.get_partition_keys() == [f"round-{k}" for k in range(1, NUM_ROUNDS + 1)]
-    mapping = previous_round()
-    down = mapping.get_downstream_partitions_for_partitions(
-        ROUNDS.subset_with_partition_keys(["round-3"]), ROUNDS, ROUNDS
-    )
-    assert set(down.get_partition_keys()) == {"round-4"}
+    assert [d.name for d in ROUNDS.partitions_defs] == ["snapshot", "training_round"]
+    assert ROUND_KEYS.name == "posttrain_round"
+    assert str(round_partition("local-web", 2)) == "local-web|round-2"
+    assert previous_round_partition(round_partition("s1", 3)) == round_partition("s1", 2)
+    assert previous_round_partition(round_partition("s1", 1)) is None
+    assert round_number("round-12") == 12
+    for bad in ("round-0", "round-x", "cell-1"):
+        with pytest.raises(ValueError, match=f"'{bad}' is not a post-training round key"):
+            round_number(bad)
+
+
+def test_register_rounds_keeps_trained_rounds():
+    instance = dg.DagsterInstance.ephemeral()
+    assert register_rounds(instance, 3) == []
+    assert instance.get_dynamic_partitions(ROUND_KEYS.name) == ["round-1", "round-2", "round-3"]
+    # fewer rounds in the config: a round never trained goes, a trained one stays
+    assert register_rounds(instance, 1, lambda key: key == "round-2") == ["round-3"]
+    assert instance.get_dynamic_partitions(ROUND_KEYS.name) == ["round-1", "round-2"]
 
 
 def test_data_value_candidates_are_the_domain_classes():
@@ -131,14 +149,21 @@ def test_a_snapshots_cells_feed_its_fit(home):
     assert mat.metadata["dagster/row_count"].value == 1
 
 
-def test_round_k_reads_round_k_minus_1(home):
+def test_round_k_reads_round_k_minus_1_and_the_table_reads_its_snapshots_rounds(home):
     instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions(SNAPSHOTS.name, ["s1", "s2"])
+    register_rounds(instance, 3)
+    with pytest.raises(dg.Failure, match="chat_model \\(partition s1\\|round-1\\) is missing"):
+        _materialize([chat_model], [chat_model], instance, round_partition("s1", 2))
     for k in (1, 2, 3):
-        assert _materialize([reward_model], [reward_model], instance, f"round-{k}").success
-    for k in (1, 2, 3):
-        assert _materialize([reward_model, policy], [policy], instance, f"round-{k}").success
-    read = [(home / "data" / "policy" / f"round-{k}" / "loss").read_text() for k in (1, 2, 3)]
-    assert read == ["", "round-1=1.0", "round-2=2.0"]
+        assert _materialize([chat_model], [chat_model], instance, round_partition("s1", k)).success
+    assert _materialize([chat_model], [chat_model], instance, round_partition("s2", 1)).success
+    read = [(home / "data" / "chat_model" / "s1" / f"round-{k}" / "loss").read_text() for k in (1, 2, 3)]
+    assert read == ["1.0", "2.0", "3.0"]
+    assert _materialize([chat_model, rounds_table], [rounds_table], instance, "s1").success
+    assert (home / "data" / "rounds_table" / "s1" / "loss").read_text() == (
+        "s1|round-1=1.0,s1|round-2=2.0,s1|round-3=3.0"  # s2's round is not read
+    )
 
 
 def test_missing_upstream_is_a_failure_naming_it(home):

@@ -37,12 +37,18 @@ def test_weekly_crawl_adds_a_dated_snapshot_and_requests_its_crawl():
 
 
 def test_every_stage_has_a_code_version_and_follows_its_upstream():
+    """Eager everywhere but in the post-training rounds, which run in order (round k needs round k-1's chat
+    model, an edge the automation cannot see)."""
     graph = defs.resolve_asset_graph()
+    rounds = {"reward_model", "rejection_samples", "sft_model", "dpo_model", "chat_model"}
     for name in stage_names():
         key = dg.AssetKey(name)
         node = graph.get(key)
         assert len(node.code_version) == 16, name
-        assert node.automation_condition.get_label() == "eager", name
+        if name in rounds:
+            assert node.automation_condition is None, name
+        else:
+            assert node.automation_condition.get_label() == "eager", name
 
 
 def test_code_version_changes_with_exactly_the_files_on_the_import_graph(tmp_path):

@@ -8,7 +8,9 @@ scored tokens of the policy π and the frozen reference π_ref (the model DPO st
 
 Scored tokens are the assistant response's text only (ml/tokens/chat.py ``content``): the headers and the
 closing ``<|eot_id|>`` are masked out of chosen and rejected as the paper does. The reference log-probs
-of every example are computed once, when the reference is handed over, and kept with the example.
+of every example are computed once, when the reference is handed over, and kept with the example; when
+the data directory holds them already (``reference_logps.json``, written by :func:`save_reference_logps`,
+e.g. once for several DPO runs from one SFT model) they are read from there and no reference is built.
 
 Checked against TRL's ``DPOTrainer`` (loss_type ["sigmoid", "sft"] with weights [1, nll_coef]; the "sft"
 term is TRL's NLL on chosen completion tokens) on the same model, batch and β (tests/ml/train). One
@@ -17,6 +19,7 @@ deliberate difference: TRL appends EOS to a completion and scores it; we mask ``
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +46,7 @@ from ml.train.tasks.chat_data import (
 
 DPO_BETA = 0.1  # Llama 3 paper §4.1
 DPO_NLL_COEF = 0.2  # Llama 3 paper §4.1
+REFERENCE_LOGPS = "reference_logps.json"  # {split: [[chosen, rejected], ...]} in record order
 
 
 def token_logps(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -117,6 +121,9 @@ class DPOTask(ExampleStreamTask):
         self.pad = pad_id_of(tok)
         self.examples = {s: [self._encode(r, tok) for r in recs] for s, recs in records.items()}
         self.ref: dict[str, torch.Tensor] = {}  # split -> (N, 2): reference log-probs of chosen, rejected
+        cached = Path(data_dir) / REFERENCE_LOGPS
+        if cached.is_file():
+            self.ref = load_reference_logps(cached, {s: len(e) for s, e in self.examples.items()})
         self.stream = ExampleStream(len(self.examples["train"]), cfg.data.batch_size, info, cfg.seed)
         self._flops = float(flops_per_token(cfg.model, cfg.data.seq_len))
 
@@ -135,10 +142,12 @@ class DPOTask(ExampleStreamTask):
         return out
 
     def frozen_models(self) -> dict[str, str]:
-        return {"reference": self.cfg.init_from}
+        return {} if self.ref else {"reference": self.cfg.init_from}
 
     def bind_frozen(self, models: dict[str, nn.Module]) -> None:
         """Score every example with the reference once; the reference is not kept."""
+        if not models:  # read from the data directory's cache
+            return
         reference = models["reference"]
         device = next(reference.parameters()).device
         with torch.no_grad():
@@ -184,3 +193,23 @@ class DPOTask(ExampleStreamTask):
             forward(batch["inputs"]), batch["labels"], batch["ref_logps"], self.beta, self.nll_coef
         )
         return {"val_loss": loss.detach().float(), **{k: v.detach().float() for k, v in parts.items()}}
+
+
+def save_reference_logps(task: DPOTask, path: Path) -> Path:
+    """The reference log-probs a task computed (``bind_frozen``) as JSON, for later runs on the same data."""
+    data = {split: ref.tolist() for split, ref in task.ref.items()}
+    path.write_text(json.dumps(data))
+    return path
+
+
+def load_reference_logps(path: Path, sizes: dict[str, int]) -> dict[str, torch.Tensor]:
+    """{split: (N, 2)} from ``path``; a ValueError naming the split whose count does not match the data."""
+    data = json.loads(Path(path).read_text())
+    out = {}
+    for split, n in sizes.items():
+        rows = data.get(split)
+        if rows is None or len(rows) != n:
+            got = "none" if rows is None else len(rows)
+            raise ValueError(f"{path}: split {split!r} has {got} reference log-probs for {n} pairs")
+        out[split] = torch.tensor(rows, dtype=torch.float32).reshape(n, 2)
+    return out

@@ -11,7 +11,7 @@ from posttrain_helpers import BOS, EOT, ONE, b, config, preference_records, tiny
 from ml.model.llama import IGNORE_INDEX
 from ml.tokens.chat import encode_chat_masked
 from ml.tokens.tokenizer import byte_tokenizer
-from ml.train.tasks.dpo import DPOTask, dpo_objective, sequence_logps
+from ml.train.tasks.dpo import REFERENCE_LOGPS, DPOTask, dpo_objective, save_reference_logps, sequence_logps
 from ml.train.weights import frozen_model
 
 
@@ -64,6 +64,25 @@ def test_reference_scored_once_and_cached(dpo_setup):
     with torch.no_grad():
         expect = sequence_logps(reference(batch["inputs"]), batch["labels"])
     torch.testing.assert_close(batch["ref_logps"], expect)
+
+
+def test_cached_reference_logps_replace_the_reference(dpo_setup, tmp_path):
+    """Scored once and saved, the reference log-probs are read back by a new task on the same data, which
+    then asks for no reference model; a cache of another data set is refused naming the split."""
+    _, hf_dir, task = dpo_setup
+    data = tmp_path / "data"  # dpo_setup's data directory
+    assert task.frozen_models() == {"reference": str(hf_dir)}
+    task.bind_frozen({"reference": frozen_model(hf_dir, torch.device("cpu"))})
+    save_reference_logps(task, data / REFERENCE_LOGPS)
+    again = DPOTask(config(task="dpo", init_from=str(hf_dir)), data, ONE)
+    assert again.frozen_models() == {}
+    again.bind_frozen({})
+    assert {s: tuple(r.shape) for s, r in again.ref.items()} == {"train": (6, 2), "val": (2, 2)}
+    for split in ("train", "val"):
+        assert torch.equal(again.ref[split], task.ref[split])
+    write_data(data, preference_records(4), preference_records(2, prefix="v"))  # 4 train pairs now
+    with pytest.raises(ValueError, match="split 'train' has 6 reference log-probs for 4 pairs"):
+        DPOTask(config(task="dpo", init_from=str(hf_dir)), data, ONE)
 
 
 def test_malformed_preference_record_is_named(tmp_path):

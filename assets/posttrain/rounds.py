@@ -1,0 +1,83 @@
+"""What the post-training round assets share: the round of a partition, the model a round starts from, the
+training launch of a round's stage, and the chat model's files.
+
+A round's assets are partitioned by (snapshot, round) (``ROUNDS``, dagster_project/partitions.py); the base
+model and the synthetic data are read through ``SNAPSHOT_INPUT``. Round 1 starts from the base model; round
+k from round k-1's chat model, read by partition key (the edge closes a cycle in the asset graph, which
+Dagster cannot declare) and recorded among the asset's inputs (MLflow and the ``inputs`` metadata).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import torch
+
+from assets.pretrain.training import vocab_unset
+from dagster_project.artifacts import ChatModel, HFCheckpoint, load_handle
+from dagster_project.partitions import SNAPSHOT_OF_ROUND, previous_round_partition, round_number
+from ml.train.config import TrainConfig
+
+SNAPSHOT_INPUT = dg.AssetIn(partition_mapping=SNAPSHOT_OF_ROUND)
+# No eager automation for a round's assets: a new base model would start every registered round at once,
+# and round k needs round k-1's chat model, an edge the automation cannot see. Rounds run in order through
+# ``lifecycle run`` (or the ``posttrain_round`` job, one round after the other).
+ROUND_AUTOMATION = None
+HF_FILES = ("config.json", "model.safetensors")
+
+
+@contextlib.contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """The asset's in-process torch work (sampling, scoring, evaluation) on one intra-op thread, restored
+    afterwards: training launches already run with ``OMP_NUM_THREADS=1``, and on the shared 2-core CPU two
+    threads stalled (rejection sampling 35-42 s and the chat model's evaluation 50 s on two threads under
+    load, against 10-16 s and 8-9 s on one)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def round_of(context: dg.AssetExecutionContext) -> int:
+    return round_number(context.partition_key.keys_by_dimension["training_round"])
+
+
+def previous_chat_model(context: dg.AssetExecutionContext) -> ChatModel | None:
+    """Round k-1's chat model of this snapshot (None in round 1); a ``dg.Failure`` naming it when missing."""
+    prev = previous_round_partition(context.partition_key)
+    if prev is None:
+        return None
+    return load_handle(ChatModel, context.instance, "chat_model", str(prev))
+
+
+def starting_model(context: dg.AssetExecutionContext, base_model: HFCheckpoint) -> HFCheckpoint:
+    """The model this round starts from: the base model in round 1, else round k-1's chat model."""
+    return previous_chat_model(context) or base_model
+
+
+def round_train_config(train: TrainConfig, init_from: HFCheckpoint, train_run_config=None) -> TrainConfig:
+    """``train`` started from ``init_from``; unless the run config sets ``model.vocab_size``, the model's
+    vocabulary and context follow the checkpoint it starts from (so the weights fit)."""
+    cfg = train.replace(init_from=str(init_from.hf_dir))
+    if vocab_unset(train_run_config):
+        hf = json.loads((init_from.hf_dir / "config.json").read_text())
+        cfg = cfg.replace_model(vocab_size=hf["vocab_size"], max_seq_len=hf["max_position_embeddings"])
+    return cfg
+
+
+def write_hf(src: Path, dst: Path, tokenizer_dir: Path) -> None:
+    """An HF model directory with the tokenizer files of ``tokenizer_dir`` (chat template included), so
+    ``transformers`` loads model and tokenizer from it."""
+    dst.mkdir(parents=True, exist_ok=True)
+    for name in HF_FILES:
+        shutil.copy2(src / name, dst / name)
+    for f in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        if (tokenizer_dir / f).is_file():
+            shutil.copy2(tokenizer_dir / f, dst / f)
