@@ -5,8 +5,8 @@ import datetime
 import dagster as dg
 
 from dagster_project.definitions import defs, stage_names
-from dagster_project.partitions import SNAPSHOTS
-from dagster_project.schedules import weekly_crawl
+from dagster_project.partitions import ROUND_KEYS, SNAPSHOTS
+from dagster_project.schedules import next_round_request, nightly_evals, weekly_crawl
 from dagster_project.stage import code_version
 
 
@@ -15,6 +15,7 @@ def test_schedules_and_sensors_and_their_default_status():
     assert schedules == {
         "weekly_crawl": ("0 3 * * 1", dg.DefaultScheduleStatus.RUNNING),
         "weekly_data_refresh": ("0 3 * * 1", dg.DefaultScheduleStatus.STOPPED),
+        "nightly_evals": ("0 2 * * *", dg.DefaultScheduleStatus.RUNNING),
     }
     sensors = {s.name: s.default_status for s in defs.sensors}
     assert sensors == {
@@ -22,6 +23,7 @@ def test_schedules_and_sensors_and_their_default_status():
         "mlflow_parent_on_success": dg.DefaultSensorStatus.RUNNING,
         "mlflow_parent_on_failure": dg.DefaultSensorStatus.RUNNING,
         "mlflow_parent_on_canceled": dg.DefaultSensorStatus.RUNNING,
+        "next_post_training_round": dg.DefaultSensorStatus.RUNNING,
     }
 
 
@@ -34,6 +36,34 @@ def test_weekly_crawl_adds_a_dated_snapshot_and_requests_its_crawl():
         assert instance.get_dynamic_partitions(SNAPSHOTS.name) == ["2026-12-07"]
         weekly_crawl(context)  # evaluated again: the partition is not added twice
         assert instance.get_dynamic_partitions(SNAPSHOTS.name) == ["2026-12-07"]
+
+
+def test_nightly_evals_evaluate_the_newest_base_model():
+    when = datetime.datetime(2026, 12, 8, 2, 0, tzinfo=datetime.UTC)
+    with dg.instance_for_test() as instance:
+        context = dg.build_schedule_context(instance=instance, scheduled_execution_time=when)
+        assert isinstance(nightly_evals(context), dg.SkipReason)  # no base model yet
+        instance.add_dynamic_partitions(SNAPSHOTS.name, ["local-web", "2026-12-07"])
+        for snapshot in ("2026-12-07", "local-web"):  # local-web's base model is the newer one
+            instance.report_runless_asset_event(dg.AssetMaterialization("base_model", partition=snapshot))
+        request = nightly_evals(context)
+        assert (request.partition_key, request.run_key) == ("local-web", "evals-2026-12-08-local-web")
+    job = defs.resolve_job_def(nightly_evals.job_name)
+    assert {k.to_user_string() for k in job.asset_layer.selected_asset_keys} == {
+        "base_model_evals",
+        "safety_evals",
+    }
+
+
+def test_next_round_starts_only_after_a_current_chat_model_and_only_while_planned():
+    with dg.instance_for_test() as instance:
+        skip = next_round_request(instance, "local-web|round-1", "failed", planned=2)
+        assert isinstance(skip, dg.SkipReason) and "not current" in skip.skip_message
+        request = next_round_request(instance, "local-web|round-1", "current", planned=2)
+        assert request.partition_key == "local-web|round-2" and request.run_key == "local-web|round-2"
+        assert instance.get_dynamic_partitions(ROUND_KEYS.name) == ["round-2"]
+        done = next_round_request(instance, "local-web|round-2", "current", planned=2)
+        assert isinstance(done, dg.SkipReason) and "complete" in done.skip_message
 
 
 def test_every_stage_has_a_code_version_and_follows_its_upstream():
