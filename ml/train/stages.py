@@ -123,7 +123,11 @@ class LongContextConfig(StageConfig):
         "tiny": dict(
             train=dict(
                 preset="tiny",
-                optimizer=dict(lr=2e-3),
+                # each stage restarts warmup + cosine with fresh AdamW moments; pretrain_initial ends at 2e-4
+                # (0.1 x 2e-3). Restarting at 2e-3 raised the short-context loss after the 512 stage by
+                # +0.029, +0.066 and +0.115 nats in three make runs (the last failed its gate); at 4e-4
+                # (2x where initial ended) the same stages measured +0.0006 (512) and -0.009 (1024)
+                optimizer=dict(lr=4e-4),
                 schedule=dict(warmup_steps=10),
                 steps=100,
                 eval_every=50,
@@ -138,10 +142,9 @@ class LongContextConfig(StageConfig):
             # at 256 and 512 tokens, also after 150 steps on a mix with 50% synthetic needle documents.
             # So on tiny the NIAH bar is off (its numbers are still measured and shown); small and up: 0.9.
             min_niah_accuracy=0.0,
-            # measured after the 100-step 512 stage: +0.029 nats (one run) and +0.066 (the next make run,
-            # on the corpus with the math class filled); 100 CPU steps at a new length do not recover
-            # completely, so tiny's bar is 0.1 nats; small and up keep 0.05 (the paper: complete recovery)
-            max_short_loss_increase=0.1,
+            # the paper's complete recovery, as small and up: with the stage LR above, 100 CPU steps at 512
+            # and 1024 recovered to +0.0006 / -0.009 nats of the pre-stage loss (measured, make run home)
+            max_short_loss_increase=0.05,
         ),
         "small": dict(
             train=dict(preset="small", model=dict(max_seq_len=8192), steps=2000),
