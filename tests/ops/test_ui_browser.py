@@ -157,7 +157,8 @@ def test_dagster_and_mlflow_uis_in_chromium(ui_home, test_artifacts, tmp_path):
     ):
         print(f"  webserver ready at {time.monotonic() - STARTED[0]:.0f}s")
         browser = pw.chromium.launch(executable_path=chromium(), args=["--no-sandbox"])
-        page = browser.new_page(viewport={"width": 1600, "height": 1000})
+        # tall: the asset list is virtualized, and every stage's row must be rendered to be found
+        page = browser.new_page(viewport={"width": 1600, "height": 3000})
         check_asset_graph(page, dagster_base, test_artifacts)
         run = launch_from_ui(page, dagster_base, ui_home, test_artifacts)
         check_asset_plot(page, dagster_base, test_artifacts)

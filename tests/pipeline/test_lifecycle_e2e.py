@@ -162,7 +162,12 @@ def test_every_asset_materializes_with_gates_passing(home, tmp_path):
     }
     runs = materialize_lifecycle(None, "e2e", None, ops)
     assert [r["job"] for r in runs] == (
-        ["lifecycle"] + ["sweep_cells"] * 6 + ["lifecycle"] + ["posttrain_round"] * 2 + ["lifecycle"]
+        ["lifecycle"]
+        + ["sweep_cells"] * 6
+        + ["lifecycle"]
+        + ["posttrain_round"] * 2
+        + ["lifecycle"]
+        + ["data_value_candidates"] * 4  # one run per candidate class, last
     )
     assert all(r["success"] for r in runs), runs
     instance = _instance()
