@@ -213,10 +213,27 @@ def _run_candidates(snapshot: str, names: list[str], preset: str | None, ops: di
     from dagster_project.jobs import DATA_VALUE_JOB
     from dagster_project.partitions import CANDIDATES, data_value_partition
 
+    present = _classes_with_tokens(snapshot)
+    absent = [c for c in CANDIDATES.get_partition_keys() if c not in present]
+    if absent:
+        print(f"data_value: snapshot {snapshot} holds no training tokens of {', '.join(absent)}: not valued")
     return [
         _execute(DATA_VALUE_JOB, data_value_partition(snapshot, c), names, preset, ops)
         for c in CANDIDATES.get_partition_keys()
+        if c in present
     ]
+
+
+def _classes_with_tokens(snapshot: str) -> set[str]:
+    """The classes the snapshot's current token shards hold training tokens of (a class absent from a
+    small crawl has nothing to value; ``materialize data_value`` for it still fails with that reason)."""
+    import json
+
+    from dagster_project.home import partition_dirname
+
+    manifest = lifecycle_home() / "data" / "token_shards" / partition_dirname(snapshot) / "manifest.json"
+    per_class = json.loads(manifest.read_text()).get("tokens_per_class", {}).get("train", {})
+    return {c for c, n in per_class.items() if n}
 
 
 def materialize_lifecycle(
