@@ -286,8 +286,10 @@ def test_every_asset_materializes_with_gates_passing(home, tmp_path):
         if asset in ROUND_ASSETS:
             assert all((data / asset / "e2e" / f"round-{k}.dvc").exists() for k in (1, 2)), asset
             continue
-        assert asset == "scaling_sweep" or (data / asset / "e2e.dvc").exists(), asset
+        assert asset in ("scaling_sweep", "data_value") or (data / asset / "e2e.dvc").exists(), asset
     assert all((data / "scaling_sweep" / "e2e" / f"{cell}.dvc").exists() for cell in cells)
+    valued = ("general", "code", "multilingual")  # the classes the small web has
+    assert all((data / "data_value" / "e2e" / f"{c}.dvc").exists() for c in valued)
     status = subprocess.run([sys.executable, "-m", "dvc", "status"], cwd=home, capture_output=True, text=True)
     assert "up to date" in status.stdout.lower(), status.stdout
 
