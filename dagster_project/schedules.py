@@ -8,8 +8,9 @@
   materialization): ``base_model_evals`` and ``safety_evals``. Evaluations follow their inputs by automation
   anyway; the nightly run catches what automation cannot see (a host, library or data-file change under
   an evaluator) and gives each night a dated record to compare.
-* ``next_post_training_round`` (sensor, on): when a round's chat model becomes current (its blocking checks
-  passed) and the rounds config plans another round, requests that round's run (``posttrain_round``).
+* ``next_post_training_round`` (sensor, on): when a round's ``chat_promotion`` becomes current (the chat
+  model's checks, its safety evaluation's and the promotion's all passed, so it is the ``champion``) and the
+  rounds config plans another round, requests that round's run (``posttrain_round``).
 """
 
 from __future__ import annotations
@@ -79,12 +80,12 @@ def _planned_rounds() -> int:
 def next_round_request(
     instance: dg.DagsterInstance, partition: str, status: str, planned: int
 ) -> dg.RunRequest | dg.SkipReason:
-    """The run of the round after ``partition`` (``<snapshot>|round-<k>``) when its chat model is current and
+    """The run of the round after ``partition`` (``<snapshot>|round-<k>``) when its promotion is current and
     round k+1 is planned; the round's key is registered if new."""
     snapshot, key = partition.split("|")
     k = round_number(key)
     if status != "current":
-        return dg.SkipReason(f"chat_model {partition} is {status!r}, not current: its checks did not pass")
+        return dg.SkipReason(f"chat_promotion {partition} is {status!r}, not current: its checks did not pass")
     if k >= planned:
         return dg.SkipReason(f"round {k} of {planned} planned: post-training of {snapshot} is complete")
     nxt = round_key(k + 1)
@@ -94,10 +95,10 @@ def next_round_request(
 
 
 @dg.asset_sensor(
-    asset_key=dg.AssetKey("chat_model"), job_name=ROUNDS_JOB, default_status=dg.DefaultSensorStatus.RUNNING
+    asset_key=dg.AssetKey("chat_promotion"), job_name=ROUNDS_JOB, default_status=dg.DefaultSensorStatus.RUNNING
 )
 def next_post_training_round(context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry):
-    """A round's chat model became current: start the next planned round of the same snapshot."""
+    """A round's chat model was promoted (every check passed): start the next planned round of the snapshot."""
     mat = asset_event.asset_materialization
     status = getattr(mat.metadata.get("version_status"), "value", "")
     return next_round_request(context.instance, str(mat.partition), status, _planned_rounds())

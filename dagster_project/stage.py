@@ -40,6 +40,7 @@ import dagster as dg
 from dagster_project.artifacts import Artifact
 from dagster_project.dvc_yaml import source_deps
 from dagster_project.home import REPO_ROOT, git_sha, lifecycle_home
+from dagster_project.registry import Registered, log_and_register
 from dagster_project.resources import AssetRunLog, DvcResource, MlflowResource, directory_md5
 from dagster_project.versions import VersionError, VersionStore
 from ml.config import StageConfig
@@ -47,10 +48,15 @@ from ml.io import update_hash
 
 Gate = Callable[[Any], dg.AssetCheckResult]
 _GATES: dict[str, tuple[Gate, ...]] = {}
+_REGISTERED: dict[str, Registered] = {}
 
 
 def stage_asset(
-    artifact: type[Artifact], *, gates: Sequence[Gate] = (), **asset_kwargs: Any
+    artifact: type[Artifact],
+    *,
+    gates: Sequence[Gate] = (),
+    registered: Registered | None = None,
+    **asset_kwargs: Any,
 ) -> Callable[[Callable], dg.AssetsDefinition]:
     """``dg.asset`` for a stage writing an ``artifact`` (a handle class), with blocking checks (``gates``)
     that run inside the materialization on the new version, before it may become current. A gate takes the
@@ -60,7 +66,10 @@ def stage_asset(
     Defaults (overridable per asset): ``code_version`` = a hash of the source files on the asset module's
     import graph (the files its dvc.yaml stage depends on), so a code change marks exactly the assets whose
     code changed, and what is downstream of them, stale; ``automation_condition`` = eager: when an upstream
-    partition is materialized (a new weekly snapshot) the automation sensor materializes it too."""
+    partition is materialized (a new weekly snapshot) the automation sensor materializes it too.
+
+    ``registered``: the asset writes a model; each version that becomes current is logged as an MLflow
+    model, registered under ``registered.name`` and aliased ``candidate`` (dagster_project/registry.py)."""
 
     def wrap(fn: Callable) -> dg.AssetsDefinition:
         name = asset_kwargs.get("name") or fn.__name__
@@ -71,6 +80,8 @@ def stage_asset(
             for g in gates
         ]
         _GATES[name] = tuple(gates)
+        if registered is not None:
+            _REGISTERED[name] = registered
         meta = {"artifact_type": artifact.__name__, "artifact_layout": (artifact.__doc__ or "").strip()}
         meta.update(asset_kwargs.pop("metadata", {}))
         return dg.asset(check_specs=specs or None, metadata=meta, **asset_kwargs)(fn)
@@ -166,6 +177,7 @@ class StageRun:
         self.cfg = cfg
         self.input_md5 = {a.asset: a.md5 for a in inputs}
         self.input_versions = {a.asset: {"version": a.version or "current", "md5": a.md5} for a in inputs}
+        self.mlflow_uri = mlflow.resolved_uri()
         self.log: AssetRunLog = mlflow.start_asset_run(
             dagster_run_id=context.run_id,
             job_name=context.job_name,
@@ -215,14 +227,19 @@ class StageRun:
         previous = self.store.current_id()
         if blocked:
             reason = f"blocking check(s) failed: {', '.join(blocked)}"
-            self.store.fail(self.version, reason, md5=content_md5, num_records=num_records)
+            self.store.fail(
+                self.version, reason, md5=content_md5, num_records=num_records, inputs=self.input_versions
+            )
             md5, status = content_md5, "failed"
         else:
             try:
-                record = self.store.promote(self.version, self.dvc, num_records=num_records)
+                record = self.store.promote(
+                    self.version, self.dvc, num_records=num_records, inputs=self.input_versions
+                )
             except VersionError as exc:
                 raise dg.Failure(description=str(exc), metadata={"version": self.version}) from exc
             md5, status = record.get("md5") or content_md5, "current"
+        registry = self._register(md5) if status == "current" else {}
         self.log.set_tags({"dvc_md5": md5, "num_records": num_records, "version_status": status})
         self.log.log_metrics({"num_records": num_records})
         self.log.log_text(summary, "summary.md")
@@ -233,8 +250,28 @@ class StageRun:
             + (f" (blocked by {', '.join(blocked)})" if blocked else "")
         )
         meta = self._metadata(num_records, summary, md5, status, previous)
+        meta.update(registry)
         meta.update(metadata or {})
         return dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(md5), check_results=checks)
+
+    def _register(self, md5: str) -> dict[str, Any]:
+        """A model asset's new current version registered (``candidate``); the metadata saying where."""
+        reg = _REGISTERED.get(self.asset)
+        if reg is None:
+            return {}
+        tags = {
+            "asset": self.asset,
+            "partition": self.partition or "",
+            "artifact_version": self.version,
+            "dvc_md5": md5,
+            "dagster.run_id": self.context.run_id,
+        }
+        version = log_and_register(self.mlflow_uri, self.log.run_id, reg, self.out_dir / reg.subdir, tags)
+        return {
+            "registered_model": reg.name,
+            "registered_version": version,
+            "model_uri": f"models:/{reg.name}/{version}",
+        }
 
     def _metadata(self, num_records: int, summary: str, md5: str, status: str, previous: str | None) -> dict:
         current = status == "current"

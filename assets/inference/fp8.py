@@ -8,6 +8,7 @@ from assets.models import evaluated_model_in
 from dagster_project.artifacts import FP8Checkpoint, HFCheckpoint, TokenShards
 from dagster_project.configs import dagster_config_for, resolve_config
 from dagster_project.partitions import SNAPSHOTS
+from dagster_project.registry import Registered, copy_tokenizer
 from dagster_project.resources import DvcResource, MlflowResource
 from dagster_project.stage import md_table, stage_asset, stage_run
 from ml.eval.val_loglik import val_documents
@@ -49,6 +50,7 @@ def fp8_model_layers(fp8_model: FP8Checkpoint) -> dg.AssetCheckResult:
 @stage_asset(
     FP8Checkpoint,
     gates=[fp8_model_quality, fp8_model_layers],
+    registered=Registered("llama-lifecycle-fp8", subdir="fp8", flavor="fp8"),
     partitions_def=SNAPSHOTS,
     ins=evaluated_model_in(),
     kinds={"pytorch"},
@@ -78,6 +80,7 @@ def fp8_model(
         layers = {k: v for k, v in fp8_summary(fp8).items() if k != "fp8_modules"}
         with atomic_dir(run.out_dir) as tmp:
             save_fp8(fp8, cfg.fp8, tmp / "fp8")
+            copy_tokenizer(model.hf_dir, tmp / "fp8")  # a self-contained model directory to register
             scores.to_parquet(tmp / "doc_scores.parquet")
             atomic_write_text(tmp / "quality.json", json.dumps(quality | {"layers": layers}, indent=2))
         run.log_metrics(quality)

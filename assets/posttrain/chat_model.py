@@ -16,6 +16,7 @@ from assets.posttrain.rounds import (
 from dagster_project.artifacts import ChatModel, DPORuns, HFCheckpoint, SyntheticData
 from dagster_project.configs import dagster_config_for, resolve_config
 from dagster_project.partitions import ROUNDS
+from dagster_project.registry import Registered
 from dagster_project.resources import DvcResource, MlflowResource
 from dagster_project.stage import md_table, stage_asset, stage_run
 from ml.io import atomic_dir, atomic_write_text
@@ -63,6 +64,7 @@ def evaluate_models(models: dict, synthetic_data: SyntheticData, cfg: ChatEvalCo
 @stage_asset(
     ChatModel,
     gates=[chat_model_matches_transformers],
+    registered=Registered("llama-lifecycle-chat"),
     partitions_def=ROUNDS,
     automation_condition=ROUND_AUTOMATION,
     ins={"base_model": SNAPSHOT_INPUT, "synthetic_data": SNAPSHOT_INPUT},

@@ -12,6 +12,7 @@ from assets.posttrain.rounds import (
     one_torch_thread,
     round_of,
     round_train_config,
+    with_safety,
     write_hf,
 )
 from assets.pretrain.training import TRAIN_RETRY, prune_work, train_stage, work_dir
@@ -70,11 +71,13 @@ def dpo_model(
     chosen and rejected, NLL on chosen with coefficient 0.2, from the round's SFT model, which is also the
     frozen reference. The reference's log-probs of every pair are computed once and cached (an artifact
     file every run reads). One run per seed (config); the chat model averages them. Pairs: the synthetic
-    preference pairs plus the round's verified rejection pairs."""
+    preference pairs, the round's verified rejection pairs and the safety pairs (refusal over a compliance
+    opener for adversarial prompts, answer over refusal for borderline ones; ``safety.share``)."""
     cfg = resolve_config(DPOConfig, config)
     with stage_run(context, mlflow, dvc, cfg, sft_model, synthetic_data, rejection_samples) as run:
         data = work_dir(run, cfg, "data")
-        extra = rejection_samples.records("pairs")
+        rejection = rejection_samples.records("pairs")
+        extra, safety = with_safety(cfg.safety, synthetic_data, rejection, True, cfg.train.data.seq_len)
         sizes = write_round_set(
             synthetic_data.prefs_dir, extra, data, synthetic_data.path / "tokenizer.json", True
         )
@@ -88,7 +91,8 @@ def dpo_model(
         report = {
             "round": round_of(context),
             "pairs_train": sizes["train"],
-            "rejection_pairs": len(extra),
+            "rejection_pairs": len(rejection),
+            **safety,
             "reference_scored_pairs": scored,
         }
         for s, t in runs.items():

@@ -19,8 +19,11 @@ import dagster as dg
 import torch
 
 from assets.pretrain.training import vocab_unset
-from dagster_project.artifacts import ChatModel, HFCheckpoint, load_handle
+from dagster_project.artifacts import ChatModel, HFCheckpoint, SyntheticData, load_handle
 from dagster_project.partitions import SNAPSHOT_OF_ROUND, previous_round_partition, round_number
+from ml.safety.tuning import SafetyMixConfig, safety_records
+from ml.tokens.chat import encode_chat_masked
+from ml.tokens.tokenizer import load_tokenizer
 from ml.train.config import TrainConfig
 
 SNAPSHOT_INPUT = dg.AssetIn(partition_mapping=SNAPSHOT_OF_ROUND)
@@ -81,3 +84,17 @@ def write_hf(src: Path, dst: Path, tokenizer_dir: Path) -> None:
     for f in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
         if (tokenizer_dir / f).is_file():
             shutil.copy2(tokenizer_dir / f, dst / f)
+
+
+def with_safety(
+    mix: SafetyMixConfig, synthetic_data: SyntheticData, extra: list[dict], preference: bool, seq_len: int
+) -> tuple[list[dict], dict[str, int]]:
+    """``extra`` (the round's rejection records) plus the safety records that make ``mix.share`` of the
+    stage's train set (synthetic train + extra + safety); items longer than ``seq_len`` tokens are left out.
+    Returns the records and the safety counts (``safety.<kind>``, ``safety.dropped_too_long``, ...)."""
+    base = len(synthetic_data.records("train", prefs=preference)) + len(extra)
+    tok = load_tokenizer(synthetic_data.path)
+    records, counts = safety_records(
+        mix, base, preference, lambda r: len(encode_chat_masked(r["messages"], tok).ids), seq_len
+    )
+    return [*extra, *records], {f"safety.{k}": v for k, v in sorted(counts.items())}

@@ -4,7 +4,7 @@ import json
 
 import dagster as dg
 
-from dagster_project.artifacts import ChatModel, EvalTables
+from dagster_project.artifacts import ChatModel, EvalTables, SafetyEvals
 from dagster_project.configs import dagster_config_for, resolve_config
 from dagster_project.partitions import ROUND_KEYS, SNAPSHOT_OF_ROUND, SNAPSHOTS, round_key
 from dagster_project.resources import DvcResource, MlflowResource
@@ -16,19 +16,23 @@ from ml.posttrain.stages import RoundsConfig
 RoundsRun = dagster_config_for(RoundsConfig)
 
 
-def planned_rounds(chat_model: dict[str, ChatModel], n: int) -> dict[int, ChatModel]:
-    """Rounds 1..n of the snapshot's chat models; a ``dg.Failure`` naming the rounds that are missing."""
+def planned_rounds(chat_model: dict[str, ChatModel], n: int, what: str = "chat model") -> dict[int, ChatModel]:
+    """Rounds 1..n of the snapshot's ``chat_model`` handles (any per-round asset); a ``dg.Failure`` naming
+    the rounds that are missing."""
     by_round = {key.split("|")[-1]: handle for key, handle in chat_model.items()}
     missing = [round_key(k) for k in range(1, n + 1) if round_key(k) not in by_round]
     if missing:
-        raise dg.Failure(f"post-training rounds {', '.join(missing)} have no chat model: run them first")
+        raise dg.Failure(f"post-training rounds {', '.join(missing)} have no {what}: run them first")
     return {k: by_round[round_key(k)] for k in range(1, n + 1)}
 
 
 @stage_asset(
     EvalTables,
     partitions_def=SNAPSHOTS,
-    ins={"chat_model": dg.AssetIn(partition_mapping=SNAPSHOT_OF_ROUND)},
+    ins={
+        "chat_model": dg.AssetIn(partition_mapping=SNAPSHOT_OF_ROUND),
+        "chat_safety_evals": dg.AssetIn(partition_mapping=SNAPSHOT_OF_ROUND),
+    },
     kinds={"python"},
     metadata={"round_partitions": ROUND_KEYS.name},
 )
@@ -36,17 +40,21 @@ def posttrain_rounds(
     context: dg.AssetExecutionContext,
     config: RoundsRun,
     chat_model: dict[str, ChatModel],
+    chat_safety_evals: dict[str, SafetyEvals],
     mlflow: MlflowResource,
     dvc: DvcResource,
 ) -> dg.MaterializeResult:
     """Rounds 1..n (config; paper 6, tiny 2) of post-training for this snapshot: per round the held-out
     verifier pass rates (math, code, qa), log-likelihood per token of verified answers and preference
     accuracy of the model the round started from, its SFT model and its chat model, and the reward
-    model's win rate of the chat model over the start — a table and a plot across rounds."""
+    model's win rate of the chat model over the start, and the violation and false refusal rates of the
+    start and the chat model (the round's safety tuning, ``safety.share`` of SFT and DPO) — a table and a
+    plot across rounds."""
     cfg = resolve_config(RoundsConfig, config)
     rounds = planned_rounds(chat_model, cfg.rounds)
-    with stage_run(context, mlflow, dvc, cfg, *rounds.values()) as run:
-        table = rounds_table({k: h.evals for k, h in rounds.items()})
+    safety = planned_rounds(chat_safety_evals, cfg.rounds, "safety evaluation")
+    with stage_run(context, mlflow, dvc, cfg, *rounds.values(), *safety.values()) as run:
+        table = rounds_table({k: h.evals for k, h in rounds.items()}, {k: h.report for k, h in safety.items()})
         with atomic_dir(run.out_dir) as tmp:
             table.to_parquet(tmp / "rounds.parquet")
             last = table.iloc[-1].to_dict()

@@ -8,6 +8,7 @@ from assets.posttrain.rounds import (
     round_of,
     round_train_config,
     starting_model,
+    with_safety,
     write_hf,
 )
 from assets.pretrain.training import TRAIN_RETRY, prune_work, train_stage, work_dir
@@ -43,13 +44,15 @@ def sft_model(
 ) -> dg.MaterializeResult:
     """Supervised fine-tuning (Llama 3 paper §4.1) of the model the round starts from (round 1: the base
     model; round k: round k-1's chat model) on the synthetic train split plus the round's best rejection
-    samples: loss on assistant tokens only, chats packed with document masking so they never attend to
+    samples and safety chats (refusals of adversarial, answers to borderline train prompts; ``safety.share``
+    of the train records, ml/safety/tuning.py): loss on assistant tokens only, chats packed with document masking so they never attend to
     each other. The held-out split is refused by the task if any of its ids shows up in training."""
     cfg = resolve_config(SFTConfig, config)
     start = starting_model(context, base_model)
     with stage_run(context, mlflow, dvc, cfg, start, synthetic_data, rejection_samples) as run:
         data = work_dir(run, cfg, "data")
-        extra = rejection_samples.records("sft")
+        rejection = rejection_samples.records("sft")
+        extra, safety = with_safety(cfg.safety, synthetic_data, rejection, False, cfg.train.data.seq_len)
         sizes = write_round_set(
             synthetic_data.path, extra, data, synthetic_data.path / "tokenizer.json", False
         )
@@ -63,7 +66,8 @@ def sft_model(
         numbers = {
             **trained.final,
             "train_records": sizes["train"],
-            "rejection_records": len(extra),
+            "rejection_records": len(rejection),
+            **safety,
             "round": round_of(context),
         }
         run.log_metrics(numbers)

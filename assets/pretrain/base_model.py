@@ -8,6 +8,7 @@ from assets.pretrain.training import EvalSuite
 from dagster_project.artifacts import CuratedCorpus, HFCheckpoint, Tokenizer, TokenShards
 from dagster_project.configs import dagster_config_for, resolve_config
 from dagster_project.partitions import SNAPSHOTS
+from dagster_project.registry import Registered
 from dagster_project.resources import DvcResource, MlflowResource
 from dagster_project.stage import md_table, stage_asset, stage_run
 from ml.eval.perplexity import document_nll, hf_forward, mean_loss
@@ -48,6 +49,7 @@ def base_model_matches_transformers(base_model: HFCheckpoint) -> dg.AssetCheckRe
 @stage_asset(
     HFCheckpoint,
     gates=[base_model_beats_unigram, base_model_matches_transformers],
+    registered=Registered("llama-lifecycle-base"),
     partitions_def=SNAPSHOTS,
     kinds={"pytorch"},
 )

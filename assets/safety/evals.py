@@ -147,48 +147,56 @@ def safety_evals(
     Compared with the evaluation of the previous version of the model where one exists."""
     cfg = resolve_config(evaluate.SafetyEvalConfig, config)
     with stage_run(context, mlflow, dvc, cfg, model, safety_classifier) as run:
-        net, tok = evaluate.load_model(model.hf_dir, cfg.dtype), load_tokenizer(model.hf_dir)
-        results, rates = evaluate.evaluate_rates(net, tok, SafetyJudge.load(safety_classifier.path), cfg)
-        cases, inj = evaluate.evaluate_injection(net, tok, cfg)
-        tasks, code_rates, findings = evaluate.evaluate_insecure_code(net, tok, cfg)
-        tables, previous = rates["tables"], previous_evaluation(run, model.md5)
-        comparison = _compare(tables, previous, cfg)
-        headline = _headline(tables, inj, code_rates, results)
-        report = {
-            "model": {"asset": model.asset, "version": model.version, "md5": model.md5},
-            "previous": json.loads((previous / "report.json").read_text())["model"]
-            | {"model_version": previous.name}
-            if previous
-            else None,
-            "headline": headline,
-            "bounds": {
-                k: getattr(cfg, f"max_{k}") for k in ("vr", "frr", "injection_success", "insecure_rate")
-            },
-            "truncated_prompts": rates["truncated_prompts"],
-            "config": cfg.to_dict(),
-        }
-        frames = {
-            "responses": results,
-            "injection": cases.assign(messages=cases["messages"].map(json.dumps)),
-            "insecure_code": tasks.assign(messages=tasks["messages"].map(json.dumps)),
-            "code_findings": findings,
-            "insecure_rates": code_rates,
-            "analyser_self_check": self_check(),
-            **{f"rates_{d}": t for d, t in tables.items()},
-            **{f"injection_{b}": t for b, t in inj.items()},
-            **{f"comparison_{d}": c for d, c in comparison.items()},
-        }
-        plots = {
-            "rates_category": grouped_bars_png(tables["category"], ["vr", "frr"], "VR / FRR per category"),
-            "injection_technique": grouped_bars_png(
-                inj["technique"], ["success_rate"], "injection success per technique"
-            ),
-        }
-        with atomic_dir(run.out_dir) as tmp:
-            _write(tmp, frames, report, plots)
-        return _finish(
-            run, report, tables, inj, code_rates, comparison, len(results) + len(cases) + len(tasks)
-        )
+        return evaluate_safety(run, cfg, model, safety_classifier, previous_evaluation(run, model.md5))
+
+
+def evaluate_safety(
+    run: StageRun,
+    cfg: evaluate.SafetyEvalConfig,
+    model: HFCheckpoint,
+    safety_classifier: SafetyModels,
+    previous: Path | None,
+) -> dg.MaterializeResult:
+    """The evaluation of ``model`` written to ``run.out_dir``, compared with the evaluation at ``previous``
+    (another model version's, or the model a post-training round started from) where one is given."""
+    net, tok = evaluate.load_model(model.hf_dir, cfg.dtype), load_tokenizer(model.hf_dir)
+    results, rates = evaluate.evaluate_rates(net, tok, SafetyJudge.load(safety_classifier.path), cfg)
+    cases, inj = evaluate.evaluate_injection(net, tok, cfg)
+    tasks, code_rates, findings = evaluate.evaluate_insecure_code(net, tok, cfg)
+    tables = rates["tables"]
+    comparison = _compare(tables, previous, cfg)
+    headline = _headline(tables, inj, code_rates, results)
+    before = json.loads((previous / "report.json").read_text()) if previous else None
+    report = {
+        "model": {"asset": model.asset, "version": model.version, "md5": model.md5},
+        "previous": before["model"] | {"model_version": previous.name, "headline": before["headline"]}
+        if before
+        else None,
+        "headline": headline,
+        "bounds": {k: getattr(cfg, f"max_{k}") for k in ("vr", "frr", "injection_success", "insecure_rate")},
+        "truncated_prompts": rates["truncated_prompts"],
+        "config": cfg.to_dict(),
+    }
+    frames = {
+        "responses": results,
+        "injection": cases.assign(messages=cases["messages"].map(json.dumps)),
+        "insecure_code": tasks.assign(messages=tasks["messages"].map(json.dumps)),
+        "code_findings": findings,
+        "insecure_rates": code_rates,
+        "analyser_self_check": self_check(),
+        **{f"rates_{d}": t for d, t in tables.items()},
+        **{f"injection_{b}": t for b, t in inj.items()},
+        **{f"comparison_{d}": c for d, c in comparison.items()},
+    }
+    plots = {
+        "rates_category": grouped_bars_png(tables["category"], ["vr", "frr"], "VR / FRR per category"),
+        "injection_technique": grouped_bars_png(
+            inj["technique"], ["success_rate"], "injection success per technique"
+        ),
+    }
+    with atomic_dir(run.out_dir) as tmp:
+        _write(tmp, frames, report, plots)
+    return _finish(run, report, tables, inj, code_rates, comparison, len(results) + len(cases) + len(tasks))
 
 
 def _finish(

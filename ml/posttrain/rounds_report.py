@@ -25,12 +25,23 @@ HEADLINE = (
 )
 
 
-def rounds_table(evals: Mapping[int, Mapping[str, Any]]) -> pd.DataFrame:
-    """Rows indexed by round; columns ``<model>.<metric>`` and ``win_rate_vs_start``."""
+SAFETY = ("vr", "frr")
+
+
+def rounds_table(
+    evals: Mapping[int, Mapping[str, Any]], safety: Mapping[int, Mapping[str, Any]] | None = None
+) -> pd.DataFrame:
+    """Rows indexed by round; columns ``<model>.<metric>`` and ``win_rate_vs_start``; with ``safety`` (the
+    round's safety evaluation report: ``headline`` of the chat model, ``previous.headline`` of the model
+    the round started from) also ``start.vr``, ``start.frr``, ``chat.vr``, ``chat.frr``."""
     rows = []
     for k in sorted(evals):
         ev = evals[k]
         row: dict[str, Any] = {"round": k}
+        if safety and k in safety:
+            before = (safety[k].get("previous") or {}).get("headline", {})
+            row.update({f"start.{m}": before[m] for m in SAFETY if m in before})
+            row.update({f"chat.{m}": safety[k]["headline"][m] for m in SAFETY})
         for label in ("start", "sft", "chat"):
             for metric in HEADLINE:
                 if metric in ev["models"].get(label, {}):
@@ -47,12 +58,14 @@ def rounds_png(table: pd.DataFrame) -> bytes:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = (
+    panels = [
         ("pass_rate", "verifier pass rate"),
         ("answer_loglik", "log-lik / token"),
         ("pref", "pref. acc."),
-    )
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    ]
+    if any(c.endswith((".vr", ".frr")) for c in table.columns):
+        panels.append((("vr", "frr"), "safety: VR / FRR"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.4 * len(panels), 3.6))
     for ax, (prefix, title) in zip(axes, panels, strict=True):
         for col in [c for c in table.columns if c.split(".")[-1].startswith(prefix)]:
             ax.plot(table.index, table[col], marker="o", label=col)

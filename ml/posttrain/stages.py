@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 
 from ml.config import ConfigError, StageConfig
 from ml.infer.generate import SamplingConfig
+from ml.safety.tuning import SafetyMixConfig
 from ml.train.config import TrainConfig
 
 PAPER_ROUNDS = 6  # Llama 3 paper §4.1
@@ -49,12 +50,14 @@ def _paper_train(preset: str, task: str, lr: float) -> dict[str, Any]:
     return dict(preset=preset, task=task, optimizer=dict(lr=lr), steps=2_000, schedule=dict(warmup_steps=100))
 
 
-def _presets(task: str, tiny: dict[str, Any], lr: float) -> dict[str, dict[str, Any]]:
-    return {
+def _presets(task: str, tiny: dict[str, Any], lr: float, safety: bool = False) -> dict[str, dict[str, Any]]:
+    """Per preset the stage's training run; with ``safety``, the safety mix of the same preset too."""
+    presets = {
         "tiny": dict(train=tiny),
         "small": dict(train=_paper_train("small", task, lr * 10)),
         **{p: dict(train=_paper_train(p, task, lr)) for p in ("8b", "70b", "405b")},
     }
+    return {p: v | (dict(safety=p) if safety else {}) for p, v in presets.items()}
 
 
 def _check_task(cfg: Any, task: str) -> None:
@@ -123,12 +126,16 @@ class RejectionConfig(StageConfig):
 
 @dataclasses.dataclass(frozen=True)
 class SFTConfig(StageConfig):
-    """SFT of the previous round's model on the synthetic train split and the round's rejection samples."""
+    """SFT of the previous round's model on the synthetic train split, the round's rejection samples and
+    the safety chats (``safety.share`` of the train records; ml/safety/tuning.py)."""
 
     train: TrainConfig = TrainConfig(task="sft")
+    safety: SafetyMixConfig = SafetyMixConfig()
 
     # tiny: 24 steps of 8 packed rows of 384 tokens, lr 1e-3 (chosen); 23.0 / 14.5 s per round
-    PRESETS: ClassVar[dict[str, dict[str, Any]]] = _presets("sft", _tiny_train("sft", 24, 8, 1e-3), 1e-5)
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = _presets(
+        "sft", _tiny_train("sft", 24, 8, 1e-3), 1e-5, safety=True
+    )
 
     def __post_init__(self) -> None:
         _check_task(self, "sft")
@@ -136,14 +143,18 @@ class SFTConfig(StageConfig):
 
 @dataclasses.dataclass(frozen=True)
 class DPOConfig(StageConfig):
-    """DPO runs from the SFT model (also the reference), one per seed; the chat model averages them."""
+    """DPO runs from the SFT model (also the reference), one per seed, on the synthetic and rejection pairs
+    and the safety pairs (``safety.share``); the chat model averages them."""
 
     train: TrainConfig = TrainConfig(task="dpo")
     seeds: tuple[int, ...] = (1337, 1338)
+    safety: SafetyMixConfig = SafetyMixConfig()
 
     # tiny: 10 steps of 4 pairs, lr 2e-4 (chosen), two seeds; 19.8 / 14.4 s per round (both runs and the
     # reference log-probs)
-    PRESETS: ClassVar[dict[str, dict[str, Any]]] = _presets("dpo", _tiny_train("dpo", 10, 4, 2e-4), 1e-6)
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = _presets(
+        "dpo", _tiny_train("dpo", 10, 4, 2e-4), 1e-6, safety=True
+    )
 
     def __post_init__(self) -> None:
         _check_task(self, "dpo")

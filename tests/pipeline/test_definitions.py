@@ -76,7 +76,11 @@ def test_asset_graph_is_the_lifecycle():
     assert parents["sft_model"] == {"base_model", "synthetic_data", "rejection_samples"}
     assert parents["dpo_model"] == {"sft_model", "synthetic_data", "rejection_samples"}
     assert parents["chat_model"] == {"dpo_model", "sft_model", "reward_model", "base_model", "synthetic_data"}
-    assert parents["posttrain_rounds"] == {"chat_model"}
+    assert parents["posttrain_rounds"] == {"chat_model", "chat_safety_evals"}
+    assert parents["chat_safety_evals"] == {"chat_model", "safety_classifier", "safety_evals"}
+    assert parents["chat_promotion"] == {"chat_model", "chat_safety_evals"}
+    evaluations = {"base_model_evals", "safety_evals", "fp8_model", "scaling_flagship"}
+    assert parents["model_promotion"] == {"base_model", *evaluations}
 
 
 def _subclasses(cls: type) -> list[type]:
@@ -104,6 +108,7 @@ def test_blocking_checks_are_gates_inside_their_asset():
         "mix_hits_target",
         "pretrain_annealed_lr_reaches_zero",
         "pretrain_initial_beats_unigram",
+        "promotion_requirements_met",
         "raw_crawl_has_records",
         "safety_classifier_heldout_quality",
         "safety_evals_analysers_work",
@@ -150,7 +155,15 @@ def test_jobs_per_domain_group():
     # the post-training rounds' (snapshot x round) assets run in `posttrain_round`
     job = defs.resolve_job_def("posttrain_round")
     rounds = {k.to_user_string() for k in job.asset_layer.selected_asset_keys}
-    assert rounds == {"reward_model", "rejection_samples", "sft_model", "dpo_model", "chat_model"}
+    assert rounds == {
+        "reward_model",
+        "rejection_samples",
+        "sft_model",
+        "dpo_model",
+        "chat_model",
+        "chat_safety_evals",
+        "chat_promotion",
+    }
     assert groups["synthetic_data"] == groups["posttrain_rounds"] == groups["chat_model"] == "posttrain"
     for group in set(groups.values()):
         job = defs.resolve_job_def(f"{group}_pipeline")
@@ -167,11 +180,10 @@ def test_lifecycle_run_phases_follow_the_sweep():
     assert before[0] == "lifecycle" and {"token_shards", "mc_eval_items", "base_model"} <= set(before[1])
     assert {"synthetic_data", "data_value_control"} <= set(before[1]) and "data_value" not in before[1]
     assert sweep == ("sweep_cells", ["scaling_sweep"])
-    assert after == ("lifecycle", ["scaling_law_fit", "scaling_flagship"])
-    assert rounds == (
-        "posttrain_round",
-        ["reward_model", "rejection_samples", "sft_model", "dpo_model", "chat_model"],
-    )
+    assert after == ("lifecycle", ["scaling_law_fit", "scaling_flagship", "model_promotion"])
+    assert rounds[0] == "posttrain_round"
+    assert rounds[1][:5] == ["reward_model", "rejection_samples", "sft_model", "dpo_model", "chat_model"]
+    assert set(rounds[1][5:]) == {"chat_safety_evals", "chat_promotion"}
     assert after_rounds == ("lifecycle", ["posttrain_rounds", "lifecycle_report"])
     assert candidates == ("data_value_candidates", ["data_value"])  # every class, after everything else
     assert phases(["scaling_law_fit", "tokenizer"]) == [

@@ -55,7 +55,7 @@ def test_nightly_evals_evaluate_the_newest_base_model():
     }
 
 
-def test_next_round_starts_only_after_a_current_chat_model_and_only_while_planned():
+def test_next_round_starts_only_after_a_current_chat_promotion_and_only_while_planned():
     with dg.instance_for_test() as instance:
         skip = next_round_request(instance, "local-web|round-1", "failed", planned=2)
         assert isinstance(skip, dg.SkipReason) and "not current" in skip.skip_message
@@ -70,7 +70,15 @@ def test_every_stage_has_a_code_version_and_follows_its_upstream():
     """Eager everywhere but in the post-training rounds, which run in order (round k needs round k-1's chat
     model, an edge the automation cannot see)."""
     graph = defs.resolve_asset_graph()
-    rounds = {"reward_model", "rejection_samples", "sft_model", "dpo_model", "chat_model"}
+    rounds = {
+        "reward_model",
+        "rejection_samples",
+        "sft_model",
+        "dpo_model",
+        "chat_model",
+        "chat_safety_evals",
+        "chat_promotion",
+    }
     for name in stage_names():
         key = dg.AssetKey(name)
         node = graph.get(key)

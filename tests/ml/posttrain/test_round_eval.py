@@ -18,7 +18,7 @@ from ml.posttrain.preferences import preference_pairs
 from ml.posttrain.records import read_jsonl, write_jsonl
 from ml.posttrain.rejection import RejectionSample
 from ml.posttrain.round_data import select_samples, write_round_set
-from ml.posttrain.rounds_report import rounds_table
+from ml.posttrain.rounds_report import rounds_png, rounds_table
 from ml.posttrain.sandbox import SandboxLimits
 from ml.tokens.chat import encode_chat_masked
 from ml.tokens.tokenizer import byte_tokenizer, save_tokenizer
@@ -114,6 +114,21 @@ def test_rounds_table_has_a_row_per_round():
     assert table.loc[1, "sft.pref_accuracy"] == pytest.approx(0.6)
     assert table["win_rate_vs_start"].tolist() == [0.25, 0.5]
     assert isinstance(table, pd.DataFrame) and "start.pass_rate_math" in table.columns
+    assert not any(c.endswith((".vr", ".frr")) for c in table.columns)
+
+
+def test_rounds_table_carries_the_safety_rates_of_start_and_chat():
+    ev = {"models": {"chat": {"pref_accuracy": 0.5}}, "win_rate_vs_start": 0.5}
+    safety = {
+        1: {"headline": {"vr": 0.25, "frr": 0.5}, "previous": {"headline": {"vr": 0.75, "frr": 0.125}}},
+        2: {"headline": {"vr": 0.125, "frr": 0.5}, "previous": {"headline": {"vr": 0.25, "frr": 0.5}}},
+    }
+    table = rounds_table({1: ev, 2: ev}, safety)
+    assert table[["start.vr", "start.frr", "chat.vr", "chat.frr"]].values.tolist() == [
+        [0.75, 0.125, 0.25, 0.5],
+        [0.25, 0.5, 0.125, 0.5],
+    ]
+    assert rounds_png(table)[:4] == b"\x89PNG"
 
 
 def test_chat_model_greedy_tokens_equal_in_transformers(model, tmp_path):
