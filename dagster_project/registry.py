@@ -79,7 +79,11 @@ def version_for(tracking_uri: str, name: str, md5: str) -> int | None:
     import mlflow
 
     client = mlflow.MlflowClient(tracking_uri)
-    found = [int(v.version) for v in client.search_model_versions(f"name = '{name}'") if v.tags.get("dvc_md5") == md5]
+    found = [
+        int(v.version)
+        for v in client.search_model_versions(f"name = '{name}'")
+        if v.tags.get("dvc_md5") == md5
+    ]
     return max(found) if found else None
 
 

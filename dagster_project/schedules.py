@@ -85,7 +85,9 @@ def next_round_request(
     snapshot, key = partition.split("|")
     k = round_number(key)
     if status != "current":
-        return dg.SkipReason(f"chat_promotion {partition} is {status!r}, not current: its checks did not pass")
+        return dg.SkipReason(
+            f"chat_promotion {partition} is {status!r}, not current: its checks did not pass"
+        )
     if k >= planned:
         return dg.SkipReason(f"round {k} of {planned} planned: post-training of {snapshot} is complete")
     nxt = round_key(k + 1)
@@ -95,7 +97,9 @@ def next_round_request(
 
 
 @dg.asset_sensor(
-    asset_key=dg.AssetKey("chat_promotion"), job_name=ROUNDS_JOB, default_status=dg.DefaultSensorStatus.RUNNING
+    asset_key=dg.AssetKey("chat_promotion"),
+    job_name=ROUNDS_JOB,
+    default_status=dg.DefaultSensorStatus.RUNNING,
 )
 def next_post_training_round(context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry):
     """A round's chat model was promoted (every check passed): start the next planned round of the snapshot."""

@@ -16,7 +16,9 @@ from ml.posttrain.stages import RoundsConfig
 RoundsRun = dagster_config_for(RoundsConfig)
 
 
-def planned_rounds(chat_model: dict[str, ChatModel], n: int, what: str = "chat model") -> dict[int, ChatModel]:
+def planned_rounds(
+    chat_model: dict[str, ChatModel], n: int, what: str = "chat model"
+) -> dict[int, ChatModel]:
     """Rounds 1..n of the snapshot's ``chat_model`` handles (any per-round asset); a ``dg.Failure`` naming
     the rounds that are missing."""
     by_round = {key.split("|")[-1]: handle for key, handle in chat_model.items()}
@@ -54,7 +56,9 @@ def posttrain_rounds(
     rounds = planned_rounds(chat_model, cfg.rounds)
     safety = planned_rounds(chat_safety_evals, cfg.rounds, "safety evaluation")
     with stage_run(context, mlflow, dvc, cfg, *rounds.values(), *safety.values()) as run:
-        table = rounds_table({k: h.evals for k, h in rounds.items()}, {k: h.report for k, h in safety.items()})
+        table = rounds_table(
+            {k: h.evals for k, h in rounds.items()}, {k: h.report for k, h in safety.items()}
+        )
         with atomic_dir(run.out_dir) as tmp:
             table.to_parquet(tmp / "rounds.parquet")
             last = table.iloc[-1].to_dict()

@@ -96,7 +96,10 @@ def model_promotion(
     cfg = resolve_config(PromotionConfig, config)
     inputs = (base_model, fp8_model, base_model_evals, safety_evals, scaling_flagship)
     with stage_run(context, mlflow, dvc, cfg, *inputs) as run:
-        models = {"base_model": ("llama-lifecycle-base", base_model), "fp8_model": ("llama-lifecycle-fp8", fp8_model)}
+        models = {
+            "base_model": ("llama-lifecycle-base", base_model),
+            "fp8_model": ("llama-lifecycle-fp8", fp8_model),
+        }
         return _promote(run, cfg, models, "base_model")
 
 

@@ -71,7 +71,11 @@ def passing_row(asset: str, records: Sequence[Mapping[str, Any]]) -> dict[str, A
     """The newest finished version of ``asset``: ok when it passed."""
     done = [r for r in records if r.get("status") != "pending"]
     rec = done[-1] if done else None
-    reason = f"{asset} has no version" if rec is None else f"{asset} {rec['version']} failed: {rec.get('reason', '')}"
+    reason = (
+        f"{asset} has no version"
+        if rec is None
+        else f"{asset} {rec['version']} failed: {rec.get('reason', '')}"
+    )
     return _row("newest version passed", asset, rec, reason)
 
 

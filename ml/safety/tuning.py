@@ -70,7 +70,9 @@ class SafetyMixConfig(StageConfig):
         if not 0.0 <= self.share < 1.0:
             raise ConfigError(f"SafetyMixConfig.share must be in [0, 1), got {self.share}")
         if not 0.0 <= self.borderline_share <= 1.0:
-            raise ConfigError(f"SafetyMixConfig.borderline_share must be in [0, 1], got {self.borderline_share}")
+            raise ConfigError(
+                f"SafetyMixConfig.borderline_share must be in [0, 1], got {self.borderline_share}"
+            )
 
 
 class SafetyTuningError(ValueError):
@@ -83,7 +85,9 @@ def load_answers(path: Path = ANSWERS) -> dict[str, dict[str, str]]:
     if not isinstance(answers, dict):
         raise SafetyTuningError(f"{path}: expected a mapping of seed id to {{lang: answer}}")
     for seed, by_lang in answers.items():
-        if not isinstance(by_lang, dict) or not all(isinstance(v, str) and v.strip() for v in by_lang.values()):
+        if not isinstance(by_lang, dict) or not all(
+            isinstance(v, str) and v.strip() for v in by_lang.values()
+        ):
             raise SafetyTuningError(f"{path}: seed {seed!r} must map languages to non-empty answers")
     return answers
 

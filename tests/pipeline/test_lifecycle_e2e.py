@@ -115,7 +115,22 @@ POSTTRAIN_FEW_STEPS = {
     "chat_model": {"config": {"max_items": 2, "max_new_tokens": 8}},
     "posttrain_rounds": {"config": {"rounds": 2}},
 }
-ROUND_ASSETS = ("reward_model", "rejection_samples", "sft_model", "dpo_model", "chat_model")
+ROUND_ASSETS = (
+    "reward_model",
+    "rejection_samples",
+    "sft_model",
+    "dpo_model",
+    "chat_model",
+    "chat_safety_evals",
+    "chat_promotion",
+)
+# a few prompts of each evaluation: the e2e run checks the wiring, the ml tests the numbers
+FEW_SAFETY = {
+    "data": {"per_category": 1},
+    "sample": {"max_new_tokens": 8},
+    "injection_per_technique": 1,
+    "code_tasks": 2,
+}
 
 
 def _events(instance, runs: list[dict], event_type: str) -> list:
@@ -146,15 +161,10 @@ def test_every_asset_materializes_with_gates_passing(home, tmp_path):
     ops = {
         "raw_crawl": {"config": {"local_web_yaml": str(web)}},
         "tokenizer": {"config": {"vocab_size": 1024}},
-        # a few prompts of each evaluation: the e2e run checks the wiring, the ml tests the numbers
-        "safety_evals": {
-            "config": {
-                "data": {"per_category": 1},
-                "sample": {"max_new_tokens": 8},
-                "injection_per_technique": 1,
-                "code_tasks": 2,
-            }
-        },
+        "safety_evals": {"config": FEW_SAFETY},
+        # 2-step rounds change a chat model's answers at random: the regression gate judges the test's
+        # own margins (1.0), its numbers are checked below
+        "chat_safety_evals": {"config": {**FEW_SAFETY, "vr_margin": 1.0, "frr_margin": 1.0}},
         "fp8_model": {"config": {"eval_docs": 32, "eval_tokens_per_doc": 64}},
         **PRETRAIN_FEW_STEPS,
         **POSTTRAIN_FEW_STEPS,
@@ -179,8 +189,8 @@ def test_every_asset_materializes_with_gates_passing(home, tmp_path):
     assert set(done) == set(stage_names()) and done.count("scaling_sweep") == 6  # every stage, every cell
     assert all(done.count(a) == 2 for a in ROUND_ASSETS)  # every round
     checks = [e.event_specific_data for e in _events(instance, runs, "ASSET_CHECK_EVALUATION")]
-    # the chat model's check runs once per round
-    assert len(checks) == len(defs.resolve_asset_graph().asset_check_keys) + 1
+    # the round assets' checks (chat model 1, its safety evaluation 4, its promotion 1) run once per round
+    assert len(checks) == len(defs.resolve_asset_graph().asset_check_keys) + 6
     by_name = {c.check_name: c for c in checks}
     # an 8-step run has learned token frequencies at best: the gates judged the test's own bounds, with numbers
     unigram = by_name.pop("pretrain_initial_beats_unigram")
@@ -277,7 +287,10 @@ def test_every_asset_materializes_with_gates_passing(home, tmp_path):
     _check_scaling(data, forecast)
     rounds = json.loads((data / "chat_model" / "e2e" / "round-2" / "evals.json").read_text())
     assert rounds["started_from"] == "chat_model" and rounds["transformers_parity"]["equal"]
-    assert list(pd.read_parquet(data / "posttrain_rounds" / "e2e" / "rounds.parquet").index) == [1, 2]
+    table = pd.read_parquet(data / "posttrain_rounds" / "e2e" / "rounds.parquet")
+    assert list(table.index) == [1, 2]
+    _check_round_safety(data, table)
+    _check_registry(home)
 
     # every artifact is versioned and the DVC repo of the home is clean
     cells = sorted(p.name for p in (data / "scaling_sweep" / "e2e").iterdir() if p.is_dir())
@@ -299,6 +312,58 @@ def test_every_asset_materializes_with_gates_passing(home, tmp_path):
     assert [r["success"] for r in again] == [False]
     failures = [e.step_failure_data.error.message for e in _events(instance, again, "STEP_FAILURE")]
     assert len(failures) == 1 and "scaling_sweep is missing for partition(s) e2e|8e8_s12:" in failures[0]
+
+
+def _check_round_safety(data, table) -> None:
+    """Safety data in each round's SFT/DPO; each chat model evaluated against the round's start."""
+    sft = json.loads((data / "chat_model" / "e2e" / "round-1" / "evals.json").read_text())
+    assert sft["round"] == 1
+    base = json.loads((data / "safety_evals" / "e2e" / "report.json").read_text())
+    for k in (1, 2):
+        ev = json.loads((data / "chat_safety_evals" / "e2e" / f"round-{k}" / "report.json").read_text())
+        assert ev["model"]["asset"] == "chat_model"
+        start = (
+            base
+            if k == 1
+            else json.loads((data / "chat_safety_evals" / "e2e" / "round-1" / "report.json").read_text())
+        )
+        assert ev["previous"]["md5"] == start["model"]["md5"]
+        assert (
+            table.loc[k, "start.vr"] == start["headline"]["vr"]
+            and table.loc[k, "chat.vr"] == ev["headline"]["vr"]
+        )
+        comparison = pd.read_parquet(
+            data / "chat_safety_evals" / "e2e" / f"round-{k}" / "comparison_category.parquet"
+        )
+        assert "all" in comparison.index
+
+
+def _check_registry(home) -> None:
+    """base, FP8 and each round's chat model registered; candidate on the newest; champion where promoted."""
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{home}/mlflow.db")
+    versions = {
+        name: sorted(int(v.version) for v in client.search_model_versions(f"name = '{name}'"))
+        for name in ("llama-lifecycle-base", "llama-lifecycle-fp8", "llama-lifecycle-chat")
+    }
+    assert versions == {
+        "llama-lifecycle-base": [1],
+        "llama-lifecycle-fp8": [1],
+        "llama-lifecycle-chat": [1, 2],
+    }
+    chat = client.get_model_version_by_alias("llama-lifecycle-chat", "candidate")
+    assert chat.version == "2" and chat.tags["partition"] == "e2e|round-2"
+    assert client.get_model_version_by_alias("llama-lifecycle-chat", "champion").version == "2"
+    assert client.get_model_version_by_alias("llama-lifecycle-base", "champion").version == "1"
+    assert client.get_model_version_by_alias("llama-lifecycle-fp8", "champion").version == "1"
+    promotion = json.loads((home / "data" / "model_promotion" / "e2e" / "evals.json").read_text())
+    assert promotion["promote"] and {r["asset"] for r in promotion["requirements"]} == {
+        "base_model_evals",
+        "safety_evals",
+        "fp8_model",
+        "scaling_flagship",
+    }
 
 
 def _check_scaling(data, forecast_check) -> None:

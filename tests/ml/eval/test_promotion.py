@@ -26,7 +26,9 @@ def test_the_newest_evaluation_of_this_version_decides():
 
 
 def test_an_evaluation_of_another_version_does_not_count():
-    table = decide(ChatPromotionConfig(), "chat_model", "ccc", {"chat_safety_evals": [rec("v1", "current", "bbb")]})
+    table = decide(
+        ChatPromotionConfig(), "chat_model", "ccc", {"chat_safety_evals": [rec("v1", "current", "bbb")]}
+    )
     assert not table.loc[0, "ok"]
     assert table.loc[0, "reason"] == "chat_safety_evals never evaluated chat_model ccc"
     # records written before versions kept their inputs do not count either
@@ -36,7 +38,13 @@ def test_an_evaluation_of_another_version_does_not_count():
 
 def test_pending_versions_are_ignored_and_passing_requirements_read_the_newest():
     cfg = PromotionConfig(evaluations=(), passing=("scaling_flagship",))
-    records = {"scaling_flagship": [rec("v1", "failed", reason="forecast off by 12%"), rec("v2", "current"), rec("v3", "pending")]}
+    records = {
+        "scaling_flagship": [
+            rec("v1", "failed", reason="forecast off by 12%"),
+            rec("v2", "current"),
+            rec("v3", "pending"),
+        ]
+    }
     assert decide(cfg, "base_model", "x", records)["ok"].tolist() == [True]
     records["scaling_flagship"].append(rec("v4", "failed", reason="forecast off by 12%"))
     table = decide(cfg, "base_model", "x", records)

@@ -78,7 +78,9 @@ def test_records_come_from_the_train_split_only_and_follow_the_mix():
 
 
 def test_draw_cycles_with_new_ids_when_asked_for_more_than_there_is():
-    cfg = SafetyMixConfig(share=0.5, borderline_share=1.0, data=SafetyDataConfig(langs=("de",), variants=("single",)))
+    cfg = SafetyMixConfig(
+        share=0.5, borderline_share=1.0, data=SafetyDataConfig(langs=("de",), variants=("single",))
+    )
     n_border = len(eligible(cfg).query("kind == 'borderline'"))
     records, counts = safety_records(cfg, n_border + 3, preference=False)
     assert counts["records"] == n_border + 3
@@ -101,7 +103,9 @@ def test_missing_answer_names_the_prompt_file_line_and_language(tmp_path):
     prompts = load_split(SafetyMixConfig().data, "train")
     border = prompts[prompts["kind"] == "borderline"].head(1)
     responses = pd.DataFrame([{"lang": border.iloc[0]["lang"], "label": "refusal", "response": "No."}])
-    with pytest.raises(SafetyTuningError, match=rf"prompts.train.jsonl:\d+ .*has no '{border.iloc[0]['lang']}' answer"):
+    with pytest.raises(
+        SafetyTuningError, match=rf"prompts.train.jsonl:\d+ .*has no '{border.iloc[0]['lang']}' answer"
+    ):
         targets(border, responses, {})
 
 
