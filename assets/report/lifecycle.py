@@ -146,7 +146,10 @@ def rounds_section(rounds: EvalTables) -> Section:
     )
     return Section(
         "Post-training rounds",
-        notes=("Held-out verifier pass rates, answer log-likelihood and preference accuracy per round.",),
+        notes=(
+            "Held-out verifier pass rates, answer log-likelihood and preference accuracy per round; VR and FRR "
+            "of the model each round started from and of its chat model (safety tuning: ``safety.share``).",
+        ),
         tables=(Table("rounds (held-out)", header, rows),),
         plots=_plots(rounds, ("rounds.png", "rounds")),
     )
@@ -164,6 +167,21 @@ def safety_section(safety: SafetyEvals, fp8: FP8Checkpoint) -> Section:
             Table("FP8 against bf16", ("metric", "value"), fp8_rows),
         ),
         plots=_plots(safety, ("rates_category.png", "VR / FRR by category")),
+    )
+
+
+def registry_section(promotion: EvalTables) -> Section:
+    """The base model's promotion: each requirement, and the registered versions it moved (or not)."""
+    ev = promotion.evals
+    rows = tuple(
+        (r["asset"], r["requirement"], r["version"], str(r["ok"]), r["reason"]) for r in ev["requirements"]
+    )
+    moved = "moved to" if ev["promote"] else "not moved to"
+    regs = ", ".join(f"{v['name']} v{v['version']}" for v in ev["registered"].values())
+    return Section(
+        "Model registry",
+        notes=(f"champion {moved}: {regs} (model {ev['model']['asset']} {ev['model']['version']}).",),
+        tables=(Table("promotion requirements", ("asset", "requirement", "version", "ok", "reason"), rows),),
     )
 
 
@@ -189,16 +207,18 @@ def lifecycle_report(
     posttrain_rounds: EvalTables,
     safety_evals: SafetyEvals,
     fp8_model: FP8Checkpoint,
+    model_promotion: EvalTables,
     mlflow: MlflowResource,
     dvc: DvcResource,
 ) -> dg.MaterializeResult:
     """The headline figures of every stage of this snapshot's lifecycle on one page (``report.html``, also an
     MLflow artifact and this panel): curation funnel and mix, IsoFLOP fit and flagship forecast, pre-training
-    stages and their loss curves, base model vs checkpoints, the post-training rounds table, safety rates
-    and the FP8 quality delta."""
+    stages and their loss curves, base model vs checkpoints, the post-training rounds table, safety rates,
+    the FP8 quality delta and the registry's promotion of the base model."""
     cfg = resolve_config(ReportConfig, config)
     inputs = (curated_corpus, scaling_law_fit, scaling_flagship, pretrain_initial, pretrain_long_context)
     inputs += (pretrain_annealed, base_model, base_model_evals, posttrain_rounds, safety_evals, fp8_model)
+    inputs += (model_promotion,)
     with stage_run(context, mlflow, dvc, cfg, *inputs) as run:
         stages = {
             "initial": pretrain_initial,
@@ -212,6 +232,7 @@ def lifecycle_report(
             pretraining_section(stages, base_model, base_model_evals),
             rounds_section(posttrain_rounds),
             safety_section(safety_evals, fp8_model),
+            registry_section(model_promotion),
         ]
         page = render_html(cfg.title, sections, subtitle=f"snapshot {context.partition_key}")
         with atomic_dir(run.out_dir) as tmp:

@@ -264,6 +264,7 @@ def test_every_asset_materializes_with_gates_passing(home, tmp_path):
         "Pre-training stages",
         "Post-training rounds",
         "Safety and FP8",
+        "Model registry",
     ):
         assert f"<h2>{title}" in report
 
@@ -353,10 +354,12 @@ def _check_registry(home) -> None:
         "llama-lifecycle-chat": [1, 2],
     }
     chat = client.get_model_version_by_alias("llama-lifecycle-chat", "candidate")
-    assert chat.version == "2" and chat.tags["partition"] == "e2e|round-2"
-    assert client.get_model_version_by_alias("llama-lifecycle-chat", "champion").version == "2"
-    assert client.get_model_version_by_alias("llama-lifecycle-base", "champion").version == "1"
-    assert client.get_model_version_by_alias("llama-lifecycle-fp8", "champion").version == "1"
+    assert int(chat.version) == 2 and chat.tags["partition"] == "e2e|round-2"
+    champions = {
+        name: int(client.get_model_version_by_alias(name, "champion").version)
+        for name in ("llama-lifecycle-base", "llama-lifecycle-fp8", "llama-lifecycle-chat")
+    }
+    assert champions == {"llama-lifecycle-base": 1, "llama-lifecycle-fp8": 1, "llama-lifecycle-chat": 2}
     promotion = json.loads((home / "data" / "model_promotion" / "e2e" / "evals.json").read_text())
     assert promotion["promote"] and {r["asset"] for r in promotion["requirements"]} == {
         "base_model_evals",
