@@ -73,12 +73,12 @@ def _promote(
     return result
 
 
-@stage_asset(
-    EvalTables,
-    gates=[promotion_requirements_met],
-    partitions_def=SNAPSHOTS,
-    kinds={"mlflow"},
-)
+def promotion_asset(**kwargs):
+    """``stage_asset`` of a promotion: its decision as ``EvalTables``, its gate the requirements."""
+    return stage_asset(EvalTables, gates=[promotion_requirements_met], kinds={"mlflow"}, **kwargs)
+
+
+@promotion_asset(partitions_def=SNAPSHOTS)
 def model_promotion(
     context: dg.AssetExecutionContext,
     config: PromotionRun,
@@ -103,13 +103,7 @@ def model_promotion(
         return _promote(run, cfg, models, "base_model")
 
 
-@stage_asset(
-    EvalTables,
-    gates=[promotion_requirements_met],
-    partitions_def=ROUNDS,
-    automation_condition=ROUND_AUTOMATION,
-    kinds={"mlflow"},
-)
+@promotion_asset(partitions_def=ROUNDS, automation_condition=ROUND_AUTOMATION)
 def chat_promotion(
     context: dg.AssetExecutionContext,
     config: ChatPromotionRun,

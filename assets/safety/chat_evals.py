@@ -6,14 +6,7 @@ than the round's start by more than the margins, the analysers right."""
 import dagster as dg
 
 from assets.posttrain.rounds import ROUND_AUTOMATION, SNAPSHOT_INPUT, one_torch_thread
-from assets.safety.evals import (
-    SafetyEvalRun,
-    evaluate_safety,
-    safety_evals_analysers_work,
-    safety_evals_group_regressions,
-    safety_evals_no_regression,
-    safety_evals_within_bounds,
-)
+from assets.safety.evals import SAFETY_GATES, SafetyEvalRun, evaluate_safety
 from dagster_project.artifacts import ChatModel, SafetyEvals, SafetyModels, load_handle
 from dagster_project.configs import resolve_config
 from dagster_project.partitions import ROUNDS, previous_round_partition
@@ -33,12 +26,7 @@ def start_evaluation(context: dg.AssetExecutionContext, safety_evals: SafetyEval
 
 @stage_asset(
     SafetyEvals,
-    gates=[
-        safety_evals_within_bounds,
-        safety_evals_no_regression,
-        safety_evals_group_regressions,
-        safety_evals_analysers_work,
-    ],
+    gates=SAFETY_GATES,
     partitions_def=ROUNDS,
     automation_condition=ROUND_AUTOMATION,
     ins={"safety_classifier": SNAPSHOT_INPUT, "safety_evals": SNAPSHOT_INPUT},

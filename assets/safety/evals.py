@@ -120,14 +120,17 @@ def _headline(tables: dict, inj: dict, code_rates: pd.DataFrame, results: pd.Dat
     }
 
 
+SAFETY_GATES = (
+    safety_evals_within_bounds,
+    safety_evals_no_regression,
+    safety_evals_group_regressions,
+    safety_evals_analysers_work,
+)
+
+
 @stage_asset(
     SafetyEvals,
-    gates=[
-        safety_evals_within_bounds,
-        safety_evals_no_regression,
-        safety_evals_group_regressions,
-        safety_evals_analysers_work,
-    ],
+    gates=SAFETY_GATES,
     partitions_def=SNAPSHOTS,
     ins=evaluated_model_in(),
     kinds={"pytorch", "python"},

@@ -51,32 +51,28 @@ def _row(kind: str, asset: str, rec: Mapping[str, Any] | None, reason: str) -> d
     }
 
 
+def _newest(records: Sequence[Mapping[str, Any]], keep=lambda r: True) -> Mapping[str, Any] | None:
+    done = [r for r in records if r.get("status") != "pending" and keep(r)]
+    return done[-1] if done else None
+
+
 def evaluation_row(asset: str, records: Sequence[Mapping[str, Any]], model: str, md5: str) -> dict[str, Any]:
     """The newest finished evaluation by ``asset`` of ``model`` at ``md5``: ok when it passed."""
-    mine = [
-        r
-        for r in records
-        if r.get("status") != "pending" and (r.get("inputs") or {}).get(model, {}).get("md5") == md5
-    ]
-    rec = mine[-1] if mine else None
-    reason = (
-        f"{asset} never evaluated {model} {md5[:12]}"
-        if rec is None
-        else f"{asset} {rec['version']} evaluated it and failed: {rec.get('reason', '')}"
-    )
+    rec = _newest(records, lambda r: (r.get("inputs") or {}).get(model, {}).get("md5") == md5)
+    if rec is None:
+        return _row("evaluated this version", asset, rec, f"{asset} never evaluated {model} {md5[:12]}")
+    reason = f"{asset} {rec['version']} evaluated it and failed: {rec.get('reason', '')}"
     return _row("evaluated this version", asset, rec, reason)
 
 
 def passing_row(asset: str, records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """The newest finished version of ``asset``: ok when it passed."""
-    done = [r for r in records if r.get("status") != "pending"]
-    rec = done[-1] if done else None
-    reason = (
-        f"{asset} has no version"
-        if rec is None
-        else f"{asset} {rec['version']} failed: {rec.get('reason', '')}"
+    rec = _newest(records)
+    if rec is None:
+        return _row("newest version passed", asset, rec, f"{asset} has no version")
+    return _row(
+        "newest version passed", asset, rec, f"{asset} {rec['version']} failed: {rec.get('reason', '')}"
     )
-    return _row("newest version passed", asset, rec, reason)
 
 
 def decide(

@@ -2,6 +2,17 @@
 
 import io
 
+# the assets of a post-training round (snapshot x round partitions; job ``posttrain_round``)
+ROUND_ASSETS = (
+    "reward_model",
+    "rejection_samples",
+    "sft_model",
+    "dpo_model",
+    "chat_model",
+    "chat_safety_evals",
+    "chat_promotion",
+)
+
 
 def run_assets(selection, run_config, partition="snap-1", raise_on_error=True):
     from dagster_project.cli import _instance

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import dagster as dg
+from pipeline_helpers import ROUND_ASSETS
 
 from dagster_project.artifacts import Artifact, handle_type
 from dagster_project.definitions import defs, stage_names
@@ -155,15 +156,7 @@ def test_jobs_per_domain_group():
     # the post-training rounds' (snapshot x round) assets run in `posttrain_round`
     job = defs.resolve_job_def("posttrain_round")
     rounds = {k.to_user_string() for k in job.asset_layer.selected_asset_keys}
-    assert rounds == {
-        "reward_model",
-        "rejection_samples",
-        "sft_model",
-        "dpo_model",
-        "chat_model",
-        "chat_safety_evals",
-        "chat_promotion",
-    }
+    assert rounds == set(ROUND_ASSETS)
     assert groups["synthetic_data"] == groups["posttrain_rounds"] == groups["chat_model"] == "posttrain"
     for group in set(groups.values()):
         job = defs.resolve_job_def(f"{group}_pipeline")

@@ -11,6 +11,7 @@ import dagster as dg
 import pandas as pd
 import pytest
 import yaml
+from pipeline_helpers import ROUND_ASSETS
 
 from assets.models import EVALUATED_MODEL
 from dagster_project.definitions import defs, stage_names
@@ -115,15 +116,6 @@ POSTTRAIN_FEW_STEPS = {
     "chat_model": {"config": {"max_items": 2, "max_new_tokens": 8}},
     "posttrain_rounds": {"config": {"rounds": 2}},
 }
-ROUND_ASSETS = (
-    "reward_model",
-    "rejection_samples",
-    "sft_model",
-    "dpo_model",
-    "chat_model",
-    "chat_safety_evals",
-    "chat_promotion",
-)
 # a few prompts of each evaluation: the e2e run checks the wiring, the ml tests the numbers
 FEW_SAFETY = {
     "data": {"per_category": 1},

@@ -3,6 +3,7 @@
 import datetime
 
 import dagster as dg
+from pipeline_helpers import ROUND_ASSETS
 
 from dagster_project.definitions import defs, stage_names
 from dagster_project.partitions import ROUND_KEYS, SNAPSHOTS
@@ -70,15 +71,7 @@ def test_every_stage_has_a_code_version_and_follows_its_upstream():
     """Eager everywhere but in the post-training rounds, which run in order (round k needs round k-1's chat
     model, an edge the automation cannot see)."""
     graph = defs.resolve_asset_graph()
-    rounds = {
-        "reward_model",
-        "rejection_samples",
-        "sft_model",
-        "dpo_model",
-        "chat_model",
-        "chat_safety_evals",
-        "chat_promotion",
-    }
+    rounds = set(ROUND_ASSETS)
     for name in stage_names():
         key = dg.AssetKey(name)
         node = graph.get(key)
