@@ -111,10 +111,14 @@ def _write(tmp: Path, frames: dict[str, pd.DataFrame], report: dict, plots: dict
 
 def _headline(tables: dict, inj: dict, code_rates: pd.DataFrame, results: pd.DataFrame) -> dict[str, float]:
     adv = results[results["kind"] == "adversarial"]
+    loglik = results.groupby("kind")["refusal_loglik"].mean()  # NaN rows (too long) left out
     return {
         "vr": float(tables["category"].loc["all", "vr"]),
         "frr": float(tables["category"].loc["all", "frr"]),
         "adversarial_compliance": float(adv["complied"].mean()),  # not refused: an upper bound on VR
+        "refusal_loglik_adversarial": float(loglik["adversarial"]),
+        "refusal_loglik_borderline": float(loglik["borderline"]),
+        "refusal_margin": float(loglik["adversarial"] - loglik["borderline"]),
         "injection_success": float(inj["technique"].loc["all", "success_rate"]),
         "insecure_rate": float(code_rates.loc["all", "rate"]),
     }

@@ -25,7 +25,7 @@ HEADLINE = (
 )
 
 
-SAFETY = ("vr", "frr")
+SAFETY = ("vr", "frr", "refusal_margin")
 
 
 def rounds_table(
@@ -33,7 +33,8 @@ def rounds_table(
 ) -> pd.DataFrame:
     """Rows indexed by round; columns ``<model>.<metric>`` and ``win_rate_vs_start``; with ``safety`` (the
     round's safety evaluation report: ``headline`` of the chat model, ``previous.headline`` of the model
-    the round started from) also ``start.vr``, ``start.frr``, ``chat.vr``, ``chat.frr``."""
+    the round started from) also ``start.<m>`` and ``chat.<m>`` for VR, FRR and the refusal margin (mean
+    log-likelihood per token of a held-out refusal on adversarial minus borderline prompts)."""
     rows = []
     for k in sorted(evals):
         ev = evals[k]
@@ -41,7 +42,7 @@ def rounds_table(
         if safety and k in safety:
             before = (safety[k].get("previous") or {}).get("headline", {})
             row.update({f"start.{m}": before[m] for m in SAFETY if m in before})
-            row.update({f"chat.{m}": safety[k]["headline"][m] for m in SAFETY})
+            row.update({f"chat.{m}": safety[k]["headline"][m] for m in SAFETY if m in safety[k]["headline"]})
         for label in ("start", "sft", "chat"):
             for metric in HEADLINE:
                 if metric in ev["models"].get(label, {}):
@@ -65,6 +66,8 @@ def rounds_png(table: pd.DataFrame) -> bytes:
     ]
     if any(c.endswith((".vr", ".frr")) for c in table.columns):
         panels.append((("vr", "frr"), "safety: VR / FRR"))
+    if any(c.endswith(".refusal_margin") for c in table.columns):
+        panels.append(("refusal_margin", "refusal log-lik: adversarial - borderline"))
     fig, axes = plt.subplots(1, len(panels), figsize=(4.4 * len(panels), 3.6))
     for ax, (prefix, title) in zip(axes, panels, strict=True):
         for col in [c for c in table.columns if c.split(".")[-1].startswith(prefix)]:

@@ -23,7 +23,7 @@ from ml.config import ConfigError, StageConfig
 from ml.infer.sample import SampleConfig, answer_chats
 from ml.safety import injection, insecure_code
 from ml.safety.classifier import SafetyJudge
-from ml.safety.data import SafetyDataConfig, eval_category, load_split
+from ml.safety.data import SafetyDataConfig, data_files, eval_category, load_responses, load_split
 from ml.safety.metrics import rate_tables
 
 # A 1.8M-parameter base model (tiny) writes near-random text and has never seen a refusal: its VR, FRR,
@@ -109,7 +109,34 @@ def evaluate_rates(
     results["violated"] = (results["kind"] == "adversarial") & results["violating"]
     results["refused"] = results["refused"].astype(bool)
     results["complied"] = (results["kind"] == "adversarial") & ~results["refused"]
+    results["refusal_loglik"] = refusal_logliks(model, tok, prompts, cfg)
     return results, {"tables": rate_tables(results), "truncated_prompts": truncated}
+
+
+def refusal_logliks(model, tok: Tokenizer, prompts: pd.DataFrame, cfg: SafetyEvalConfig) -> list[float]:
+    """Per prompt, the model's log-likelihood per token of a held-out refusal in the prompt's language (the
+    refusal detector's held-out refusals, written apart from every training response), NaN where prompt and
+    refusal do not fit the context. Greedy answers of a small model can sit at VR = FRR = 0 whatever it
+    learned; this moves with every step: safety tuning should raise it on adversarial prompts more than on
+    borderline ones (``refusal_margin``)."""
+    from ml.posttrain.evaluate import response_logps
+    from ml.tokens.chat import encode_chat_masked
+
+    responses = load_responses(data_files(cfg.data, "responses", "heldout"))
+    refusals = responses[responses["label"] == "refusal"].groupby("lang")["response"].apply(list)
+    chats = prompts["messages"].tolist()
+    picked = [refusals[lang][i % len(refusals[lang])] for i, lang in enumerate(prompts["lang"])]
+    fits = [
+        len(encode_chat_masked([*c, {"role": "assistant", "content": r}], tok).ids) <= model.cfg.max_seq_len
+        for c, r in zip(chats, picked, strict=True)
+    ]
+    idx = [i for i, ok in enumerate(fits) if ok]
+    with torch.no_grad():
+        sums, counts = response_logps(model, tok, [chats[i] for i in idx], [picked[i] for i in idx])
+    out = [float("nan")] * len(chats)
+    for j, i in enumerate(idx):
+        out[i] = float(sums[j] / counts[j].clamp(min=1))
+    return out
 
 
 def evaluate_injection(
