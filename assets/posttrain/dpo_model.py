@@ -10,6 +10,7 @@ from assets.posttrain.rounds import (
     ROUND_AUTOMATION,
     SNAPSHOT_INPUT,
     one_torch_thread,
+    records_digest,
     round_of,
     round_train_config,
     with_safety,
@@ -75,9 +76,9 @@ def dpo_model(
     opener for adversarial prompts, answer over refusal for borderline ones; ``safety.share``)."""
     cfg = resolve_config(DPOConfig, config)
     with stage_run(context, mlflow, dvc, cfg, sft_model, synthetic_data, rejection_samples) as run:
-        data = work_dir(run, cfg, "data")
         rejection = rejection_samples.records("pairs")
         extra, safety = with_safety(cfg.safety, synthetic_data, rejection, True, cfg.train.data.seq_len)
+        data = work_dir(run, cfg, f"data@{records_digest(extra)}")
         sizes = write_round_set(
             synthetic_data.prefs_dir, extra, data, synthetic_data.path / "tokenizer.json", True
         )

@@ -10,6 +10,7 @@ Dagster cannot declare) and recorded among the asset's inputs (MLflow and the ``
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import shutil
 from collections.abc import Iterator
@@ -98,3 +99,9 @@ def with_safety(
         mix, base, preference, lambda r: len(encode_chat_masked(r["messages"], tok).ids), seq_len
     )
     return [*extra, *records], {f"safety.{k}": v for k, v in sorted(counts.items())}
+
+
+def records_digest(records: list[dict]) -> str:
+    """A short hash of the records a stage adds to its data: part of its work dir's key, so changed safety
+    data (a new answers file, another mix) starts a fresh run instead of resuming one trained on the old."""
+    return hashlib.sha256(json.dumps(records, sort_keys=True).encode()).hexdigest()[:12]

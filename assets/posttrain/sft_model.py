@@ -5,6 +5,7 @@ import dagster as dg
 from assets.posttrain.rounds import (
     ROUND_AUTOMATION,
     SNAPSHOT_INPUT,
+    records_digest,
     round_of,
     round_train_config,
     starting_model,
@@ -50,9 +51,9 @@ def sft_model(
     cfg = resolve_config(SFTConfig, config)
     start = starting_model(context, base_model)
     with stage_run(context, mlflow, dvc, cfg, start, synthetic_data, rejection_samples) as run:
-        data = work_dir(run, cfg, "data")
         rejection = rejection_samples.records("sft")
         extra, safety = with_safety(cfg.safety, synthetic_data, rejection, False, cfg.train.data.seq_len)
+        data = work_dir(run, cfg, f"data@{records_digest(extra)}")
         sizes = write_round_set(
             synthetic_data.path, extra, data, synthetic_data.path / "tokenizer.json", False
         )

@@ -30,8 +30,22 @@ STANDARD_KEYS = {
     "summary",
     "inputs",
 }
-ROUND_ASSETS = ["reward_model", "rejection_samples", "sft_model", "dpo_model", "chat_model"]
-SELECT = ["synthetic_data", *ROUND_ASSETS, "posttrain_rounds"]
+ROUND_ASSETS = [
+    "reward_model",
+    "rejection_samples",
+    "sft_model",
+    "dpo_model",
+    "chat_model",
+    "chat_safety_evals",
+    "chat_promotion",
+]
+SELECT = ["synthetic_data", "safety_classifier", "safety_evals", *ROUND_ASSETS, "posttrain_rounds"]
+FEW_SAFETY = {
+    "data": {"per_category": 1},
+    "sample": {"max_new_tokens": 4},
+    "injection_per_technique": 1,
+    "code_tasks": 1,
+}
 TEXTS = [
     "The quick brown fox jumps over the lazy dog while the cat sleeps on the warm mat near the door.",
     "Tokens are counted per document and every drop carries its reason with the measured value here.",
@@ -69,6 +83,9 @@ OPS = {
     "dpo_model": {"config": {"train": _few_steps(), "seeds": [1, 2]}},
     "chat_model": {"config": {"max_items": 2, "max_new_tokens": 8}},
     "posttrain_rounds": {"config": {"rounds": 2}},
+    "safety_evals": {"config": FEW_SAFETY},
+    # a random model's answers after 2-step rounds: the regression gate judges the test's margins (1.0)
+    "chat_safety_evals": {"config": {**FEW_SAFETY, "vr_margin": 1.0, "frr_margin": 1.0}},
 }
 
 
@@ -201,11 +218,44 @@ def test_dpo_caches_reference_logps_and_the_chat_model_averages_its_runs(rounds_
     assert set(ev["models"]) == {"start", "sft", "chat"} and "pref_accuracy" in ev["models"]["chat"]
 
 
+def test_safety_data_is_mixed_into_sft_and_dpo_and_each_chat_model_is_evaluated(rounds_run):
+    home, _, mats = rounds_run
+    sft, dpo = (mats[(a, f"{SNAPSHOT}|round-1")] for a in ("sft_model", "dpo_model"))
+    # tiny's share 0.2: safety records are a fifth of the train set, half of them borderline
+    for meta in (sft, dpo):
+        n, total = (
+            _value(meta, "safety.records"),
+            _value(meta, "train_records" if meta is sft else "pairs_train"),
+        )
+        assert n == round(0.25 * (total - n)) and _value(meta, "safety.borderline") == round(n * 0.5)
+    trained = [
+        json.loads(x)["id"]
+        for t in (home / "data" / "_work" / "sft_model").rglob("train.jsonl")
+        for x in t.read_text().splitlines()
+    ]
+    assert sum(i.startswith("safety-") for i in trained) >= _value(sft, "safety.records")
+    base = json.loads((home / "data" / "safety_evals" / SNAPSHOT / "report.json").read_text())
+    evals = [
+        json.loads(
+            (home / "data" / "chat_safety_evals" / SNAPSHOT / f"round-{k}" / "report.json").read_text()
+        )
+        for k in (1, 2)
+    ]
+    assert evals[0]["previous"]["md5"] == base["model"]["md5"]  # round 1 against the base model
+    assert evals[1]["previous"]["md5"] == evals[0]["model"]["md5"]  # round 2 against round 1's chat model
+    assert evals[1]["previous"]["headline"] == evals[0]["headline"]
+    promoted = json.loads(
+        (home / "data" / "chat_promotion" / SNAPSHOT / "round-2" / "evals.json").read_text()
+    )
+    assert promoted["promote"] and promoted["registered"]["chat_model"]["version"] == 2
+
+
 def test_rounds_table_shows_every_round(rounds_run):
     home, _, mats = rounds_run
     out = home / "data" / "posttrain_rounds" / SNAPSHOT
     table = pd.read_parquet(out / "rounds.parquet")
     assert list(table.index) == [1, 2] and "chat.pref_accuracy" in table.columns
+    assert {"start.vr", "chat.vr", "start.frr", "chat.frr", "chat.refusal_margin"} <= set(table.columns)
     assert (out / "rounds.png").read_bytes()[:4] == b"\x89PNG"
     meta = mats[("posttrain_rounds", SNAPSHOT)]
     shown = _value(meta, "rounds_table").splitlines()
