@@ -74,7 +74,10 @@ def rounds_png(table: pd.DataFrame) -> bytes:
             ax.plot(table.index, table[col], marker="o", label=col)
         if prefix == "pref":
             ax.plot(table.index, table["win_rate_vs_start"], marker="s", label="RM win rate vs start")
-        ax.set_title(title), ax.set_xlabel("round"), ax.legend(fontsize=6)
+        ax.set_title(title)
+        ax.set_xlabel("round")
+        if ax.get_legend_handles_labels()[0]:  # a panel whose metrics the table lacks stays empty
+            ax.legend(fontsize=6)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90)
