@@ -187,8 +187,6 @@ def _execute_cell(args: tuple) -> dict:
 
 def _run_cells(snapshot: str, names: list[str], preset: str | None, ops: dict | None) -> list[dict]:
     """Every planned cell of ``snapshot``, ``cpu_count // torch_threads`` at a time (one when threads is 0)."""
-    import multiprocessing as mp
-
     from dagster_project.partitions import register_sweep_cells
 
     cells, cfg = sweep_cells(preset, ops)
@@ -196,32 +194,59 @@ def _run_cells(snapshot: str, names: list[str], preset: str | None, ops: dict | 
     removed = register_sweep_cells(_instance(), cells, lambda cell: any(root.glob(f"*/{cell}/cell.json")))
     if removed:
         print(f"removed sweep cells that are in no plan and were never trained: {', '.join(removed)}")
-    workers = max(1, min(len(cells), (os.cpu_count() or 1) // cfg.torch_threads if cfg.torch_threads else 1))
     jobs = [(snapshot, c, names, preset, ops) for c in reversed(cells)]  # largest budgets first
+    return _side_by_side(_execute_cell, jobs, cfg.torch_threads)
+
+
+def _side_by_side(fn, jobs: list[tuple], torch_threads: int) -> list[dict]:
+    """``fn`` over ``jobs``, ``cpu_count // torch_threads`` at a time in spawned processes (one at a time,
+    in this process, when threads is 0 = torch's default or only one fits)."""
+    import multiprocessing as mp
+
+    workers = max(1, min(len(jobs), (os.cpu_count() or 1) // torch_threads if torch_threads else 1))
     if workers == 1:
-        return [_execute_cell(j) for j in jobs]
+        return [fn(j) for j in jobs]
     pool = mp.get_context("spawn").Pool(workers)
     try:
-        return list(pool.imap_unordered(_execute_cell, jobs))
+        return list(pool.imap_unordered(fn, jobs))
     finally:
         pool.close()  # let the workers exit on their own (terminate() interrupts their atexit hooks)
         pool.join()
 
 
-def _run_candidates(snapshot: str, names: list[str], preset: str | None, ops: dict | None) -> list[dict]:
-    """Every candidate class of the data-value experiment for ``snapshot``, one run each, one at a time."""
+def _execute_candidate(args: tuple) -> dict:
+    """A worker process's call: one candidate class of the data-value experiment."""
+    snapshot, candidate, names, preset, ops = args
     from dagster_project.jobs import DATA_VALUE_JOB
-    from dagster_project.partitions import CANDIDATES, data_value_partition
+    from dagster_project.partitions import data_value_partition
+
+    return _execute(DATA_VALUE_JOB, data_value_partition(snapshot, candidate), names, preset, ops)
+
+
+def _run_candidates(snapshot: str, names: list[str], preset: str | None, ops: dict | None) -> list[dict]:
+    """Every candidate class of the data-value experiment for ``snapshot``, one run each, side by side as
+    the config's evaluation threads allow (each anneal trains on one thread under torchrun)."""
+    from dagster_project.partitions import CANDIDATES
 
     present = _classes_with_tokens(snapshot)
     absent = [c for c in CANDIDATES.get_partition_keys() if c not in present]
     if absent:
         print(f"data_value: snapshot {snapshot} holds no training tokens of {', '.join(absent)}: not valued")
-    return [
-        _execute(DATA_VALUE_JOB, data_value_partition(snapshot, c), names, preset, ops)
-        for c in CANDIDATES.get_partition_keys()
-        if c in present
-    ]
+    jobs = [(snapshot, c, names, preset, ops) for c in CANDIDATES.get_partition_keys() if c in present]
+    return _side_by_side(_execute_candidate, jobs, data_value_config(preset, ops).torch_threads)
+
+
+def data_value_config(preset: str | None, ops: dict | None) -> Any:
+    """The data-value config this run resolves (preset, YAML and the ``data_value`` run-config fields)."""
+    from assets.pretrain.data_value import DataValueRun
+    from dagster_project.configs import resolve_config
+    from ml.train.stages import DataValueConfig
+
+    fields = {
+        **({"preset": preset} if preset else {}),
+        **(ops or {}).get("data_value", {}).get("config", {}),
+    }
+    return resolve_config(DataValueConfig, DataValueRun(**fields))
 
 
 def _classes_with_tokens(snapshot: str) -> set[str]:
