@@ -62,15 +62,10 @@ def set_flex_settings(settings: dict[str, int] | None) -> None:
     _override = dict(settings) if settings is not None else None
 
 
+@torch.compiler.assume_constant_result
 def _cuda_capability(index: int) -> tuple[int, int]:
     # a constant to torch.compile (read once at trace time), so compiled graphs may look up FLEX_TUNED
     return torch.cuda.get_device_capability(index)
-
-
-# Marking it imports torch._dynamo (~1-2 s of every process start on a CPU host): only where CUDA can be
-# used; a CPU-only torch never calls it (flex_settings is {} off CUDA)
-if torch.backends.cuda.is_built():
-    _cuda_capability = torch.compiler.assume_constant_result(_cuda_capability)
 
 
 def flex_settings(device: torch.device, head_dim: int, dtype: torch.dtype) -> dict[str, int]:
