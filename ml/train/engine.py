@@ -33,6 +33,7 @@ from ml.config import ConfigError
 from ml.model.llama import Llama
 from ml.train import checkpoint as ckpt
 from ml.train.config import TrainConfig
+from ml.train.cpu_memory import keep_freed_memory
 from ml.train.dist import (
     DistInfo,
     all_reduce_count,
@@ -99,7 +100,10 @@ def final_metrics(result: dict[str, Any]) -> dict[str, float]:
 
 
 def build_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
-    """AdamW; weight decay on matrices (>= 2-D: linear and embedding weights) only, not on norms."""
+    """AdamW; weight decay on matrices (>= 2-D: linear and embedding weights) only, not on norms.
+
+    Fused on GPU (``OptimizerConfig.fused``), else multi-tensor (``foreach``): torch picks that itself only
+    for CUDA tensors, and its per-tensor loop on CPU costs a Python round of ops per parameter per step."""
     opt = cfg.optimizer
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.dim() >= 2]
@@ -109,7 +113,14 @@ def build_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.devi
         {"params": decay, "weight_decay": opt.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
-    return torch.optim.AdamW(groups, lr=opt.lr, betas=tuple(opt.betas), eps=opt.eps, fused=fused or None)
+    return torch.optim.AdamW(
+        groups,
+        lr=opt.lr,
+        betas=tuple(opt.betas),
+        eps=opt.eps,
+        fused=fused or None,
+        foreach=None if fused else True,
+    )
 
 
 def clip_grad_norm(params: list[torch.nn.Parameter], max_norm: float) -> float:
@@ -431,6 +442,8 @@ def train(
     owns_group = not (dist.is_available() and dist.is_initialized())
     was_deterministic = torch.are_deterministic_algorithms_enabled()
     info = init_distributed(cfg.device, cfg.dist_timeout_s)
+    if info.device.type == "cpu":
+        keep_freed_memory()  # this process's big tensors from the heap, not page-faulted in every step
     try:
         trainer = Trainer(cfg, build_task(cfg, Path(data_dir), info), Path(out_dir), info)
         trainer.build()

@@ -1,17 +1,20 @@
 """The engine's seams: init_from (HF export or another run's checkpoint), restore before init_from,
-frozen models for a task, non-finite loss, and init_from on 2 FSDP2 ranks."""
+frozen models for a task, non-finite loss, init_from on 2 FSDP2 ranks, and the CPU optimizer."""
 
 from __future__ import annotations
+
+import copy
 
 import pytest
 import torch
 from train_helpers import REPO, read_metrics, tiny_config, torchrun, train_cli, train_in_process, write_config
 
 from ml.model.hf import load_hf
+from ml.model.llama import Llama
 from ml.train.checkpoint import CheckpointError
 from ml.train.config import TrainConfig
 from ml.train.dist import init_distributed
-from ml.train.engine import Trainer, train
+from ml.train.engine import Trainer, build_optimizer, train
 from ml.train.tasks import build_task
 from ml.train.tasks.pretrain import PretrainTask
 
@@ -137,3 +140,25 @@ def test_init_from_a_checkpoint_on_two_ranks_equals_init_from_its_export_in_one(
         assert got[step]["loss"] == pytest.approx(single[step]["loss"], rel=1e-4), step
     for step in (3, 6):
         assert got[step]["val_loss"] == pytest.approx(single[step]["val_loss"], rel=1e-4), step
+
+
+def test_cpu_adamw_is_multi_tensor_and_steps_exactly_like_the_single_tensor_loop():
+    cfg = TrainConfig.from_dict(RUN)
+    torch.manual_seed(0)
+    model = Llama.from_config(cfg.model)
+    twin = copy.deepcopy(model)
+    multi = build_optimizer(model, cfg, torch.device("cpu"))
+    single = build_optimizer(twin, cfg, torch.device("cpu"))
+    for group in single.param_groups:
+        group["foreach"] = False
+    assert [(g["foreach"], g["fused"]) for g in multi.param_groups] == [(True, None)] * 2
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(5):
+        for p, q in zip(model.parameters(), twin.parameters(), strict=True):
+            p.grad = torch.randn(p.shape, generator=gen)
+            q.grad = p.grad.clone()
+        multi.step()
+        single.step()
+    pairs = list(zip(model.parameters(), twin.parameters(), strict=True))
+    assert all(torch.equal(p, q) for p, q in pairs)
+    assert not torch.equal(pairs[0][0], Llama.from_config(cfg.model).embed_tokens.weight)  # it did train
