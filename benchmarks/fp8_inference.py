@@ -54,6 +54,9 @@ def build(shape: str, device: torch.device, compile_model: bool) -> dict[str, to
     models = {"bf16": base, "fp8": quantize_model(copy.deepcopy(base), FP8Config())}
     models = {k: LastLogits(m) for k, m in models.items()}
     if compile_model:
+        # a fresh cache per shape: every shape's 2 precisions x 2 phases share LastLogits.forward's code
+        # object, and 3 shapes x 4 graphs passed dynamo's recompile limit (8): the 8b rows then ran eager
+        torch._dynamo.reset()
         models = {k: torch.compile(m) for k, m in models.items()}
     return models
 
