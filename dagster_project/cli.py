@@ -198,6 +198,11 @@ def _run_cells(snapshot: str, names: list[str], preset: str | None, ops: dict | 
     return _side_by_side(_execute_cell, jobs, cfg.torch_threads)
 
 
+def _threads_per_worker(n: int) -> None:
+    """A side-by-side worker's training launches get its share of the cores (``LIFECYCLE_TRAIN_THREADS``)."""
+    os.environ["LIFECYCLE_TRAIN_THREADS"] = str(n)
+
+
 def _side_by_side(fn, jobs: list[tuple], torch_threads: int) -> list[dict]:
     """``fn`` over ``jobs``, ``cpu_count // torch_threads`` at a time in spawned processes (one at a time,
     in this process, when threads is 0 = torch's default or only one fits)."""
@@ -206,7 +211,7 @@ def _side_by_side(fn, jobs: list[tuple], torch_threads: int) -> list[dict]:
     workers = max(1, min(len(jobs), (os.cpu_count() or 1) // torch_threads if torch_threads else 1))
     if workers == 1:
         return [fn(j) for j in jobs]
-    pool = mp.get_context("spawn").Pool(workers)
+    pool = mp.get_context("spawn").Pool(workers, initializer=_threads_per_worker, initargs=(torch_threads,))
     try:
         return list(pool.imap_unordered(fn, jobs))
     finally:

@@ -113,3 +113,28 @@ def test_run_status_sensors_end_the_parent_run(home):
     assert end_mlflow_parent(run, res) == res.client().get_run(log.run_id).data.tags["mlflow.parentRunId"]
     parent = res.client().get_run(res.client().get_run(log.run_id).data.tags["mlflow.parentRunId"])
     assert parent.info.status == "FAILED"
+
+
+def test_training_threads_come_from_the_field_then_the_environment(monkeypatch):
+    import dagster as dg
+
+    from dagster_project.resources import TorchrunResource
+
+    monkeypatch.delenv("LIFECYCLE_TRAIN_THREADS", raising=False)
+    assert TorchrunResource().resolved_threads() == 1
+    monkeypatch.setenv("LIFECYCLE_TRAIN_THREADS", "2")
+    assert TorchrunResource().resolved_threads() == 2
+    assert TorchrunResource(threads=3).resolved_threads() == 3
+    monkeypatch.setenv("LIFECYCLE_TRAIN_THREADS", "two")
+    with pytest.raises(dg.Failure, match="LIFECYCLE_TRAIN_THREADS .* must be a positive integer, got 'two'"):
+        TorchrunResource().resolved_threads()
+
+
+def test_side_by_side_workers_train_on_their_share_of_the_cores(monkeypatch):
+    import os
+
+    from dagster_project.cli import _threads_per_worker
+
+    monkeypatch.setenv("LIFECYCLE_TRAIN_THREADS", "2")
+    _threads_per_worker(1)
+    assert os.environ["LIFECYCLE_TRAIN_THREADS"] == "1"
