@@ -272,14 +272,29 @@ def materialize_lifecycle(
     """Every selected asset for snapshot ``partition`` in dependency order; one summary per Dagster run.
     ``ops`` holds run-config fields per asset (``{"tokenizer": {"config": {...}}}``)."""
     from dagster_project.definitions import stage_names
-    from dagster_project.jobs import DATA_VALUE_JOB, ROUNDS_JOB
     from dagster_project.partitions import SNAPSHOTS
+    from dagster_project.resources import DvcResource
 
     instance = _instance()
     if not instance.has_dynamic_partition(SNAPSHOTS.name, partition):
         instance.add_dynamic_partitions(SNAPSHOTS.name, [partition])
+    # DVC pushes once, at the end, rather than after each materialization (the sweep's workers inherit it)
+    deferred = "LIFECYCLE_DVC_PUSH" not in os.environ
+    if deferred:
+        os.environ["LIFECYCLE_DVC_PUSH"] = "deferred"
+    try:
+        return _run_phases(selection or stage_names(), partition, preset, ops)
+    finally:
+        if deferred:
+            del os.environ["LIFECYCLE_DVC_PUSH"]
+            DvcResource().push_all()
+
+
+def _run_phases(selection: list[str], partition: str, preset: str | None, ops: dict | None) -> list[dict]:
+    from dagster_project.jobs import DATA_VALUE_JOB, ROUNDS_JOB
+
     runs: list[dict] = []
-    for job, names in phases(selection or stage_names()):
+    for job, names in phases(selection):
         if job == "lifecycle":
             runs.append(_execute(job, partition, names, preset, ops))
         elif job == DATA_VALUE_JOB:

@@ -138,3 +138,16 @@ def test_side_by_side_workers_train_on_their_share_of_the_cores(monkeypatch):
     monkeypatch.setenv("LIFECYCLE_TRAIN_THREADS", "2")
     _threads_per_worker(1)
     assert os.environ["LIFECYCLE_TRAIN_THREADS"] == "1"
+
+
+def test_a_deferred_push_leaves_the_remote_to_push_all(home, monkeypatch):
+    art = home / "data" / "demo" / "p2"
+    art.mkdir(parents=True)
+    (art / "a.txt").write_text("deferred")
+    monkeypatch.setenv("LIFECYCLE_DVC_PUSH", "deferred")
+    md5 = DvcResource().track(art)
+    remote = home / "dvc-remote"
+    pushed = lambda: {p.name for p in remote.rglob("*") if p.is_file()}  # noqa: E731
+    assert not remote.exists() or not pushed()
+    DvcResource().push_all()
+    assert md5.removesuffix(".dir")[2:] + ".dir" in pushed()  # the directory's manifest is in the remote
