@@ -31,24 +31,16 @@ from pathlib import Path
 
 T_START = time.perf_counter()
 
-IGNORE_INDEX = -100
-
 
 def _ce_chunk_before(h, w, y, with_grad: bool):
-    """ml/model/loss.py's chunk before the speed-up (kept here as the baseline)."""
-    import torch
+    """ml/model/loss.py's chunk before the speed-up (kept here as the baseline): ignored rows masked in the
+    (c, V) softmax."""
+    from ml.model.loss import chunk_loss, softmax_minus_onehot_
 
-    logits = (h @ w.t()).float()  # (c, V)
-    lse = torch.logsumexp(logits, dim=-1)  # (c,)
-    valid = y != IGNORE_INDEX  # (c,)
-    y0 = torch.where(valid, y, torch.zeros_like(y))
-    target = logits.gather(1, y0[:, None]).squeeze(1)  # (c,)
-    loss_sum = torch.where(valid, lse - target, torch.zeros_like(lse)).sum()
+    logits, lse, valid, y0, loss_sum = chunk_loss(h, w, y)
     if not with_grad:
         return loss_sum, None, None
-    g = logits.sub_(lse[:, None]).exp_()  # softmax (c, V)
-    g.scatter_add_(1, y0[:, None], torch.full_like(lse[:, None], -1.0))
-    g = g.masked_fill_(~valid[:, None], 0.0).to(h.dtype)  # (c, V)
+    g = softmax_minus_onehot_(logits, lse, y0).masked_fill_(~valid[:, None], 0.0).to(h.dtype)  # (c, V)
     return loss_sum, g @ w, (g.t() @ h).float()
 
 

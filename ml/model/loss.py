@@ -13,20 +13,28 @@ from ml.model.compiled import compiled
 IGNORE_INDEX = -100
 
 
-def _ce_chunk(h: torch.Tensor, w: torch.Tensor, y: torch.Tensor, with_grad: bool):
-    """Loss sum of one chunk and, if asked, d(loss sum)/dh and /dw. h (c, D), w (V, D), y (c,)."""
+def chunk_loss(h: torch.Tensor, w: torch.Tensor, y: torch.Tensor):
+    """(logits (c, V) fp32, logsumexp (c,), valid rows (c,), targets with ignored rows at 0 (c,), loss sum)."""
     logits = (h @ w.t()).float()  # (c, V)
     lse = torch.logsumexp(logits, dim=-1)  # (c,)
     valid = y != IGNORE_INDEX  # (c,)
     y0 = torch.where(valid, y, torch.zeros_like(y))
     target = logits.gather(1, y0[:, None]).squeeze(1)  # (c,)
-    loss_sum = torch.where(valid, lse - target, torch.zeros_like(lse)).sum()
+    return logits, lse, valid, y0, torch.where(valid, lse - target, torch.zeros_like(lse)).sum()
+
+
+def softmax_minus_onehot_(logits: torch.Tensor, lse: torch.Tensor, y0: torch.Tensor) -> torch.Tensor:
+    """softmax - onehot, in place in the logits' buffer: no second (c, V) tensor, no (c, V) one-hot."""
+    g = logits.sub_(lse[:, None]).exp_()  # softmax (c, V)
+    return g.scatter_add_(1, y0[:, None], torch.full_like(lse[:, None], -1.0))
+
+
+def _ce_chunk(h: torch.Tensor, w: torch.Tensor, y: torch.Tensor, with_grad: bool):
+    """Loss sum of one chunk and, if asked, d(loss sum)/dh and /dw. h (c, D), w (V, D), y (c,)."""
+    logits, lse, valid, y0, loss_sum = chunk_loss(h, w, y)
     if not with_grad:
         return loss_sum, None, None
-    # softmax - onehot, in place in the logits' buffer: no second (c, V) tensor, no (c, V) one-hot
-    g = logits.sub_(lse[:, None]).exp_()  # softmax (c, V)
-    g.scatter_add_(1, y0[:, None], torch.full_like(lse[:, None], -1.0))
-    g = g.to(h.dtype)  # (c, V)
+    g = softmax_minus_onehot_(logits, lse, y0).to(h.dtype)  # (c, V)
     # ignored rows get no gradient: zeroed in the (c, D) operand and result, not in the (c, V) softmax
     # (a (c, V) masked_fill costs ~3% of a tiny CPU run; the values are the same: those terms are exact zeros)
     keep = valid[:, None].to(h.dtype)  # (c, 1)

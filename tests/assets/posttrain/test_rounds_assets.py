@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
+from dagster_project.definitions import defs
 from ml.io import write_shards
 from ml.model.llama import Llama, ModelConfig
 from ml.tokens.tokenizer import byte_tokenizer, save_tokenizer
@@ -30,15 +31,9 @@ STANDARD_KEYS = {
     "summary",
     "inputs",
 }
-ROUND_ASSETS = [
-    "reward_model",
-    "rejection_samples",
-    "sft_model",
-    "dpo_model",
-    "chat_model",
-    "chat_safety_evals",
-    "chat_promotion",
-]
+ROUND_ASSETS = sorted(  # every asset of a round: the posttrain_round job's selection
+    k.to_user_string() for k in defs.resolve_job_def("posttrain_round").asset_layer.selected_asset_keys
+)
 SELECT = ["synthetic_data", "safety_classifier", "safety_evals", *ROUND_ASSETS, "posttrain_rounds"]
 FEW_SAFETY = {
     "data": {"per_category": 1},
