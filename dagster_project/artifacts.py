@@ -146,13 +146,21 @@ class QualityClassifier(Artifact):
         return self.path / "model"
 
 
+HF_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+
+
+def hf_tokenizer_files(directory: Path) -> list[Path]:
+    """The HF tokenizer files present in ``directory`` (what ``transformers`` loads beside a model)."""
+    return [directory / n for n in HF_TOKENIZER_FILES if (directory / n).exists()]
+
+
 class Tokenizer(Artifact):
     """``tokenizer.json`` (HF ``tokenizers``) plus the files ``transformers`` loads with it."""
 
-    HF_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+    HF_FILES = HF_TOKENIZER_FILES
 
     def hf_files(self) -> list[Path]:
-        return [self.path / n for n in self.HF_FILES if (self.path / n).exists()]
+        return hf_tokenizer_files(self.path)
 
 
 class TokenShards(Artifact):
@@ -188,9 +196,20 @@ class SyntheticData(Artifact):
     def prefs_dir(self) -> Path:
         return self.path / "prefs"
 
+    def _split_path(self, split: str, prefs: bool) -> Path:
+        return (self.prefs_dir if prefs else self.path) / f"{split}.jsonl"
+
     def records(self, split: str, prefs: bool = False) -> list[dict]:
-        path = (self.prefs_dir if prefs else self.path) / f"{split}.jsonl"
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        return [
+            json.loads(line)
+            for line in self._split_path(split, prefs).read_text().splitlines()
+            if line.strip()
+        ]
+
+    def count(self, split: str, prefs: bool = False) -> int:
+        """Records in a split, without parsing them."""
+        with self._split_path(split, prefs).open() as f:
+            return sum(1 for line in f if line.strip())
 
 
 class RejectionSamples(Artifact):

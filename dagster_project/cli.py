@@ -111,17 +111,25 @@ def _key(name: str):
     return dg.AssetKey.from_user_string(name)
 
 
-def sweep_cells(preset: str | None, ops: dict | None) -> tuple[list[str], Any]:
-    """The cell keys of the sweep config this run resolves (preset, YAML and run-config fields)."""
-    from assets.scaling.sweep import SweepRun
+def run_stage_config(
+    config_cls: type, run_cls: type, asset: str, preset: str | None, ops: dict | None
+) -> Any:
+    """``asset``'s stage config as this run resolves it (preset, YAML and the asset's run-config fields)."""
     from dagster_project.configs import resolve_config
-    from ml.scaling.plan import SweepConfig, cell_key, grid
 
     fields = {
         **({"preset": preset} if preset else {}),
-        **(ops or {}).get("scaling_sweep", {}).get("config", {}),
+        **(ops or {}).get(asset, {}).get("config", {}),
     }
-    cfg = resolve_config(SweepConfig, SweepRun(**fields))
+    return resolve_config(config_cls, run_cls(**fields))
+
+
+def sweep_cells(preset: str | None, ops: dict | None) -> tuple[list[str], Any]:
+    """The cell keys of the sweep config this run resolves (preset, YAML and run-config fields)."""
+    from assets.scaling.sweep import SweepRun
+    from ml.scaling.plan import SweepConfig, cell_key, grid
+
+    cfg = run_stage_config(SweepConfig, SweepRun, "scaling_sweep", preset, ops)
     return [cell_key(b, s.name) for b, s in grid(cfg)], cfg
 
 
@@ -148,14 +156,9 @@ def _execute(job_name: str, partition, names: list[str], preset: str | None, ops
 def rounds_config(preset: str | None, ops: dict | None) -> Any:
     """The rounds config this run resolves (preset, YAML and the ``posttrain_rounds`` run-config fields)."""
     from assets.posttrain.rounds_table import RoundsRun
-    from dagster_project.configs import resolve_config
     from ml.posttrain.stages import RoundsConfig
 
-    fields = {
-        **({"preset": preset} if preset else {}),
-        **(ops or {}).get("posttrain_rounds", {}).get("config", {}),
-    }
-    return resolve_config(RoundsConfig, RoundsRun(**fields))
+    return run_stage_config(RoundsConfig, RoundsRun, "posttrain_rounds", preset, ops)
 
 
 def _run_rounds(snapshot: str, names: list[str], preset: str | None, ops: dict | None) -> list[dict]:
@@ -244,14 +247,9 @@ def _run_candidates(snapshot: str, names: list[str], preset: str | None, ops: di
 def data_value_config(preset: str | None, ops: dict | None) -> Any:
     """The data-value config this run resolves (preset, YAML and the ``data_value`` run-config fields)."""
     from assets.pretrain.data_value import DataValueRun
-    from dagster_project.configs import resolve_config
     from ml.train.stages import DataValueConfig
 
-    fields = {
-        **({"preset": preset} if preset else {}),
-        **(ops or {}).get("data_value", {}).get("config", {}),
-    }
-    return resolve_config(DataValueConfig, DataValueRun(**fields))
+    return run_stage_config(DataValueConfig, DataValueRun, "data_value", preset, ops)
 
 
 def _classes_with_tokens(snapshot: str) -> set[str]:

@@ -22,7 +22,6 @@ models also load with ``transformers`` from the model's ``artifacts/model`` path
 from __future__ import annotations
 
 import dataclasses
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -101,10 +100,3 @@ def alias_version(tracking_uri: str, name: str, alias: str) -> int | None:
         return int(mlflow.MlflowClient(tracking_uri).get_model_version_by_alias(name, alias).version)
     except mlflow.exceptions.MlflowException:
         return None
-
-
-def copy_tokenizer(src: Path, dst: Path) -> None:
-    """The HF tokenizer files of ``src`` into ``dst`` (so a registered model directory is self-contained)."""
-    for f in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
-        if (src / f).is_file():
-            shutil.copy2(src / f, dst / f)

@@ -1,14 +1,15 @@
 """The FP8 model (Llama 3 paper §6.2): row-wise dynamic e4m3 FFNs, gated on quality against bf16."""
 
 import json
+import shutil
 
 import dagster as dg
 
 from assets.models import evaluated_model_in
-from dagster_project.artifacts import FP8Checkpoint, HFCheckpoint, TokenShards
+from dagster_project.artifacts import FP8Checkpoint, HFCheckpoint, TokenShards, hf_tokenizer_files
 from dagster_project.configs import dagster_config_for, resolve_config
 from dagster_project.partitions import SNAPSHOTS
-from dagster_project.registry import Registered, copy_tokenizer
+from dagster_project.registry import Registered
 from dagster_project.resources import DvcResource, MlflowResource
 from dagster_project.stage import md_table, stage_asset, stage_run
 from ml.eval.val_loglik import val_documents
@@ -80,7 +81,8 @@ def fp8_model(
         layers = {k: v for k, v in fp8_summary(fp8).items() if k != "fp8_modules"}
         with atomic_dir(run.out_dir) as tmp:
             save_fp8(fp8, cfg.fp8, tmp / "fp8")
-            copy_tokenizer(model.hf_dir, tmp / "fp8")  # a self-contained model directory to register
+            for f in hf_tokenizer_files(model.hf_dir):  # a self-contained model directory to register
+                shutil.copy2(f, tmp / "fp8" / f.name)
             scores.to_parquet(tmp / "doc_scores.parquet")
             atomic_write_text(tmp / "quality.json", json.dumps(quality | {"layers": layers}, indent=2))
         run.log_metrics(quality)

@@ -2,6 +2,7 @@
 start and its SFT model."""
 
 import json
+import shutil
 
 import dagster as dg
 import torch
@@ -13,7 +14,7 @@ from assets.posttrain.rounds import (
     round_of,
     starting_model,
 )
-from dagster_project.artifacts import ChatModel, DPORuns, HFCheckpoint, SyntheticData
+from dagster_project.artifacts import ChatModel, DPORuns, HFCheckpoint, SyntheticData, hf_tokenizer_files
 from dagster_project.configs import dagster_config_for, resolve_config
 from dagster_project.partitions import ROUNDS
 from dagster_project.registry import Registered
@@ -94,8 +95,8 @@ def chat_model(
     ) as run:
         with atomic_dir(run.out_dir) as tmp, one_torch_thread():
             average_checkpoints(dpo_model.run_dirs(), tmp / "hf")
-            for f in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
-                (tmp / "hf" / f).write_bytes((sft_model.hf_dir / f).read_bytes())
+            for f in hf_tokenizer_files(sft_model.hf_dir):
+                shutil.copy2(f, tmp / "hf" / f.name)
             models = {"start": start.hf_dir, "sft": sft_model.hf_dir, "chat": tmp / "hf"}
             metrics, replies = evaluate_models(models, synthetic_data, cfg)
             tok = load_tokenizer(synthetic_data.path)

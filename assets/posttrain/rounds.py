@@ -12,15 +12,14 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
 import torch
 
-from assets.pretrain.training import vocab_unset
-from dagster_project.artifacts import ChatModel, HFCheckpoint, SyntheticData, load_handle
+from assets.pretrain.training import copy_hf, vocab_unset
+from dagster_project.artifacts import ChatModel, HFCheckpoint, SyntheticData, hf_tokenizer_files, load_handle
 from dagster_project.partitions import SNAPSHOT_OF_ROUND, previous_round_partition, round_number
 from ml.safety.tuning import SafetyMixConfig, safety_records
 from ml.tokens.chat import encode_chat_masked
@@ -32,7 +31,6 @@ SNAPSHOT_INPUT = dg.AssetIn(partition_mapping=SNAPSHOT_OF_ROUND)
 # and round k needs round k-1's chat model, an edge the automation cannot see. Rounds run in order through
 # ``lifecycle run`` (or the ``posttrain_round`` job, one round after the other).
 ROUND_AUTOMATION = None
-HF_FILES = ("config.json", "model.safetensors")
 
 
 @contextlib.contextmanager
@@ -79,12 +77,7 @@ def round_train_config(train: TrainConfig, init_from: HFCheckpoint, train_run_co
 def write_hf(src: Path, dst: Path, tokenizer_dir: Path) -> None:
     """An HF model directory with the tokenizer files of ``tokenizer_dir`` (chat template included), so
     ``transformers`` loads model and tokenizer from it."""
-    dst.mkdir(parents=True, exist_ok=True)
-    for name in HF_FILES:
-        shutil.copy2(src / name, dst / name)
-    for f in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
-        if (tokenizer_dir / f).is_file():
-            shutil.copy2(tokenizer_dir / f, dst / f)
+    copy_hf(src, dst, hf_tokenizer_files(tokenizer_dir))
 
 
 def with_safety(
@@ -93,7 +86,7 @@ def with_safety(
     """``extra`` (the round's rejection records) plus the safety records that make ``mix.share`` of the
     stage's train set (synthetic train + extra + safety); items longer than ``seq_len`` tokens are left out.
     Returns the records and the safety counts (``safety.<kind>``, ``safety.dropped_too_long``, ...)."""
-    base = len(synthetic_data.records("train", prefs=preference)) + len(extra)
+    base = synthetic_data.count("train", prefs=preference) + len(extra)
     tok = load_tokenizer(synthetic_data.path)
     records, counts = safety_records(
         mix, base, preference, lambda r: len(encode_chat_masked(r["messages"], tok).ids), seq_len

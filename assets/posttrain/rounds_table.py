@@ -4,7 +4,7 @@ import json
 
 import dagster as dg
 
-from dagster_project.artifacts import ChatModel, EvalTables, SafetyEvals
+from dagster_project.artifacts import Artifact, ChatModel, EvalTables, SafetyEvals
 from dagster_project.configs import dagster_config_for, resolve_config
 from dagster_project.partitions import ROUND_KEYS, SNAPSHOT_OF_ROUND, SNAPSHOTS, round_key
 from dagster_project.resources import DvcResource, MlflowResource
@@ -16,12 +16,10 @@ from ml.posttrain.stages import RoundsConfig
 RoundsRun = dagster_config_for(RoundsConfig)
 
 
-def planned_rounds(
-    chat_model: dict[str, ChatModel], n: int, what: str = "chat model"
-) -> dict[int, ChatModel]:
-    """Rounds 1..n of the snapshot's ``chat_model`` handles (any per-round asset); a ``dg.Failure`` naming
-    the rounds that are missing."""
-    by_round = {key.split("|")[-1]: handle for key, handle in chat_model.items()}
+def planned_rounds(handles: dict[str, Artifact], n: int, what: str = "chat model") -> dict[int, Artifact]:
+    """Rounds 1..n of a per-round asset's handles (by partition key); a ``dg.Failure`` naming the rounds
+    that are missing."""
+    by_round = {key.split("|")[-1]: handle for key, handle in handles.items()}
     missing = [round_key(k) for k in range(1, n + 1) if round_key(k) not in by_round]
     if missing:
         raise dg.Failure(f"post-training rounds {', '.join(missing)} have no {what}: run them first")
