@@ -87,6 +87,7 @@ def fit_report(cfg: SweepConfig, records: list[dict], vocab_size: int) -> dict:
             "x0": downstream.x0,
             "chance": downstream.chance,
             "points": downstream.points,
+            "sigmoid_error": downstream.sigmoid_error,
         },
         "forecast": forecast,
         "flagship": {
@@ -149,8 +150,10 @@ def scaling_law_fit(
             )
             for b in report["budgets"]
         ]
+        sigmoid = report["downstream"]["sigmoid_error"]
         summary = (
-            "**Scaling-law fit** (Llama 3 paper §3.2.1). C counts 6 x every matmul weight per token (LM head"
+            (f"**No accuracy forecast.** {sigmoid}\n\n" if sigmoid else "")
+            + "**Scaling-law fit** (Llama 3 paper §3.2.1). C counts 6 x every matmul weight per token (LM head"
             " included) plus causal attention; D = training tokens; N = non-embedding parameters (LM head"
             " included).\n\n"
             + md_table(rows, ("quantity", "ours", "paper"))

@@ -31,13 +31,16 @@ class FlagshipRun(Artifact):
 
 
 def compare(forecast: dict, record: dict) -> dict:
-    """Measured vs forecast validation loss and MC accuracy, with relative errors."""
+    """Measured vs forecast validation loss and MC accuracy, with relative errors; a quantity the fit did
+    not forecast (an undetermined sigmoid) is left out."""
     pairs = {
         "val_loss": ("expected_loss", "final_val_loss"),
         "accuracy": ("expected_accuracy", "mc_accuracy"),
     }
     out = {}
     for name, (f_key, a_key) in pairs.items():
+        if f_key not in forecast:
+            continue
         want, got = float(forecast[f_key]), float(record[a_key])
         out[name] = {"forecast": want, "actual": got, "rel_error": abs(got - want) / abs(got)}
     return out
@@ -55,6 +58,7 @@ def forecast_vs_actual(scaling_flagship: FlagshipRun) -> dg.AssetCheckResult:
         severity=severity,
         metadata={
             **metadata,
+            **{f"{k}_not_forecast": v for k, v in report.get("not_forecast", {}).items()},
             "max_rel_error": float(report["max_rel_error"]),
             "worst_rel_error": float(worst),
         },
@@ -88,6 +92,9 @@ def scaling_flagship(
                 "record": record,
                 "forecast": fit["forecast"],
                 "compare": compare(fit["forecast"], record),
+                "not_forecast": {"accuracy": fit["downstream"]["sigmoid_error"]}
+                if "expected_accuracy" not in fit["forecast"]
+                else {},
                 "max_rel_error": cfg.forecast_max_rel_error,
                 "warn_rel_error": WARN_REL_ERROR,
             }

@@ -229,10 +229,25 @@ def fit_sigmoid(x: Sequence[float], acc: Sequence[float], *, chance: float) -> t
     if xs.size < 2:
         raise FitError(f"sigmoid needs >= 2 points, got {xs.size}")
 
+    if np.ptp(ys) == 0:
+        raise FitError(
+            f"sigmoid: accuracy does not vary over the {xs.size} points (all {ys[0]:.4g}), so it determines no "
+            "curve; more evaluation items or a wider sweep would resolve one"
+        )
+
     def curve(v, k, x0):
         return chance + (1.0 - chance) / (1.0 + np.exp(k * (v - x0)))
 
-    (k, x0), _ = curve_fit(curve, xs, ys, p0=(5.0, float(np.median(xs))), maxfev=20000)
+    try:  # k >= 0: accuracy falls as the correct answer's NLL grows
+        (k, x0), _ = curve_fit(
+            curve, xs, ys, p0=(5.0, float(np.median(xs))), bounds=([0.0, -np.inf], np.inf), maxfev=20000
+        )
+    except (RuntimeError, ValueError) as exc:
+        raise FitError(f"sigmoid fit over {xs.size} points did not converge: {exc}") from exc
+    if k < 1e-6:
+        raise FitError(
+            f"sigmoid: accuracy does not fall as NLL grows over the {xs.size} points (k = {k:.3g})"
+        )
     return float(k), float(x0)
 
 

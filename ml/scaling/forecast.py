@@ -77,13 +77,17 @@ def fit_sweep(
 @dataclasses.dataclass(frozen=True)
 class DownstreamFit:
     nll_law: PowerLaw  # stage 1: normalized NLL of the correct answer at the optimum vs C
-    k: float  # stage 2: acc = chance + (1 - chance) / (1 + exp(k (nll - x0)))
-    x0: float
+    k: float | None  # stage 2: acc = chance + (1 - chance) / (1 + exp(k (nll - x0))); None: not determined
+    x0: float | None
     chance: float
     points: tuple[tuple[float, float, float], ...]  # (budget, nll at optimum) per used budget, + accuracy
+    sigmoid_error: str = ""  # why stage 2 has no curve (the sweep's accuracies determine none)
 
     def forecast(self, budget: float) -> dict[str, float]:
+        """Stage 1's NLL at ``budget``, and stage 2's accuracy when its sigmoid was determined."""
         nll = float(self.nll_law(budget))
+        if self.k is None or self.x0 is None:
+            return {"expected_normalized_nll": nll}
         acc = float(sigmoid_accuracy(nll, self.k, self.x0, chance=self.chance))
         return {"expected_normalized_nll": nll, "expected_accuracy": acc}
 
@@ -106,11 +110,14 @@ def fit_downstream(records: Sequence[dict], fit: ScalingFit) -> DownstreamFit:
         )
     law = fit_power_law([p[0] for p in points], [p[1] for p in points])
     chance = float(np.mean([float(r["mc_chance"]) for r in records]))
-    k, x0 = fit_sigmoid(
-        [float(r["mc_normalized_nll"]) for r in records],
-        [float(r["mc_accuracy"]) for r in records],
-        chance=chance,
-    )
+    try:
+        k, x0 = fit_sigmoid(
+            [float(r["mc_normalized_nll"]) for r in records],
+            [float(r["mc_accuracy"]) for r in records],
+            chance=chance,
+        )
+    except FitError as exc:  # the loss forecast stands without it; the reason travels with the fit
+        return DownstreamFit(law, None, None, chance, tuple(points), sigmoid_error=str(exc))
     return DownstreamFit(law, k, x0, chance, tuple(points))
 
 

@@ -163,6 +163,11 @@ def test_every_asset_materializes_with_gates_passing(home, tmp_path):
         **{name: {"config": TEST_SWEEP} for name in ("scaling_sweep", "scaling_law_fit", "scaling_flagship")},
     }
     runs = materialize_lifecycle(None, "e2e", None, ops)
+    failures = [
+        f"{e.step_key}: {e.step_failure_data.error.message.strip()[:3000]}"
+        for e in _events(_instance(), runs, "STEP_FAILURE")
+    ]
+    assert not failures, failures
     assert [r["job"] for r in runs] == (
         ["lifecycle"]
         + ["sweep_cells"] * 6

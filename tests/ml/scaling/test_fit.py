@@ -86,3 +86,19 @@ def test_sigmoid_fit_recovers_known_curve():
     acc = sigmoid_accuracy(x, 4.0, 2.0, chance=0.25)
     k, x0 = fit_sigmoid(x, acc, chance=0.25)
     assert (k, x0) == pytest.approx((4.0, 2.0), rel=1e-4)
+
+
+# the six cells of a CI run's 10-40 step sweep (32 items): every cell answered 12 of 32, so accuracy says
+# nothing about NLL and no sigmoid is determined (curve_fit ran out of evaluations on it)
+FLAT_NLL = [3.25295, 3.26550, 3.24648, 3.02226, 3.05713, 2.99223]
+
+
+def test_sigmoid_fit_refuses_accuracies_that_do_not_vary_naming_them():
+    with pytest.raises(FitError, match=r"accuracy does not vary.*0\.375"):
+        fit_sigmoid(FLAT_NLL, [0.375] * 6, chance=0.25)
+
+
+def test_sigmoid_fit_that_does_not_converge_is_a_fit_error():
+    # accuracy rising with NLL: no sigmoid with k > 0 fits it
+    with pytest.raises(FitError, match="sigmoid"):
+        fit_sigmoid([1.0, 2.0, 3.0, 4.0], [0.25, 0.5, 0.75, 1.0], chance=0.25)

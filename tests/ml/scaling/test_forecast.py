@@ -84,3 +84,11 @@ def test_flagship_is_the_size_nearest_to_c_over_d_star():
     )
     assert [cells[s].flops_per_token for s in ("s32", "s48", "s64")] == [958_464, 1_677_312, 2_850_816]
     assert cells["s48"].steps == round(3e12 / 1_677_312 / 256) == 6987
+
+
+def test_flat_accuracies_keep_the_loss_forecast_and_say_why_there_is_no_accuracy_one():
+    recs = [{**r, "mc_accuracy": 0.375} for r in records()]
+    down = fit_downstream(recs, fit_sweep(recs, bootstrap=0, seed=0))
+    assert (down.k, down.x0) == (None, None)
+    assert "accuracy does not vary over the 12 points (all 0.375)" in down.sigmoid_error
+    assert down.forecast(1e16) == {"expected_normalized_nll": pytest.approx(NLL_A * 1e16**NLL_B, rel=1e-6)}
