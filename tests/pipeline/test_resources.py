@@ -151,3 +151,48 @@ def test_a_deferred_push_leaves_the_remote_to_push_all(home, monkeypatch):
     assert not remote.exists() or not pushed()
     DvcResource().push_all()
     assert md5.removesuffix(".dir")[2:] + ".dir" in pushed()  # the directory's manifest is in the remote
+
+
+def _pipeline_home(home, name: str):
+    """A home whose dvc.yaml has two stages (``up`` -> ``down``) with a source dep and params, both outputs written."""
+    (home / "params.yaml").write_text("preset: tiny\npartition: p\n")
+    (home / "code.py").write_text("print('stage code')\n")
+    stages = {
+        "up": {"cmd": "true", "deps": ["code.py"], "params": ["preset"], "outs": ["data/up/${partition}"]},
+        "down": {
+            "cmd": "true",
+            "deps": ["code.py", "data/up/p"],
+            "params": ["partition"],
+            "outs": ["data/down/p"],
+        },
+    }
+    (home / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}, sort_keys=False))
+    for stage, text in (("up", name), ("down", name * 2)):
+        out = home / "data" / stage / "p"
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "part.txt").write_text(text)
+    return home / "data" / "up" / "p", home / "data" / "down" / "p"
+
+
+def test_a_stage_commit_writes_the_lock_dvc_itself_writes(home, tmp_path):
+    up, down = _pipeline_home(home, "one")
+    md5s = (DvcResource().track(up), DvcResource().track(down))
+    ours = yaml.safe_load((home / "dvc.lock").read_text())
+    assert [ours["stages"][s]["outs"][0]["md5"] for s in ("up", "down")] == list(md5s)
+    assert ours["stages"]["up"]["params"] == {"params.yaml": {"preset": "tiny"}}
+    # DVC's own `dvc commit --force` of both stages writes the same entries (its dvc.lock, re-read)
+    dvc = lambda *a: subprocess.run(
+        [sys.executable, "-m", "dvc", *a], cwd=home, capture_output=True, text=True
+    )  # noqa: E731
+    (home / "dvc.lock").unlink()
+    assert dvc("commit", "--force", "up", "down").returncode == 0
+    assert yaml.safe_load((home / "dvc.lock").read_text()) == ours
+    status = dvc("status")
+    assert status.returncode == 0 and "up to date" in status.stdout.lower()
+    # a new version of one stage's output rewrites that entry only, and DVC reads it as up to date
+    (up / "part.txt").write_text("two")
+    DvcResource().track(up)
+    again = yaml.safe_load((home / "dvc.lock").read_text())
+    assert again["stages"]["down"] == ours["stages"]["down"]
+    assert again["stages"]["up"]["outs"][0]["md5"] == directory_md5(up) != md5s[0]
+    assert "data/up/p" not in dvc("status", "up").stdout
