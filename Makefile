@@ -33,7 +33,7 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 system-deps:
 	bash scripts/install-system-deps.sh
 
-# The documentation of the `large` local web (~5.5 GB of Debian doc packages): for one-GPU `small` runs,
+# The documentation of the `large` local web (3.4 GiB of Debian doc packages): for one-GPU `small` runs,
 # never part of `make install` (CI and `make run` stay on the tiny web).
 install-large-web: system-deps
 	bash scripts/install-large-web-docs.sh

@@ -74,7 +74,7 @@ def content_pages(site: Path) -> pd.DataFrame:
         if p.suffix not in (".html", ".htm", ".txt") or not p.is_file():
             continue
         url = "/" + p.relative_to(site).as_posix()
-        if p.name.startswith("index") and not url.startswith("/pypi/"):
+        if (p.name.startswith("index") and not url.startswith("/pypi/")) or url == "/robots.txt":
             continue
         family, strat = stratum(url)
         rows.append((url, family, strat, p.stat().st_size))
@@ -86,9 +86,7 @@ def content_pages(site: Path) -> pd.DataFrame:
 
 def extract_sample(site: Path, pages: pd.DataFrame, per_stratum: int, seed: int) -> pd.DataFrame:
     cfg = ExtractConfig.from_preset("small")
-    sample = pages.groupby("stratum", group_keys=False).apply(
-        lambda g: g.sample(min(len(g), per_stratum), random_state=seed)
-    )
+    sample = pages.sample(frac=1.0, random_state=seed).groupby("stratum").head(per_stratum)
     texts, langs = [], []
     for url in sample["url"]:
         path = site / url.lstrip("/")
@@ -112,6 +110,8 @@ def stratum_estimates(pages: pd.DataFrame, sample: pd.DataFrame) -> pd.DataFrame
     )  # fmt: skip
     out = tot.join(s)
     out["text_bytes"] = (out["bytes"] * out["s_text"] / out["s_bytes"]).round()
+    en = sample[sample["lang"] == "en"].groupby("stratum")["text_bytes"].sum()
+    out["en_text_bytes"] = (out["text_bytes"] * en.reindex(out.index).fillna(0) / out["s_text"]).fillna(0)
     return out
 
 
@@ -207,9 +207,9 @@ def totals(est: pd.DataFrame, scale: dict[str, float], rates: dict, shares: dict
     est = est.copy()
     lang = est.index.to_series().str.removeprefix("man:")
     factor = np.where(est["family"] == "man", lang.map(scale).fillna(1.0), 1.0)
-    for col in ("pages", "bytes", "text_bytes"):
+    for col in ("pages", "bytes", "text_bytes", "en_text_bytes"):
         est[col] = est[col] * factor
-    fam = est.groupby("family")[["pages", "bytes", "text_bytes"]].sum()
+    fam = est.groupby("family")[["pages", "bytes", "text_bytes", "en_text_bytes"]].sum()
     fam["tokens_small"] = fam["text_bytes"] / rates["small_bytes_per_token"]
     source = {"libreoffice": "docs", "gimp": "docs", "help": "docs", "tex": "docs"}
     fam["curated_share"] = [shares.get(source.get(f, f), shares["all"]) for f in fam.index]
@@ -260,6 +260,7 @@ def main() -> None:
     }  # fmt: skip
     if a.out:
         a.out.write_text(json.dumps(result, indent=1, default=float) + "\n")
+        sample.drop(columns="text").to_parquet(a.out.with_suffix(".sample.parquet"))
 
 
 if __name__ == "__main__":

@@ -117,7 +117,12 @@ class LocalWebConfig(StageConfig):
             "max_metadata": 1_000_000,
             "max_copyright": 1_000_000,
             "max_help_pages": 1_000_000,
-            "html_doc_roots": ("/usr/share/libreoffice/help", "/usr/share/gimp/2.0/help"),
+            "html_doc_roots": (
+                "/usr/share/libreoffice/help",
+                "/usr/share/gimp/2.0/help",
+                "/usr/share/debian-reference",
+                "/usr/share/developers-reference",
+            ),
             "render_workers": 16,
         },
     }

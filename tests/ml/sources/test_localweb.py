@@ -389,7 +389,12 @@ def test_html_doc_roots_capped_per_language(source_tree, tmp_path):
 def test_large_preset_reads_every_installed_source():
     large = LocalWebConfig.from_preset("large")
     assert large.sources == ("man", "html_docs", "tex_docs", "metadata", "copyright", "help_pages")
-    assert large.html_doc_roots == ("/usr/share/libreoffice/help", "/usr/share/gimp/2.0/help")
+    assert large.html_doc_roots == (
+        "/usr/share/libreoffice/help",
+        "/usr/share/gimp/2.0/help",
+        "/usr/share/debian-reference",
+        "/usr/share/developers-reference",
+    )
     assert (large.max_help_pages, large.render_workers) == (1_000_000, 16)
     assert LocalWebConfig.from_preset("large", render_workers=2).render_workers == 2
     # the tiny default stays as it was: no help pages, no extra HTML trees
