@@ -11,6 +11,13 @@ local web server resource (``dagster_project/services/local_web_server.py``) ser
 the crawler fetches it like any other site. Duplicates stay as they are: ``.so``/symlink aliases of
 one manual page and identical license texts under different packages are the same text at several URLs.
 
+The ``large`` preset (a one-GPU ``small`` run's web) takes everything installed, plus what
+``scripts/install-large-web-docs.sh`` installs: HTML trees outside ``/usr/share/doc`` (``html_doc_roots``:
+LibreOffice's and GIMP's help per language, the Debian and developers' references) and GNOME's Mallard help
+(source ``help_pages``: ``/usr/share/help/<lang>/<document>/*.page``, rendered by :func:`mallard_to_html`).
+Measured on Debian 12 (benchmarks/NOTES.md): 166,245 pages (2.27 GB of content pages), 12 minutes on 2 cores,
+~61M curated tokens.
+
 Manual pages are rendered with ``groff -mandoc -Tutf8`` (groff-base has no HTML device) at an unbounded
 line length, so each paragraph is one line, and the overstruck terminal output is turned into structured
 HTML in ``<main>`` (bold → ``<b>``, underline → ``<i>``, sections → ``<h2>``/``<h3>``, paragraphs and
