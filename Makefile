@@ -7,7 +7,7 @@ export LIFECYCLE_HOME ?= $(CURDIR)
 export DAGSTER_HOME ?= $(LIFECYCLE_HOME)/.dagster
 export LIFECYCLE_PRESET ?= tiny
 
-.PHONY: run test install install-dev system-deps ui mlflow-ui lint bench-dedup clean-data repro dvc-yaml
+.PHONY: run test install install-dev system-deps install-large-web ui mlflow-ui lint bench-dedup clean-data repro dvc-yaml
 
 $(BIN)/activate:
 	$(PY) -m venv $(VENV)
@@ -32,6 +32,11 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 
 system-deps:
 	bash scripts/install-system-deps.sh
+
+# The documentation of the `large` local web (3.4 GiB of Debian doc packages): for one-GPU `small` runs,
+# never part of `make install` (CI and `make run` stay on the tiny web).
+install-large-web: system-deps
+	bash scripts/install-large-web-docs.sh
 
 install: system-deps $(VENV)/.installed $(SEMGREP)
 install-dev: system-deps $(VENV)/.installed-dev $(SEMGREP)

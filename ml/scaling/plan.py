@@ -22,6 +22,17 @@ from ml.config import ConfigError, StageConfig
 from ml.model.flops import flops_per_token, num_params
 from ml.model.llama import ModelConfig
 
+# Curated tokens of the `large` local web (ml.sources.localweb, preset "large"), the corpus of a one-GPU `small`
+# run, measured with benchmarks/large_web.py on the 2-core CPU, 2026-12-05 (benchmarks/results/
+# 2026-12-05-cpu-large-web.json): the site built in full (166,245 pages, 2.27 GB of content pages); a stratified
+# sample of 3,527 pages through the project's extraction → 1.07 GB of text → 269M tokens of a 32,768-token BPE
+# trained on half the sample (3.97 bytes/token on the other half); × the curated share of each source in the
+# tiny funnel (extracted_docs → curated_corpus first copies, bytes: HTML manuals 53%, man pages 12%) = 68.3M;
+# less the lines that line dedup removes as copies across translations (LibreOffice 15%, GIMP 52%, Mallard
+# help 33% of their bytes) = 60.8M. An estimate, below the 100M the issue aims at.
+LARGE_WEB_CURATED_TOKENS = 60_800_000
+MAX_EPOCHS = 4.0  # Muennighoff et al. 2023: up to ~4 epochs of repeated data are about as good as new data
+
 
 @dataclasses.dataclass(frozen=True)
 class SweepSize:
@@ -81,6 +92,9 @@ _TINY_SIZES = (
     ("s96", 96, 4, 4, 2, 256, 3e-3),
 )
 _SMALL_SIZES = (
+    ("d96", 96, 2, 2, 1, 256, 3e-3),
+    ("d128", 128, 2, 2, 1, 384, 2e-3),
+    ("d192", 192, 3, 3, 1, 512, 2e-3),
     ("d256", 256, 4, 4, 2, 768, 1.5e-3),
     ("d384", 384, 6, 6, 2, 1024, 1.2e-3),
     ("d512", 512, 8, 8, 4, 1536, 1e-3),
@@ -161,12 +175,21 @@ class SweepConfig(StageConfig):
             # with two free cores, 109 s on one thread; benchmarks/NOTES.md)
             flagship_threads=1,
         ),
-        # chosen, not yet run: one GPU, ~1e16-1e17 FLOPs, 6 sizes of 11M-222M non-embedding parameters (LM head incl.)
+        # chosen, not yet run: one GPU on the `large` local web (LARGE_WEB_CURATED_TOKENS, ~61M curated tokens),
+        # so that no cell reads it more than MAX_EPOCHS times (the most: 1e16_d192, 207M tokens, 3.4 epochs; the
+        # flagship at 3e16 by the paper's D*(C): d384, 205M tokens, 3.4 epochs). 9 sizes of 3.3M-222M
+        # non-embedding parameters (LM head incl.); per budget a window of 5 around the paper's D*(C) = 0.29
+        # C^0.53 (26M, 46M, 88M tokens). 64K tokens per step: every cell takes >= 104 optimizer steps.
         "small": dict(
-            budgets=(1e16, 3e16, 1e17),
+            budgets=(1e15, 3e15, 1e16),
             sizes=_SMALL_SIZES,
+            budget_sizes=(
+                ("d96", "d128", "d192", "d256", "d384"),
+                ("d128", "d192", "d256", "d384", "d512"),
+                ("d192", "d256", "d384", "d512", "d640"),
+            ),
             seq_len=1024,
-            batch_tokens=131072,
+            batch_tokens=65_536,
             eval_tokens=2_097_152,
             precision="bf16",
             compile=True,
@@ -257,6 +280,13 @@ def grid(cfg: SweepConfig) -> list[tuple[float, SweepSize]]:
 def plan_sweep(cfg: SweepConfig, vocab_size: int) -> list[SweepCell]:
     """Every (budget, size) cell of the grid, budgets ascending, sizes in config order."""
     return [plan_cell(cfg, b, s, vocab_size) for b, s in grid(cfg)]
+
+
+def epochs(cell: SweepCell, corpus_tokens: float) -> float:
+    """How many times ``cell`` reads a training corpus of ``corpus_tokens`` tokens."""
+    if corpus_tokens <= 0:
+        raise ValueError(f"epochs: corpus_tokens must be > 0, got {corpus_tokens}")
+    return cell.tokens / corpus_tokens
 
 
 def warmup_steps(cfg: SweepConfig, steps: int) -> int:

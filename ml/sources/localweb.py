@@ -11,6 +11,13 @@ local web server resource (``dagster_project/services/local_web_server.py``) ser
 the crawler fetches it like any other site. Duplicates stay as they are: ``.so``/symlink aliases of
 one manual page and identical license texts under different packages are the same text at several URLs.
 
+The ``large`` preset (a one-GPU ``small`` run's web) takes everything installed, plus what
+``scripts/install-large-web-docs.sh`` installs: HTML trees outside ``/usr/share/doc`` (``html_doc_roots``:
+LibreOffice's and GIMP's help per language, the Debian and developers' references) and GNOME's Mallard help
+(source ``help_pages``: ``/usr/share/help/<lang>/<document>/*.page``, rendered by :func:`mallard_to_html`).
+Measured on Debian 12 (benchmarks/NOTES.md): 166,245 pages (2.27 GB of content pages), 12 minutes on 2 cores,
+~61M curated tokens.
+
 Manual pages are rendered with ``groff -mandoc -Tutf8`` (groff-base has no HTML device) at an unbounded
 line length, so each paragraph is one line, and the overstruck terminal output is turned into structured
 HTML in ``<main>`` (bold → ``<b>``, underline → ``<i>``, sections → ``<h2>``/``<h3>``, paragraphs and
@@ -34,18 +41,21 @@ import shutil
 import site
 import subprocess
 import time
+import xml.etree.ElementTree as ET
 import zlib
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 from urllib.parse import quote
 
-from ml.config import ConfigError, StageConfig
+from ml.config import PRESET_NAMES, ConfigError, StageConfig
 
-SOURCES: tuple[str, ...] = ("man", "html_docs", "tex_docs", "metadata", "copyright")
+SOURCES: tuple[str, ...] = ("man", "html_docs", "tex_docs", "metadata", "copyright", "help_pages")
+DEFAULT_SOURCES: tuple[str, ...] = ("man", "html_docs", "tex_docs", "metadata", "copyright")
+WEB_PRESET_NAMES: tuple[str, ...] = (*PRESET_NAMES, "large")
 BUILD_MANIFEST = "build_manifest.json"
 _FORMAT_VERSION = 2  # bump when the site layout or rendering changes, to invalidate cached builds
 _MAN_NAME = re.compile(r"^(?P<name>.+)\.(?P<ext>[0-9][A-Za-z0-9_+-]*)(?:\.gz)?$")
@@ -57,7 +67,7 @@ _XREF = re.compile(r"(<[bi]>)?([A-Za-z0-9_][\w.:+@-]*)(</[bi]>)?\(([1-9][a-z]*)\
 class LocalWebConfig(StageConfig):
     """Which local documentation goes into the site, and how much of it."""
 
-    sources: tuple[str, ...] = SOURCES
+    sources: tuple[str, ...] = DEFAULT_SOURCES
     man_root: str = "/usr/share/man"
     doc_root: str = "/usr/share/doc"
     site_packages: tuple[str, ...] = ()  # empty: the running interpreter's site-packages
@@ -70,6 +80,13 @@ class LocalWebConfig(StageConfig):
     # Manuals shipped only as TeX sources (pari-doc): served as text pages; math stays in its TeX form.
     tex_doc_dirs: tuple[str, ...] = ("/usr/share/pari/doc",)
     max_tex_docs: int = 40
+    # More HTML trees beyond doc_root and site-packages, each its own /docs/<path>/ with one "package" per
+    # top directory (a language for LibreOffice's and GIMP's help): per-package caps apply per language.
+    html_doc_roots: tuple[str, ...] = ()
+    # Mallard help (GNOME's yelp format, one <lang>/<document>/*.page tree; "C" is the English source),
+    # rendered to HTML under /help/ by the "help_pages" source (not in the default sources).
+    help_root: str = "/usr/share/help"
+    max_help_pages: int = 1000
     max_metadata: int = 400
     max_copyright: int = 1000
     index_page_size: int = 100  # links per index page
@@ -93,6 +110,28 @@ class LocalWebConfig(StageConfig):
             "max_copyright": 100_000,
             "render_workers": 8,
         },
+        # Everything "small" has plus the documentation scripts/install-large-web-docs.sh installs
+        # (Python, PostgreSQL, Linux, Django, Git manuals, the Debian handbook and references, LibreOffice
+        # and GIMP help in ~30 languages each, GNOME's Mallard help in ~70): a one-GPU "small" lifecycle's
+        # web. Built on a GPU host's CPUs. Measured on this machine: see README "Data card".
+        "large": {
+            "sources": SOURCES,
+            "max_man_pages_per_lang": 1_000_000,
+            "max_man_pages_en": 1_000_000,
+            "max_html_docs": 1_000_000,
+            "max_html_docs_per_package": 1_000_000,
+            "max_tex_docs": 1_000_000,
+            "max_metadata": 1_000_000,
+            "max_copyright": 1_000_000,
+            "max_help_pages": 1_000_000,
+            "html_doc_roots": (
+                "/usr/share/libreoffice/help",
+                "/usr/share/gimp/2.0/help",
+                "/usr/share/debian-reference",
+                "/usr/share/developers-reference",
+            ),
+            "render_workers": 16,
+        },
     }
 
     def __post_init__(self) -> None:
@@ -107,6 +146,18 @@ class LocalWebConfig(StageConfig):
             )
         if self.index_page_size <= 0 or self.render_workers <= 0:
             raise ConfigError("LocalWebConfig.index_page_size and render_workers must be > 0")
+
+    @classmethod
+    def from_preset(cls, preset: str | None = None, **overrides: Any) -> Self:
+        """Like StageConfig.from_preset, plus the local-web-only ``large`` preset (for a ``small`` run:
+        ``local_web_preset: large`` in the raw_crawl config)."""
+        if preset is not None and preset not in WEB_PRESET_NAMES:
+            raise ConfigError(
+                f"{cls.__name__}: unknown preset {preset!r}; choose one of {', '.join(WEB_PRESET_NAMES)}"
+            )
+        if preset in WEB_PRESET_NAMES and preset not in PRESET_NAMES:
+            return cls.from_dict(cls.layer(dict(cls.PRESETS[preset]), overrides))
+        return super().from_preset(preset, **overrides)
 
     def site_package_dirs(self) -> tuple[str, ...]:
         return self.site_packages or tuple(sorted(set(site.getsitepackages())))
@@ -501,10 +552,13 @@ def _walk_files(root: Path, suffixes: tuple[str, ...]) -> list[Path]:
 
 
 def _doc_roots(cfg: LocalWebConfig) -> list[tuple[str, Path]]:
+    """``(URL label, directory)`` of every HTML tree: doc_root, site-packages, then ``html_doc_roots``
+    (labelled by their path, ``/usr/share/gimp/2.0/help`` → ``usr-share-gimp-2.0-help``)."""
     roots = [("usr-share-doc", Path(cfg.doc_root))]
     sps = cfg.site_package_dirs()
     for i, sp in enumerate(sps):
         roots.append(("site-packages" if len(sps) == 1 else f"site-packages-{i}", Path(sp)))
+    roots += [(d.strip("/").replace("/", "-"), Path(d)) for d in cfg.html_doc_roots]
     return [(label, p) for label, p in roots if p.is_dir()]
 
 
@@ -694,6 +748,148 @@ def _build_tex_docs(cfg: LocalWebConfig, out: Path, stats: _Stats) -> list[tuple
     return written
 
 
+_MAL_IF = "{http://projectmallard.org/if/1.0/}test"
+# Not rendered: page metadata (info: credits, links, license), editorial comments and the link lists yelp
+# generates. Media (images, video) are left out as blocks; inline, their fallback text is read.
+_MAL_SKIP = frozenset({"info", "comment", "links", "include"})
+_MAL_LISTS = {"list": "ul", "steps": "ol", "terms": "ul", "tree": "ul"}
+_MAL_CODE = frozenset({"code", "cmd", "file", "input", "output", "sys", "var"})
+
+
+def _mal_name(el: Any) -> str:
+    return el.tag.rsplit("}", 1)[-1] if isinstance(el.tag, str) else ""
+
+
+def _mal_test(test: str | None) -> bool:
+    """Whether an ``if:`` test holds for a generic reader: no test, or a negated one (``!platform:x``);
+    a positive platform/target test (``platform:gnome-classic``) names a variant and is left out."""
+    return test is None or test.strip().startswith("!")
+
+
+def _mal_rendered(child: Any) -> list[Any]:
+    """What a child renders as: nothing (skipped, or a test that does not hold), an ``if:choose``'s first
+    applying ``if:when`` or else its ``if:else``, or the child itself."""
+    name = _mal_name(child)
+    if name in _MAL_SKIP or not _mal_test(child.get(_MAL_IF)):
+        return []
+    if name == "choose":
+        return [c for c in child if _mal_name(c) == "else" or _mal_test(c.get("test"))][:1]
+    return [child]
+
+
+def _mal_inline(el: Any) -> str:
+    """HTML of an inline run: the element's text and children (``<code>`` for commands and files,
+    ``<em>``, ``gui ▸ gui`` for menu paths, ``Ctrl+C`` for key combinations), tails kept."""
+    parts = [html.escape(el.text or "", quote=False)]
+    for child in el:
+        for node in _mal_rendered(child):
+            name = _mal_name(node)
+            if name in ("guiseq", "keyseq"):
+                items = [c for c in node if _mal_name(c) in ("gui", "key", "keyseq")]
+                inner = (" ▸ " if name == "guiseq" else "+").join(_mal_inline(c) for c in items)
+            else:
+                inner = _mal_inline(node)
+            if name in _MAL_CODE:
+                inner = f"<code>{inner}</code>"
+            elif name == "em":
+                inner = f"<em>{inner}</em>"
+            parts.append(inner)
+        parts.append(html.escape(child.tail or "", quote=False))
+    return "".join(parts)
+
+
+def _squash(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _mal_table(table: Any, out: list[str]) -> None:
+    out += [f"<p>{_squash(_mal_inline(c))}</p>" for c in table if _mal_name(c) == "title"]
+    out.append("<table>")
+    for row in table.iter():
+        if _mal_name(row) == "tr":
+            cells = [c for c in row if _mal_name(c) in ("td", "th")]
+            out.append("<tr>")
+            for cell in cells:
+                out.append("<td>")
+                _mal_blocks(cell, 3, out)
+                out.append("</td>")
+            out.append("</tr>")
+    out.append("</table>")
+
+
+def _mal_blocks(el: Any, depth: int, out: list[str]) -> None:
+    """HTML of a Mallard block container's children (page, section, item, note, ...), appended to ``out``:
+    titles of pages and sections → ``<h{depth}>``, other titles and paragraphs → ``<p>``, ``code``/``screen``
+    blocks → ``<pre>``, lists and steps → ``<ul>``/``<ol>``, tables; other containers are recursed into.
+    A container holding text directly (not in a paragraph) is one paragraph."""
+    if (el.text or "").strip() or any((c.tail or "").strip() for c in el):
+        out.append(f"<p>{_squash(_mal_inline(el))}</p>")
+        return
+    for node in (n for child in el for n in _mal_rendered(child)):
+        name = _mal_name(node)
+        if name == "title" and _mal_name(el) in ("page", "section"):
+            out.append(f"<h{min(depth, 6)}>{_squash(_mal_inline(node))}</h{min(depth, 6)}>")
+        elif name in ("p", "title", "desc", "subtitle"):
+            out.append(f"<p>{_squash(_mal_inline(node))}</p>")
+        elif name in ("code", "screen"):
+            out.append(f"<pre>{html.escape(''.join(node.itertext()).strip(chr(10)), quote=False)}</pre>")
+        elif name == "section":
+            _mal_blocks(node, depth + 1, out)
+        elif name in _MAL_LISTS:
+            tag = _MAL_LISTS[name]
+            out.append(f"<{tag}>")
+            for item in (n for child in node for n in _mal_rendered(child) if _mal_name(n) == "item"):
+                out.append("<li>")
+                _mal_blocks(item, depth, out)
+                out.append("</li>")
+            out.append(f"</{tag}>")
+        elif name == "table":
+            _mal_table(node, out)
+        elif name == "media":
+            continue
+        else:  # note, example, figure, quote, synopsis, listing, item, ...
+            _mal_blocks(node, depth, out)
+
+
+def mallard_to_html(xml_text: str) -> tuple[str, str]:
+    """A Mallard page (``.page``, GNOME's help format) → ``(title, body HTML)``; ``ValueError`` when it is
+    not a Mallard page. Metadata, comments, media and platform variants are left out (see ``_mal_*``)."""
+    try:
+        root = ET.fromstring(xml_text)
+    except ET.ParseError as exc:
+        raise ValueError(f"not well-formed XML ({exc})") from exc
+    if _mal_name(root) != "page":
+        raise ValueError(f"root element is <{_mal_name(root)}>, not a Mallard <page>")
+    title = next((_squash("".join(c.itertext())) for c in root if _mal_name(c) == "title"), "")
+    out: list[str] = []
+    _mal_blocks(root, 1, out)
+    return title, "\n".join(out)
+
+
+def _build_help_pages(cfg: LocalWebConfig, out: Path, stats: _Stats) -> list[tuple[str, str]]:
+    """Mallard pages as HTML at ``/help/<lang>/<document>/<page>.html`` (``C``, the source, is English)."""
+    root = Path(cfg.help_root)
+    candidates: dict[str, Path] = {}
+    for p in _walk_files(root, (".page",)) if root.is_dir() else []:
+        if p.stat().st_size <= cfg.max_html_doc_bytes:
+            candidates[f"/help/{p.relative_to(root).with_suffix('.html').as_posix()}"] = p
+    written = []
+    for url in sorted(_stable_order(list(candidates))[: cfg.max_help_pages]):
+        try:
+            title, body = mallard_to_html(_decode(candidates[url].read_bytes()))
+        except ValueError:
+            stats.failures["help_page_invalid"] += 1
+            continue
+        lang_dir, document = url.split("/")[2:4]
+        lang = "en" if lang_dir == "C" else lang_dir.split("@")[0]
+        crumbs = [("/help/", "Help")]
+        doc = _html_page(title or document, f"<main>{body}</main>", lang, crumbs)
+        _write(out / url.lstrip("/"), doc)
+        stats.count_page("help_pages", url, cfg)
+        written.append((url, f"{document} ({lang_dir}): {title}"))
+    return written
+
+
 def _build_copyright(cfg: LocalWebConfig, out: Path, stats: _Stats) -> list[tuple[str, str]]:
     root = Path(cfg.doc_root)
     found = sorted(p for p in root.glob("*/copyright") if p.is_file()) if root.is_dir() else []
@@ -764,6 +960,11 @@ def _config_hash(cfg: LocalWebConfig) -> str:
     fingerprint: list[tuple[str, int]] = []
     dirs = [Path(cfg.man_root), Path(cfg.doc_root), *(Path(p) for p in cfg.site_package_dirs())]
     dirs += [Path(p) for p in cfg.tex_doc_dirs]
+    trees = [Path(p) for p in cfg.html_doc_roots] + (
+        [Path(cfg.help_root)] if "help_pages" in cfg.sources else []
+    )
+    for tree in trees:  # one directory per language (or document) below each
+        dirs += [tree, *(sorted(p for p in tree.glob("*/") if p.is_dir()) if tree.is_dir() else [])]
     man_root = Path(cfg.man_root)
     if man_root.is_dir():
         dirs += sorted(p for p in man_root.glob("*/") if p.is_dir())
@@ -829,6 +1030,7 @@ def build_site(site_dir: Path, cfg: LocalWebConfig) -> SiteManifest:
             ("tex_docs", _build_tex_docs, "/docs/tex/", "Manuals in TeX"),
             ("metadata", _build_metadata, "/pypi/", "Python packages"),
             ("copyright", _build_copyright, "/copyright/", "Copyright and license files"),
+            ("help_pages", _build_help_pages, "/help/", "Help (GNOME Mallard pages)"),
         ):
             if source in cfg.sources:
                 entries = builder(cfg, out, stats)

@@ -5,7 +5,16 @@ import pytest
 from ml.config import ConfigError
 from ml.model.flops import flops_per_token, num_params
 from ml.model.llama import ModelConfig
-from ml.scaling.plan import SweepConfig, budget_key, cell_key, plan_sweep
+from ml.scaling.forecast import flagship_cell
+from ml.scaling.plan import (
+    LARGE_WEB_CURATED_TOKENS,
+    MAX_EPOCHS,
+    SweepConfig,
+    budget_key,
+    cell_key,
+    epochs,
+    plan_sweep,
+)
 
 # Hand-computed at seq 8,192: 6 x (layers x (q,o: 2*D*D + k,v: 2*D*8*128 + ffn: 3*D*F) + LM head V*D)
 # + causal attention 6 x layers x D x T (Table 3 shapes, V = 128,256).
@@ -86,11 +95,33 @@ def test_presets_span_the_grid_the_issue_asks_for():
         min(c.steps for c in tiny) == 571 and sum(c.tokens for c in tiny) == 9_129_472
     )  # benchmarks/NOTES.md
     small = SweepConfig.from_preset("small")
-    assert small.budgets == (1e16, 3e16, 1e17) and len(small.size_list) == 6 and not small.budget_sizes
-    assert len(plan_sweep(small, vocab_size=32_768)) == 18
+    assert small.budgets == (1e15, 3e15, 1e16) and len(small.size_list) == 9  # >= 3 budgets over 10x
+    cells = plan_sweep(small, vocab_size=32_768)
+    assert len(cells) == 15 and len({c.size for c in cells}) == 7 and min(c.steps for c in cells) == 104
     for preset in ("8b", "70b", "405b"):  # Llama 3 paper §3.2.1: 6e18 ... 1e22 FLOPs, 40M ... 16B
         paper = SweepConfig.from_preset(preset)
         assert (min(paper.budgets), max(paper.budgets), len(paper.budgets)) == (6e18, 1e22, 10)
         assert [s.name for s in paper.size_list][::7] == ["40M", "16B"]
         assert (paper.min_lr_ratio, paper.weight_decay) == (0.1, 0.1)
         assert {s.lr for s in paper.size_list} <= {2e-4, 2.5e-4, 3e-4, 3.5e-4, 4e-4}
+
+
+def test_small_sweep_reads_the_large_web_at_most_4_times():
+    # LARGE_WEB_CURATED_TOKENS: the `large` local web's curated tokens as measured by benchmarks/large_web.py
+    # (benchmarks/results/2026-12-05-cpu-large-web.json; see the constant's comment in ml/scaling/plan.py)
+    assert LARGE_WEB_CURATED_TOKENS == 60_800_000 and MAX_EPOCHS == 4.0
+    small = SweepConfig.from_preset("small")
+    cells = plan_sweep(small, vocab_size=32_768)
+    most = max(cells, key=lambda c: c.tokens)
+    assert (most.key, most.tokens) == ("1e16_d192", 206_766_080)
+    assert round(epochs(most, LARGE_WEB_CURATED_TOKENS), 3) == 3.401 <= MAX_EPOCHS
+    # the flagship at 3x the largest budget, sized by the paper's D*(C) = 0.29 C^0.53 (the fit decides at run time)
+    flagship = flagship_cell(small, 0.29 * small.forecast_budget**0.53, vocab_size=32_768)
+    assert (flagship.key, flagship.tokens) == ("3e16_d384", 205_062_144)
+    assert round(epochs(flagship, LARGE_WEB_CURATED_TOKENS), 3) == 3.373
+    # the budgets the preset had before the measurement read the corpus up to 21.8 times
+    old = dict(budgets=(1e16, 3e16, 1e17), budget_sizes=(), sizes=small.sizes[3:], batch_tokens=131_072)
+    before = plan_sweep(small.replace(**old), vocab_size=32_768)
+    assert round(max(epochs(c, LARGE_WEB_CURATED_TOKENS) for c in before), 1) == 21.8
+    with pytest.raises(ValueError, match="corpus_tokens must be > 0"):
+        epochs(most, 0)

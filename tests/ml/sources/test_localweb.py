@@ -13,7 +13,13 @@ from dagster_project.services.local_web_server import serve_site
 from ml.config import ConfigError
 from ml.sources.crawl import CrawlConfig, crawl
 from ml.sources.extract import ExtractConfig, extract_html
-from ml.sources.localweb import LocalWebConfig, build_site, load_site_manifest, markdown_to_html
+from ml.sources.localweb import (
+    LocalWebConfig,
+    build_site,
+    load_site_manifest,
+    mallard_to_html,
+    markdown_to_html,
+)
 
 FOO_EN = """.TH FOO 1 "2024" "fixture" "User Commands"
 .SH NAME
@@ -291,3 +297,113 @@ def test_build_and_crawl_real_system_sources(tmp_path):
     langs = set(fetched["url"].str.extract(r"/man/([A-Za-z_]+)/man")[0].dropna())
     assert len(langs) >= 12
     assert report.pages_fetched >= m.pages_written - m.private_pages - 1
+
+
+MALLARD = """<page xmlns="http://projectmallard.org/1.0/" xmlns:if="http://projectmallard.org/if/1.0/"
+      type="topic" id="wifi">
+  <info><credit type="author"><name>A. Writer</name></credit><desc>Not shown.</desc></info>
+  <title>Connect to a <gui>Wi-Fi</gui> network</title>
+  <comment><p>Editorial note, not shown.</p></comment>
+  <p>Open the <gui>Settings</gui> panel and press <keyseq><key>Ctrl</key><key>W</key></keyseq>, or choose
+  <guiseq><gui>Network</gui><gui>Wi-Fi</gui></guiseq> from the menu.</p>
+  <media type="image" src="figures/wifi.png">A screenshot</media>
+  <steps>
+    <item><p>Run <cmd>nmcli device wifi list</cmd> to see the <media type="image" src="n.svg">wireless</media>
+    networks.</p></item>
+    <item><p if:test="platform:gnome-classic">Classic only.</p><p>Select a network.</p></item>
+  </steps>
+  <if:choose>
+    <if:when test="platform:unity"><p>Unity text.</p></if:when>
+    <if:else><p>Everywhere else.</p></if:else>
+  </if:choose>
+  <section id="cli"><title>From a terminal</title>
+    <code>nmcli device wifi connect MyNet
+nmcli connection show</code>
+    <table><title>Fields</title><tr><td><p>SSID</p></td><td><p>the network's name</p></td></tr></table>
+  </section>
+</page>
+"""
+
+
+def test_help_pages_from_mallard(source_tree, tmp_path):
+    help_root = tmp_path / "help"
+    (help_root / "C/demo").mkdir(parents=True)
+    (help_root / "de/demo").mkdir(parents=True)
+    (help_root / "C/demo/wifi.page").write_text(MALLARD)
+    (help_root / "de/demo/wifi.page").write_text(MALLARD.replace("Connect to a", "Verbinden mit einem"))
+    (help_root / "C/demo/broken.page").write_text("<page><p>unclosed</page>")
+    (help_root / "C/demo/figures").mkdir()
+    (help_root / "C/demo/figures/wifi.png").write_bytes(b"\x89PNG")
+    cfg = source_tree.replace(sources=("help_pages",), help_root=str(help_root))
+    m = build_site(tmp_path / "site", cfg)
+    assert m.by_source == {"help_pages": 2} and m.failures_by_reason == {"help_page_invalid": 1}
+    assert links(tmp_path / "site/index.html") == ["/", "/help/"]
+    assert links(tmp_path / "site/help/index.html") == [
+        "/",
+        "/help/C/demo/wifi.html",
+        "/help/de/demo/wifi.html",
+    ]
+    page = (tmp_path / "site/help/C/demo/wifi.html").read_text()
+    assert '<html lang="en">' in page and "<title>Connect to a Wi-Fi network</title>" in page
+    assert '<html lang="de">' in (tmp_path / "site/help/de/demo/wifi.html").read_text()
+    text, extractor = extract_html(page, ExtractConfig.from_preset("tiny"))
+    assert extractor == "trafilatura"
+    assert text == (
+        "Connect to a Wi-Fi network\n"
+        "Open the Settings panel and press Ctrl+W, or choose Network ▸ Wi-Fi from the menu.\n"
+        "- Run nmcli device wifi list to see the wireless networks.\n"
+        "- Select a network.\n"
+        "Everywhere else.\n"
+        "From a terminal\n"
+        "nmcli device wifi connect MyNet\n"
+        "nmcli connection show\n"
+        "Fields\n"
+        "SSID | the network's name"
+    )
+
+
+def test_mallard_to_html_rejects_other_xml():
+    with pytest.raises(ValueError, match="not a Mallard <page>"):
+        mallard_to_html("<book><title>x</title></book>")
+    with pytest.raises(ValueError, match="not well-formed XML"):
+        mallard_to_html("<page>")
+    title, body = mallard_to_html('<page xmlns="http://projectmallard.org/1.0/"><title>T</title></page>')
+    assert (title, body) == ("T", "<h1>T</h1>")
+
+
+def test_html_doc_roots_capped_per_language(source_tree, tmp_path):
+    lo = tmp_path / "libreoffice/help"
+    for lang in ("de", "en-US"):
+        (lo / lang / "text").mkdir(parents=True)
+        for i in range(3):
+            (lo / lang / f"text/p{i}.html").write_text(f"<html><body><p>{lang} {i}</p></body></html>")
+    cfg = source_tree.replace(sources=("html_docs",), html_doc_roots=(str(lo),), max_html_docs_per_package=2)
+    m = build_site(tmp_path / "site", cfg)
+    assert m.by_source == {"html_docs": 1 + 2 + 2}  # pkg's guide, two pages of each language
+    label = str(lo).strip("/").replace("/", "-")
+    docs = links(tmp_path / "site/docs/index.html")
+    assert sum(u.startswith(f"/docs/{label}/de/text/") for u in docs) == 2
+    assert sum(u.startswith(f"/docs/{label}/en-US/text/") for u in docs) == 2
+
+
+def test_large_preset_reads_every_installed_source():
+    large = LocalWebConfig.from_preset("large")
+    assert large.sources == ("man", "html_docs", "tex_docs", "metadata", "copyright", "help_pages")
+    assert large.html_doc_roots == (
+        "/usr/share/libreoffice/help",
+        "/usr/share/gimp/2.0/help",
+        "/usr/share/debian-reference",
+        "/usr/share/developers-reference",
+    )
+    assert (large.max_help_pages, large.render_workers) == (1_000_000, 16)
+    assert LocalWebConfig.from_preset("large", render_workers=2).render_workers == 2
+    # the tiny default stays as it was: no help pages, no extra HTML trees
+    tiny = LocalWebConfig.from_preset("tiny")
+    assert (tiny.sources, tiny.html_doc_roots) == (
+        ("man", "html_docs", "tex_docs", "metadata", "copyright"),
+        (),
+    )
+    with pytest.raises(
+        ConfigError, match="unknown preset 'huge'; choose one of tiny, small, 8b, 70b, 405b, large"
+    ):
+        LocalWebConfig.from_preset("huge")
