@@ -88,6 +88,7 @@ def fit_report(cfg: SweepConfig, records: list[dict], vocab_size: int) -> dict:
             "chance": downstream.chance,
             "points": downstream.points,
             "sigmoid_error": downstream.sigmoid_error,
+            "sigmoid_note": downstream.sigmoid_note,
         },
         "forecast": forecast,
         "flagship": {
@@ -150,9 +151,10 @@ def scaling_law_fit(
             )
             for b in report["budgets"]
         ]
-        sigmoid = report["downstream"]["sigmoid_error"]
+        sigmoid, note = report["downstream"]["sigmoid_error"], report["downstream"]["sigmoid_note"]
         summary = (
             (f"**No accuracy forecast.** {sigmoid}\n\n" if sigmoid else "")
+            + (f"**Accuracy forecast extrapolated.** {note}\n\n" if note else "")
             + "**Scaling-law fit** (Llama 3 paper §3.2.1). C counts 6 x every matmul weight per token (LM head"
             " included) plus causal attention; D = training tokens; N = non-embedding parameters (LM head"
             " included).\n\n"

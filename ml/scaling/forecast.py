@@ -82,6 +82,7 @@ class DownstreamFit:
     chance: float
     points: tuple[tuple[float, float, float], ...]  # (budget, nll at optimum) per used budget, + accuracy
     sigmoid_error: str = ""  # why stage 2 has no curve (the sweep's accuracies determine none)
+    sigmoid_note: str = ""  # a curve whose midpoint the sweep never saw: its accuracy forecast extrapolates
 
     def forecast(self, budget: float) -> dict[str, float]:
         """Stage 1's NLL at ``budget``, and stage 2's accuracy when its sigmoid was determined."""
@@ -110,15 +111,23 @@ def fit_downstream(records: Sequence[dict], fit: ScalingFit) -> DownstreamFit:
         )
     law = fit_power_law([p[0] for p in points], [p[1] for p in points])
     chance = float(np.mean([float(r["mc_chance"]) for r in records]))
+    nll = [float(r["mc_normalized_nll"]) for r in records]
     try:
-        k, x0 = fit_sigmoid(
-            [float(r["mc_normalized_nll"]) for r in records],
-            [float(r["mc_accuracy"]) for r in records],
-            chance=chance,
-        )
+        k, x0 = fit_sigmoid(nll, [float(r["mc_accuracy"]) for r in records], chance=chance)
     except FitError as exc:  # the loss forecast stands without it; the reason travels with the fit
         return DownstreamFit(law, None, None, chance, tuple(points), sigmoid_error=str(exc))
-    return DownstreamFit(law, k, x0, chance, tuple(points))
+    return DownstreamFit(
+        law, k, x0, chance, tuple(points), sigmoid_note=_midpoint_note(x0, min(nll), max(nll))
+    )
+
+
+def _midpoint_note(x0: float, lo: float, hi: float) -> str:
+    if lo <= x0 <= hi:
+        return ""
+    return (
+        f"sigmoid midpoint x0 = {x0:.4g} lies outside the swept NLL range [{lo:.4g}, {hi:.4g}]: the sweep saw one "
+        "side of the curve only, so its accuracy forecast is an extrapolation"
+    )
 
 
 def flagship_cell(cfg: SweepConfig, opt_tokens: float, vocab_size: int) -> SweepCell:

@@ -92,3 +92,16 @@ def test_flat_accuracies_keep_the_loss_forecast_and_say_why_there_is_no_accuracy
     assert (down.k, down.x0) == (None, None)
     assert "accuracy does not vary over the 12 points (all 0.375)" in down.sigmoid_error
     assert down.forecast(1e16) == {"expected_normalized_nll": pytest.approx(NLL_A * 1e16**NLL_B, rel=1e-6)}
+
+
+def test_a_midpoint_the_sweep_never_saw_is_named_an_extrapolation():
+    inside = fit_downstream(records(), fit_sweep(records(), bootstrap=0, seed=0))
+    assert inside.sigmoid_note == ""  # the records' NLL spans X0 = 2.0
+    shifted = [
+        {**r, "mc_accuracy": float(sigmoid_accuracy(r["mc_normalized_nll"], K, 0.5, chance=CHANCE))}
+        for r in records()
+    ]
+    down = fit_downstream(shifted, fit_sweep(shifted, bootstrap=0, seed=0))
+    lo = min(r["mc_normalized_nll"] for r in shifted)
+    assert lo > 0.5 and down.x0 == pytest.approx(0.5, rel=1e-3)
+    assert down.sigmoid_note.startswith("sigmoid midpoint x0 = 0.5 lies outside the swept NLL range [")
