@@ -340,3 +340,11 @@ def test_crawl_refuses_non_empty_out_dir(loopback_server, tmp_path):
     crawl(config(s), tmp_path)
     with pytest.raises(FileExistsError, match="already holds crawl output"):
         crawl(config(s), tmp_path)
+
+
+def test_the_small_preset_can_fetch_every_page_of_the_large_local_web():
+    from ml.sources.localweb import LocalWebConfig
+
+    small, web = CrawlConfig.from_preset("small"), LocalWebConfig.from_preset("large")
+    assert small.max_pages >= 166_245  # pages of the large web as built on 2026-12-05 (benchmarks/NOTES.md)
+    assert small.max_response_bytes > web.max_html_doc_bytes  # the web keeps HTML docs up to its cap
