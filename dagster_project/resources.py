@@ -217,6 +217,16 @@ def _load_yaml(text: str):
     return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
 
 
+def _read_lock(lock_file: Path) -> dict:
+    """dvc.lock as plain data ({} when there is none yet)."""
+    return (_load_yaml(lock_file.read_text()) or {}) if lock_file.exists() else {}
+
+
+def _write_lock(lock_file: Path, lock: dict) -> None:
+    dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+    atomic_write_text(lock_file, yaml.dump(lock, Dumper=dumper, sort_keys=False, allow_unicode=True))
+
+
 def _commit_stage(repo, name: str, lock_file: Path) -> None:
     """``dvc commit --force <name>``: DVC saves the stage and moves its outputs into the cache; its entry, DVC's
     own serialization, goes into ``lock_file`` through libyaml. DVC's own rewrite of dvc.lock is a pure-Python
@@ -229,12 +239,11 @@ def _commit_stage(repo, name: str, lock_file: Path) -> None:
         for info in infos:
             info.stage.save()
             info.stage.commit(filter_info=info.filter_info, relink=True)
-        lock = (_load_yaml(lock_file.read_text()) if lock_file.exists() else None) or {"schema": "2.0"}
+        lock = _read_lock(lock_file) or {"schema": "2.0"}
         stages = lock.setdefault("stages", {})
         for info in infos:
             stages.update(json.loads(json.dumps(to_lockfile(info.stage))))  # plain dicts and lists
-        dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
-        atomic_write_text(lock_file, yaml.dump(lock, Dumper=dumper, sort_keys=False, allow_unicode=True))
+        _write_lock(lock_file, lock)
 
 
 def mlflow_key(name: str) -> str:
@@ -342,8 +351,7 @@ class DvcResource(dg.ConfigurableResource):
         rel = Path(path).resolve().relative_to(home).as_posix()
         stage = self._stage_for(home, rel)
         if stage:
-            lock_file = home / "dvc.lock"
-            lock = (_load_yaml(lock_file.read_text()) or {}) if lock_file.exists() else {}
+            lock = _read_lock(home / "dvc.lock")
             return {"stage": stage, "entry": lock.get("stages", {}).get(stage)}
         dvc_file = home / f"{rel}.dvc"
         return {"dvc_file": str(dvc_file), "text": dvc_file.read_text() if dvc_file.exists() else None}
@@ -356,13 +364,13 @@ class DvcResource(dg.ConfigurableResource):
         with _DVC_LOCK:
             if "stage" in snap:
                 lock_file = home / "dvc.lock"
-                lock = (_load_yaml(lock_file.read_text()) or {}) if lock_file.exists() else {}
+                lock = _read_lock(lock_file)
                 stages = lock.setdefault("stages", {})
                 if snap["entry"] is None:
                     stages.pop(snap["stage"], None)
                 else:
                     stages[snap["stage"]] = snap["entry"]
-                atomic_write_text(lock_file, yaml.safe_dump(lock, sort_keys=False))
+                _write_lock(lock_file, lock)
                 return
             dvc_file = Path(snap["dvc_file"])
             if snap["text"] is None:

@@ -177,13 +177,18 @@ def test_html_docs_capped_per_package(source_tree, tmp_path):
     assert sum(u.startswith("/docs/usr-share-doc/big/") for u in docs) == 2
 
 
+def extracted(page: str) -> str:
+    """The page's text as ``extracted_docs`` extracts it (tiny settings), through trafilatura."""
+    text, extractor = extract_html(page, ExtractConfig.from_preset("tiny"))
+    assert extractor == "trafilatura"
+    return text
+
+
 def test_man_page_structure_survives_extraction(source_tree, tmp_path):
     (Path(source_tree.man_root) / "man1/grep.1").write_text(GREP_EN)
     build_site(tmp_path / "site", source_tree)
     page = (tmp_path / "site/man/en/man1/grep.1.html").read_text()
-    text, extractor = extract_html(page, ExtractConfig.from_preset("tiny"))
-    assert extractor == "trafilatura"
-    assert text == (
+    assert extracted(page) == (
         "grep(1)\n"
         "NAME\n"
         "grep - print lines that match patterns\n"
@@ -346,9 +351,7 @@ def test_help_pages_from_mallard(source_tree, tmp_path):
     page = (tmp_path / "site/help/C/demo/wifi.html").read_text()
     assert '<html lang="en">' in page and "<title>Connect to a Wi-Fi network</title>" in page
     assert '<html lang="de">' in (tmp_path / "site/help/de/demo/wifi.html").read_text()
-    text, extractor = extract_html(page, ExtractConfig.from_preset("tiny"))
-    assert extractor == "trafilatura"
-    assert text == (
+    assert extracted(page) == (
         "Connect to a Wi-Fi network\n"
         "Open the Settings panel and press Ctrl+W, or choose Network ▸ Wi-Fi from the menu.\n"
         "- Run nmcli device wifi list to see the wireless networks.\n"
