@@ -1,8 +1,13 @@
 """FP8 inference speed: prefill and decode tokens/s, bf16 against row-wise FP8 FFNs (Llama 3 paper §6.2).
 
-Both precisions run the same randomly initialised model of each shape in one process: bf16 everywhere,
+All precisions run the same randomly initialised model of each shape in one process: bf16 everywhere,
 or bf16 with the FFNs of every layer but the first and last converted by ``ml.infer.fp8.quantize_model``
-(``torch._scaled_mm`` on CUDA capability >= 8.9, the quantize-dequantize reference elsewhere).
+(``torch._scaled_mm`` on CUDA capability >= 8.9, the quantize-dequantize reference elsewhere): ``fp8``
+with the recipe's default fast accumulation (fbgemm's), ``fp8_exact`` with exact accumulation.
+
+``--compile blocks`` compiles each transformer block (one graph per kind of block, reused by every layer:
+seconds to compile even at 8b); ``--compile model`` the whole forward (Inductor fuses across blocks, but
+compiles every layer: minutes at 8b).
 
 * prefill: one forward over ``batch x prompt`` tokens, logits of the last position (what a server does
   before the first output token); tokens/s = batch * prompt / time.
@@ -10,7 +15,7 @@ or bf16 with the FFNs of every layer but the first and last converted by ``ml.in
   only the new token: this times the projections and FFN matmuls of a decode step at that batch (the part
   FP8 changes), not attention over a long cache. tokens/s = batch / time.
 
-    PYTHONPATH=. python benchmarks/fp8_inference.py --shapes small,1b            # GPU
+    PYTHONPATH=. python benchmarks/fp8_inference.py --shapes small,1b --compile  # GPU
     PYTHONPATH=. python benchmarks/fp8_inference.py --shapes tiny --device cpu  # smoke row
 """
 
@@ -46,18 +51,33 @@ class LastLogits(torch.nn.Module):
         return self.model.lm_head(self.model.hidden_states(x)[:, -1])
 
 
-def build(shape: str, device: torch.device, compile_model: bool) -> dict[str, torch.nn.Module]:
-    """``{"bf16": model, "fp8": model}`` of one shape, the same weights, eval mode."""
+COMPILE_SCOPES = ("off", "blocks", "model")
+
+
+def build(shape: str, device: torch.device, compile_scope: str = "off") -> dict[str, torch.nn.Module]:
+    """``{"bf16": model, "fp8": model, "fp8_exact": model}`` of one shape, the same weights, eval mode."""
+    if compile_scope not in COMPILE_SCOPES:
+        raise ValueError(f"compile scope must be one of {COMPILE_SCOPES}, got {compile_scope!r}")
     torch.manual_seed(0)
     cfg = ModelConfig.from_preset(shape, attention="sdpa")
     base = Llama.from_config(cfg, device=device).to(torch.bfloat16).eval()
-    models = {"bf16": base, "fp8": quantize_model(copy.deepcopy(base), FP8Config())}
+    models = {
+        "bf16": base,
+        "fp8": quantize_model(copy.deepcopy(base), FP8Config()),
+        "fp8_exact": quantize_model(copy.deepcopy(base), FP8Config(fast_accum=False)),
+    }
+    # a fresh cache per shape: every shape's graphs share one code object (LastLogits.forward or
+    # Block.forward), and 3 shapes of 4+ graphs pass dynamo's recompile limit (8): the last ran eager
+    torch._dynamo.reset()
+    # 3 precisions x 2 phases of one code object: 6 static graphs, within the raised limit
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 32)
+    if compile_scope == "blocks":
+        for m in models.values():
+            for block in m.layers:
+                block.compile(fullgraph=True, dynamic=False)
     models = {k: LastLogits(m) for k, m in models.items()}
-    if compile_model:
-        # a fresh cache per shape: every shape's 2 precisions x 2 phases share LastLogits.forward's code
-        # object, and 3 shapes x 4 graphs passed dynamo's recompile limit (8): the 8b rows then ran eager
-        torch._dynamo.reset()
-        models = {k: torch.compile(m) for k, m in models.items()}
+    if compile_scope == "model":
+        models = {k: torch.compile(m, dynamic=False) for k, m in models.items()}
     return models
 
 
@@ -69,12 +89,16 @@ def logits_delta(models: dict[str, torch.nn.Module], x: torch.Tensor) -> dict[st
     ``rel_l2``: ||fp8 - bf16|| / ||bf16||. Random weights, so this bounds the arithmetic, not a trained
     model's perplexity (the ``fp8_model`` asset measures that on the trained base model).
     """
-    ref, fp8 = (models[k](x).float() for k in ("bf16", "fp8"))
-    logp, logq = ref.log_softmax(-1), fp8.log_softmax(-1)
-    kl = (logp.exp() * (logp - logq)).sum(-1).mean()
-    top1 = (ref.argmax(-1) == fp8.argmax(-1)).float().mean()
-    rel = (fp8 - ref).norm() / ref.norm()
-    return {"kl": kl.item(), "top1": top1.item(), "rel_l2": rel.item()}
+    ref = models["bf16"](x).float()
+    logp = ref.log_softmax(-1)
+    out = {"bf16": {"kl": 0.0, "top1": 1.0, "rel_l2": 0.0}}
+    for name in (k for k in models if k != "bf16"):
+        got = models[name](x).float()
+        kl = (logp.exp() * (logp - got.log_softmax(-1))).sum(-1).mean()
+        top1 = (ref.argmax(-1) == got.argmax(-1)).float().mean()
+        rel = (got - ref).norm() / ref.norm()
+        out[name] = {"kl": kl.item(), "top1": top1.item(), "rel_l2": rel.item()}
+    return out
 
 
 @torch.no_grad()
@@ -93,11 +117,11 @@ def _time(fn, device: torch.device, warmup: int, iters: int) -> float:
 
 
 def bench(
-    shape: str, device: torch.device, warmup: int = 2, iters: int = 5, compile_model: bool = False
+    shape: str, device: torch.device, warmup: int = 2, iters: int = 5, compile_scope: str = "off"
 ) -> list[dict]:
     """One row per (precision, phase): tokens/s, ms, and the speed-up of FP8 over bf16."""
     batch, prompt, decode_batch = WORKLOADS[shape]
-    models = build(shape, device, compile_model)
+    models = build(shape, device, compile_scope)
     vocab = ModelConfig.from_preset(shape).vocab_size
     gen = torch.Generator(device="cpu").manual_seed(1)
     prefill_x = torch.randint(0, vocab, (batch, prompt), generator=gen).to(device)
@@ -120,7 +144,7 @@ def bench(
             )
     delta = logits_delta(models, prefill_x)
     for r in rows:
-        r.update(delta)
+        r.update(delta[r["precision"]])
         base = next(b for b in rows if b["phase"] == r["phase"] and b["precision"] == "bf16")
         r["speedup_vs_bf16"] = r["tok_s"] / base["tok_s"]
     return rows
@@ -133,7 +157,12 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--iters", type=int, default=10)
     ap.add_argument(
-        "--compile", action="store_true", help="torch.compile both models (fuses the FP8 quantize)"
+        "--compile",
+        nargs="?",
+        const="blocks",
+        default="off",
+        choices=COMPILE_SCOPES,
+        help="torch.compile every model (fuses the FP8 quantize); bare --compile = blocks",
     )
     ap.add_argument("--json", default="", help="append one JSON line per row to this file")
     args = ap.parse_args()
@@ -145,6 +174,7 @@ def main() -> None:
     )
     for shape in args.shapes.split(","):
         for r in bench(shape, device, args.warmup, args.iters, args.compile):
+            r["torch"] = torch.__version__
             print(
                 f"{r['shape']:6s} {r['precision']:9s} {r['phase']:8s} {r['batch']:5d} {r['seq']:5d} "
                 f"{r['ms']:9.3f} {r['tok_s']:12.0f} {r['speedup_vs_bf16']:7.2f} "

@@ -13,8 +13,8 @@ from dagster_project.registry import Registered
 from dagster_project.resources import DvcResource, MlflowResource
 from dagster_project.stage import md_table, stage_asset, stage_run
 from ml.eval.val_loglik import val_documents
-from ml.infer.fp8 import FP8Config, fp8_layer_indices, fp8_summary
-from ml.infer.fp8_model import FP8ModelConfig, evaluate_fp8, quantized_copy, save_fp8
+from ml.infer.fp8 import fp8_layer_indices, fp8_summary
+from ml.infer.fp8_model import FP8ModelConfig, evaluate_fp8, quantized_copy, read_fp8_config, save_fp8
 from ml.io import atomic_dir, atomic_write_text
 from ml.model.hf import load_hf
 
@@ -39,9 +39,9 @@ def fp8_model_quality(fp8_model: FP8Checkpoint) -> dg.AssetCheckResult:
 
 def fp8_model_layers(fp8_model: FP8Checkpoint) -> dg.AssetCheckResult:
     """The saved model runs FP8 FFNs exactly in the recipe's layers; the first and last stay high precision."""
-    rec = json.loads((fp8_model.fp8_dir / "fp8_config.json").read_text())
+    recipe, rec = read_fp8_config(fp8_model.fp8_dir)
     n_layers = len(rec["fp8_layers"]) + len(rec["high_precision_layers"])
-    expected = fp8_layer_indices(n_layers, FP8Config.from_dict({k: rec[k] for k in FP8Config().to_dict()}))
+    expected = fp8_layer_indices(n_layers, recipe)
     return dg.AssetCheckResult(
         passed=rec["fp8_layers"] == expected,
         description=f"fp8 layers {rec['fp8_layers']}, expected {expected}; kept {rec['high_precision_layers']}",

@@ -42,6 +42,9 @@ class FP8Config(StageConfig):
     skip_first_layers: int = 1  # Llama 3 paper §6.2: first layer kept in high precision
     skip_last_layers: int = 1  # Llama 3 paper §6.2: last layer kept in high precision
     use_scaled_mm: bool = True  # torch._scaled_mm on CUDA capability >= 8.9; False forces the reference
+    # Hopper's fast FP8 accumulation (fewer promotions of the tensor-core partial sums to fp32): the default
+    # of fbgemm's f8f8bf16_rowwise, the serving kernel the paper names. GPU only; the reference is exact.
+    fast_accum: bool = True
 
     # The paper's recipe is the same at every size; presets exist so every stage loads the same way.
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
@@ -98,12 +101,21 @@ def scaled_mm_supported(device: torch.device) -> bool:
 
 
 def fp8_matmul_scaled_mm(
-    x_q: torch.Tensor, x_scale: torch.Tensor, w_q: torch.Tensor, w_scale: torch.Tensor
+    x_q: torch.Tensor,
+    x_scale: torch.Tensor,
+    w_q: torch.Tensor,
+    w_scale: torch.Tensor,
+    fast_accum: bool = False,
 ) -> torch.Tensor:
     """bf16 (M, N) through ``torch._scaled_mm``: row-wise scales need a bf16 output and K, N % 16 == 0."""
     # _scaled_mm wants its second operand column-major: w_q (N, K) row-major, transposed, is exactly that
     return torch._scaled_mm(
-        x_q, w_q.t(), scale_a=x_scale, scale_b=w_scale.t(), out_dtype=torch.bfloat16, use_fast_accum=False
+        x_q,
+        w_q.t(),
+        scale_a=x_scale,
+        scale_b=w_scale.t(),
+        out_dtype=torch.bfloat16,
+        use_fast_accum=fast_accum,
     )
 
 
@@ -114,13 +126,16 @@ class FP8Linear(nn.Module):
     dtype.
     """
 
-    def __init__(self, linear: nn.Linear, scale_ub: float, use_scaled_mm: bool = True):
+    def __init__(
+        self, linear: nn.Linear, scale_ub: float, use_scaled_mm: bool = True, fast_accum: bool = False
+    ):
         super().__init__()
         if linear.bias is not None:
             raise ValueError("FP8Linear converts bias-free Linear modules only (Llama has no biases)")
         self.in_features, self.out_features = linear.in_features, linear.out_features
         self.scale_ub = scale_ub
         self.use_scaled_mm = use_scaled_mm
+        self.fast_accum = fast_accum
         w_q, w_scale = quantize_rows(linear.weight.detach())
         self.register_buffer("weight_fp8", w_q)
         self.register_buffer("weight_scale", w_scale)
@@ -129,7 +144,7 @@ class FP8Linear(nn.Module):
         lead = x.shape[:-1]
         x_q, x_scale = quantize_rows(x.reshape(-1, self.in_features), self.scale_ub)  # (N_tok, K), (N_tok, 1)
         if self.use_scaled_mm and scaled_mm_supported(x.device) and self._scaled_mm_shapes_ok():
-            y = fp8_matmul_scaled_mm(x_q, x_scale, self.weight_fp8, self.weight_scale)
+            y = fp8_matmul_scaled_mm(x_q, x_scale, self.weight_fp8, self.weight_scale, self.fast_accum)
         else:
             y = fp8_matmul_reference(x_q, x_scale, self.weight_fp8, self.weight_scale)
         return y.to(x.dtype).reshape(*lead, self.out_features)
@@ -148,7 +163,10 @@ class FP8Linear(nn.Module):
         return self.in_features % 16 == 0 and self.out_features % 16 == 0
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, scale_ub={self.scale_ub}"
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, scale_ub={self.scale_ub}, "
+            f"fast_accum={self.fast_accum}"
+        )
 
 
 def _ffn_of(block: nn.Module) -> nn.Module:
@@ -176,7 +194,7 @@ def quantize_model(model: nn.Module, cfg: FP8Config) -> nn.Module:
         for name in FFN_PROJECTIONS:
             lin = getattr(ffn, name)
             if isinstance(lin, nn.Linear):
-                setattr(ffn, name, FP8Linear(lin, cfg.scale_ub, cfg.use_scaled_mm))
+                setattr(ffn, name, FP8Linear(lin, cfg.scale_ub, cfg.use_scaled_mm, cfg.fast_accum))
         if getattr(ffn, "fused", False):
             ffn.fused = False
     return model

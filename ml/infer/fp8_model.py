@@ -94,13 +94,20 @@ def save_fp8(model: Llama, cfg: FP8Config, directory: Path) -> Path:
     return directory
 
 
+def read_fp8_config(directory: Path) -> tuple[FP8Config, dict[str, Any]]:
+    """The recipe saved by :func:`save_fp8` and the whole record (with the converted layers)."""
+    record = json.loads((directory / FP8_CONFIG_FILE).read_text())
+    # checkpoints written before fast accumulation was a setting ran _scaled_mm with exact accumulation
+    record.setdefault("fast_accum", False)
+    return FP8Config.from_dict({f.name: record[f.name] for f in dataclasses.fields(FP8Config)}), record
+
+
 def load_fp8(directory: Path) -> Llama:
     """The model written by :func:`save_fp8`; every tensor is checked against the converted structure."""
     cfg = config_from_hf(
         json.loads((directory / CONFIG_FILE).read_text()), where=str(directory / CONFIG_FILE)
     )
-    record = json.loads((directory / FP8_CONFIG_FILE).read_text())
-    fp8 = FP8Config.from_dict({f.name: record[f.name] for f in dataclasses.fields(FP8Config)})
+    fp8, _ = read_fp8_config(directory)
     model = quantize_model(Llama.from_config(cfg).to(torch.bfloat16), fp8)
     load_model(model, str(directory / WEIGHTS_FILE), strict=True)
     return model.eval()

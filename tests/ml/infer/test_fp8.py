@@ -178,7 +178,7 @@ def test_gpu_scaled_mm_equals_the_cpu_reference():
     x[0, 0, 0] = 5000.0  # a token past the scale bound
     cpu = FP8Linear(lin, scale_ub=1200.0)
     ref = cpu(x.float()).to(torch.bfloat16)
-    dev = FP8Linear(lin.cuda(), scale_ub=1200.0)
+    dev = FP8Linear(lin.cuda(), scale_ub=1200.0, fast_accum=False)
     assert torch.equal(dev.weight_fp8.cpu().float(), cpu.weight_fp8.float())
     assert torch.equal(dev.weight_scale.cpu(), cpu.weight_scale)
     (q_cpu, s_cpu), (q_dev, s_dev) = quantize_rows(x, 1200.0), quantize_rows(x.cuda(), 1200.0)
@@ -186,3 +186,17 @@ def test_gpu_scaled_mm_equals_the_cpu_reference():
     out = dev(x.cuda())
     assert out.dtype == torch.bfloat16
     torch.testing.assert_close(out.float().cpu(), ref.float(), rtol=2**-7, atol=1e-3)
+
+
+@pytest.mark.gpu
+@gpu
+def test_gpu_fast_accumulation_stays_near_the_exact_product():
+    """Hopper's fast FP8 accumulation (fbgemm's default) against exact accumulation on the same quantized
+    operands, K = 4096 (a long sum, where fewer fp32 promotions show): relative L2 below 1e-2."""
+    torch.manual_seed(4)
+    lin = nn.Linear(4096, 1024, bias=False).cuda()
+    x = torch.randn(256, 4096, device="cuda").to(torch.bfloat16)
+    exact = FP8Linear(lin, scale_ub=1200.0, fast_accum=False)(x).float()
+    fast = FP8Linear(lin, scale_ub=1200.0, fast_accum=True)(x).float()
+    rel = ((fast - exact).norm() / exact.norm()).item()
+    assert rel < 1e-2, rel

@@ -37,6 +37,22 @@ def test_round_trip_keeps_fp8_weights_and_skipped_layers(model, tmp_path):
     assert torch.equal(back(x), fp8(x))
 
 
+def test_the_accumulation_setting_round_trips_and_old_checkpoints_load_as_exact(model, tmp_path):
+    """``fast_accum`` is saved with the checkpoint; a record written before the setting existed ran
+    ``_scaled_mm`` with exact accumulation, so it loads with ``fast_accum`` False."""
+    import json
+
+    fp8 = quantized_copy(model, FP8Config())
+    assert fp8.layers[1].mlp.up_proj.fast_accum is True  # fbgemm's f8f8bf16_rowwise default
+    save_fp8(fp8, FP8Config(), tmp_path / "fp8")
+    assert load_fp8(tmp_path / "fp8").layers[1].mlp.up_proj.fast_accum is True
+    record_path = tmp_path / "fp8" / "fp8_config.json"
+    record = json.loads(record_path.read_text())
+    del record["fast_accum"]
+    record_path.write_text(json.dumps(record))
+    assert load_fp8(tmp_path / "fp8").layers[1].mlp.up_proj.fast_accum is False
+
+
 def test_doc_loglik_equals_a_hand_computation(model):
     docs = [np.array([5, 9, 2, 7]), np.array([3, 1])]
     got = doc_logliks(model, docs, batch_size=2)
