@@ -123,15 +123,18 @@ def build_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.devi
     )
 
 
-def clip_grad_norm(params: list[torch.nn.Parameter], max_norm: float) -> float:
-    """Clip the global gradient norm (over all ranks' shards under FSDP2); returns the norm before clipping."""
+def clip_grad_norm(params: list[torch.nn.Parameter], max_norm: float) -> torch.Tensor:
+    """Clip the global gradient norm (over all ranks' shards under FSDP2); returns the norm before clipping.
+
+    The norm stays a device tensor: reading it here would stall the host until the backward has run,
+    before it could queue the optimizer step (the caller reads it once the step is queued)."""
     grads = [p.grad for p in params if p.grad is not None]
     total = torch.nn.utils.get_total_norm(grads, norm_type=2.0, foreach=None)
     if isinstance(total, DTensor):
         total = total.full_tensor()  # partial norms of the shards -> global norm
     if max_norm > 0:
         torch.nn.utils.clip_grads_with_norm_(params, max_norm, total, foreach=None)
-    return float(total.item())
+    return total
 
 
 def autocast_context(device: torch.device, precision: str, fsdp: bool) -> contextlib.AbstractContextManager:
@@ -154,7 +157,11 @@ def peak_flops_for(cfg: TrainConfig, device: torch.device) -> tuple[float, str]:
 
 
 def to_device(batch: Batch, device: torch.device) -> Batch:
-    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+    """The batch on ``device``. To a GPU through pinned memory: a copy from pageable memory waits for
+    every kernel already queued, so each micro-batch would drain the GPU before its forward is queued."""
+    if device.type != "cuda":
+        return {k: v.to(device) for k, v in batch.items()}
+    return {k: v.pin_memory().to(device, non_blocking=True) for k, v in batch.items()}
 
 
 @torch.no_grad()
@@ -324,10 +331,15 @@ class Trainer:
         step_tokens = all_reduce_count(tokens, self.device)
         self.tokens_seen += step_tokens
         self._window_tokens += step_tokens
-        loss_value = all_reduce_mean(loss_sum / accum, self.device)
+        loss_value = all_reduce_mean(loss_sum / accum, self.device)  # the step's one wait for the GPU
         if not math.isfinite(loss_value):
             raise FloatingPointError(f"step {self.step}: training loss is {loss_value}")
-        return {"loss": loss_value, "lr": lr, "grad_norm": grad_norm, "batch_tokens": float(step_tokens)}
+        return {
+            "loss": loss_value,
+            "lr": lr,
+            "grad_norm": float(grad_norm.item()),
+            "batch_tokens": float(step_tokens),
+        }
 
     def evaluate(self) -> dict[str, float]:
         """The task's evaluation metrics on its fixed evaluation batches."""

@@ -162,3 +162,27 @@ def test_cpu_adamw_is_multi_tensor_and_steps_exactly_like_the_single_tensor_loop
     pairs = list(zip(model.parameters(), twin.parameters(), strict=True))
     assert all(torch.equal(p, q) for p, q in pairs)
     assert not torch.equal(pairs[0][0], Llama.from_config(cfg.model).embed_tokens.weight)  # it did train
+
+
+def test_clip_grad_norm_returns_the_norm_before_clipping_as_a_tensor():
+    """Gradients (3, 4) and (0, 0, 12): global norm 13 (hand-computed), clipped to norm 1 in place; the
+    norm comes back as a 0-d tensor, read by the caller once the optimizer step is queued."""
+    from ml.train.engine import clip_grad_norm
+
+    a, b = torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(3))
+    a.grad, b.grad = torch.tensor([3.0, 4.0]), torch.tensor([0.0, 0.0, 12.0])
+    norm = clip_grad_norm([a, b], max_norm=1.0)
+    assert isinstance(norm, torch.Tensor) and norm.dim() == 0 and norm.item() == 13.0
+    clipped = torch.cat([a.grad, b.grad]).norm().item()
+    assert abs(clipped - 1.0) < 1e-6
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_gpu_batches_reach_the_device_through_pinned_memory_unchanged():
+    from ml.train.engine import to_device
+
+    batch = {"inputs": torch.arange(4096).reshape(2, 2048), "doc_ids": torch.zeros(2, 2048, dtype=torch.long)}
+    out = to_device(batch, torch.device("cuda"))
+    torch.cuda.synchronize()
+    assert all(out[k].is_cuda and torch.equal(out[k].cpu(), batch[k]) for k in batch)
