@@ -28,7 +28,7 @@ from ml.eval.model_evals import evaluate_model
 from ml.eval.multiple_choice import MultipleChoiceConfig, build_items
 from ml.eval.niah import NiahConfig, build_niah
 from ml.io import atomic_write_text
-from ml.tokens.shards import ShardConfig, assign_split
+from ml.tokens.shards import ShardConfig, val_mask
 from ml.tokens.tokenizer import load_tokenizer
 from ml.train.config import TrainConfig
 from ml.train.engine import final_metrics
@@ -261,8 +261,7 @@ class EvalSuite:
 def heldout_docs(corpus: DocShards, shards: TokenShards) -> pd.DataFrame:
     """The curated documents of the token shards' validation split (one row per document id)."""
     df = corpus.read().drop_duplicates("id").reset_index(drop=True)
-    split = shards.manifest["config"]
-    return df[assign_split(df["id"], split["val_fraction"], split["seed"])].reset_index(drop=True)
+    return df[val_mask(df, shards.manifest["config"])].reset_index(drop=True)
 
 
 def encode_docs(

@@ -11,7 +11,7 @@ from dagster_project.resources import DvcResource, MlflowResource
 from dagster_project.stage import md_table, stage_asset, stage_run
 from ml.eval.multiple_choice import MultipleChoiceConfig, build_items, items_version
 from ml.io import atomic_dir, atomic_write_text
-from ml.tokens.shards import assign_split
+from ml.tokens.shards import val_mask
 
 McRun = dagster_config_for(MultipleChoiceConfig)
 
@@ -48,9 +48,8 @@ def mc_eval_items(
     the same language and class; versioned by the md5 of the items (Llama 3 paper §3.2.1 forecasts such a
     task's accuracy from the scaling sweep)."""
     cfg = resolve_config(MultipleChoiceConfig, config)
-    split = token_shards.manifest["config"]
     docs = curated_corpus.read()
-    held_out = docs[assign_split(docs["id"], split["val_fraction"], split["seed"])].drop_duplicates("id")
+    held_out = docs[val_mask(docs, token_shards.manifest["config"])].drop_duplicates("id")
     with stage_run(context, mlflow, dvc, cfg, curated_corpus, token_shards) as run:
         items = build_items(held_out, cfg)
         version = items_version(items)

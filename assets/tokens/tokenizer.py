@@ -10,7 +10,7 @@ from dagster_project.partitions import SNAPSHOTS
 from dagster_project.resources import DvcResource, MlflowResource
 from dagster_project.stage import md_table, stage_asset, stage_run
 from ml.io import atomic_dir, atomic_write_text
-from ml.tokens.shards import assign_split
+from ml.tokens.shards import heldout_mask
 from ml.tokens.tokenizer import (
     NAMED_SPECIAL_OFFSETS,
     TokenizerConfig,
@@ -50,7 +50,7 @@ def tokenizer(
     loadable by ``transformers.PreTrainedTokenizerFast``."""
     cfg = resolve_config(TokenizerConfig, config)
     docs = domain_classified.read().drop_duplicates("id")
-    held = assign_split(docs["id"], cfg.heldout_fraction, cfg.heldout_seed, cfg.heldout_min_docs)
+    held = heldout_mask(docs, cfg.heldout_fraction, cfg.heldout_seed, cfg.heldout_min_docs, cfg.heldout_key)
     train, heldout = docs[~held], docs[held]
     with stage_run(context, mlflow, dvc, cfg, domain_classified) as run:
         tok = train_tokenizer(train["text"].tolist(), cfg)

@@ -29,7 +29,7 @@ from tokenizers import Tokenizer
 
 from ml.config import StageConfig
 from ml.io import ShardError, atomic_dir, atomic_write_text, sha256_file
-from ml.tokens.tokenizer import BOS, EOS, special_token_id, tokenizer_sha256
+from ml.tokens.tokenizer import BOS, EOS, SPLIT_KEYS, special_token_id, tokenizer_sha256
 
 SPLITS: tuple[str, ...] = ("train", "val")
 MANIFEST = "manifest.json"
@@ -50,6 +50,9 @@ class ShardConfig(StageConfig):
         where 1% is thousands).
     seed: salt of the document hash that assigns the split. The tokenizer holds out the documents of the
         same hash rule (TokenizerConfig.heldout_*), so validation documents are never tokenizer training text.
+    split_key: what the split hashes (``split_keys``): ``text`` (xxh64 of the document's text: the same in
+        every crawl of the same pages) or ``id`` (sha1 of url + fetch time, which a re-crawl changes: the rule
+        of shards written before this setting, which read back as ``id``).
     dtype: token dtype on disk; uint32 holds 128,256 ids (uint16 would not).
     add_bos / add_eos: wrap every document in <|begin_of_text|> ... <|end_of_text|>.
     encode_batch_size: documents per ``encode_batch`` call.
@@ -63,6 +66,7 @@ class ShardConfig(StageConfig):
     add_bos: bool = True
     add_eos: bool = True
     encode_batch_size: int = 1024
+    split_key: str = "text"
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "tiny": {"tokens_per_shard": 1 << 20, "val_fraction": 0.05, "min_val_docs": 64},
@@ -81,6 +85,10 @@ class ShardConfig(StageConfig):
             raise ValueError(f"ShardConfig.min_val_docs={self.min_val_docs}: must be >= 0")
         if self.tokens_per_shard < 1 or self.encode_batch_size < 1:
             raise ValueError("ShardConfig.tokens_per_shard and encode_batch_size must be >= 1")
+        if self.split_key not in SPLIT_KEYS:
+            raise ValueError(
+                f"ShardConfig.split_key={self.split_key!r}: choose one of {', '.join(SPLIT_KEYS)}"
+            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,6 +174,40 @@ def assign_split(ids: pd.Series, val_fraction: float, seed: int, min_docs: int =
     if val_fraction > 0 and want >= 1 and len(np.unique(u[is_val])) < want:
         is_val = u <= distinct[want - 1]
     return is_val
+
+
+def split_keys(df: pd.DataFrame, key: str = "text") -> pd.Series:
+    """What the held-out rules hash, one value per row. ``text``: xxh64 of the UTF-8 text, so a re-crawl of
+    the same pages splits the same way (the id changes with the fetch time and the local web's port), and
+    up-sampled copies and exact duplicates share their split. ``id``: the document id."""
+    if key not in SPLIT_KEYS:
+        raise ValueError(f"split key {key!r}: choose one of {', '.join(SPLIT_KEYS)}")
+    if key not in df.columns:
+        raise KeyError(
+            f"split key {key!r}: the documents have no such column ({', '.join(map(str, df.columns))})"
+        )
+    if key == "id":
+        return df["id"].astype(str)
+    return df["text"].map(lambda t: xxhash.xxh64_hexdigest(str(t).encode("utf-8")))
+
+
+def heldout_mask(
+    df: pd.DataFrame, fraction: float, seed: int, min_docs: int = 1, key: str = "text"
+) -> np.ndarray:
+    """:func:`assign_split` over :func:`split_keys`: True for the held-out documents."""
+    return assign_split(split_keys(df, key), fraction, seed, min_docs)
+
+
+def val_mask(df: pd.DataFrame, shard_config: dict[str, Any]) -> np.ndarray:
+    """True for the rows of ``df`` in the validation split of the shards written with ``shard_config``
+    (a manifest's ``config``); manifests from before ``split_key`` hashed the id."""
+    return heldout_mask(
+        df,
+        shard_config["val_fraction"],
+        shard_config["seed"],
+        shard_config.get("min_val_docs", 0),
+        shard_config.get("split_key", "id"),
+    )
 
 
 def _copy_index(df: pd.DataFrame) -> np.ndarray:
@@ -295,7 +337,7 @@ def write_token_shards(
     df = df.reset_index(drop=True)
     bos = special_token_id(tok, BOS) if cfg.add_bos else None
     eos = special_token_id(tok, EOS) if cfg.add_eos else None
-    is_val = assign_split(df["id"], cfg.val_fraction, cfg.seed, cfg.min_val_docs)
+    is_val = heldout_mask(df, cfg.val_fraction, cfg.seed, cfg.min_val_docs, cfg.split_key)
 
     docs = _encode_docs(df["text"], tok, cfg.encode_batch_size, bos, eos)
     n_tokens = np.array([len(d) for d in docs], dtype=np.int64)

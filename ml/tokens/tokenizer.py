@@ -29,6 +29,9 @@ LLAMA3_SPLIT_PATTERN = (
     r"|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
 
+# what the held-out rules hash (ml.tokens.shards.split_keys): the document's text, or its id
+SPLIT_KEYS = ("text", "id")
+
 BOS = "<|begin_of_text|>"
 EOS = "<|end_of_text|>"
 PAD = "<|finetune_right_pad_id|>"
@@ -84,9 +87,10 @@ class TokenizerConfig(StageConfig):
         chosen so tiny trains in seconds on CPU).
     split_pattern: pre-tokenizer regex (Llama 3's, see LLAMA3_SPLIT_PATTERN).
     model_max_length: written to tokenizer_config.json (Llama 3 paper §3.4.2: 128K context after long-context training).
-    heldout_fraction / heldout_min_docs / heldout_seed: documents kept out of training, on which compression
-        is reported per language; the same hash rule and defaults as ShardConfig's validation split
-        (val_fraction / min_val_docs / seed), so the model's validation documents are unseen here too.
+    heldout_fraction / heldout_min_docs / heldout_seed / heldout_key: documents kept out of training, on
+        which compression is reported per language; the same hash rule and defaults as ShardConfig's
+        validation split (val_fraction / min_val_docs / seed / split_key), so the model's validation
+        documents are unseen here too.
     """
 
     vocab_size: int = 4096
@@ -99,6 +103,7 @@ class TokenizerConfig(StageConfig):
     heldout_fraction: float = 0.05
     heldout_min_docs: int = 0
     heldout_seed: int = 0
+    heldout_key: str = "text"
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "tiny": {"vocab_size": 4096, "max_training_bytes": 32_000_000, "heldout_min_docs": 64},
@@ -113,6 +118,10 @@ class TokenizerConfig(StageConfig):
             raise ValueError(
                 f"TokenizerConfig.heldout_fraction={self.heldout_fraction} must be in [0, 1) and "
                 f"heldout_min_docs={self.heldout_min_docs} >= 0"
+            )
+        if self.heldout_key not in SPLIT_KEYS:
+            raise ValueError(
+                f"TokenizerConfig.heldout_key={self.heldout_key!r}: choose one of {', '.join(SPLIT_KEYS)}"
             )
         need = max(NAMED_SPECIAL_OFFSETS.values()) + 1
         if self.num_reserved_special_tokens < need:

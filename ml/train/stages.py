@@ -25,7 +25,7 @@ from tokenizers import Tokenizer
 from ml.config import ConfigError, StageConfig
 from ml.eval.niah import NiahConfig
 from ml.tokens import resample
-from ml.tokens.shards import ShardConfig, assign_split, read_manifest, write_token_shards
+from ml.tokens.shards import ShardConfig, heldout_mask, read_manifest, write_token_shards
 from ml.train.config import TrainConfig
 
 # The paper's ramp (ml/train/schedule.py PAPER_405B_RAMP) doubles the sequence length once early (after
@@ -449,7 +449,7 @@ def mix_targets(
 def _sample_mix(
     df: pd.DataFrame, tok: Tokenizer, out_dir: Path, shards: ShardConfig, targets, class_tokens
 ) -> dict[str, Any]:
-    val = assign_split(df["id"], shards.val_fraction, shards.seed, shards.min_val_docs)
+    val = heldout_mask(df, shards.val_fraction, shards.seed, shards.min_val_docs, shards.split_key)
     weights = resample.class_token_sample(df, targets, class_tokens, keep=val)
     return _write_mix(resample.resample(df, weights), tok, out_dir, shards)
 

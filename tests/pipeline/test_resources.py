@@ -180,10 +180,11 @@ def test_a_stage_commit_writes_the_lock_dvc_itself_writes(home, tmp_path):
     ours = yaml.safe_load((home / "dvc.lock").read_text())
     assert [ours["stages"][s]["outs"][0]["md5"] for s in ("up", "down")] == list(md5s)
     assert ours["stages"]["up"]["params"] == {"params.yaml": {"preset": "tiny"}}
+
     # DVC's own `dvc commit --force` of both stages writes the same entries (its dvc.lock, re-read)
-    dvc = lambda *a: subprocess.run(
-        [sys.executable, "-m", "dvc", *a], cwd=home, capture_output=True, text=True
-    )  # noqa: E731
+    def dvc(*a):
+        return subprocess.run([sys.executable, "-m", "dvc", *a], cwd=home, capture_output=True, text=True)
+
     (home / "dvc.lock").unlink()
     assert dvc("commit", "--force", "up", "down").returncode == 0
     assert yaml.safe_load((home / "dvc.lock").read_text()) == ours

@@ -13,9 +13,12 @@ from ml.io import ShardError
 from ml.tokens.shards import (
     ShardConfig,
     assign_split,
+    heldout_mask,
     open_index,
     open_shard,
     read_manifest,
+    split_keys,
+    val_mask,
     write_token_shards,
 )
 from ml.tokens.tokenizer import byte_tokenizer, tokenizer_sha256
@@ -111,14 +114,12 @@ def test_oversized_document_gets_its_own_shard(tok, tmp_path):
 
 
 def test_split_by_document_hash(tok, tmp_path):
-    df = pd.DataFrame(
-        {"id": [f"doc{i}" for i in range(200)], "text": ["x" * (i % 7 + 1) for i in range(200)]}
-    )
-    is_val = assign_split(df["id"], 0.25, seed=3)
+    df = pd.DataFrame({"id": [f"doc{i}" for i in range(200)], "text": [f"x{i}" for i in range(200)]})
+    is_val = heldout_mask(df, 0.25, seed=3)
     assert 20 < is_val.sum() < 80
     # A document keeps its split when the corpus changes around it.
-    assert (assign_split(df["id"].iloc[50:], 0.25, seed=3) == is_val[50:]).all()
-    assert not (assign_split(df["id"], 0.25, seed=4) == is_val).all()
+    assert (heldout_mask(df.iloc[50:], 0.25, seed=3) == is_val[50:]).all()
+    assert not (heldout_mask(df, 0.25, seed=4) == is_val).all()
     m = write_token_shards(df, tok, tmp_path, ShardConfig(val_fraction=0.25, seed=3))
     val_tokens = sum(len(t) + 2 for t in df["text"][is_val])
     assert m.splits["val"] == {
@@ -129,6 +130,45 @@ def test_split_by_document_hash(tok, tmp_path):
     val = open_shard(tmp_path / "val-00000.bin")
     expected = np.concatenate([[BOS, *t.encode(), EOS] for t in df["text"][is_val]])
     assert val.tolist() == expected.tolist()
+
+
+def test_the_split_follows_the_text_so_a_recrawl_splits_the_same_way(tok, tmp_path):
+    """A re-crawl of the same pages gives new ids (sha1 of url + fetch time) and the same texts: the
+    shards' validation split is the same documents. The key is xxh64 of the UTF-8 text, salted by the seed
+    (``3:<hex digest>``, hand-computed here); ``split_key: id`` keeps the old rule."""
+    import xxhash
+
+    texts = [f"page {i} text" for i in range(60)]
+    first = pd.DataFrame({"id": [f"crawl1-{i}" for i in range(60)], "text": texts})
+    again = pd.DataFrame({"id": [f"crawl2-{i}" for i in range(60)], "text": texts})
+    assert (heldout_mask(first, 0.25, seed=3) == heldout_mask(again, 0.25, seed=3)).all()
+    assert split_keys(first)[0] == xxhash.xxh64_hexdigest(b"page 0 text")
+    expected = [
+        xxhash.xxh64_intdigest(f"3:{xxhash.xxh64_hexdigest(t.encode())}".encode()) / 2**64 < 0.25
+        for t in texts
+    ]
+    assert heldout_mask(first, 0.25, seed=3).tolist() == expected
+    by_id = heldout_mask(first, 0.25, seed=3, key="id")
+    assert (by_id == assign_split(first["id"], 0.25, seed=3)).all()
+    assert not (by_id == heldout_mask(again, 0.25, seed=3, key="id")).all()
+    m1 = write_token_shards(first, tok, tmp_path / "1", ShardConfig(val_fraction=0.25, seed=3))
+    m2 = write_token_shards(again, tok, tmp_path / "2", ShardConfig(val_fraction=0.25, seed=3))
+    assert m1.splits == m2.splits and m1.config["split_key"] == "text"
+    assert (
+        open_shard(tmp_path / "1" / "val-00000.bin").tolist()
+        == open_shard(tmp_path / "2" / "val-00000.bin").tolist()
+    )
+
+
+def test_a_manifest_without_split_key_reads_back_as_the_id_rule():
+    df = pd.DataFrame({"id": [f"d{i}" for i in range(80)], "text": [f"t{i}" for i in range(80)]})
+    old = {"val_fraction": 0.2, "seed": 1, "min_val_docs": 0}
+    assert (val_mask(df, old) == assign_split(df["id"], 0.2, seed=1)).all()
+    assert (val_mask(df, old | {"split_key": "text"}) == heldout_mask(df, 0.2, seed=1)).all()
+    with pytest.raises(ValueError, match="split key 'url'"):
+        heldout_mask(df, 0.2, seed=1, key="url")
+    with pytest.raises(ValueError, match="ShardConfig.split_key='url'"):
+        ShardConfig(split_key="url")
 
 
 def test_val_never_empty_by_chance():
@@ -180,7 +220,7 @@ def test_repeated_rows_share_a_split(tok, tmp_path):
         {"id": [f"doc{i % 50}" for i in range(150)], "text": [f"t{i % 50}" for i in range(150)]}
     )
     m = write_token_shards(df, tok, tmp_path, ShardConfig(val_fraction=0.3, seed=1))
-    is_val = assign_split(df["id"], 0.3, seed=1)
+    is_val = heldout_mask(df, 0.3, seed=1)
     n_val_ids = df["id"][is_val].nunique()
     val_texts = df["text"][is_val].unique()  # val keeps one copy of each document
     assert m.splits["val"] == {

@@ -89,6 +89,8 @@ def test_config_rejects_bad_values():
         TokenizerConfig(vocab_size=300, num_reserved_special_tokens=256)
     with pytest.raises(ConfigError, match="vocab_sise"):
         TokenizerConfig.from_dict({"vocab_sise": 10})
+    with pytest.raises(ValueError, match="heldout_key='url'"):
+        TokenizerConfig(heldout_key="url")
 
 
 def test_vocab_size_and_special_ids(tok):

@@ -104,22 +104,23 @@ def test_the_candidate_class_holds_its_share_of_the_tokens_in_the_sampled_batche
     the mix writes; one epoch of the engine's loader then holds 30 ``c`` tokens of 100."""
     import pandas as pd
 
-    from ml.tokens.shards import ShardConfig, assign_split, write_token_shards
+    from ml.tokens.shards import ShardConfig, heldout_mask, write_token_shards
     from ml.train.data import TokenLoader
     from ml.train.stages import candidate_mix, default_mix_sample
 
     shards = ShardConfig(val_fraction=0.1, seed=0)
-    ids = [f"g{i}" for i in range(40)]
-    val = assign_split(pd.Series(ids), shards.val_fraction, shards.seed)
-    general = [i for i, v in zip(ids, val, strict=True) if not v][:7] + [ids[int(np.flatnonzero(val)[0])]]
+    # distinct texts (the split hashes the text), each word an unknown one: token ``g``
+    pool = pd.DataFrame({"id": [f"g{i}" for i in range(40)], "text": [f"g{i} " * 10 for i in range(40)]})
+    val = heldout_mask(pool, shards.val_fraction, shards.seed)
+    general = pd.concat([pool[~val].iloc[:7], pool[val].iloc[:1]], ignore_index=True)
     df = pd.DataFrame(
         {
-            "id": [*general, "code-doc"],
-            "text": ["g " * 10] * 8 + ["c " * 10],
+            "id": [*general["id"], "code-doc"],
+            "text": [*general["text"], "c " * 10],
             "domain": ["general"] * 8 + ["code"],
         }
     )
-    assert not assign_split(pd.Series(["code-doc"]), shards.val_fraction, shards.seed)[0]
+    assert not heldout_mask(df.iloc[8:], shards.val_fraction, shards.seed)[0]
     tok = _word_tokenizer()
     main = write_token_shards(df, tok, tmp_path / "main", shards)
     assert main.tokens_per_class["train"] == {"code": 12, "general": 84}
