@@ -13,6 +13,7 @@ from dagster_project.stage import md_table, stage_asset, stage_run
 from ml.io import atomic_dir
 from ml.posttrain.synthetic import SyntheticDataConfig, build_synthetic_data
 from ml.tokens.chat import encode_chat_masked
+from ml.tokens.shards import split_keys
 from ml.tokens.tokenizer import load_tokenizer
 
 SyntheticRun = dagster_config_for(SyntheticDataConfig)
@@ -53,7 +54,8 @@ def synthetic_data(
             report = build_synthetic_data(
                 cfg,
                 tmp,
-                list(zip(docs["id"], docs["text"], strict=True)),
+                # documents named by their text key: a re-crawl gives the same QA records and splits
+                list(zip(split_keys(docs, "text"), docs["text"], strict=True)),
                 lambda r: len(encode_chat_masked(r["messages"], tok).ids),
             )
             for d in (tmp, tmp / "prefs"):

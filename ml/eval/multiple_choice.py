@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from ml.config import ConfigError, StageConfig
+from ml.tokens.shards import split_keys
 
 _SPLITS = {"paragraph": re.compile(r"\n\s*\n"), "line": re.compile(r"\n")}
 
@@ -87,12 +88,12 @@ def _boundaries(doc_id: str, paras: list[str], cfg: MultipleChoiceConfig) -> lis
 
 
 def _pool(df: pd.DataFrame, cfg: MultipleChoiceConfig) -> dict[tuple, list[tuple[str, str]]]:
-    """Candidate distractor paragraphs per group: (doc id, paragraph) pairs."""
+    """Candidate distractor paragraphs per group: (document key, paragraph) pairs."""
     pool: dict[tuple, list[tuple[str, str]]] = {}
     for row in df.itertuples(index=False):
         group = tuple(getattr(row, c) for c in cfg.group_by)
         for para in _paragraphs(row.text, cfg):
-            pool.setdefault(group, []).append((str(row.id), para[: cfg.max_choice_chars]))
+            pool.setdefault(group, []).append((row.doc_key, para[: cfg.max_choice_chars]))
     return pool
 
 
@@ -110,18 +111,17 @@ def _distractors(pool: list[tuple[str, str]], doc_id: str, answer: str, k: int, 
 def _doc_items(row, pool, cfg: MultipleChoiceConfig) -> Iterable[dict[str, Any]]:
     paras = _paragraphs(row.text, cfg)
     group = tuple(getattr(row, c) for c in cfg.group_by)
-    for i in _boundaries(str(row.id), paras, cfg):
+    key = row.doc_key
+    for i in _boundaries(key, paras, cfg):
         answer = paras[i][: cfg.max_choice_chars]
         sep = "\n\n" if cfg.unit == "paragraph" else "\n"
         context = sep.join(paras[:i])[-cfg.max_context_chars :] + sep
-        others = _distractors(
-            pool.get(group, []), str(row.id), answer, cfg.n_choices - 1, (cfg.seed, row.id, i)
-        )
+        others = _distractors(pool.get(group, []), key, answer, cfg.n_choices - 1, (cfg.seed, key, i))
         if len(others) < cfg.n_choices - 1:
             continue  # too few documents in this language and class to draw distractors from
-        choices = sorted([answer, *others], key=lambda c: _key(cfg.seed, row.id, i, c))
+        choices = sorted([answer, *others], key=lambda c: _key(cfg.seed, key, i, c))
         yield {
-            "item_id": f"{row.id}#{i}",
+            "item_id": f"{key}#{i}",
             "doc_id": str(row.id),
             **{c: getattr(row, c) for c in cfg.group_by},
             "context": context,
@@ -131,13 +131,17 @@ def _doc_items(row, pool, cfg: MultipleChoiceConfig) -> Iterable[dict[str, Any]]
 
 
 def build_items(docs: pd.DataFrame, cfg: MultipleChoiceConfig) -> pd.DataFrame:
-    """Items from ``docs`` (columns ``id``, ``text`` and ``cfg.group_by``), at most ``cfg.n_items``."""
+    """Items from ``docs`` (columns ``id``, ``text`` and ``cfg.group_by``), at most ``cfg.n_items``.
+
+    Every choice (order, answer paragraphs, distractors, choice order) hashes the document's text key
+    (``ml.tokens.shards.split_keys``), not its id, so a re-crawl of the same pages gives the same items;
+    ``doc_id`` keeps the id for provenance."""
     missing = {"id", "text", *cfg.group_by} - set(docs.columns)
     if missing:
         raise ValueError(f"build_items: documents lack column(s) {sorted(missing)}")
-    docs = docs.sort_values("id", kind="stable")
+    docs = docs.assign(doc_key=split_keys(docs, "text")).sort_values(["doc_key", "id"], kind="stable")
     pool = _pool(docs, cfg)
-    order = sorted(docs.itertuples(index=False), key=lambda r: _key(cfg.seed, str(r.id)))
+    order = sorted(docs.itertuples(index=False), key=lambda r: _key(cfg.seed, r.doc_key))
     items: list[dict[str, Any]] = []
     for row in order:
         items.extend(_doc_items(row, pool, cfg))

@@ -38,6 +38,17 @@ def test_items_are_deterministic_and_never_use_the_answer_as_a_distractor():
                 assert (other.lang, other.domain) == (item.lang, item.domain)
 
 
+def test_a_recrawl_with_new_ids_gives_the_same_items():
+    """Ids change with every crawl (sha1 of url + fetch time); the items hash the text, so they do not."""
+    docs = corpus()
+    cfg = MultipleChoiceConfig(n_items=80)
+    items = build_items(docs, cfg)
+    recrawled = build_items(docs.assign(id=[f"crawl2-{i}" for i in range(len(docs))]), cfg)
+    content = ["item_id", "context", "choices", "label"]
+    assert items[content].to_dict("records") == recrawled[content].to_dict("records")
+    assert set(items["doc_id"]) <= set(docs["id"])  # provenance: the id of this crawl
+
+
 def test_another_seed_gives_other_items():
     docs = corpus()
     a = build_items(docs, MultipleChoiceConfig(n_items=50, seed=0))
