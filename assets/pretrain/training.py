@@ -28,7 +28,7 @@ from ml.eval.model_evals import evaluate_model
 from ml.eval.multiple_choice import MultipleChoiceConfig, build_items
 from ml.eval.niah import NiahConfig, build_niah
 from ml.io import atomic_write_text
-from ml.tokens.shards import ShardConfig, val_mask
+from ml.tokens.shards import ShardConfig, val_mask, written_config
 from ml.tokens.tokenizer import load_tokenizer
 from ml.train.config import TrainConfig
 from ml.train.engine import final_metrics
@@ -195,7 +195,7 @@ def copy_hf(src: Path, dst: Path, tokenizer_files: list[Path]) -> None:
 
 def shard_config(shards: TokenShards) -> ShardConfig:
     """The split settings of the main token shards, for a stage's re-weighted shards (same validation docs)."""
-    return ShardConfig.from_dict(shards.manifest["config"])
+    return written_config(shards.manifest["config"])
 
 
 @dataclasses.dataclass

@@ -198,16 +198,16 @@ def heldout_mask(
     return assign_split(split_keys(df, key), fraction, seed, min_docs)
 
 
-def val_mask(df: pd.DataFrame, shard_config: dict[str, Any]) -> np.ndarray:
-    """True for the rows of ``df`` in the validation split of the shards written with ``shard_config``
-    (a manifest's ``config``); manifests from before ``split_key`` hashed the id."""
-    return heldout_mask(
-        df,
-        shard_config["val_fraction"],
-        shard_config["seed"],
-        shard_config.get("min_val_docs", 0),
-        shard_config.get("split_key", "id"),
-    )
+def written_config(manifest_config: dict[str, Any]) -> ShardConfig:
+    """The ShardConfig a manifest's ``config`` was written with; manifests from before ``split_key``
+    hashed the id."""
+    return ShardConfig.from_dict({"split_key": "id", **manifest_config})
+
+
+def val_mask(df: pd.DataFrame, manifest_config: dict[str, Any]) -> np.ndarray:
+    """True for the rows of ``df`` in the validation split of the shards written with ``manifest_config``."""
+    cfg = written_config(manifest_config)
+    return heldout_mask(df, cfg.val_fraction, cfg.seed, cfg.min_val_docs, cfg.split_key)
 
 
 def _copy_index(df: pd.DataFrame) -> np.ndarray:

@@ -20,6 +20,7 @@ from ml.tokens.shards import (
     split_keys,
     val_mask,
     write_token_shards,
+    written_config,
 )
 from ml.tokens.tokenizer import byte_tokenizer, tokenizer_sha256
 
@@ -164,6 +165,9 @@ def test_a_manifest_without_split_key_reads_back_as_the_id_rule():
     df = pd.DataFrame({"id": [f"d{i}" for i in range(80)], "text": [f"t{i}" for i in range(80)]})
     old = {"val_fraction": 0.2, "seed": 1, "min_val_docs": 0}
     assert (val_mask(df, old) == assign_split(df["id"], 0.2, seed=1)).all()
+    assert (
+        written_config(old).split_key == "id" and written_config(ShardConfig().to_dict()).split_key == "text"
+    )
     assert (val_mask(df, old | {"split_key": "text"}) == heldout_mask(df, 0.2, seed=1)).all()
     with pytest.raises(ValueError, match="split key 'url'"):
         heldout_mask(df, 0.2, seed=1, key="url")
