@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
@@ -55,3 +56,12 @@ def test_405b_preset_is_the_paper_recipe():
     )
     assert cfg.schedule.batch_ramp[1] == (252_000_000, 8 * 2**20, 8192)
     assert cfg.to_flat_dict()["schedule.batch_ramp"][0] == [0, 4 * 2**20, 4096]
+
+
+@pytest.mark.parametrize(
+    "path", sorted((Path(__file__).resolve().parents[3] / "configs").glob("*.yaml")), ids=lambda p: p.name
+)
+def test_every_shipped_gpu_config_loads_over_the_small_preset(path):
+    """The YAML files the GPU commands in benchmarks/NOTES.md pass to ``ml.train.run --preset small``."""
+    cfg = TrainConfig.from_yaml(path, preset="small")
+    assert cfg.precision == "bf16" and cfg.compile and cfg.data.doc_mask
